@@ -1,0 +1,132 @@
+//! Configuration: command-line flags, each also readable from a SETTLE_* environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::store::StoreSettings;
+
+/// Everything `settle serve` needs. Tests build the same struct (see `Settings::for_tests`).
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "SETTLE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for Settle's own files (the token signing key) and the default database.
+    #[arg(long, env = "SETTLE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database address: surrealkv://PATH (embedded, durable), mem:// (embedded, in memory) or
+    /// ws://HOST:PORT / wss://HOST:PORT (a SurrealDB server). Default: surrealkv://DATA_DIR/db.
+    #[arg(long, env = "SETTLE_DATABASE")]
+    pub database: Option<String>,
+
+    /// SurrealDB namespace and database names.
+    #[arg(long, env = "SETTLE_DB_NAMESPACE", default_value = "settle")]
+    pub db_namespace: String,
+    #[arg(long, env = "SETTLE_DB_NAME", default_value = "settle")]
+    pub db_name: String,
+
+    /// Root credentials for a SurrealDB server (ws:// and wss:// only).
+    #[arg(long, env = "SETTLE_DB_USER")]
+    pub db_user: Option<String>,
+    #[arg(long, env = "SETTLE_DB_PASSWORD", hide_env_values = true)]
+    pub db_password: Option<String>,
+
+    /// SurrealKV block cache in MiB (it would otherwise take half the machine's memory).
+    #[arg(long, env = "SETTLE_STORE_BLOCK_CACHE_MIB", default_value_t = 64)]
+    pub store_block_cache_mib: u64,
+
+    /// SurrealKV memtable (write buffer) in MiB (it would otherwise grow to 1 GiB).
+    #[arg(long, env = "SETTLE_STORE_MEMTABLE_MIB", default_value_t = 64)]
+    pub store_memtable_mib: u64,
+
+    /// Token verification algorithm. HS256 uses a secret kept in the data directory (created on
+    /// first start) or given by --jwt-secret-file; RS256 and ES256 verify tokens of an external
+    /// identity provider with --jwt-public-key-file.
+    #[arg(long, env = "SETTLE_JWT_ALGORITHM", value_enum, default_value = "hs256")]
+    pub jwt_algorithm: JwtAlgorithm,
+
+    /// File holding the HS256 secret as hex. Default: DATA_DIR/signing.key.
+    #[arg(long, env = "SETTLE_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// PEM public key for RS256 or ES256.
+    #[arg(long, env = "SETTLE_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Log filter (error, warn, info, debug, trace or a tracing directive).
+    #[arg(long, env = "SETTLE_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "SETTLE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Limits that protect the server; clients can read them through the `limits` query.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest page a connection returns.
+    #[arg(long, env = "SETTLE_PAGE_SIZE_MAX", default_value_t = 100)]
+    pub page_size_max: usize,
+    /// Deepest GraphQL query accepted.
+    #[arg(long, env = "SETTLE_QUERY_DEPTH_MAX", default_value_t = 12)]
+    pub query_depth_max: usize,
+    /// Most complex GraphQL query accepted (one point per field, times page sizes).
+    #[arg(long, env = "SETTLE_QUERY_COMPLEXITY_MAX", default_value_t = 5000)]
+    pub query_complexity_max: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "SETTLE_BODY_SIZE_MAX_BYTES", default_value_t = 1 << 20)]
+    pub body_size_max_bytes: usize,
+    /// Times one transaction is retried after write conflicts before TRANSACTION_CONFLICT.
+    #[arg(long, env = "SETTLE_TRANSACTION_RETRIES_MAX", default_value_t = 24)]
+    pub transaction_retries_max: u32,
+}
+
+impl Settings {
+    pub fn database_address(&self) -> String {
+        self.database.clone().unwrap_or_else(|| format!("surrealkv://{}", self.data_dir.join("db").display()))
+    }
+
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            address: self.database_address(),
+            namespace: self.db_namespace.clone(),
+            database: self.db_name.clone(),
+            username: self.db_user.clone(),
+            password: self.db_password.clone(),
+            block_cache_mib: self.store_block_cache_mib,
+            memtable_mib: self.store_memtable_mib,
+            transaction_retries_max: self.limits.transaction_retries_max,
+        }
+    }
+
+    /// Defaults as `settle serve` has them, from the flags' own defaults.
+    pub fn defaults() -> Settings {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        <Only as clap::Parser>::parse_from(["settle"]).settings
+    }
+}

@@ -1,0 +1,91 @@
+//! What every resolver reaches for: the shared state, the verified caller, the tenant's settings
+//! (loaded once per request) and the set-up of a mutation.
+
+use async_graphql::Context;
+use chrono::{NaiveDate, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::auth::{Principal, Role};
+use crate::config::Limits;
+use crate::error::{AppError, AppResult};
+use crate::store::Store;
+use crate::store::audit::{IdempotencyKey, Mutation};
+use crate::store::rows::TenantRow;
+
+/// Shared by every request.
+pub struct AppState {
+    pub store: Store,
+    pub limits: Limits,
+}
+
+/// One request's caller and caches.
+pub struct RequestContext {
+    pub principal: Principal,
+    pub request_id: String,
+    tenant: OnceCell<TenantRow>,
+}
+
+impl RequestContext {
+    pub fn new(principal: Principal, request_id: String) -> Self {
+        RequestContext { principal, request_id, tenant: OnceCell::new() }
+    }
+}
+
+pub fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+/// The caller, refused with FORBIDDEN below `role` (A2).
+pub fn caller<'a>(ctx: &Context<'a>, role: Role) -> AppResult<&'a RequestContext> {
+    let request = ctx.data_unchecked::<RequestContext>();
+    request.principal.require(role)?;
+    Ok(request)
+}
+
+/// The caller's tenant settings, provisioning the tenant on its first request.
+pub async fn tenant<'a>(ctx: &Context<'a>) -> AppResult<&'a TenantRow> {
+    let request = ctx.data_unchecked::<RequestContext>();
+    request.tenant.get_or_try_init(|| state(ctx).store.tenant(&request.principal.tenant)).await
+}
+
+/// Today in the tenant's timezone (I4).
+pub fn today(tenant: &TenantRow) -> NaiveDate {
+    let timezone: chrono_tz::Tz = tenant.timezone.parse().unwrap_or(chrono_tz::UTC);
+    Utc::now().with_timezone(&timezone).date_naive()
+}
+
+/// Longest idempotency key accepted.
+pub const IDEMPOTENCY_KEY_MAX: usize = 128;
+
+/// Sets up a mutation: checks the role, provisions the tenant, and fingerprints the input so a
+/// reused idempotency key can be told apart from a repeated request (X2).
+pub async fn mutation<'a>(
+    ctx: &Context<'a>,
+    role: Role,
+    operation: &'static str,
+    idempotency_key: Option<String>,
+    input: &impl serde::Serialize,
+) -> AppResult<Mutation<'a>> {
+    let request = caller(ctx, role)?;
+    tenant(ctx).await?;
+    let idempotency = match idempotency_key {
+        None => None,
+        Some(key) => {
+            if key.is_empty() || key.chars().count() > IDEMPOTENCY_KEY_MAX || key.chars().any(char::is_control) {
+                return Err(AppError::invalid(format!(
+                    "an idempotency key is 1 to {IDEMPOTENCY_KEY_MAX} printable characters"
+                )));
+            }
+            let canonical = serde_json::to_vec(&(operation, input)).map_err(AppError::internal)?;
+            Some(IdempotencyKey { key, request_hash: hex::encode(Sha256::digest(&canonical)) })
+        }
+    };
+    Ok(Mutation {
+        tenant: &request.principal.tenant,
+        actor: &request.principal.subject,
+        request_id: &request.request_id,
+        operation,
+        idempotency,
+    })
+}

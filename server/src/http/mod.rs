@@ -1,0 +1,203 @@
+//! HTTP: routes, bearer-token extraction, request ids, body limits, logs and metrics.
+//!
+//! /graphql (GET for queries, POST for everything), /graphiql, /healthz (no token; checks the
+//! database) and /metrics (Prometheus; an ADMIN token). The tenant and roles of a request come
+//! only from its verified token (A1).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::http::GraphiQLSource;
+use poem::http::{Method, StatusCode, header};
+use poem::web::{Data, Html};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
+
+use crate::auth::{Principal, Role, TokenKeys};
+use crate::config::Limits;
+use crate::error::{AppError, ErrorCode};
+use crate::graphql::context::RequestContext;
+use crate::graphql::errors::finish_errors;
+use crate::graphql::types::RecordLoader;
+use crate::graphql::SettleSchema;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What the HTTP handlers share.
+pub struct HttpState {
+    pub schema: SettleSchema,
+    pub keys: TokenKeys,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub limits: Limits,
+}
+
+/// The request id of the request being served, set by [`observe`].
+#[derive(Clone)]
+struct RequestId(String);
+
+pub fn routes(state: Arc<HttpState>) -> impl Endpoint<Output = Response> {
+    Route::new()
+        .at("/graphql", get(graphql).post(graphql))
+        .at("/graphiql", get(graphiql))
+        .at("/healthz", get(healthz))
+        .at("/metrics", get(metrics_endpoint))
+        .data(state.clone())
+        .around(move |next, request| observe(state.clone(), next, request))
+}
+
+/// Gives each request an id (a sane incoming X-Request-Id, or a new one), logs it, and counts it.
+async fn observe<E: Endpoint>(state: Arc<HttpState>, next: Arc<E>, mut request: Request) -> poem::Result<Response> {
+    let request_id = request
+        .header("x-request-id")
+        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request.extensions_mut().insert(RequestId(request_id.clone()));
+    let route = match request.uri().path() {
+        path @ ("/graphql" | "/graphiql" | "/healthz" | "/metrics") => path.to_owned(),
+        _ => "other".to_owned(),
+    };
+    let method = request.method().clone();
+    let started = Instant::now();
+    let mut response = match next.call(request).await {
+        Ok(response) => response.into_response(),
+        Err(error) => error.into_response(),
+    };
+    let elapsed = started.elapsed();
+    let status = response.status();
+    if let Ok(value) = request_id.parse() {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    state.metrics.http_requests.with_label_values(&[&route, &format!("{}xx", status.as_u16() / 100)]).inc();
+    state.metrics.http_latency.with_label_values(&[&route]).observe(elapsed.as_secs_f64());
+    tracing::info!(request_id = %request_id, %method, route = %route, status = status.as_u16(),
+        ms = elapsed.as_secs_f64() * 1000.0, "request");
+    Ok(response)
+}
+
+fn request_id(request: &Request) -> String {
+    request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default()
+}
+
+/// A GraphQL-shaped error response outside the GraphQL engine (auth, body, protocol).
+fn error_response(status: StatusCode, error: AppError, request_id: &str, metrics: &Metrics) -> Response {
+    metrics.errors.with_label_values(&[error.code.as_str()]).inc();
+    let body = serde_json::json!({
+        "errors": [{
+            "message": error.message,
+            "extensions": { "code": error.code.as_str(), "retryable": error.code.retryable(), "requestId": request_id }
+        }]
+    });
+    Response::builder().status(status).content_type("application/json").body(body.to_string())
+}
+
+/// A1: the bearer token of a request, verified.
+fn authenticate(request: &Request, keys: &TokenKeys) -> Result<Principal, AppError> {
+    let header = request
+        .header(header::AUTHORIZATION)
+        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "send a token: Authorization: Bearer <token>"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "the Authorization header must be 'Bearer <token>'"))?;
+    keys.verify(token.trim())
+}
+
+#[handler]
+async fn graphql(request: &Request, body: poem::Body, Data(state): Data<&Arc<HttpState>>) -> Response {
+    let request_id = request_id(request);
+    let principal = match authenticate(request, &state.keys) {
+        Ok(principal) => principal,
+        Err(error) => return error_response(StatusCode::UNAUTHORIZED, error, &request_id, &state.metrics),
+    };
+    let graphql_request = match read_graphql_request(request, body, state.limits.body_size_max_bytes).await {
+        Ok(graphql_request) => graphql_request,
+        Err((status, error)) => return error_response(status, error, &request_id, &state.metrics),
+    };
+    let loader = DataLoader::new(
+        RecordLoader { store: state.store.clone(), tenant: principal.tenant.clone() },
+        tokio::spawn,
+    );
+    let graphql_request =
+        graphql_request.data(RequestContext::new(principal, request_id.clone())).data(loader);
+    let mut response = state.schema.execute(graphql_request).await;
+    for code in finish_errors(&mut response.errors, &request_id) {
+        state.metrics.errors.with_label_values(&[code.as_str()]).inc();
+    }
+    let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned());
+    Response::builder().content_type("application/json").body(body)
+}
+
+/// Reads one GraphQL request: GET with query parameters (queries only), or POST with a JSON body
+/// no larger than the limit. Batches are refused.
+async fn read_graphql_request(
+    request: &Request,
+    body: poem::Body,
+    body_size_max: usize,
+) -> Result<async_graphql::Request, (StatusCode, AppError)> {
+    let rejected = |message: String| (StatusCode::BAD_REQUEST, AppError::new(ErrorCode::QueryRejected, message));
+    if request.method() == Method::GET {
+        let query = request.uri().query().unwrap_or_default();
+        let graphql_request = async_graphql::http::parse_query_string(query)
+            .map_err(|e| rejected(format!("bad query string: {e}")))?;
+        let is_mutation = async_graphql::parser::parse_query(&graphql_request.query).is_ok_and(|document| {
+            document.operations.iter().any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation)
+        });
+        if is_mutation {
+            return Err(rejected("mutations must be sent with POST".into()));
+        }
+        return Ok(graphql_request);
+    }
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::new(ErrorCode::RequestTooLarge, format!("the request body is larger than {body_size_max} bytes")),
+        )
+    };
+    if request
+        .header(header::CONTENT_LENGTH)
+        .and_then(|length| length.parse::<usize>().ok())
+        .is_some_and(|length| length > body_size_max)
+    {
+        return Err(too_large());
+    }
+    let bytes = body.into_bytes_limit(body_size_max).await.map_err(|_| too_large())?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| rejected(format!("the body is not JSON: {e}")))?;
+    if value.is_array() {
+        return Err(rejected("batched requests are not accepted; send one operation per request".into()));
+    }
+    serde_json::from_value(value).map_err(|e| rejected(format!("the body is not a GraphQL request: {e}")))
+}
+
+#[handler]
+fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").title("Settle GraphiQL").finish())
+}
+
+/// Liveness and readiness: 200 when the database answers, 503 otherwise. No token needed.
+#[handler]
+async fn healthz(Data(state): Data<&Arc<HttpState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Response::builder().content_type("application/json").body(r#"{"status":"ok","database":"ok"}"#),
+        Err(_) => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .content_type("application/json")
+            .body(r#"{"status":"unavailable","database":"unreachable"}"#),
+    }
+}
+
+/// Prometheus metrics, for a token with the ADMIN role. They hold counts and timings only, never
+/// tenant data.
+#[handler]
+fn metrics_endpoint(request: &Request, Data(state): Data<&Arc<HttpState>>) -> Response {
+    let request_id = request_id(request);
+    match authenticate(request, &state.keys).and_then(|principal| principal.require(Role::Admin)) {
+        Ok(()) => Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render()),
+        Err(error) => {
+            let status = if error.code == ErrorCode::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+            error_response(status, error, &request_id, &state.metrics)
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The rules of Settle (shared domain rules M*, I*, ...) as plain Rust.
+//!
+//! This module decides; it never performs I/O, never reads the clock and never knows how records
+//! are stored or shown. Callers load what a decision needs, pass it in (with "now" or "today"),
+//! and persist what comes back.
+
+pub mod invoice;
+pub mod money;
+pub mod numbering;
+pub mod tax;
+
+pub use money::{Currency, Money, MoneyError};

@@ -1,0 +1,120 @@
+//! The `settle` command: serve, mint a token, print the schema.
+
+use clap::{Parser, Subcommand};
+use settle::auth::{Role, TenantId, TokenKeys};
+use settle::config::{LogFormat, Settings};
+use settle::startup::{Application, secret_path};
+
+#[derive(Parser)]
+#[command(name = "settle", version, about = "Settle: an open payments ledger for practices that bill clients")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server.
+    Serve(Box<Settings>),
+    /// Mint a token signed with the server's HS256 key.
+    Token {
+        #[arg(long)]
+        tenant: String,
+        /// VIEWER, BILLING or ADMIN; repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Lifetime, e.g. 30m, 12h, 30d.
+        #[arg(long, default_value = "12h")]
+        ttl: String,
+        /// The subject recorded as actor in audit events.
+        #[arg(long, default_value = "cli")]
+        subject: String,
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
+    /// Print the GraphQL schema (SDL).
+    Schema,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(settings) => serve(*settings).await,
+        Command::Token { tenant, roles, ttl, subject, settings } => {
+            let tenant = TenantId::parse(&tenant).ok_or_else(|| anyhow::anyhow!("a tenant id is 1-64 of a-z A-Z 0-9 _ -"))?;
+            let roles = roles
+                .iter()
+                .map(|r| Role::parse(r).ok_or_else(|| anyhow::anyhow!("unknown role {r:?}: VIEWER, BILLING or ADMIN")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let keys = TokenKeys::load_or_create_secret(&secret_path(&settings))?;
+            println!("{}", keys.mint(&subject, &tenant, &roles, parse_ttl(&ttl)?)?);
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", settle::graphql::sdl());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    init_logging(&settings);
+    let app = Application::build(settings.clone()).await?;
+    let url = format!("http://{}", app.address());
+    tracing::info!(%url, database = %settings.database_address(), "settle is listening");
+    println!("Settle is listening on {url}");
+    println!("GraphiQL: {url}/graphiql");
+    if app.created_signing_key {
+        let demo = TenantId::parse("demo").expect("valid tenant id");
+        let token = app.keys().mint("demo-admin", &demo, &[Role::Admin], chrono::Duration::days(30))?;
+        println!("First start: created a signing key in {}.", settings.data_dir.display());
+        println!("An ADMIN token for tenant \"demo\", valid 30 days (send it as Authorization: Bearer <token>):");
+        println!("{token}");
+    }
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// "30m", "12h", "30d" or plain seconds.
+fn parse_ttl(text: &str) -> anyhow::Result<chrono::Duration> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = number.parse().map_err(|_| anyhow::anyhow!("bad ttl {text:?}: use e.g. 30m, 12h or 30d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("bad ttl {text:?}: use e.g. 30m, 12h or 30d"),
+    };
+    anyhow::ensure!(seconds > 0 && seconds <= 400 * 86_400, "ttl must be between 1 second and 400 days");
+    Ok(chrono::Duration::seconds(seconds))
+}

@@ -1,0 +1,65 @@
+//! Prometheus metrics: requests, latencies, errors by code, transaction retries.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// The process's metrics; cloning shares them.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route and status class.
+    pub http_requests: IntCounterVec,
+    /// HTTP request latency in seconds, by route.
+    pub http_latency: HistogramVec,
+    /// GraphQL errors by `extensions.code`.
+    pub errors: IntCounterVec,
+    /// Transactions run again after a write conflict.
+    pub transaction_retries: IntCounter,
+    /// Transactions that still conflicted after every retry.
+    pub transaction_conflicts_exhausted: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("settle".into()), None).expect("valid registry prefix");
+        let http_requests =
+            IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests"), &["route", "status"]).expect("valid metric");
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(Opts::new("errors_total", "API errors by code"), &["code"]).expect("valid metric");
+        let transaction_retries =
+            IntCounter::new("transaction_retries_total", "transactions retried after a write conflict").expect("valid metric");
+        let transaction_conflicts_exhausted = IntCounter::new(
+            "transaction_conflicts_exhausted_total",
+            "transactions that still conflicted after every retry",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_latency.clone()),
+            Box::new(errors.clone()),
+            Box::new(transaction_retries.clone()),
+            Box::new(transaction_conflicts_exhausted.clone()),
+        ] {
+            registry.register(collector).expect("metric registered once");
+        }
+        Metrics { registry, http_requests, http_latency, errors, transaction_retries, transaction_conflicts_exhausted }
+    }
+
+    /// The text exposition format served at /metrics.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer).expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("metrics are UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

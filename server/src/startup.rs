@@ -1,0 +1,90 @@
+//! Builds the whole application in one place, for `settle serve` and for the tests alike.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpListener};
+
+use crate::auth::TokenKeys;
+use crate::config::{JwtAlgorithm, Settings};
+use crate::graphql::context::AppState;
+use crate::graphql::build_schema;
+use crate::http::{HttpState, routes};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// A built application: the database is open and the port is bound.
+pub struct Application {
+    address: SocketAddr,
+    acceptor: poem::listener::TcpAcceptor,
+    state: Arc<HttpState>,
+    /// Whether this start created the token signing key (a first start).
+    pub created_signing_key: bool,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let (keys, created_signing_key) = load_keys(&settings)?;
+        let metrics = Metrics::new();
+        let store = Store::open(&settings.store_settings(), metrics.clone()).await?;
+        let schema = build_schema(Some(AppState { store: store.clone(), limits: settings.limits.clone() }), &settings.limits);
+        let state = Arc::new(HttpState { schema, keys, store, metrics, limits: settings.limits.clone() });
+        let acceptor = TcpListener::bind(settings.listen).into_acceptor().await?;
+        let address = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().copied())
+            .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
+        Ok(Application { address, acceptor, state, created_signing_key })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn keys(&self) -> &TokenKeys {
+        &self.state.keys
+    }
+
+    /// Serves until `stop` completes, then finishes requests in flight (up to 10 seconds).
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(routes(self.state), stop, Some(Duration::from_secs(10)))
+            .await
+    }
+}
+
+/// The token keys: an RS256/ES256 public key if configured, else the HS256 secret (created in the
+/// data directory on first start). Returns whether a new secret was created.
+fn load_keys(settings: &Settings) -> anyhow::Result<(TokenKeys, bool)> {
+    match settings.jwt_algorithm {
+        JwtAlgorithm::Hs256 => {
+            let path = secret_path(settings);
+            let existed = path.exists();
+            Ok((TokenKeys::load_or_create_secret(&path)?, !existed))
+        }
+        algorithm @ (JwtAlgorithm::Rs256 | JwtAlgorithm::Es256) => {
+            let path = settings
+                .jwt_public_key_file
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("--jwt-public-key-file is required with {algorithm:?}"))?;
+            let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let algorithm = match algorithm {
+                JwtAlgorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+                _ => jsonwebtoken::Algorithm::ES256,
+            };
+            Ok((TokenKeys::public_key_pem(algorithm, &pem)?, false))
+        }
+    }
+}
+
+/// Where the HS256 secret lives.
+pub fn secret_path(settings: &Settings) -> std::path::PathBuf {
+    settings.jwt_secret_file.clone().unwrap_or_else(|| settings.data_dir.join("signing.key"))
+}

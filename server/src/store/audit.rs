@@ -1,0 +1,147 @@
+//! The two things every mutation shares: idempotency keys (X2) and audit events (X3), both
+//! written in the mutation's own transaction, so either all of it happened or none of it did.
+
+use std::future::Future;
+
+use chrono::Utc;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
+
+use super::rows::{AuditRow, CountRow, IdempotencyRow, new_key, record};
+use super::{Store, TxRef, Vars};
+use crate::auth::TenantId;
+use crate::error::{AppError, AppResult, ErrorCode};
+
+/// An idempotency key with the fingerprint of the request it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// SHA-256 of the operation name and its canonical input.
+    pub request_hash: String,
+}
+
+/// Who changes what, and how the change can be recognised when it is sent again.
+#[derive(Debug, Clone)]
+pub struct Mutation<'m> {
+    pub tenant: &'m TenantId,
+    pub actor: &'m str,
+    pub request_id: &'m str,
+    pub operation: &'static str,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// What a mutation appends to the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEntry {
+    pub action: String,
+    /// The records it touched, as "table:key".
+    pub records: Vec<String>,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    pub reason: Option<String>,
+}
+
+fn idempotency_id(tenant: &TenantId, key: &str) -> RecordId {
+    let parts = Array::from(vec![Value::String(tenant.as_str().to_owned()), Value::String(key.to_owned())]);
+    RecordId::new("idempotency", RecordIdKey::Array(parts))
+}
+
+impl Store {
+    /// Runs a mutation in one transaction with its idempotency check and its audit event.
+    ///
+    /// With a key already used for the same operation and input, the first result is returned and
+    /// nothing changes; with a key used for anything else, IDEMPOTENCY_KEY_REUSED. Two requests
+    /// with one key at the same moment both try to create the key's record; the database lets one
+    /// commit and the other retries, then finds the key and returns the first result.
+    pub async fn mutate<T, F, Fut>(&self, mutation: &Mutation<'_>, body: F) -> AppResult<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(TxRef) -> Fut,
+        Fut: Future<Output = AppResult<(T, AuditEntry)>>,
+    {
+        let body = &body;
+        self.transaction(|tx| async move {
+            if let Some(idempotency) = &mutation.idempotency {
+                let id = idempotency_id(mutation.tenant, &idempotency.key);
+                let mut found = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", id)).await?;
+                if let Some(previous) = found.first::<IdempotencyRow>(0)? {
+                    if previous.operation != mutation.operation || previous.request_hash != idempotency.request_hash {
+                        return Err(AppError::new(
+                            ErrorCode::IdempotencyKeyReused,
+                            "this idempotency key was already used for a different request; use a new key",
+                        ));
+                    }
+                    return serde_json::from_str(&previous.result).map_err(AppError::internal);
+                }
+            }
+            let (value, entry) = body(tx.clone()).await?;
+            append_audit(&tx, mutation, entry).await?;
+            if let Some(idempotency) = &mutation.idempotency {
+                let result = serde_json::to_string(&value).map_err(AppError::internal)?;
+                tx.query(
+                    "CREATE $id SET operation = $operation, request_hash = $hash, result = $result, created_at = time::now()",
+                    Vars::new()
+                        .set("id", idempotency_id(mutation.tenant, &idempotency.key))
+                        .set("operation", mutation.operation.to_owned())
+                        .set("hash", idempotency.request_hash.clone())
+                        .set("result", result),
+                )
+                .await?;
+            }
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Audit events of a tenant, newest first, optionally only those touching one record, with
+    /// the count of all that match.
+    pub async fn audit_events(
+        &self,
+        tenant: &TenantId,
+        record_filter: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> AppResult<(Vec<AuditRow>, i64)> {
+        let filter = "tenant = $tenant AND ($record = NONE OR $record IN records)";
+        let sql = format!(
+            "SELECT * FROM audit_event WHERE {filter} AND ($after = NONE OR id < $after) ORDER BY id DESC LIMIT $limit;
+             SELECT count() FROM audit_event WHERE {filter} GROUP ALL;"
+        );
+        let mut results = self
+            .query(
+                &sql,
+                Vars::new()
+                    .set("tenant", tenant.as_str().to_owned())
+                    .set("record", record_filter)
+                    .set("after", after.map(|key| record("audit_event", &key)))
+                    .set("limit", limit as i64),
+            )
+            .await?;
+        let rows = results.rows(0)?;
+        let total = results.first::<CountRow>(1)?.map_or(0, |c| c.count);
+        Ok((rows, total))
+    }
+}
+
+async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
+    let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
+    tx.query(
+        "CREATE $id SET tenant = $tenant, at = $at, actor = $actor, action = $action, records = $records,
+            before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id",
+        Vars::new()
+            .set("id", record("audit_event", &new_key()))
+            .set("tenant", mutation.tenant.as_str().to_owned())
+            .set("at", Utc::now())
+            .set("actor", mutation.actor.to_owned())
+            .set("action", entry.action)
+            .set("records", entry.records)
+            .set("before", json(entry.before))
+            .set("after", json(entry.after))
+            .set("reason", entry.reason)
+            .set("key", mutation.idempotency.as_ref().map(|i| i.key.clone()))
+            .set("request_id", mutation.request_id.to_owned()),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Persistence in SurrealDB: connecting, the schema, transactions with bounded retries, and the
+//! queries of each record kind. Nothing outside this module knows SurrealQL.
+//!
+//! Every money mutation runs in one transaction (X1): it reads what the ledger needs, the ledger
+//! decides, and the effects, the audit event (X3) and the idempotency record (X2) are written
+//! before the single commit. SurrealDB transactions are optimistic (snapshot isolation, write-write
+//! conflicts only), so each transaction writes the record whose state it relies on, and a conflict
+//! is retried a bounded number of times with jitter.
+
+pub mod audit;
+mod connect;
+pub mod directory;
+pub mod invoices;
+pub mod locks;
+pub mod rows;
+pub mod tenants;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use surrealdb::engine::local::Db;
+use surrealdb::method::Transaction;
+use surrealdb::types::{Object, QueryError, SurrealValue, Value, Variables};
+
+pub use connect::StoreSettings;
+
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::metrics::Metrics;
+
+/// The schema, applied at every start; each statement is idempotent.
+const SCHEMA: &str = include_str!("schema.surql");
+/// Bumped whenever schema.surql changes meaning; recorded in the database.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The transaction a body works in; shared so the body's future can own its handle.
+pub type TxRef = Arc<Tx>;
+
+enum Conn {
+    /// Embedded SurrealKV or memory, opened by Settle with capped caches.
+    Local(Surreal<Db>),
+    /// A SurrealDB server reached over WebSocket.
+    Remote(Surreal<Any>),
+}
+
+/// The handle every request uses; cheap to share.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    conn: Conn,
+    retries_max: u32,
+    metrics: Metrics,
+    /// Queues writers of one hot record inside this process (see [`locks`]).
+    pub locks: locks::KeyedLocks,
+}
+
+/// Query parameters. Money is always bound as a Decimal parameter, never written into SurrealQL.
+#[derive(Default)]
+pub struct Vars(Variables);
+
+impl Vars {
+    pub fn new() -> Self {
+        Vars(Variables::new())
+    }
+
+    pub fn set(mut self, name: &str, value: impl SurrealValue) -> Self {
+        self.0.insert(name, value);
+        self
+    }
+}
+
+/// One open transaction. Only [`Store::transaction`] creates it, and always commits or cancels it.
+pub enum Tx {
+    Local(Transaction<Db>),
+    Remote(Transaction<Any>),
+}
+
+impl Tx {
+    /// Runs statements inside the transaction and returns their results.
+    pub async fn query(&self, sql: &str, vars: Vars) -> AppResult<Results> {
+        let response = match self {
+            Tx::Local(tx) => tx.query(sql).bind(Object::from(vars.0)).await,
+            Tx::Remote(tx) => tx.query(sql).bind(Object::from(vars.0)).await,
+        };
+        Results::checked(response)
+    }
+}
+
+/// The results of a query, one per statement, every statement already checked for errors.
+pub struct Results(surrealdb::IndexedResults);
+
+impl Results {
+    fn checked(response: surrealdb::Result<surrealdb::IndexedResults>) -> AppResult<Results> {
+        let results = response.map_err(db_error)?;
+        let mut results = results;
+        let errors = results.take_errors();
+        if let Some(error) = errors.into_values().next() {
+            return Err(db_error(error));
+        }
+        Ok(Results(results))
+    }
+
+    /// Takes statement `index` as rows.
+    pub fn rows<T: SurrealValue>(&mut self, index: usize) -> AppResult<Vec<T>> {
+        self.0.take::<Vec<T>>(index).map_err(db_error)
+    }
+
+    /// Takes statement `index` as at most one row: the first of an array, a single value (from
+    /// `SELECT ... FROM ONLY`), or nothing for NONE, NULL and an empty array.
+    pub fn first<T: SurrealValue>(&mut self, index: usize) -> AppResult<Option<T>> {
+        let value = match self.value(index)? {
+            Value::Array(array) => match array.into_iter().next() {
+                Some(first) => first,
+                None => return Ok(None),
+            },
+            other => other,
+        };
+        if matches!(value, Value::None | Value::Null) {
+            return Ok(None);
+        }
+        T::from_value(value).map(Some).map_err(|e| AppError::internal(format!("reading a record: {e}")))
+    }
+
+    /// Takes statement `index` as one value of any shape.
+    pub fn value(&mut self, index: usize) -> AppResult<Value> {
+        self.0.take::<Value>(index).map_err(db_error)
+    }
+}
+
+/// Maps a database error: a write conflict is retryable, anything else is internal.
+///
+/// Creating a record that already exists counts as a conflict too: Settle only creates records
+/// with fresh keys or with keys that stand for a unique fact (an idempotency key, an invoice
+/// number), so a duplicate means a concurrent request committed that fact first. Running the
+/// transaction again reads it and decides anew.
+fn db_error(error: surrealdb::Error) -> AppError {
+    if is_conflict(&error) || error.is_already_exists() || error.message().contains("already exists") {
+        return AppError::new(ErrorCode::TransactionConflict, "the record changed concurrently; try again");
+    }
+    AppError::internal(format!("database: {error}"))
+}
+
+fn is_conflict(error: &surrealdb::Error) -> bool {
+    error.query_details() == Some(&QueryError::TransactionConflict)
+        || error.message().contains("conflict") && error.message().contains("ransaction")
+}
+
+impl Store {
+    /// Opens the database the settings name and applies the schema.
+    pub async fn open(settings: &StoreSettings, metrics: Metrics) -> anyhow::Result<Store> {
+        let conn = connect::open(settings).await?;
+        let store = Store {
+            inner: Arc::new(StoreInner {
+                conn,
+                retries_max: settings.transaction_retries_max,
+                metrics,
+                locks: locks::KeyedLocks::default(),
+            }),
+        };
+        store.query(SCHEMA, Vars::new()).await.map_err(|e| anyhow::anyhow!("applying the schema: {e}"))?;
+        store
+            .query(
+                "UPSERT settle_meta:schema SET version = $version, applied_at = time::now()",
+                Vars::new().set("version", SCHEMA_VERSION),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("recording the schema version: {e}"))?;
+        Ok(store)
+    }
+
+    /// Runs statements outside any explicit transaction (each statement is its own).
+    pub async fn query(&self, sql: &str, vars: Vars) -> AppResult<Results> {
+        let response = match &self.inner.conn {
+            Conn::Local(db) => db.query(sql).bind(Object::from(vars.0)).await,
+            Conn::Remote(db) => db.query(sql).bind(Object::from(vars.0)).await,
+        };
+        Results::checked(response)
+    }
+
+    /// Checks that the database answers, for /healthz.
+    pub async fn ping(&self) -> AppResult<()> {
+        self.query("RETURN 1", Vars::new()).await.map(|_| ())
+    }
+
+    pub fn locks(&self) -> &locks::KeyedLocks {
+        &self.inner.locks
+    }
+
+    /// Runs `body` in one transaction: committed when it returns Ok, cancelled when it returns
+    /// Err. A write conflict (in the body or at commit) runs the whole body again, up to the
+    /// configured number of retries with growing, jittered pauses; then the caller gets
+    /// TRANSACTION_CONFLICT, which is safe to retry.
+    pub async fn transaction<T, F, Fut>(&self, body: F) -> AppResult<T>
+    where
+        F: Fn(TxRef) -> Fut,
+        Fut: Future<Output = AppResult<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match self.transaction_once(&body).await {
+                Err(error) if error.code == ErrorCode::TransactionConflict && attempt < self.inner.retries_max => {
+                    attempt += 1;
+                    self.inner.metrics.transaction_retries.inc();
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(error) if error.code == ErrorCode::TransactionConflict => {
+                    self.inner.metrics.transaction_conflicts_exhausted.inc();
+                    return Err(error);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn transaction_once<T, F, Fut>(&self, body: &F) -> AppResult<T>
+    where
+        F: Fn(TxRef) -> Fut,
+        Fut: Future<Output = AppResult<T>>,
+    {
+        let tx = Arc::new(match &self.inner.conn {
+            Conn::Local(db) => Tx::Local(db.clone().begin().await.map_err(db_error)?),
+            Conn::Remote(db) => Tx::Remote(db.clone().begin().await.map_err(db_error)?),
+        });
+        let outcome = body(Arc::clone(&tx)).await;
+        let Ok(tx) = Arc::try_unwrap(tx) else {
+            return Err(AppError::internal("a transaction body kept its transaction handle"));
+        };
+        match outcome {
+            Ok(value) => {
+                let committed = match tx {
+                    Tx::Local(tx) => tx.commit().await.map(drop),
+                    Tx::Remote(tx) => tx.commit().await.map(drop),
+                };
+                committed.map_err(db_error)?;
+                Ok(value)
+            }
+            Err(error) => {
+                let cancelled = match tx {
+                    Tx::Local(tx) => tx.cancel().await.map(drop),
+                    Tx::Remote(tx) => tx.cancel().await.map(drop),
+                };
+                if let Err(cancel_error) = cancelled {
+                    tracing::warn!(error = %cancel_error, "cancelling a transaction failed");
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Pause before retry `attempt` (1-based): 1-2 ms doubling up to about 100 ms, with full jitter so
+/// that writers which collided do not collide again.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling_ms = (1u64 << attempt.min(7)).min(100);
+    Duration::from_micros(rand::random_range(500..=ceiling_ms * 1000))
+}

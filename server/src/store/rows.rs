@@ -1,0 +1,149 @@
+//! Records as stored: one struct per table, converted with SurrealDB's `SurrealValue`.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use surrealdb::types::{RecordId, RecordIdKey, SurrealValue, Value};
+
+/// A fresh record key: a UUIDv7, so keys sort in creation order.
+pub fn new_key() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub fn record(table: &str, key: &str) -> RecordId {
+    RecordId::new(table, key)
+}
+
+/// The key of a record id with a string key (every Settle record but the keyed-by-array ones).
+pub fn key_of(id: &RecordId) -> String {
+    match &id.key {
+        RecordIdKey::String(key) => key.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct TenantRow {
+    pub id: RecordId,
+    pub currency: String,
+    pub tax_mode: String,
+    pub payment_terms_days: i64,
+    pub next_invoice_number: i64,
+    pub timezone: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A client or a contact: a person or organisation with optional email and phone.
+#[derive(Debug, Clone, SurrealValue)]
+pub struct PartyRow {
+    pub id: RecordId,
+    pub tenant: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct LocationRow {
+    pub id: RecordId,
+    pub tenant: String,
+    pub name: String,
+    pub address: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct TaxRateRow {
+    pub id: RecordId,
+    pub tenant: String,
+    pub name: String,
+    pub percent: Decimal,
+    pub system: bool,
+    pub archived: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One invoice line with its computed totals.
+#[derive(Debug, Clone, PartialEq, SurrealValue)]
+pub struct LineRow {
+    pub description: String,
+    pub item_code: Option<String>,
+    pub quantity: Decimal,
+    pub unit_price: Decimal,
+    /// "AMOUNT" or "PERCENT" when the line has a discount.
+    pub discount_kind: Option<String>,
+    pub discount_value: Option<Decimal>,
+    pub tax_rate: Option<String>,
+    pub tax_name: Option<String>,
+    pub tax_percent: Option<Decimal>,
+    pub discount: Decimal,
+    pub subtotal: Decimal,
+    pub tax: Decimal,
+    pub total: Decimal,
+}
+
+/// An invoice's stored fields, everything but its id.
+#[derive(Debug, Clone, SurrealValue)]
+pub struct InvoiceDoc {
+    pub tenant: String,
+    pub number: Option<i64>,
+    pub client: String,
+    pub contact: Option<String>,
+    pub location: String,
+    pub practitioner: Option<String>,
+    pub issue_date: String,
+    pub due_date: String,
+    pub currency: String,
+    pub tax_mode: String,
+    pub status: String,
+    pub notes: Option<String>,
+    pub lines: Vec<LineRow>,
+    pub discount: Decimal,
+    pub subtotal: Decimal,
+    pub tax: Decimal,
+    pub total: Decimal,
+    pub paid: Decimal,
+    pub credited: Decimal,
+    pub active_allocations: i64,
+    pub issued_credit_notes: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub void_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct InvoiceRow {
+    pub id: RecordId,
+    #[surreal(flatten)]
+    pub doc: InvoiceDoc,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct AuditRow {
+    pub id: RecordId,
+    pub tenant: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub records: Vec<String>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub reason: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct IdempotencyRow {
+    pub operation: String,
+    pub request_hash: String,
+    pub result: String,
+}
+
+/// A `count()` row.
+#[derive(Debug, Clone, SurrealValue)]
+pub struct CountRow {
+    pub count: i64,
+}

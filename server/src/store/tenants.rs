@@ -1,0 +1,140 @@
+//! Tenants (practices): provisioned on first use with defaults, and their settings.
+
+use chrono::Utc;
+use rust_decimal::Decimal;
+
+use super::audit::{AuditEntry, Mutation};
+use super::rows::{TenantRow, new_key, record};
+use super::{Store, TxRef, Vars};
+use crate::auth::TenantId;
+use crate::error::{AppError, AppResult, ErrorCode};
+
+/// A new tenant's settings (decided): Australian dollars, prices exclusive of tax, 14 days to pay,
+/// Sydney time, invoices numbered from 1.
+pub const DEFAULT_CURRENCY: &str = "AUD";
+pub const DEFAULT_TAX_MODE: &str = "EXCLUSIVE";
+pub const DEFAULT_PAYMENT_TERMS_DAYS: i64 = 14;
+pub const DEFAULT_TIMEZONE: &str = "Australia/Sydney";
+
+/// The system tax rates every tenant starts with (decided): GST at 10% and GST-free.
+const SYSTEM_TAX_RATES: [(&str, i64); 2] = [("GST", 10), ("GST-free", 0)];
+
+/// Settings to change; `None` leaves a setting as it is. Values are already validated.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsChange {
+    pub currency: Option<String>,
+    pub tax_mode: Option<String>,
+    pub payment_terms_days: Option<i64>,
+    pub next_invoice_number: Option<i64>,
+    pub timezone: Option<String>,
+}
+
+impl Store {
+    /// The tenant's settings, creating the tenant with defaults and system tax rates on first use.
+    pub async fn tenant(&self, tenant: &TenantId) -> AppResult<TenantRow> {
+        if let Some(row) = self.find_tenant(tenant).await? {
+            return Ok(row);
+        }
+        // Two first requests at once both try to create it; the loser retries, finds it, returns.
+        self.transaction(|tx| async move {
+            if let Some(row) = read_tenant(&tx, tenant).await? {
+                return Ok(row);
+            }
+            tx.query(
+                "CREATE $id SET currency = $currency, tax_mode = $tax_mode, payment_terms_days = $terms,
+                    next_invoice_number = 1, timezone = $timezone, created_at = time::now()",
+                Vars::new()
+                    .set("id", record("tenant", tenant.as_str()))
+                    .set("currency", DEFAULT_CURRENCY.to_owned())
+                    .set("tax_mode", DEFAULT_TAX_MODE.to_owned())
+                    .set("terms", DEFAULT_PAYMENT_TERMS_DAYS)
+                    .set("timezone", DEFAULT_TIMEZONE.to_owned()),
+            )
+            .await?;
+            for (name, percent) in SYSTEM_TAX_RATES {
+                tx.query(
+                    "CREATE $id SET tenant = $tenant, name = $name, percent = $percent, system = true,
+                        archived = false, created_at = time::now()",
+                    Vars::new()
+                        .set("id", record("tax_rate", &new_key()))
+                        .set("tenant", tenant.as_str().to_owned())
+                        .set("name", name.to_owned())
+                        .set("percent", Decimal::from(percent)),
+                )
+                .await?;
+            }
+            read_tenant(&tx, tenant).await?.ok_or_else(|| AppError::internal("tenant vanished after creation"))
+        })
+        .await
+    }
+
+    async fn find_tenant(&self, tenant: &TenantId) -> AppResult<Option<TenantRow>> {
+        let mut results =
+            self.query("SELECT * FROM ONLY $id", Vars::new().set("id", record("tenant", tenant.as_str()))).await?;
+        results.first(0)
+    }
+
+    /// Changes settings (ADMIN). The next invoice number may be lowered only while no invoice
+    /// carries that number or a higher one, so numbers stay unique.
+    pub async fn update_settings(&self, mutation: &Mutation<'_>, change: SettingsChange) -> AppResult<String> {
+        self.tenant(mutation.tenant).await?;
+        let _turn = self.locks().lock(&format!("tenant:{}", mutation.tenant)).await;
+        let change = &change;
+        self.mutate(mutation, |tx| async move {
+            let before = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
+            if let Some(next) = change.next_invoice_number {
+                let mut used = tx
+                    .query(
+                        "SELECT VALUE number FROM invoice WHERE tenant = $tenant AND number != NONE AND number >= $next LIMIT 1",
+                        Vars::new().set("tenant", mutation.tenant.as_str().to_owned()).set("next", next),
+                    )
+                    .await?;
+                if let Some(taken) = used.rows::<i64>(0)?.first() {
+                    return Err(AppError::new(
+                        ErrorCode::InvoiceNumberInUse,
+                        format!("invoice number {taken} is already issued; the next number must be higher"),
+                    ));
+                }
+            }
+            tx.query(
+                "UPDATE $id SET currency = $currency ?? currency, tax_mode = $tax_mode ?? tax_mode,
+                    payment_terms_days = $terms ?? payment_terms_days,
+                    next_invoice_number = $next ?? next_invoice_number, timezone = $timezone ?? timezone",
+                Vars::new()
+                    .set("id", record("tenant", mutation.tenant.as_str()))
+                    .set("currency", change.currency.clone())
+                    .set("tax_mode", change.tax_mode.clone())
+                    .set("terms", change.payment_terms_days)
+                    .set("next", change.next_invoice_number)
+                    .set("timezone", change.timezone.clone()),
+            )
+            .await?;
+            let after = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
+            let entry = AuditEntry {
+                action: "settings.update".into(),
+                records: vec![format!("tenant:{}", mutation.tenant)],
+                before: Some(settings_json(&before)),
+                after: Some(settings_json(&after)),
+                reason: None,
+            };
+            Ok((mutation.tenant.as_str().to_owned(), entry))
+        })
+        .await
+    }
+}
+
+pub(super) async fn read_tenant(tx: &TxRef, tenant: &TenantId) -> AppResult<Option<TenantRow>> {
+    let mut results = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", record("tenant", tenant.as_str()))).await?;
+    results.first(0)
+}
+
+fn settings_json(row: &TenantRow) -> serde_json::Value {
+    serde_json::json!({
+        "currency": row.currency,
+        "taxMode": row.tax_mode,
+        "paymentTermsDays": row.payment_terms_days,
+        "nextInvoiceNumber": row.next_invoice_number,
+        "timezone": row.timezone,
+        "at": Utc::now(),
+    })
+}
