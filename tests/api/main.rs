@@ -1,1 +1,8 @@
-fn main(){}
+//! Black-box tests of Settle: a real server over real HTTP with real SurrealDB.
+//! Every test is named after the rule it checks (shared domain rules: I1, M3, A1, ...).
+
+mod auth;
+mod helpers;
+mod invoices;
+mod restart;
+mod schema;

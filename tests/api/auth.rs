@@ -1,0 +1,1 @@
+//! A1-A3: tokens, roles and tenants.

@@ -1,0 +1,219 @@
+//! The test harness: a real Settle server on a free port over real HTTP, built by the same
+//! `Application::build` that `settle serve` uses, with a fresh in-memory SurrealDB per test.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use settle::auth::{Role, TenantId, TokenKeys};
+use settle::config::Settings;
+use settle::startup::Application;
+
+pub struct TestApp {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub keys: TokenKeys,
+    /// A fresh tenant per test app.
+    pub tenant: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+/// Settings for a test server: port 0, in-memory database, a temporary data directory.
+pub fn test_settings(data_dir: &std::path::Path) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.data_dir = data_dir.to_path_buf();
+    settings.database = Some("mem://".into());
+    settings
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with adjusted settings.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = test_settings(data_dir.path());
+        adjust(&mut settings);
+        let app = Application::build(settings).await.expect("the application builds");
+        let base_url = format!("http://{}", app.address());
+        let keys = TokenKeys::load_or_create_secret(&data_dir.path().join("signing.key")).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            base_url,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            keys,
+            tenant: format!("t{}", uuid::Uuid::new_v4().simple()),
+            stop: Some(stop),
+            _data_dir: data_dir,
+        }
+    }
+
+    /// A token for this app's tenant with one role.
+    pub fn token(&self, role: Role) -> String {
+        self.token_for(&self.tenant, role)
+    }
+
+    pub fn token_for(&self, tenant: &str, role: Role) -> String {
+        let tenant = TenantId::parse(tenant).unwrap();
+        self.keys.mint(&format!("test-{role}"), &tenant, &[role], chrono::Duration::hours(1)).unwrap()
+    }
+
+    /// A caller of this app's tenant with `role`.
+    pub fn as_role(&self, role: Role) -> Caller<'_> {
+        Caller { app: self, token: Some(self.token(role)) }
+    }
+
+    /// A caller presenting an arbitrary bearer token (or none).
+    pub fn with_token(&self, token: Option<String>) -> Caller<'_> {
+        Caller { app: self, token }
+    }
+
+    pub fn admin(&self) -> Caller<'_> {
+        self.as_role(Role::Admin)
+    }
+
+    pub fn billing(&self) -> Caller<'_> {
+        self.as_role(Role::Billing)
+    }
+
+    pub fn viewer(&self) -> Caller<'_> {
+        self.as_role(Role::Viewer)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Creates a client and a location for invoices; returns (client id, location id).
+    pub async fn seed(&self) -> Seed {
+        let admin = self.admin();
+        let client = admin
+            .ok("mutation { createClient(input: {name: \"Ann Lee\", email: \"ann@example.com\"}) { id } }", json!({}))
+            .await;
+        let location = admin.ok("mutation { createLocation(input: {name: \"Main St Clinic\"}) { id } }", json!({})).await;
+        let rates = admin.ok("{ taxRates { id name } }", json!({})).await;
+        let gst = rates["taxRates"].as_array().unwrap().iter().find(|r| r["name"] == "GST").unwrap()["id"].clone();
+        Seed {
+            client: client["createClient"]["id"].as_str().unwrap().to_owned(),
+            location: location["createLocation"]["id"].as_str().unwrap().to_owned(),
+            gst: gst.as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Creates a draft invoice with the given lines (JSON LineItemInput values); returns its JSON.
+    pub async fn draft_invoice(&self, seed: &Seed, lines: Value) -> Value {
+        let data = self
+            .billing()
+            .ok(
+                &format!("mutation($input: InvoiceInput!, $key: String!) {{ createInvoice(input: $input, idempotencyKey: $key) {{ {INVOICE_FIELDS} }} }}"),
+                json!({"input": {"clientId": seed.client, "locationId": seed.location, "lines": lines}, "key": new_key()}),
+            )
+            .await;
+        data["createInvoice"].clone()
+    }
+
+    /// Creates and finalizes an invoice of one untaxed line of `amount`; returns its JSON.
+    pub async fn open_invoice(&self, seed: &Seed, amount: &str) -> Value {
+        let draft = self.draft_invoice(seed, json!([{"description": "Consultation", "unitPrice": amount}])).await;
+        self.finalize(draft["id"].as_str().unwrap()).await
+    }
+
+    pub async fn finalize(&self, id: &str) -> Value {
+        let data = self
+            .billing()
+            .ok(
+                &format!("mutation($id: ID!, $key: String!) {{ finalizeInvoice(id: $id, idempotencyKey: $key) {{ {INVOICE_FIELDS} }} }}"),
+                json!({"id": id, "key": new_key()}),
+            )
+            .await;
+        data["finalizeInvoice"].clone()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Ids most invoice tests need.
+pub struct Seed {
+    pub client: String,
+    pub location: String,
+    pub gst: String,
+}
+
+/// The invoice fields the tests read.
+pub const INVOICE_FIELDS: &str = "id number status overdue issueDate dueDate currency \
+    total { amount currency } subtotal { amount } taxTotal { amount } discountTotal { amount } \
+    balance { amount } amountPaid { amount } amountCredited { amount } \
+    lines { description quantity subtotal { amount } tax { amount } total { amount } }";
+
+pub fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Someone calling the API with one token.
+pub struct Caller<'a> {
+    pub app: &'a TestApp,
+    pub token: Option<String>,
+}
+
+/// A GraphQL response: HTTP status and JSON body.
+#[derive(Debug, Clone)]
+pub struct Gql {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Gql {
+    /// The `extensions.code` of the first error, if any.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["errors"][0]["extensions"]["code"].as_str()
+    }
+
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+}
+
+impl Caller<'_> {
+    pub async fn post(&self, query: &str, variables: Value) -> Gql {
+        let mut request = self.app.http.post(self.app.url("/graphql")).json(&json!({"query": query, "variables": variables}));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.expect("a JSON body");
+        Gql { status, body }
+    }
+
+    /// Runs an operation that must succeed; returns its `data`.
+    pub async fn ok(&self, query: &str, variables: Value) -> Value {
+        let response = self.post(query, variables).await;
+        assert!(response.body.get("errors").is_none_or(Value::is_null), "unexpected errors: {:#}", response.body);
+        response.body["data"].clone()
+    }
+
+    /// Runs an operation that must fail with `code`; returns the response.
+    pub async fn fails(&self, query: &str, variables: Value, code: &str) -> Gql {
+        let response = self.post(query, variables).await;
+        assert_error_code(&response, code);
+        response
+    }
+}
+
+/// Asserts the first error's `extensions.code`.
+#[track_caller]
+pub fn assert_error_code(response: &Gql, code: &str) {
+    assert_eq!(response.error_code(), Some(code), "expected {code}, got: {:#}", response.body);
+}

@@ -1,0 +1,104 @@
+//! Durability across restarts of the real `settle` binary on embedded SurrealKV.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::json;
+use settle::auth::{Role, TenantId, TokenKeys};
+
+/// The real binary, serving `surrealkv://DIR/db`; returns the child and its base URL.
+fn start(data_dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_settle"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("SETTLE_DATABASE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("settle starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("settle prints its address").unwrap();
+        if let Some(url) = line.strip_prefix("Settle is listening on ") {
+            break url.trim().to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variables: serde_json::Value) -> serde_json::Value {
+    let body: serde_json::Value = http
+        .post(format!("{url}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("errors").is_none(), "{body:#}");
+    body["data"].clone()
+}
+
+fn stop(mut child: Child, signal: &str) {
+    let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+async fn restart_keeps_everything(signal: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let (child, url) = start(dir.path());
+    let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
+    let token = keys.mint("restart-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
+
+    let client = gql(&http, &url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } }"#, json!({})).await;
+    let location = gql(&http, &url, &token, r#"mutation { createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
+    let mut invoice_ids = Vec::new();
+    for i in 0..3 {
+        let created = gql(
+            &http,
+            &url,
+            &token,
+            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
+            json!({"key": format!("create-{i}"), "input": {
+                "clientId": client["createClient"]["id"], "locationId": location["createLocation"]["id"],
+                "lines": [{"description": "Visit", "unitPrice": "80.00"}]}}),
+        )
+        .await;
+        let id = created["createInvoice"]["id"].as_str().unwrap().to_owned();
+        gql(&http, &url, &token, "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
+            json!({"id": id, "key": format!("finalize-{i}")})).await;
+        invoice_ids.push(id);
+    }
+    stop(child, signal);
+
+    let (child, url) = start(dir.path());
+    let after = gql(&http, &url, &token, "{ invoices(first: 10) { totalCount edges { node { id number status total { amount } } } } auditEvents(first: 50) { totalCount } settings { nextInvoiceNumber } }", json!({})).await;
+    assert_eq!(after["invoices"]["totalCount"], 3, "{after:#}");
+    let numbers: Vec<&str> = after["invoices"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["number"].as_str().unwrap()).collect();
+    assert_eq!(numbers, ["INV-0003", "INV-0002", "INV-0001"]);
+    assert_eq!(after["settings"]["nextInvoiceNumber"], 4);
+    // 2 setup events + 3 creates + 3 finalizes.
+    assert_eq!(after["auditEvents"]["totalCount"], 8);
+    for edge in after["invoices"]["edges"].as_array().unwrap() {
+        assert_eq!(edge["node"]["status"], "OPEN");
+        assert_eq!(edge["node"]["total"]["amount"], "80.00");
+    }
+    stop(child, "-TERM");
+}
+
+#[tokio::test]
+async fn data_survives_a_stop_and_start() {
+    restart_keeps_everything("-TERM").await;
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill() {
+    restart_keeps_everything("-KILL").await;
+}
