@@ -92,7 +92,7 @@ pub struct Limits {
     #[arg(long, env = "SETTLE_QUERY_DEPTH_MAX", default_value_t = 12)]
     pub query_depth_max: usize,
     /// Most complex GraphQL query accepted (one point per field, times page sizes).
-    #[arg(long, env = "SETTLE_QUERY_COMPLEXITY_MAX", default_value_t = 5000)]
+    #[arg(long, env = "SETTLE_QUERY_COMPLEXITY_MAX", default_value_t = 20000)]
     pub query_complexity_max: usize,
     /// Largest request body, in bytes.
     #[arg(long, env = "SETTLE_BODY_SIZE_MAX_BYTES", default_value_t = 1 << 20)]

@@ -2,7 +2,9 @@
 //! Every test is named after the rule it checks (shared domain rules: I1, M3, A1, ...).
 
 mod auth;
+mod directory;
 mod helpers;
 mod invoices;
+mod limits;
 mod restart;
 mod schema;

@@ -168,6 +168,9 @@ async fn read_graphql_request(
     if value.is_array() {
         return Err(rejected("batched requests are not accepted; send one operation per request".into()));
     }
+    if !value.get("query").is_some_and(serde_json::Value::is_string) {
+        return Err(rejected("the body needs a \"query\" string".into()));
+    }
     serde_json::from_value(value).map_err(|e| rejected(format!("the body is not a GraphQL request: {e}")))
 }
 
