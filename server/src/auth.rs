@@ -170,6 +170,9 @@ impl TokenKeys {
             }
         })?;
         let claims = data.claims;
+        if claims.sub.trim().is_empty() || claims.sub.len() > 256 {
+            return Err(unauthenticated("the subject (sub) must name the caller"));
+        }
         let tenant = TenantId::parse(&claims.tenant).ok_or_else(|| unauthenticated("bad tenant claim"))?;
         let role = claims
             .roles

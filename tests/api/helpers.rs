@@ -37,9 +37,11 @@ impl TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut settings = test_settings(data_dir.path());
         adjust(&mut settings);
+        let secret = settle::startup::secret_path(&settings);
         let app = Application::build(settings).await.expect("the application builds");
         let base_url = format!("http://{}", app.address());
-        let keys = TokenKeys::load_or_create_secret(&data_dir.path().join("signing.key")).unwrap();
+        // The key the server verifies with (an RS256/ES256 server ignores it).
+        let keys = TokenKeys::load_or_create_secret(&secret).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until(async move {
             let _ = stopped.await;

@@ -97,9 +97,11 @@ fn authenticate(request: &Request, keys: &TokenKeys) -> Result<Principal, AppErr
     let header = request
         .header(header::AUTHORIZATION)
         .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "send a token: Authorization: Bearer <token>"))?;
+    // The scheme name is case-insensitive (RFC 9110).
     let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "the Authorization header must be 'Bearer <token>'"))?;
     keys.verify(token.trim())
 }
