@@ -6,96 +6,69 @@
 
 use std::fmt;
 
-/// Stable, machine-readable error codes, in the order a request is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    Unauthenticated,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    IdempotencyKeyReused,
-    InvalidAmount,
-    AmountTooPrecise,
-    AmountNotPositive,
-    UnknownCurrency,
-    CurrencyMismatch,
-    InvoiceNotDraft,
-    InvoiceNotOpen,
-    InvoiceVoid,
-    InvoiceEmpty,
-    InvoiceNumbered,
-    InvoiceHasAllocations,
-    InvoiceHasCreditNotes,
-    InvoiceNumberInUse,
-    PaymentOptionUnavailable,
-    TaxRateArchived,
-    TaxRateSystem,
-    TransactionConflict,
-    QueryRejected,
-    RequestTooLarge,
-    Internal,
+/// Declares the codes once: the enum, the list of all codes and their wire names.
+macro_rules! error_codes {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Stable, machine-readable error codes, in the order a request is checked.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, for the documentation test.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    Unauthenticated => "UNAUTHENTICATED",
+    Forbidden => "FORBIDDEN",
+    QueryRejected => "QUERY_REJECTED",
+    RequestTooLarge => "REQUEST_TOO_LARGE",
+    InvalidInput => "INVALID_INPUT",
+    InvalidAmount => "INVALID_AMOUNT",
+    AmountTooPrecise => "AMOUNT_TOO_PRECISE",
+    AmountNotPositive => "AMOUNT_NOT_POSITIVE",
+    UnknownCurrency => "UNKNOWN_CURRENCY",
+    NotFound => "NOT_FOUND",
+    IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+    CurrencyMismatch => "CURRENCY_MISMATCH",
+    ClientMismatch => "CLIENT_MISMATCH",
+    InvoiceNotDraft => "INVOICE_NOT_DRAFT",
+    InvoiceNotOpen => "INVOICE_NOT_OPEN",
+    InvoiceVoid => "INVOICE_VOID",
+    InvoiceEmpty => "INVOICE_EMPTY",
+    InvoiceNumbered => "INVOICE_NUMBERED",
+    InvoiceHasAllocations => "INVOICE_HAS_ALLOCATIONS",
+    InvoiceHasCreditNotes => "INVOICE_HAS_CREDIT_NOTES",
+    InvoiceNumberInUse => "INVOICE_NUMBER_IN_USE",
+    PaymentOptionUnavailable => "PAYMENT_OPTION_UNAVAILABLE",
+    PaymentMethodArchived => "PAYMENT_METHOD_ARCHIVED",
+    PaymentMethodNeedsCharge => "PAYMENT_METHOD_NEEDS_CHARGE",
+    PaymentVoid => "PAYMENT_VOID",
+    PaymentHasAllocations => "PAYMENT_HAS_ALLOCATIONS",
+    PaymentHasRefunds => "PAYMENT_HAS_REFUNDS",
+    AmountExceedsUnallocated => "AMOUNT_EXCEEDS_UNALLOCATED",
+    AmountExceedsBalance => "AMOUNT_EXCEEDS_BALANCE",
+    AllocationRemoved => "ALLOCATION_REMOVED",
+    ReasonRequired => "REASON_REQUIRED",
+    CreditExceedsLine => "CREDIT_EXCEEDS_LINE",
+    CreditNoteVoid => "CREDIT_NOTE_VOID",
+    TaxRateArchived => "TAX_RATE_ARCHIVED",
+    TaxRateSystem => "TAX_RATE_SYSTEM",
+    TransactionConflict => "TRANSACTION_CONFLICT",
+    Internal => "INTERNAL",
 }
 
 impl ErrorCode {
-    /// Every code, for the documentation test.
-    pub const ALL: &'static [ErrorCode] = &[
-        ErrorCode::Unauthenticated,
-        ErrorCode::Forbidden,
-        ErrorCode::InvalidInput,
-        ErrorCode::NotFound,
-        ErrorCode::IdempotencyKeyReused,
-        ErrorCode::InvalidAmount,
-        ErrorCode::AmountTooPrecise,
-        ErrorCode::AmountNotPositive,
-        ErrorCode::UnknownCurrency,
-        ErrorCode::CurrencyMismatch,
-        ErrorCode::InvoiceNotDraft,
-        ErrorCode::InvoiceNotOpen,
-        ErrorCode::InvoiceVoid,
-        ErrorCode::InvoiceEmpty,
-        ErrorCode::InvoiceNumbered,
-        ErrorCode::InvoiceHasAllocations,
-        ErrorCode::InvoiceHasCreditNotes,
-        ErrorCode::InvoiceNumberInUse,
-        ErrorCode::PaymentOptionUnavailable,
-        ErrorCode::TaxRateArchived,
-        ErrorCode::TaxRateSystem,
-        ErrorCode::TransactionConflict,
-        ErrorCode::QueryRejected,
-        ErrorCode::RequestTooLarge,
-        ErrorCode::Internal,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
-            ErrorCode::Forbidden => "FORBIDDEN",
-            ErrorCode::InvalidInput => "INVALID_INPUT",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            ErrorCode::InvalidAmount => "INVALID_AMOUNT",
-            ErrorCode::AmountTooPrecise => "AMOUNT_TOO_PRECISE",
-            ErrorCode::AmountNotPositive => "AMOUNT_NOT_POSITIVE",
-            ErrorCode::UnknownCurrency => "UNKNOWN_CURRENCY",
-            ErrorCode::CurrencyMismatch => "CURRENCY_MISMATCH",
-            ErrorCode::InvoiceNotDraft => "INVOICE_NOT_DRAFT",
-            ErrorCode::InvoiceNotOpen => "INVOICE_NOT_OPEN",
-            ErrorCode::InvoiceVoid => "INVOICE_VOID",
-            ErrorCode::InvoiceEmpty => "INVOICE_EMPTY",
-            ErrorCode::InvoiceNumbered => "INVOICE_NUMBERED",
-            ErrorCode::InvoiceHasAllocations => "INVOICE_HAS_ALLOCATIONS",
-            ErrorCode::InvoiceHasCreditNotes => "INVOICE_HAS_CREDIT_NOTES",
-            ErrorCode::InvoiceNumberInUse => "INVOICE_NUMBER_IN_USE",
-            ErrorCode::PaymentOptionUnavailable => "PAYMENT_OPTION_UNAVAILABLE",
-            ErrorCode::TaxRateArchived => "TAX_RATE_ARCHIVED",
-            ErrorCode::TaxRateSystem => "TAX_RATE_SYSTEM",
-            ErrorCode::TransactionConflict => "TRANSACTION_CONFLICT",
-            ErrorCode::QueryRejected => "QUERY_REJECTED",
-            ErrorCode::RequestTooLarge => "REQUEST_TOO_LARGE",
-            ErrorCode::Internal => "INTERNAL",
-        }
-    }
-
     /// Whether sending the same request again can succeed without changing it.
     pub fn retryable(self) -> bool {
         matches!(self, ErrorCode::TransactionConflict | ErrorCode::Internal)

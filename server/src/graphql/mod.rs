@@ -8,19 +8,28 @@ pub mod errors;
 pub mod inputs;
 pub mod mutation;
 pub mod pagination;
+pub mod payments;
 pub mod query;
 pub mod scalars;
 pub mod types;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 use crate::config::Limits;
 
-pub type SettleSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+/// Every query, from the modules that define them.
+#[derive(MergedObject, Default)]
+pub struct Query(query::Query, payments::PaymentQuery);
+
+/// Every mutation, from the modules that define them.
+#[derive(MergedObject, Default)]
+pub struct Mutation(mutation::Mutation, payments::PaymentMutation);
+
+pub type SettleSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Builds the schema with the server's limits; `state` is shared by all requests.
 pub fn build_schema(state: Option<context::AppState>, limits: &Limits) -> SettleSchema {
-    let builder = Schema::build(query::Query, mutation::Mutation, EmptySubscription)
+    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(limits.query_depth_max)
         .limit_complexity(limits.query_complexity_max)
         .limit_recursive_depth(32)

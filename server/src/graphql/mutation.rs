@@ -15,6 +15,7 @@ use crate::ledger::Currency;
 use crate::store::directory::PartyKind;
 use crate::store::tenants::SettingsChange;
 
+#[derive(Default)]
 pub struct Mutation;
 
 async fn load_invoice(ctx: &Context<'_>, key: &str) -> AppResult<Invoice> {
@@ -35,7 +36,7 @@ async fn load_tax_rate(ctx: &Context<'_>, key: &str) -> AppResult<TaxRate> {
     Ok(TaxRate(row))
 }
 
-#[Object]
+#[Object(name = "CoreMutation")]
 impl Mutation {
     /// Changes the practice's settings (ADMIN).
     async fn update_settings(&self, ctx: &Context<'_>, input: SettingsInput, idempotency_key: Option<String>) -> Result<Settings> {
@@ -169,17 +170,32 @@ impl Mutation {
         idempotency_key: String,
     ) -> Result<Invoice> {
         let m = mutation(ctx, Role::Billing, "finalizeInvoice", Some(idempotency_key), &(&id.0, &input)).await?;
-        match input.payment_option {
-            PaymentOption::RequestPayment => {}
-            PaymentOption::ApplyPayment | PaymentOption::Charge => {
+        let key = match input.payment_option {
+            PaymentOption::RequestPayment => state(ctx).store.finalize_invoice(&m, &id).await?,
+            PaymentOption::ApplyPayment => {
+                let payment = input
+                    .payment
+                    .as_ref()
+                    .ok_or_else(|| AppError::invalid("APPLY_PAYMENT needs payment: {methodId, amount, ...}"))?;
+                let today = today(tenant(ctx).await?);
+                let draft = super::payments::PayInvoiceInput {
+                    method_id: payment.method_id.clone(),
+                    amount: payment.amount,
+                    date: payment.date,
+                    location_id: payment.location_id.clone(),
+                    description: payment.description.clone(),
+                }
+                .parse(today)?;
+                state(ctx).store.finalize_and_pay(&m, &id, draft, today).await?
+            }
+            PaymentOption::Charge => {
                 return Err(AppError::new(
                     ErrorCode::PaymentOptionUnavailable,
-                    "this server takes payments at finalize only with REQUEST_PAYMENT; finalize, then record the payment",
+                    "this server has no payment plugins to charge through; finalize with REQUEST_PAYMENT or APPLY_PAYMENT",
                 )
                 .into());
             }
-        }
-        let key = state(ctx).store.finalize_invoice(&m, &id).await?;
+        };
         Ok(load_invoice(ctx, &key).await?)
     }
 

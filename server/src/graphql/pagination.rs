@@ -4,6 +4,7 @@ use async_graphql::SimpleObject;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use super::payments::Payment;
 use super::types::{AuditEvent, Client, Contact, Invoice};
 use crate::error::{AppError, AppResult};
 
@@ -114,6 +115,7 @@ connection_types!(Invoice, InvoiceConnection, InvoiceEdge);
 connection_types!(Client, ClientConnection, ClientEdge);
 connection_types!(Contact, ContactConnection, ContactEdge);
 connection_types!(AuditEvent, AuditEventConnection, AuditEventEdge);
+connection_types!(Payment, PaymentConnection, PaymentEdge);
 
 #[cfg(test)]
 mod tests {

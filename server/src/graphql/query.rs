@@ -13,6 +13,7 @@ use crate::store::directory::PartyKind;
 use crate::store::invoices::InvoiceFilter;
 use crate::store::rows::key_of;
 
+#[derive(Default)]
 pub struct Query;
 
 /// Which invoices to list; all conditions must hold.
@@ -28,7 +29,7 @@ pub struct InvoiceFilterInput {
     pub issued_to: Option<Date>,
 }
 
-#[Object]
+#[Object(name = "CoreQuery")]
 impl Query {
     /// The caller as the token names them.
     async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {

@@ -13,7 +13,6 @@ use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
 use crate::ledger::invoice::{self as rules, DisplayStatus};
 use crate::ledger::numbering::format_number;
-use crate::ledger::{Currency, Money as LedgerMoney};
 use crate::store::Store;
 use crate::store::directory::PartyKind;
 use crate::store::invoices::parse_status;
@@ -29,13 +28,7 @@ pub struct Money {
 
 impl Money {
     pub fn of(amount: Decimal, currency: &str) -> Money {
-        let amount = match Currency::parse(currency) {
-            Ok(currency) => LedgerMoney::from_decimal(amount, currency)
-                .map(LedgerMoney::to_plain_string)
-                .unwrap_or_else(|_| amount.to_string()),
-            Err(_) => amount.to_string(),
-        };
-        Money { amount, currency: currency.to_owned() }
+        Money { amount: crate::ledger::money::display_amount(amount, currency), currency: currency.to_owned() }
     }
 }
 
@@ -181,6 +174,14 @@ impl Client {
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+    /// What the client owes and the credit they hold (B1).
+    async fn balance(&self, ctx: &Context<'_>) -> async_graphql::Result<super::payments::ClientBalance> {
+        Ok(super::payments::client_balance(ctx, &key_of(&self.0.id)).await?)
+    }
+    /// The client's account from `from` to `to` with a running balance (B2).
+    async fn statement(&self, ctx: &Context<'_>, from: Date, to: Date) -> async_graphql::Result<super::payments::Statement> {
+        Ok(super::payments::client_statement(ctx, &key_of(&self.0.id), from, to).await?)
     }
 }
 
@@ -431,6 +432,21 @@ impl Invoice {
     }
     async fn void_reason(&self) -> Option<&str> {
         self.row.doc.void_reason.as_deref()
+    }
+    /// Every allocation to this invoice, removed ones included.
+    async fn allocations(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::payments::Allocation>> {
+        let request = super::context::caller(ctx, crate::auth::Role::Viewer)?;
+        let rows = super::context::state(ctx)
+            .store
+            .allocations_of(&request.principal.tenant, crate::store::payments::AllocationOf::Invoice, &key_of(&self.row.id))
+            .await?;
+        Ok(rows.into_iter().map(super::payments::Allocation).collect())
+    }
+    /// Credit notes of this invoice, void ones included.
+    async fn credit_notes(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<super::payments::CreditNote>> {
+        let request = super::context::caller(ctx, crate::auth::Role::Viewer)?;
+        let rows = super::context::state(ctx).store.credit_notes_of(&request.principal.tenant, &key_of(&self.row.id)).await?;
+        Ok(rows.into_iter().map(super::payments::CreditNote).collect())
     }
 }
 

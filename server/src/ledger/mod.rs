@@ -4,9 +4,11 @@
 //! are stored or shown. Callers load what a decision needs, pass it in (with "now" or "today"),
 //! and persist what comes back.
 
+pub mod credit_note;
 pub mod invoice;
 pub mod money;
 pub mod numbering;
+pub mod payment;
 pub mod tax;
 
 pub use money::{Currency, Money, MoneyError};

@@ -154,6 +154,19 @@ impl fmt::Display for Money {
     }
 }
 
+/// Writes an amount with its currency's minor unit ("110.00"), for messages and displays; an
+/// unknown currency code leaves the amount as it is.
+pub fn display_amount(amount: Decimal, currency_code: &str) -> String {
+    match Currency::parse(currency_code) {
+        Ok(currency) => {
+            let mut amount = amount;
+            amount.rescale(currency.minor_unit());
+            amount.to_string()
+        }
+        Err(_) => amount.to_string(),
+    }
+}
+
 /// Rounds to the currency's minor unit, half away from zero (M3). The one rounding rule of Settle:
 /// used for tax, percentage discounts and quantity x price, and nowhere else.
 pub fn round_to_minor_unit(value: Decimal, currency: Currency) -> Decimal {

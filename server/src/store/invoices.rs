@@ -110,12 +110,17 @@ impl super::directory::Owned for InvoiceRow {
     }
 }
 
+/// The in-process queue of writers of a tenant's invoice counter.
+pub(super) fn tenant_lock(tenant: &TenantId) -> String {
+    format!("tenant:{tenant}")
+}
+
 fn number_record(tenant: &TenantId, number: i64) -> RecordId {
     let parts = Array::from(vec![Value::String(tenant.as_str().to_owned()), Value::Number(number.into())]);
     RecordId::new("invoice_number", RecordIdKey::Array(parts))
 }
 
-fn summary(doc: &InvoiceDoc) -> serde_json::Value {
+pub(super) fn summary(doc: &InvoiceDoc) -> serde_json::Value {
     serde_json::json!({
         "status": doc.status,
         "number": doc.number,
@@ -126,7 +131,7 @@ fn summary(doc: &InvoiceDoc) -> serde_json::Value {
     })
 }
 
-async fn read_invoice(tx: &TxRef, store: &Store, tenant: &TenantId, key: &str) -> AppResult<InvoiceRow> {
+pub(super) async fn read_invoice(tx: &TxRef, store: &Store, tenant: &TenantId, key: &str) -> AppResult<InvoiceRow> {
     read_owned::<InvoiceRow>(Some(tx), store, tenant, "invoice", key)
         .await?
         .ok_or_else(|| AppError::not_found("invoice"))
@@ -274,45 +279,54 @@ impl Store {
     pub async fn finalize_invoice(&self, mutation: &Mutation<'_>, key: &str) -> AppResult<String> {
         // Finalizes of one tenant all write its counter: queue them here rather than let them
         // collide in the database (see store::locks).
-        let _turn = self.locks().lock(&format!("tenant:{}", mutation.tenant)).await;
+        let _turn = self.locks().lock(&tenant_lock(mutation.tenant)).await;
         self.mutate(mutation, |tx| async move {
-            let before = read_invoice(&tx, self, mutation.tenant, key).await?;
-            let facts = before.doc.facts();
-            rules::check_finalize(&facts)?;
-            let number = match before.doc.number {
-                Some(number) => number,
-                None => {
-                    let settings = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
-                    let number = settings.next_invoice_number;
-                    tx.query(
-                        "CREATE $number SET invoice = $invoice; UPDATE $tenant SET next_invoice_number = $next;",
-                        Vars::new()
-                            .set("number", number_record(mutation.tenant, number))
-                            .set("invoice", key.to_owned())
-                            .set("tenant", record("tenant", mutation.tenant.as_str()))
-                            .set("next", number + 1),
-                    )
-                    .await?;
-                    number
-                }
-            };
-            let status = rules::status_for_balance(&facts);
-            tx.query(
-                "UPDATE $id SET status = $status, number = $number, finalized_at = time::now(), updated_at = time::now()",
-                Vars::new().set("id", before.id.clone()).set("status", status_str(status).to_owned()).set("number", number),
-            )
-            .await?;
-            let after = InvoiceDoc { status: status_str(status).to_owned(), number: Some(number), ..before.doc.clone() };
-            let entry = AuditEntry {
-                action: "invoice.finalize".into(),
-                records: vec![format!("invoice:{key}")],
-                before: Some(summary(&before.doc)),
-                after: Some(summary(&after)),
-                reason: None,
-            };
+            let (_, entry) = self.finalize_in(&tx, mutation, key).await?;
             Ok((key.to_owned(), entry))
         })
         .await
+    }
+
+    /// Finalizes inside a caller's transaction; returns the invoice after and the audit entry.
+    pub(super) async fn finalize_in(&self, tx: &TxRef, mutation: &Mutation<'_>, key: &str) -> AppResult<(InvoiceRow, AuditEntry)> {
+        let before = read_invoice(tx, self, mutation.tenant, key).await?;
+        let facts = before.doc.facts();
+        rules::check_finalize(&facts)?;
+        let number = match before.doc.number {
+            Some(number) => number,
+            None => {
+                let settings = read_tenant(tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
+                let number = settings.next_invoice_number;
+                tx.query(
+                    "CREATE $number SET invoice = $invoice; UPDATE $tenant SET next_invoice_number = $next;",
+                    Vars::new()
+                        .set("number", number_record(mutation.tenant, number))
+                        .set("invoice", key.to_owned())
+                        .set("tenant", record("tenant", mutation.tenant.as_str()))
+                        .set("next", number + 1),
+                )
+                .await?;
+                number
+            }
+        };
+        let status = rules::status_for_balance(&facts);
+        tx.query(
+            "UPDATE $id SET status = $status, number = $number, finalized_at = time::now(), updated_at = time::now()",
+            Vars::new().set("id", before.id.clone()).set("status", status_str(status).to_owned()).set("number", number),
+        )
+        .await?;
+        let after = InvoiceRow {
+            id: before.id.clone(),
+            doc: InvoiceDoc { status: status_str(status).to_owned(), number: Some(number), ..before.doc.clone() },
+        };
+        let entry = AuditEntry {
+            action: "invoice.finalize".into(),
+            records: vec![format!("invoice:{key}")],
+            before: Some(summary(&before.doc)),
+            after: Some(summary(&after.doc)),
+            reason: None,
+        };
+        Ok((after, entry))
     }
 
     /// Back to DRAFT (I5, I8), keeping the invoice number.
@@ -488,6 +502,7 @@ fn price_line(
         subtotal: totals.subtotal,
         tax: totals.tax,
         total: totals.total,
+        credited: None,
     };
     Ok((row, totals))
 }

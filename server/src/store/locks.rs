@@ -37,6 +37,21 @@ impl KeyedLocks {
     }
 }
 
+impl KeyedLocks {
+    /// Waits for the turns of several keys, always taken in sorted order so that two requests
+    /// needing the same keys cannot wait for each other.
+    pub async fn lock_all(&self, keys: &[String]) -> Vec<OwnedMutexGuard<()>> {
+        let mut keys: Vec<&String> = keys.iter().collect();
+        keys.sort();
+        keys.dedup();
+        let mut guards = Vec::with_capacity(keys.len());
+        for key in keys {
+            guards.push(self.lock(key).await);
+        }
+        guards
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,11 +7,14 @@
 //! conflicts only), so each transaction writes the record whose state it relies on, and a conflict
 //! is retried a bounded number of times with jitter.
 
+pub mod accounts;
 pub mod audit;
+pub mod credit_notes;
 mod connect;
 pub mod directory;
 pub mod invoices;
 pub mod locks;
+pub mod payments;
 pub mod rows;
 pub mod tenants;
 

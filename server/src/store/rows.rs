@@ -80,6 +80,8 @@ pub struct LineRow {
     pub subtotal: Decimal,
     pub tax: Decimal,
     pub total: Decimal,
+    /// Sum of issued credit notes' totals for this line.
+    pub credited: Option<Decimal>,
 }
 
 /// An invoice's stored fields, everything but its id.
@@ -146,4 +148,114 @@ pub struct IdempotencyRow {
 #[derive(Debug, Clone, SurrealValue)]
 pub struct CountRow {
     pub count: i64,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct PaymentMethodRow {
+    pub id: RecordId,
+    pub tenant: String,
+    pub name: String,
+    #[surreal(rename = "type")]
+    pub kind: String,
+    pub plugin: String,
+    pub config: Option<String>,
+    pub archived: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A payment's stored fields, everything but its id.
+#[derive(Debug, Clone, SurrealValue)]
+pub struct PaymentDoc {
+    pub tenant: String,
+    pub number: i64,
+    pub client: String,
+    pub location: String,
+    pub method: String,
+    pub method_name: String,
+    pub plugin: String,
+    pub date: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub description: Option<String>,
+    pub external_reference: Option<String>,
+    pub allocated: Decimal,
+    pub refunded: Decimal,
+    pub allocation_count: i64,
+    pub void: bool,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub void_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct PaymentRow {
+    pub id: RecordId,
+    #[surreal(flatten)]
+    pub doc: PaymentDoc,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct AllocationRow {
+    pub id: RecordId,
+    pub tenant: String,
+    pub number: String,
+    pub payment: String,
+    pub invoice: String,
+    pub client: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub date: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub removed_at: Option<DateTime<Utc>>,
+    pub removed_by: Option<String>,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct RefundRow {
+    pub id: RecordId,
+    pub tenant: String,
+    pub payment: String,
+    pub client: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub date: String,
+    pub description: Option<String>,
+    pub outcome: String,
+    pub outcome_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, SurrealValue)]
+pub struct CreditLineRow {
+    /// Index of the credited invoice line, from 0.
+    pub line: i64,
+    pub description: String,
+    pub quantity: Option<Decimal>,
+    pub subtotal: Decimal,
+    pub tax: Decimal,
+    pub total: Decimal,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct CreditNoteRow {
+    pub id: RecordId,
+    pub tenant: String,
+    pub number: i64,
+    pub invoice: String,
+    pub client: String,
+    pub currency: String,
+    pub date: String,
+    pub reason: String,
+    pub lines: Vec<CreditLineRow>,
+    pub subtotal: Decimal,
+    pub tax: Decimal,
+    pub total: Decimal,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub voided_at: Option<DateTime<Utc>>,
+    pub void_reason: Option<String>,
 }

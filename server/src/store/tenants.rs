@@ -19,6 +19,15 @@ pub const DEFAULT_TIMEZONE: &str = "Australia/Sydney";
 /// The system tax rates every tenant starts with (decided): GST at 10% and GST-free.
 const SYSTEM_TAX_RATES: [(&str, i64); 2] = [("GST", 10), ("GST-free", 0)];
 
+/// The payment methods every tenant starts with: (name, type, plugin).
+const DEFAULT_PAYMENT_METHODS: [(&str, &str, &str); 5] = [
+    ("Credit card", "CARD", "card-sim"),
+    ("EFTPOS", "EFTPOS", "manual"),
+    ("Cash", "CASH", "manual"),
+    ("Direct deposit", "DIRECT_DEPOSIT", "manual"),
+    ("Cheque", "CHEQUE", "manual"),
+];
+
 /// Settings to change; `None` leaves a setting as it is. Values are already validated.
 #[derive(Debug, Clone, Default)]
 pub struct SettingsChange {
@@ -60,6 +69,19 @@ impl Store {
                         .set("tenant", tenant.as_str().to_owned())
                         .set("name", name.to_owned())
                         .set("percent", Decimal::from(percent)),
+                )
+                .await?;
+            }
+            for (name, kind, plugin) in DEFAULT_PAYMENT_METHODS {
+                tx.query(
+                    "CREATE $id SET tenant = $tenant, name = $name, type = $type, plugin = $plugin, archived = false,
+                        created_at = time::now()",
+                    Vars::new()
+                        .set("id", record("payment_method", &new_key()))
+                        .set("tenant", tenant.as_str().to_owned())
+                        .set("name", name.to_owned())
+                        .set("type", kind.to_owned())
+                        .set("plugin", plugin.to_owned()),
                 )
                 .await?;
             }

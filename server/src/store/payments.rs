@@ -1,0 +1,701 @@
+//! Payments, allocations, refunds and voids: each a single transaction that reads the balances it
+//! relies on, lets the ledger decide, and writes every record holding those balances, so that
+//! concurrent requests conflict rather than overspend (P7, F1, M4).
+
+use chrono::{NaiveDate, Utc};
+use rust_decimal::Decimal;
+use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
+
+use super::audit::{AuditEntry, Mutation};
+use super::directory::read_owned;
+use super::invoices::{date_string, parse_status, read_invoice, status_str, summary, tenant_lock};
+use super::rows::{AllocationRow, CountRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, record};
+use super::tenants::read_tenant;
+use super::{Store, TxRef, Vars};
+use crate::auth::TenantId;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::ledger::numbering::format_number;
+use crate::ledger::payment::{self as rules, AllocationState, PaymentFacts, PaymentStatus};
+use crate::ledger::{Currency, Money};
+
+/// The plugin that only records payments (cash, EFTPOS, cheque, direct deposit, other).
+pub const MANUAL_PLUGIN: &str = "manual";
+
+/// A new manual payment, as entered.
+#[derive(Debug, Clone)]
+pub struct PaymentDraft {
+    pub client: String,
+    pub location: String,
+    pub method: String,
+    pub date: NaiveDate,
+    pub amount: Decimal,
+    /// The tenant's currency when not given.
+    pub currency: Option<String>,
+    pub description: Option<String>,
+    /// Allocations to make in the same transaction: (invoice key, amount).
+    pub allocations: Vec<(String, Decimal)>,
+}
+
+/// A new manual payment against one invoice (P3): client and currency come from the invoice.
+#[derive(Debug, Clone)]
+pub struct InvoicePaymentDraft {
+    pub method: String,
+    /// The invoice balance when not given.
+    pub amount: Option<Decimal>,
+    pub date: NaiveDate,
+    /// The invoice's location when not given.
+    pub location: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Which payments to list.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentFilter {
+    pub client: Option<String>,
+    pub method: Option<String>,
+    pub location: Option<String>,
+    pub status: Option<PaymentStatus>,
+    pub allocation_state: Option<AllocationState>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+impl PaymentDoc {
+    pub fn facts(&self) -> PaymentFacts {
+        PaymentFacts {
+            client: self.client.clone(),
+            currency: self.currency.clone(),
+            amount: self.amount,
+            allocated: self.allocated,
+            refunded: self.refunded,
+            void: self.void,
+        }
+    }
+
+    pub fn display_number(&self) -> String {
+        format_number("PAY", self.number)
+    }
+}
+
+impl super::directory::Owned for PaymentRow {
+    fn tenant(&self) -> &str {
+        &self.doc.tenant
+    }
+}
+
+impl super::directory::Owned for PaymentMethodRow {
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+impl super::directory::Owned for AllocationRow {
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+fn counter_record(tenant: &TenantId, kind: &str) -> RecordId {
+    let parts = Array::from(vec![Value::String(tenant.as_str().to_owned()), Value::String(kind.to_owned())]);
+    RecordId::new("counter", RecordIdKey::Array(parts))
+}
+
+/// The in-process queue of writers of one of a tenant's counters.
+pub(super) fn counter_lock(tenant: &TenantId, kind: &str) -> String {
+    format!("counter:{tenant}:{kind}")
+}
+
+pub(super) fn record_lock(table: &str, key: &str) -> String {
+    format!("{table}:{key}")
+}
+
+/// Takes the next number of a tenant's sequence `kind`; the counter record is written in the
+/// caller's transaction, so two takers of one number conflict and one runs again.
+pub(super) async fn next_number(tx: &TxRef, tenant: &TenantId, kind: &str) -> AppResult<i64> {
+    let id = counter_record(tenant, kind);
+    let mut found = tx.query("SELECT VALUE next FROM ONLY $id", Vars::new().set("id", id.clone())).await?;
+    let next = match found.value(0)? {
+        Value::Number(number) => number.to_int().unwrap_or(1),
+        _ => 1,
+    };
+    tx.query("UPSERT $id SET next = $next", Vars::new().set("id", id).set("next", next + 1)).await?;
+    Ok(next)
+}
+
+pub(super) async fn read_payment(tx: &TxRef, store: &Store, tenant: &TenantId, key: &str) -> AppResult<PaymentRow> {
+    read_owned::<PaymentRow>(Some(tx), store, tenant, "payment", key).await?.ok_or_else(|| AppError::not_found("payment"))
+}
+
+fn payment_summary(doc: &PaymentDoc) -> serde_json::Value {
+    serde_json::json!({
+        "number": doc.display_number(),
+        "amount": doc.amount.to_string(),
+        "allocated": doc.allocated.to_string(),
+        "refunded": doc.refunded.to_string(),
+        "currency": doc.currency,
+        "void": doc.void,
+    })
+}
+
+/// Money of the currency, checked for precision (M2) and sign.
+fn positive_money(amount: Decimal, currency: &str) -> AppResult<Decimal> {
+    let currency = Currency::parse(currency)?;
+    Ok(Money::from_decimal(amount, currency)?.require_positive()?.amount())
+}
+
+/// One allocation made inside a transaction, for the audit trail.
+struct Allocated {
+    key: String,
+    invoice: String,
+    amount: Decimal,
+}
+
+impl Store {
+    /// A payment method of the tenant that can take a new manual payment (P1).
+    async fn manual_method(&self, tx: &TxRef, tenant: &TenantId, key: &str) -> AppResult<PaymentMethodRow> {
+        let method = read_owned::<PaymentMethodRow>(Some(tx), self, tenant, "payment_method", key)
+            .await?
+            .ok_or_else(|| AppError::not_found("payment method"))?;
+        if method.archived {
+            return Err(AppError::new(ErrorCode::PaymentMethodArchived, format!("the payment method '{}' is archived", method.name)));
+        }
+        if method.plugin != MANUAL_PLUGIN {
+            return Err(AppError::new(
+                ErrorCode::PaymentMethodNeedsCharge,
+                format!("'{}' takes payments by charging through its plugin, not by recording them", method.name),
+            ));
+        }
+        Ok(method)
+    }
+
+    /// Creates a payment record (P1, P2) in the caller's transaction; nothing is allocated yet.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_payment_in(
+        &self,
+        tx: &TxRef,
+        mutation: &Mutation<'_>,
+        client: &str,
+        location: &str,
+        method_key: &str,
+        date: NaiveDate,
+        amount: Decimal,
+        currency: &str,
+        description: Option<String>,
+    ) -> AppResult<PaymentRow> {
+        let method = self.manual_method(tx, mutation.tenant, method_key).await?;
+        read_owned::<PartyRow>(Some(tx), self, mutation.tenant, "client", client)
+            .await?
+            .ok_or_else(|| AppError::not_found("client"))?;
+        read_owned::<LocationRow>(Some(tx), self, mutation.tenant, "location", location)
+            .await?
+            .ok_or_else(|| AppError::not_found("location"))?;
+        let amount = positive_money(amount, currency)?;
+        let number = next_number(tx, mutation.tenant, "payment").await?;
+        let now = Utc::now();
+        let doc = PaymentDoc {
+            tenant: mutation.tenant.as_str().to_owned(),
+            number,
+            client: client.to_owned(),
+            location: location.to_owned(),
+            method: method_key.to_owned(),
+            method_name: method.name.clone(),
+            plugin: method.plugin.clone(),
+            date: date_string(date),
+            amount,
+            currency: currency.to_owned(),
+            description,
+            external_reference: None,
+            allocated: Decimal::ZERO,
+            refunded: Decimal::ZERO,
+            allocation_count: 0,
+            void: false,
+            voided_at: None,
+            void_reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let key = new_key();
+        let id = record("payment", &key);
+        tx.query("CREATE $id CONTENT $doc", Vars::new().set("id", id.clone()).set("doc", doc.clone())).await?;
+        Ok(PaymentRow { id, doc })
+    }
+
+    /// Allocates part of `payment` to an invoice inside the caller's transaction (P4, P5, P7):
+    /// writes the allocation and the invoice, and updates `payment` in memory; the caller writes
+    /// the payment with [`write_payment_sums`].
+    async fn allocate_in(
+        &self,
+        tx: &TxRef,
+        mutation: &Mutation<'_>,
+        payment: &mut PaymentRow,
+        invoice: &InvoiceRow,
+        amount: Decimal,
+        today: NaiveDate,
+    ) -> AppResult<Allocated> {
+        let invoice_key = key_of(&invoice.id);
+        let effect = rules::allocate(&payment.doc.facts(), &invoice.doc.facts(), &invoice.doc.client, &invoice.doc.currency, amount)?;
+        let sequence = payment.doc.allocation_count + 1;
+        let key = new_key();
+        tx.query(
+            "CREATE $id SET tenant = $tenant, number = $number, payment = $payment, invoice = $invoice, client = $client,
+                amount = $amount, currency = $currency, date = $date, active = true, created_at = time::now(),
+                created_by = $actor;
+             UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now();",
+            Vars::new()
+                .set("id", record("allocation", &key))
+                .set("tenant", mutation.tenant.as_str().to_owned())
+                .set("number", format!("{}-{sequence}", payment.doc.display_number()))
+                .set("payment", key_of(&payment.id))
+                .set("invoice", invoice_key.clone())
+                .set("client", invoice.doc.client.clone())
+                .set("amount", effect.amount)
+                .set("currency", invoice.doc.currency.clone())
+                .set("date", date_string(today))
+                .set("actor", mutation.actor.to_owned())
+                .set("invoice_id", invoice.id.clone())
+                .set("paid", effect.invoice_paid)
+                .set("status", status_str(effect.invoice_status).to_owned()),
+        )
+        .await?;
+        payment.doc.allocated = effect.payment_allocated;
+        payment.doc.allocation_count = sequence;
+        Ok(Allocated { key, invoice: invoice_key, amount: effect.amount })
+    }
+
+    async fn write_payment_sums(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
+        tx.query(
+            "UPDATE $id SET allocated = $allocated, refunded = $refunded, allocation_count = $count, updated_at = time::now()",
+            Vars::new()
+                .set("id", payment.id.clone())
+                .set("allocated", payment.doc.allocated)
+                .set("refunded", payment.doc.refunded)
+                .set("count", payment.doc.allocation_count),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records a standalone manual payment (P1, P2), optionally allocated to invoices at once.
+    pub async fn record_payment(&self, mutation: &Mutation<'_>, draft: PaymentDraft, today: NaiveDate) -> AppResult<String> {
+        let mut keys = vec![counter_lock(mutation.tenant, "payment")];
+        keys.extend(draft.allocations.iter().map(|(invoice, _)| record_lock("invoice", invoice)));
+        let _turns = self.locks().lock_all(&keys).await;
+        let draft = &draft;
+        self.mutate(mutation, |tx| async move {
+            let settings = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
+            let currency = Currency::parse(draft.currency.as_deref().unwrap_or(&settings.currency))?;
+            let mut payment = self
+                .create_payment_in(&tx, mutation, &draft.client, &draft.location, &draft.method, draft.date, draft.amount,
+                    currency.code(), draft.description.clone())
+                .await?;
+            let mut allocated = Vec::new();
+            for (invoice_key, amount) in &draft.allocations {
+                let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
+                let amount = positive_money(*amount, &invoice.doc.currency)?;
+                allocated.push(self.allocate_in(&tx, mutation, &mut payment, &invoice, amount, today).await?);
+            }
+            self.write_payment_sums(&tx, &payment).await?;
+            let key = key_of(&payment.id);
+            Ok((key.clone(), payment_entry("payment.record", &payment, &allocated)))
+        })
+        .await
+    }
+
+    /// Pays an OPEN invoice with a new manual payment (P3): min(amount, balance) is allocated and
+    /// the rest stays on the payment as the client's credit.
+    pub async fn pay_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, draft: InvoicePaymentDraft, today: NaiveDate) -> AppResult<String> {
+        let keys = [counter_lock(mutation.tenant, "payment"), record_lock("invoice", invoice_key)];
+        let _turns = self.locks().lock_all(&keys).await;
+        let draft = &draft;
+        self.mutate(mutation, |tx| async move {
+            let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
+            let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
+            Ok((key_of(&payment.id), payment_entry("payment.pay_invoice", &payment, &allocated)))
+        })
+        .await
+    }
+
+    async fn pay_in(
+        &self,
+        tx: &TxRef,
+        mutation: &Mutation<'_>,
+        invoice: &InvoiceRow,
+        draft: &InvoicePaymentDraft,
+        today: NaiveDate,
+    ) -> AppResult<(PaymentRow, Vec<Allocated>)> {
+        let facts = invoice.doc.facts();
+        match facts.status {
+            crate::ledger::invoice::InvoiceStatus::Open => {}
+            crate::ledger::invoice::InvoiceStatus::Void => return Err(AppError::new(ErrorCode::InvoiceVoid, "the invoice is void")),
+            _ => return Err(AppError::new(ErrorCode::InvoiceNotOpen, "only an open invoice can be paid")),
+        }
+        let amount = draft.amount.unwrap_or_else(|| facts.balance());
+        let location = draft.location.clone().unwrap_or_else(|| invoice.doc.location.clone());
+        let mut payment = self
+            .create_payment_in(tx, mutation, &invoice.doc.client, &location, &draft.method, draft.date, amount,
+                &invoice.doc.currency, draft.description.clone())
+            .await?;
+        let to_allocate = rules::allocation_for_new_payment(payment.doc.amount, &facts);
+        let mut allocated = Vec::new();
+        if to_allocate > Decimal::ZERO {
+            allocated.push(self.allocate_in(tx, mutation, &mut payment, invoice, to_allocate, today).await?);
+        }
+        self.write_payment_sums(tx, &payment).await?;
+        Ok((payment, allocated))
+    }
+
+    /// Finalizes a draft and pays it with a new manual payment in one transaction (I2
+    /// APPLY_PAYMENT): either both happen or neither does.
+    pub async fn finalize_and_pay(&self, mutation: &Mutation<'_>, invoice_key: &str, draft: InvoicePaymentDraft, today: NaiveDate) -> AppResult<String> {
+        let keys = [
+            tenant_lock(mutation.tenant),
+            counter_lock(mutation.tenant, "payment"),
+            record_lock("invoice", invoice_key),
+        ];
+        let _turns = self.locks().lock_all(&keys).await;
+        let draft = &draft;
+        self.mutate(mutation, |tx| async move {
+            let (invoice, mut entry) = self.finalize_in(&tx, mutation, invoice_key).await?;
+            if parse_status(&invoice.doc.status) == crate::ledger::invoice::InvoiceStatus::Open {
+                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
+                let paid = payment_entry("payment.pay_invoice", &payment, &allocated);
+                entry.action = "invoice.finalize_and_pay".into();
+                entry.records.extend(paid.records);
+                entry.after = Some(serde_json::json!({"invoice": entry.after, "payment": paid.after}));
+            }
+            Ok((invoice_key.to_owned(), entry))
+        })
+        .await
+    }
+
+    /// Applies existing credit to an invoice (P5): an explicit amount within the payment's
+    /// unallocated amount and the invoice balance, same client and currency.
+    pub async fn apply_payment(
+        &self,
+        mutation: &Mutation<'_>,
+        payment_key: &str,
+        invoice_key: &str,
+        amount: Decimal,
+        today: NaiveDate,
+    ) -> AppResult<String> {
+        let keys = [record_lock("payment", payment_key), record_lock("invoice", invoice_key)];
+        let _turns = self.locks().lock_all(&keys).await;
+        self.mutate(mutation, |tx| async move {
+            let mut payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
+            let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
+            let amount = positive_money(amount, &payment.doc.currency)?;
+            let allocated = self.allocate_in(&tx, mutation, &mut payment, &invoice, amount, today).await?;
+            self.write_payment_sums(&tx, &payment).await?;
+            let entry = AuditEntry {
+                action: "allocation.create".into(),
+                records: vec![
+                    format!("allocation:{}", allocated.key),
+                    format!("payment:{payment_key}"),
+                    format!("invoice:{invoice_key}"),
+                ],
+                before: Some(serde_json::json!({"invoice": summary(&invoice.doc)})),
+                after: Some(serde_json::json!({"amount": allocated.amount.to_string(), "payment": payment_summary(&payment.doc)})),
+                reason: None,
+            };
+            Ok((allocated.key, entry))
+        })
+        .await
+    }
+
+    /// Removes an allocation (P6): its amount returns to the payment and the invoice; the record
+    /// stays, marked removed with actor and time.
+    pub async fn remove_allocation(&self, mutation: &Mutation<'_>, allocation_key: &str) -> AppResult<String> {
+        let allocation = self.allocation(mutation.tenant, allocation_key).await?.ok_or_else(|| AppError::not_found("allocation"))?;
+        let keys = [record_lock("payment", &allocation.payment), record_lock("invoice", &allocation.invoice)];
+        let _turns = self.locks().lock_all(&keys).await;
+        self.mutate(mutation, |tx| async move {
+            let allocation = read_owned::<AllocationRow>(Some(&tx), self, mutation.tenant, "allocation", allocation_key)
+                .await?
+                .ok_or_else(|| AppError::not_found("allocation"))?;
+            let mut payment = read_payment(&tx, self, mutation.tenant, &allocation.payment).await?;
+            let invoice = read_invoice(&tx, self, mutation.tenant, &allocation.invoice).await?;
+            let effect = rules::remove_allocation(&payment.doc.facts(), &invoice.doc.facts(), allocation.amount, !allocation.active)?;
+            tx.query(
+                "UPDATE $id SET active = false, removed_at = time::now(), removed_by = $actor;
+                 UPDATE $invoice SET paid = $paid, active_allocations -= 1, status = $status, updated_at = time::now();",
+                Vars::new()
+                    .set("id", allocation.id.clone())
+                    .set("actor", mutation.actor.to_owned())
+                    .set("invoice", invoice.id.clone())
+                    .set("paid", effect.invoice_paid)
+                    .set("status", status_str(effect.invoice_status).to_owned()),
+            )
+            .await?;
+            payment.doc.allocated = effect.payment_allocated;
+            self.write_payment_sums(&tx, &payment).await?;
+            let entry = AuditEntry {
+                action: "allocation.remove".into(),
+                records: vec![
+                    format!("allocation:{allocation_key}"),
+                    format!("payment:{}", allocation.payment),
+                    format!("invoice:{}", allocation.invoice),
+                ],
+                before: Some(serde_json::json!({"amount": allocation.amount.to_string(), "invoice": summary(&invoice.doc)})),
+                after: Some(serde_json::json!({"payment": payment_summary(&payment.doc), "invoiceStatus": status_str(effect.invoice_status)})),
+                reason: None,
+            };
+            Ok((allocation_key.to_owned(), entry))
+        })
+        .await
+    }
+
+    /// Refunds unallocated money of a payment (F1, F2). A manual method only records the refund,
+    /// which succeeds at once; refunded money can never be allocated again (F4).
+    pub async fn refund_payment(
+        &self,
+        mutation: &Mutation<'_>,
+        payment_key: &str,
+        amount: Decimal,
+        date: NaiveDate,
+        description: Option<String>,
+    ) -> AppResult<String> {
+        let _turn = self.locks().lock(&record_lock("payment", payment_key)).await;
+        let description = &description;
+        self.mutate(mutation, |tx| async move {
+            let mut payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
+            let amount = positive_money(amount, &payment.doc.currency)?;
+            rules::check_refund(&payment.doc.facts(), amount)?;
+            if payment.doc.plugin != MANUAL_PLUGIN {
+                return Err(AppError::new(
+                    ErrorCode::PaymentMethodNeedsCharge,
+                    "refunds of this payment method go through its plugin, which this server does not run",
+                ));
+            }
+            let key = new_key();
+            tx.query(
+                "CREATE $id SET tenant = $tenant, payment = $payment, client = $client, amount = $amount, currency = $currency,
+                    date = $date, description = $description, outcome = 'SUCCEEDED', created_at = time::now(), created_by = $actor",
+                Vars::new()
+                    .set("id", record("refund", &key))
+                    .set("tenant", mutation.tenant.as_str().to_owned())
+                    .set("payment", payment_key.to_owned())
+                    .set("client", payment.doc.client.clone())
+                    .set("amount", amount)
+                    .set("currency", payment.doc.currency.clone())
+                    .set("date", date_string(date))
+                    .set("description", description.clone())
+                    .set("actor", mutation.actor.to_owned()),
+            )
+            .await?;
+            let before = payment_summary(&payment.doc);
+            payment.doc.refunded += amount;
+            self.write_payment_sums(&tx, &payment).await?;
+            let entry = AuditEntry {
+                action: "refund.create".into(),
+                records: vec![format!("refund:{key}"), format!("payment:{payment_key}")],
+                before: Some(before),
+                after: Some(payment_summary(&payment.doc)),
+                reason: description.clone(),
+            };
+            Ok((key, entry))
+        })
+        .await
+    }
+
+    /// Voids a payment with no active allocations and no refunds (V1). Final; it moves no money
+    /// and leaves balances and totals (V2), but stays readable.
+    pub async fn void_payment(&self, mutation: &Mutation<'_>, payment_key: &str, reason: Option<String>) -> AppResult<String> {
+        let _turn = self.locks().lock(&record_lock("payment", payment_key)).await;
+        let reason = &reason;
+        self.mutate(mutation, |tx| async move {
+            let payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
+            rules::check_void(&payment.doc.facts())?;
+            tx.query(
+                "UPDATE $id SET void = true, voided_at = time::now(), void_reason = $reason, updated_at = time::now()",
+                Vars::new().set("id", payment.id.clone()).set("reason", reason.clone()),
+            )
+            .await?;
+            let after = PaymentDoc { void: true, ..payment.doc.clone() };
+            let entry = AuditEntry {
+                action: "payment.void".into(),
+                records: vec![format!("payment:{payment_key}")],
+                before: Some(payment_summary(&payment.doc)),
+                after: Some(payment_summary(&after)),
+                reason: reason.clone(),
+            };
+            Ok((payment_key.to_owned(), entry))
+        })
+        .await
+    }
+
+    /// Changes only the description and external reference of a payment (P9).
+    pub async fn update_payment(
+        &self,
+        mutation: &Mutation<'_>,
+        payment_key: &str,
+        description: Option<String>,
+        external_reference: Option<String>,
+    ) -> AppResult<String> {
+        let _turn = self.locks().lock(&record_lock("payment", payment_key)).await;
+        let (description, external_reference) = (&description, &external_reference);
+        self.mutate(mutation, |tx| async move {
+            let payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
+            rules::check_update(&payment.doc.facts())?;
+            tx.query(
+                "UPDATE $id SET description = $description, external_reference = $reference, updated_at = time::now()",
+                Vars::new()
+                    .set("id", payment.id.clone())
+                    .set("description", description.clone())
+                    .set("reference", external_reference.clone()),
+            )
+            .await?;
+            let entry = AuditEntry {
+                action: "payment.update".into(),
+                records: vec![format!("payment:{payment_key}")],
+                before: Some(serde_json::json!({"description": payment.doc.description, "externalReference": payment.doc.external_reference})),
+                after: Some(serde_json::json!({"description": description, "externalReference": external_reference})),
+                reason: None,
+            };
+            Ok((payment_key.to_owned(), entry))
+        })
+        .await
+    }
+
+    pub async fn payment(&self, tenant: &TenantId, key: &str) -> AppResult<Option<PaymentRow>> {
+        read_owned(None, self, tenant, "payment", key).await
+    }
+
+    pub async fn allocation(&self, tenant: &TenantId, key: &str) -> AppResult<Option<AllocationRow>> {
+        read_owned(None, self, tenant, "allocation", key).await
+    }
+
+    pub async fn payment_method(&self, tenant: &TenantId, key: &str) -> AppResult<Option<PaymentMethodRow>> {
+        read_owned(None, self, tenant, "payment_method", key).await
+    }
+
+    pub async fn payment_methods(&self, tenant: &TenantId, include_archived: bool) -> AppResult<Vec<PaymentMethodRow>> {
+        let mut results = self
+            .query(
+                "SELECT * FROM payment_method WHERE tenant = $tenant AND ($all OR archived = false) ORDER BY id",
+                Vars::new().set("tenant", tenant.as_str().to_owned()).set("all", include_archived),
+            )
+            .await?;
+        results.rows(0)
+    }
+
+    /// Allocations of a payment or of an invoice, oldest first, removed ones included.
+    pub async fn allocations_of(&self, tenant: &TenantId, field: AllocationOf, key: &str) -> AppResult<Vec<AllocationRow>> {
+        let sql = match field {
+            AllocationOf::Payment => "SELECT * FROM allocation WHERE payment = $key AND tenant = $tenant ORDER BY id",
+            AllocationOf::Invoice => "SELECT * FROM allocation WHERE invoice = $key AND tenant = $tenant ORDER BY id",
+        };
+        let mut results = self.query(sql, Vars::new().set("key", key.to_owned()).set("tenant", tenant.as_str().to_owned())).await?;
+        results.rows(0)
+    }
+
+    pub async fn refunds_of(&self, tenant: &TenantId, payment_key: &str) -> AppResult<Vec<RefundRow>> {
+        let mut results = self
+            .query(
+                "SELECT * FROM refund WHERE payment = $key AND tenant = $tenant ORDER BY id",
+                Vars::new().set("key", payment_key.to_owned()).set("tenant", tenant.as_str().to_owned()),
+            )
+            .await?;
+        results.rows(0)
+    }
+
+    /// A page of payments, newest first, with the count for the filter.
+    pub async fn payments(
+        &self,
+        tenant: &TenantId,
+        filter: &PaymentFilter,
+        after: Option<String>,
+        limit: usize,
+    ) -> AppResult<(Vec<PaymentRow>, i64)> {
+        let mut conditions = vec!["tenant = $tenant"];
+        if filter.client.is_some() {
+            conditions.push("client = $client");
+        }
+        if filter.method.is_some() {
+            conditions.push("method = $method");
+        }
+        if filter.location.is_some() {
+            conditions.push("location = $location");
+        }
+        if filter.from.is_some() {
+            conditions.push("date >= $from");
+        }
+        if filter.to.is_some() {
+            conditions.push("date <= $to");
+        }
+        match filter.status {
+            None => {}
+            Some(PaymentStatus::Void) => conditions.push("void = true"),
+            Some(PaymentStatus::Paid) => conditions.push("void = false AND refunded = 0"),
+            Some(PaymentStatus::Refunded) => conditions.push("void = false AND refunded > 0 AND refunded >= amount"),
+            Some(PaymentStatus::PartiallyRefunded) => conditions.push("void = false AND refunded > 0 AND refunded < amount"),
+        }
+        match filter.allocation_state {
+            None => {}
+            Some(AllocationState::Unallocated) => conditions.push("allocated = 0"),
+            Some(AllocationState::Allocated) => conditions.push("allocated > 0 AND allocated >= amount - refunded"),
+            Some(AllocationState::PartiallyAllocated) => conditions.push("allocated > 0 AND allocated < amount - refunded"),
+        }
+        let filter_sql = conditions.join(" AND ");
+        let page_sql = if after.is_some() { " AND id < $after" } else { "" };
+        let sql = format!(
+            "SELECT * FROM payment WHERE {filter_sql}{page_sql} ORDER BY id DESC LIMIT $limit;
+             SELECT count() FROM payment WHERE {filter_sql} GROUP ALL;"
+        );
+        let mut results = self
+            .query(
+                &sql,
+                Vars::new()
+                    .set("tenant", tenant.as_str().to_owned())
+                    .set("client", filter.client.clone())
+                    .set("method", filter.method.clone())
+                    .set("location", filter.location.clone())
+                    .set("from", filter.from.map(date_string))
+                    .set("to", filter.to.map(date_string))
+                    .set("after", after.map(|key| record("payment", &key)))
+                    .set("limit", limit as i64),
+            )
+            .await?;
+        let rows = results.rows(0)?;
+        let total = results.first::<CountRow>(1)?.map_or(0, |c| c.count);
+        Ok((rows, total))
+    }
+
+    /// A client's payments with money left to apply, oldest first: what the front desk picks
+    /// from when applying credit.
+    pub async fn unallocated_payments(&self, tenant: &TenantId, client: &str) -> AppResult<Vec<PaymentRow>> {
+        let mut results = self
+            .query(
+                "SELECT * FROM payment WHERE tenant = $tenant AND client = $client AND void = false
+                    AND amount - allocated - refunded > 0 ORDER BY id",
+                Vars::new().set("tenant", tenant.as_str().to_owned()).set("client", client.to_owned()),
+            )
+            .await?;
+        results.rows(0)
+    }
+}
+
+/// Which side of an allocation to look up by.
+#[derive(Debug, Clone, Copy)]
+pub enum AllocationOf {
+    Payment,
+    Invoice,
+}
+
+fn payment_entry(action: &str, payment: &PaymentRow, allocated: &[Allocated]) -> AuditEntry {
+    let key = key_of(&payment.id);
+    let mut records = vec![format!("payment:{key}")];
+    for allocation in allocated {
+        records.push(format!("allocation:{}", allocation.key));
+        records.push(format!("invoice:{}", allocation.invoice));
+    }
+    AuditEntry {
+        action: action.into(),
+        records,
+        before: None,
+        after: Some(serde_json::json!({
+            "payment": payment_summary(&payment.doc),
+            "allocations": allocated.iter().map(|a| serde_json::json!({"invoice": a.invoice, "amount": a.amount.to_string()})).collect::<Vec<_>>(),
+        })),
+        reason: None,
+    }
+}
