@@ -6,6 +6,8 @@
 
 pub mod credit_note;
 pub mod invoice;
+#[cfg(test)]
+mod model_tests;
 pub mod money;
 pub mod numbering;
 pub mod payment;
