@@ -199,13 +199,11 @@ impl InvoiceInput {
                 let at = |e: AppError| AppError::new(e.code, format!("line {}: {}", index + 1, e.message));
                 let discount = match &line.discount {
                     None => None,
-                    Some(d) => {
-                        let value = plain_decimal("discount", &d.value).map_err(at)?;
-                        Some(match d.kind {
-                            DiscountType::Amount => DiscountDraft::Amount(value),
-                            DiscountType::Percent => DiscountDraft::Percent(value),
-                        })
+                    // A fixed discount is money: it is parsed like every amount (M1).
+                    Some(d) if d.kind == DiscountType::Amount => {
+                        Some(DiscountDraft::Amount(parse_decimal(d.value.trim()).map_err(|e| at(e.into()))?))
                     }
+                    Some(d) => Some(DiscountDraft::Percent(plain_decimal("discount", &d.value).map_err(at)?)),
                 };
                 Ok(LineDraft {
                     description: required_text("description", &line.description, TEXT_MAX_CHARS).map_err(at)?,

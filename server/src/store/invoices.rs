@@ -220,6 +220,9 @@ impl Store {
             return Err(AppError::invalid("the due date cannot be before the issue date"));
         }
         let mut lines = Vec::with_capacity(draft.lines.len());
+        // Lines per archived rate so far; a rate archived after lines took it may stay on that
+        // many lines, and no more.
+        let mut archived_uses: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for (index, line) in draft.lines.iter().enumerate() {
             let rate = match &line.tax_rate {
                 None => None,
@@ -227,11 +230,13 @@ impl Store {
                     let rate = read_owned::<TaxRateRow>(Some(tx), self, tenant, "tax_rate", rate_key)
                         .await?
                         .ok_or_else(|| AppError::not_found("tax rate"))?;
-                    // An archived rate cannot be chosen for a new line; a line that already had it
-                    // before the rate was archived keeps it.
-                    let already_used =
-                        existing.is_some_and(|doc| doc.lines.iter().any(|l| l.tax_rate.as_deref() == Some(rate_key)));
-                    if rate.archived && !already_used {
+                    // An archived rate cannot be chosen for a new line; lines that already had it
+                    // before the rate was archived keep it.
+                    let had_it = existing
+                        .map_or(0, |doc| doc.lines.iter().filter(|l| l.tax_rate.as_deref() == Some(rate_key)).count());
+                    let uses = archived_uses.entry(rate_key.as_str()).or_default();
+                    *uses += 1;
+                    if rate.archived && *uses > had_it {
                         return Err(AppError::new(
                             crate::error::ErrorCode::TaxRateArchived,
                             format!("line {}: tax rate '{}' is archived; choose an active rate", index + 1, rate.name),
