@@ -65,6 +65,14 @@ pub struct Settings {
     #[arg(long, env = "SETTLE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// The only directory plugin libraries are loaded from. Default: DATA_DIR/plugins.
+    #[arg(long, env = "SETTLE_PLUGIN_DIR")]
+    pub plugin_dir: Option<PathBuf>,
+
+    /// How often the reconciler settles charges and refunds whose outcome was not known, in ms.
+    #[arg(long, env = "SETTLE_RECONCILE_INTERVAL_MS", default_value_t = 30_000)]
+    pub reconcile_interval_ms: u64,
+
     #[command(flatten)]
     pub limits: Limits,
 }
@@ -97,6 +105,12 @@ pub struct Limits {
     /// Largest request body, in bytes.
     #[arg(long, env = "SETTLE_BODY_SIZE_MAX_BYTES", default_value_t = 1 << 20)]
     pub body_size_max_bytes: usize,
+    /// Longest wait for one plugin call before its outcome counts as unknown.
+    #[arg(long, env = "SETTLE_PLUGIN_CALL_TIMEOUT_MS", default_value_t = 10_000)]
+    pub plugin_call_timeout_ms: u64,
+    /// Plugin calls running at once, across all plugins.
+    #[arg(long, env = "SETTLE_PLUGIN_CONCURRENCY_MAX", default_value_t = 8)]
+    pub plugin_concurrency_max: usize,
     /// Times one transaction is retried after write conflicts before TRANSACTION_CONFLICT.
     #[arg(long, env = "SETTLE_TRANSACTION_RETRIES_MAX", default_value_t = 24)]
     pub transaction_retries_max: u32,
@@ -118,6 +132,10 @@ impl Settings {
             memtable_mib: self.store_memtable_mib,
             transaction_retries_max: self.limits.transaction_retries_max,
         }
+    }
+
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.plugin_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
     /// Defaults as `settle serve` has them, from the flags' own defaults.

@@ -62,6 +62,12 @@ error_codes! {
     ReasonRequired => "REASON_REQUIRED",
     CreditExceedsLine => "CREDIT_EXCEEDS_LINE",
     CreditNoteVoid => "CREDIT_NOTE_VOID",
+    PaymentDeclined => "PAYMENT_DECLINED",
+    ChargePending => "CHARGE_PENDING",
+    PluginRejected => "PLUGIN_REJECTED",
+    PluginUnavailable => "PLUGIN_UNAVAILABLE",
+    InvalidPlugin => "INVALID_PLUGIN",
+    InvalidConfig => "INVALID_CONFIG",
     TaxRateArchived => "TAX_RATE_ARCHIVED",
     TaxRateSystem => "TAX_RATE_SYSTEM",
     TransactionConflict => "TRANSACTION_CONFLICT",
@@ -71,7 +77,10 @@ error_codes! {
 impl ErrorCode {
     /// Whether sending the same request again can succeed without changing it.
     pub fn retryable(self) -> bool {
-        matches!(self, ErrorCode::TransactionConflict | ErrorCode::Internal)
+        matches!(
+            self,
+            ErrorCode::TransactionConflict | ErrorCode::Internal | ErrorCode::ChargePending | ErrorCode::PluginUnavailable
+        )
     }
 }
 

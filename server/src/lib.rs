@@ -4,11 +4,13 @@
 //! the store persists, graphql translates; nothing but the store knows SurrealQL.
 
 pub mod auth;
+pub mod charging;
 pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
+pub mod plugins;
 pub mod startup;
 pub mod store;

@@ -34,6 +34,29 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Work with payment-method plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a plugin library and run the plugin contract against it.
+    Check {
+        /// The shared library, e.g. target/release/libmy_plugin.so.
+        path: std::path::PathBuf,
+        /// The plugin configuration to test with, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Details of a charge that should succeed, as JSON.
+        #[arg(long, default_value = "{}")]
+        details: String,
+        /// The method type to charge as; the manifest's first when not given.
+        #[arg(long)]
+        method_type: Option<String>,
+        #[arg(long, default_value = "AUD")]
+        currency: String,
+    },
 }
 
 #[tokio::main]
@@ -52,6 +75,24 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Schema => {
             print!("{}", settle::graphql::sdl());
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Check { path, config, details, method_type, currency }) => {
+            let input = settle::plugins::check::CheckInput {
+                config: serde_json::from_str(&config).map_err(|e| anyhow::anyhow!("--config is not JSON: {e}"))?,
+                details: serde_json::from_str(&details).map_err(|e| anyhow::anyhow!("--details is not JSON: {e}"))?,
+                method_type,
+                currency,
+            };
+            let steps = settle::plugins::check::run(&path, &input);
+            for step in &steps {
+                println!("{} {:<52} {}", if step.passed { "ok  " } else { "FAIL" }, step.name, step.detail);
+            }
+            let failed = steps.iter().filter(|s| !s.passed).count();
+            println!("{} passed, {failed} failed", steps.len() - failed);
+            if failed > 0 {
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

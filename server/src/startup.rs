@@ -7,7 +7,11 @@ use std::time::Duration;
 use poem::Server;
 use poem::listener::{Acceptor, Listener, TcpListener};
 
+use settle_plugin::PaymentMethodPlugin;
+
 use crate::auth::TokenKeys;
+use crate::charging::Charging;
+use crate::plugins::{HostSettings, PluginHost};
 use crate::config::{JwtAlgorithm, Settings};
 use crate::graphql::context::AppState;
 use crate::graphql::build_schema;
@@ -29,7 +33,15 @@ impl Application {
         let (keys, created_signing_key) = load_keys(&settings)?;
         let metrics = Metrics::new();
         let store = Store::open(&settings.store_settings(), metrics.clone()).await?;
-        let schema = build_schema(Some(AppState { store: store.clone(), limits: settings.limits.clone() }), &settings.limits);
+        let host = Arc::new(PluginHost::start(&host_settings(&settings), built_in_plugins()));
+        let charging = Charging::new(store.clone(), host);
+        // Settles charges and refunds left unknown by a timeout or a crash: now, then periodically.
+        let grace = Duration::from_millis(settings.limits.plugin_call_timeout_ms) + Duration::from_secs(1);
+        charging.clone().spawn_reconciler(Duration::from_millis(settings.reconcile_interval_ms.max(100)), grace);
+        let schema = build_schema(
+            Some(AppState { store: store.clone(), charging, limits: settings.limits.clone() }),
+            &settings.limits,
+        );
         let state = Arc::new(HttpState { schema, keys, store, metrics, limits: settings.limits.clone() });
         let acceptor = TcpListener::bind(settings.listen).into_acceptor().await?;
         let address = acceptor
@@ -81,6 +93,24 @@ fn load_keys(settings: &Settings) -> anyhow::Result<(TokenKeys, bool)> {
             };
             Ok((TokenKeys::public_key_pem(algorithm, &pem)?, false))
         }
+    }
+}
+
+/// The plugins linked into the binary, so a fresh install can take payments; libraries in the
+/// plugin directory with the same id replace them.
+pub fn built_in_plugins() -> Vec<Arc<dyn PaymentMethodPlugin>> {
+    vec![Arc::new(settle_plugin_manual::ManualPlugin::default()), Arc::new(settle_plugin_card_sim::CardSimPlugin::default())]
+}
+
+fn host_settings(settings: &Settings) -> HostSettings {
+    let dir = settings.plugin_dir();
+    if let Err(error) = std::fs::create_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), %error, "cannot create the plugin directory");
+    }
+    HostSettings {
+        dir,
+        call_timeout: Duration::from_millis(settings.limits.plugin_call_timeout_ms.max(1)),
+        concurrency_max: settings.limits.plugin_concurrency_max,
     }
 }
 

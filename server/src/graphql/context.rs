@@ -16,6 +16,7 @@ use crate::store::rows::TenantRow;
 /// Shared by every request.
 pub struct AppState {
     pub store: Store,
+    pub charging: crate::charging::Charging,
     pub limits: Limits,
 }
 

@@ -244,10 +244,13 @@ pub enum PaymentOption {
     Charge,
 }
 
-/// The payment taken at finalize with APPLY_PAYMENT or CHARGE.
+/// The payment taken at finalize with APPLY_PAYMENT (a manual method) or CHARGE (a method whose
+/// plugin charges).
 #[derive(InputObject, Serialize)]
 pub struct FinalizePaymentInput {
     pub method_id: ID,
+    /// Details for the method's plugin, e.g. {"card_number": "4242424242424242"}.
+    pub details: Option<async_graphql::Json<serde_json::Value>>,
     /// The invoice balance when left out.
     pub amount: Option<Amount>,
     pub date: Option<Date>,

@@ -9,6 +9,7 @@ pub mod inputs;
 pub mod mutation;
 pub mod pagination;
 pub mod payments;
+pub mod plugins;
 pub mod query;
 pub mod scalars;
 pub mod types;
@@ -19,11 +20,11 @@ use crate::config::Limits;
 
 /// Every query, from the modules that define them.
 #[derive(MergedObject, Default)]
-pub struct Query(query::Query, payments::PaymentQuery);
+pub struct Query(query::Query, payments::PaymentQuery, plugins::PluginQuery);
 
 /// Every mutation, from the modules that define them.
 #[derive(MergedObject, Default)]
-pub struct Mutation(mutation::Mutation, payments::PaymentMutation);
+pub struct Mutation(mutation::Mutation, payments::PaymentMutation, plugins::PluginMutation);
 
 pub type SettleSchema = Schema<Query, Mutation, EmptySubscription>;
 

@@ -169,31 +169,46 @@ impl Mutation {
         #[graphql(default)] input: FinalizeInvoiceInput,
         idempotency_key: String,
     ) -> Result<Invoice> {
-        let m = mutation(ctx, Role::Billing, "finalizeInvoice", Some(idempotency_key), &(&id.0, &input)).await?;
+        let m = mutation(ctx, Role::Billing, "finalizeInvoice", Some(idempotency_key.clone()), &(&id.0, &input)).await?;
+        let payment = |option: &str| {
+            input.payment.as_ref().map(|payment| super::payments::PayInvoiceInput {
+                method_id: payment.method_id.clone(),
+                details: payment.details.clone(),
+                amount: payment.amount,
+                date: payment.date,
+                location_id: payment.location_id.clone(),
+                description: payment.description.clone(),
+            })
+            .ok_or_else(|| {
+                AppError::new(ErrorCode::PaymentOptionUnavailable, format!("{option} needs payment: {{methodId, ...}}"))
+            })
+        };
+        let today = today(tenant(ctx).await?);
         let key = match input.payment_option {
             PaymentOption::RequestPayment => state(ctx).store.finalize_invoice(&m, &id).await?,
             PaymentOption::ApplyPayment => {
-                let payment = input
-                    .payment
-                    .as_ref()
-                    .ok_or_else(|| AppError::invalid("APPLY_PAYMENT needs payment: {methodId, amount, ...}"))?;
-                let today = today(tenant(ctx).await?);
-                let draft = super::payments::PayInvoiceInput {
-                    method_id: payment.method_id.clone(),
-                    amount: payment.amount,
-                    date: payment.date,
-                    location_id: payment.location_id.clone(),
-                    description: payment.description.clone(),
+                let payment = payment("APPLY_PAYMENT")?;
+                let mut draft = payment.parse(today)?;
+                if super::payments::is_manual(ctx, &payment.method_id).await? {
+                    let request = caller(ctx, Role::Viewer)?;
+                    let invoice = state(ctx).store.invoice(&request.principal.tenant, &id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
+                    let amount = payment.amount.map_or(invoice.doc.total, |a| a.0);
+                    draft.external_reference = super::payments::checked_manual_details(
+                        ctx,
+                        &payment.method_id,
+                        amount,
+                        &invoice.doc.currency,
+                        payment.details.as_ref().map(|d| &d.0),
+                        &idempotency_key,
+                    )
+                    .await?;
                 }
-                .parse(today)?;
                 state(ctx).store.finalize_and_pay(&m, &id, draft, today).await?
             }
             PaymentOption::Charge => {
-                return Err(AppError::new(
-                    ErrorCode::PaymentOptionUnavailable,
-                    "this server has no payment plugins to charge through; finalize with REQUEST_PAYMENT or APPLY_PAYMENT",
-                )
-                .into());
+                let draft = payment("CHARGE")?.charge_draft(today, true)?;
+                state(ctx).charging.charge_invoice(&m, &id, draft).await?;
+                id.0.clone()
             }
         };
         Ok(load_invoice(ctx, &key).await?)

@@ -12,12 +12,13 @@ use super::pagination::{Page, PaymentConnection};
 use super::scalars::{Amount, Date};
 use super::types::{Client, Invoice, Money};
 use crate::auth::Role;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::ledger::credit_note::{CreditBy, CreditRequest};
 use crate::ledger::numbering::format_number;
 use crate::ledger::payment as rules;
 use crate::store::accounts::EntryKind;
 use crate::store::directory::PartyKind;
+use crate::store::charges::ChargeDraft;
 use crate::store::payments::{AllocationOf, InvoicePaymentDraft, PaymentDraft, PaymentFilter};
 use crate::store::rows::{AllocationRow, CreditNoteRow, PaymentMethodRow, PaymentRow, RefundRow, key_of};
 
@@ -102,6 +103,14 @@ impl PaymentMethod {
     }
     async fn archived(&self) -> bool {
         self.0.archived
+    }
+    /// The plugin configuration without its secret fields.
+    async fn configuration(&self, ctx: &Context<'_>) -> async_graphql::Json<serde_json::Value> {
+        async_graphql::Json(super::plugins::public_config(ctx, &self.0.plugin, self.0.config.as_deref()).0)
+    }
+    /// Names of the secret configuration fields that are set; their values are never returned.
+    async fn secret_fields_set(&self, ctx: &Context<'_>) -> Vec<String> {
+        super::plugins::public_config(ctx, &self.0.plugin, self.0.config.as_deref()).1
     }
 }
 
@@ -528,14 +537,20 @@ pub struct RecordPaymentInput {
     /// The practice's currency when left out.
     pub currency: Option<String>,
     pub description: Option<String>,
+    /// Details for the method's plugin, e.g. {"cheque_number": "000123"} for a cheque.
+    pub details: Option<async_graphql::Json<serde_json::Value>>,
     #[graphql(default)]
     pub allocations: Vec<AllocationInput>,
 }
 
-/// A new manual payment for one invoice (P3).
+/// A payment for one invoice (P3): recorded for a manual method, charged through the plugin
+/// otherwise (never above the balance).
 #[derive(InputObject, Serialize)]
 pub struct PayInvoiceInput {
     pub method_id: ID,
+    /// Details for the method's plugin: {"card_number": ...} for card-sim, {"cheque_number": ...}
+    /// for a cheque.
+    pub details: Option<async_graphql::Json<serde_json::Value>>,
     /// The invoice balance when left out; more than the balance stays as the client's credit.
     pub amount: Option<Amount>,
     pub date: Option<Date>,
@@ -547,12 +562,71 @@ pub struct PayInvoiceInput {
 impl PayInvoiceInput {
     pub fn parse(&self, today: NaiveDate) -> AppResult<InvoicePaymentDraft> {
         Ok(InvoicePaymentDraft {
+            external_reference: None,
             method: self.method_id.0.clone(),
             amount: self.amount.map(|a| a.0),
             date: self.date.map_or(today, |d| d.0),
             location: self.location_id.as_ref().map(|id| id.0.clone()),
             description: optional_text("description", self.description.as_deref(), TEXT_MAX_CHARS)?,
         })
+    }
+
+    pub fn charge_draft(&self, today: NaiveDate, finalize: bool) -> AppResult<ChargeDraft> {
+        Ok(ChargeDraft {
+            method: self.method_id.0.clone(),
+            amount: self.amount.map(|a| a.0),
+            date: self.date.map_or(today, |d| d.0),
+            location: self.location_id.as_ref().map(|id| id.0.clone()),
+            description: optional_text("description", self.description.as_deref(), TEXT_MAX_CHARS)?,
+            details: self.details.as_ref().map_or(serde_json::json!({}), |d| d.0.clone()),
+            finalize,
+        })
+    }
+}
+
+/// Whether a payment method records payments (manual) or charges them through its plugin.
+pub async fn is_manual(ctx: &Context<'_>, method_key: &str) -> AppResult<bool> {
+    let request = caller(ctx, Role::Viewer)?;
+    let method = state(ctx)
+        .store
+        .payment_method(&request.principal.tenant, method_key)
+        .await?
+        .ok_or_else(|| AppError::not_found("payment method"))?;
+    Ok(method.plugin == crate::store::payments::MANUAL_PLUGIN)
+}
+
+/// Asks the manual plugin to check a recorded payment's details (a cheque needs its number);
+/// returns the reference it gives, such as the cheque number.
+pub async fn checked_manual_details(
+    ctx: &Context<'_>,
+    method_key: &str,
+    amount: Decimal,
+    currency: &str,
+    details: Option<&serde_json::Value>,
+    idempotency_key: &str,
+) -> AppResult<Option<String>> {
+    let request = caller(ctx, Role::Viewer)?;
+    let method = state(ctx)
+        .store
+        .payment_method(&request.principal.tenant, method_key)
+        .await?
+        .ok_or_else(|| AppError::not_found("payment method"))?;
+    let charge = settle_plugin::ChargeRequest {
+        tenant: request.principal.tenant.to_string(),
+        idempotency_key: idempotency_key.to_owned(),
+        amount,
+        currency: currency.to_owned(),
+        method_type: method.kind.clone(),
+        config: method.config.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or(serde_json::json!({})),
+        details: details.cloned().unwrap_or(serde_json::json!({})),
+        description: None,
+    };
+    match state(ctx).charging.host().charge(&method.plugin, &charge).await {
+        Ok(settle_plugin::Outcome::Succeeded { reference }) => Ok(reference),
+        Ok(settle_plugin::Outcome::Declined { reason }) => Err(AppError::new(ErrorCode::PluginRejected, reason)),
+        Ok(_) => Ok(None),
+        Err(crate::plugins::CallError::Plugin(error)) => Err(AppError::new(ErrorCode::PluginRejected, error.message)),
+        Err(other) => Err(AppError::new(ErrorCode::PluginUnavailable, other.to_string())),
     }
 }
 
@@ -593,8 +667,15 @@ async fn load_payment(ctx: &Context<'_>, key: &str) -> AppResult<Payment> {
 impl PaymentMutation {
     /// Records a standalone payment (P1, P2) and any allocations given, in one transaction.
     async fn record_payment(&self, ctx: &Context<'_>, input: RecordPaymentInput, idempotency_key: String) -> Result<Payment> {
-        let m = mutation(ctx, Role::Billing, "recordPayment", Some(idempotency_key), &input).await?;
-        let today = today(tenant(ctx).await?);
+        let m = mutation(ctx, Role::Billing, "recordPayment", Some(idempotency_key.clone()), &input).await?;
+        let settings = tenant(ctx).await?;
+        let today = today(settings);
+        let currency = input.currency.as_deref().map_or(settings.currency.as_str(), str::trim).to_owned();
+        let reference = if is_manual(ctx, &input.method_id).await? {
+            checked_manual_details(ctx, &input.method_id, input.amount.0, &currency, input.details.as_ref().map(|d| &d.0), &idempotency_key).await?
+        } else {
+            None
+        };
         let draft = PaymentDraft {
             client: input.client_id.0.clone(),
             location: input.location_id.0.clone(),
@@ -604,6 +685,7 @@ impl PaymentMutation {
             currency: input.currency.as_deref().map(str::trim).map(str::to_owned),
             description: optional_text("description", input.description.as_deref(), TEXT_MAX_CHARS)?,
             allocations: input.allocations.iter().map(|a| (a.invoice_id.0.clone(), a.amount.0)).collect(),
+            external_reference: reference,
         };
         let key = state(ctx).store.record_payment(&m, draft, today).await?;
         Ok(load_payment(ctx, &key).await?)
@@ -611,9 +693,20 @@ impl PaymentMutation {
 
     /// Pays an OPEN invoice with a new manual payment (P3).
     async fn pay_invoice(&self, ctx: &Context<'_>, invoice_id: ID, input: PayInvoiceInput, idempotency_key: String) -> Result<Payment> {
-        let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key), &(&invoice_id.0, &input)).await?;
+        let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key.clone()), &(&invoice_id.0, &input)).await?;
         let today = today(tenant(ctx).await?);
-        let key = state(ctx).store.pay_invoice(&m, &invoice_id, input.parse(today)?, today).await?;
+        let key = if is_manual(ctx, &input.method_id).await? {
+            let mut draft = input.parse(today)?;
+            let request = caller(ctx, Role::Viewer)?;
+            let invoice = state(ctx).store.invoice(&request.principal.tenant, &invoice_id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
+            let amount = input.amount.map_or(invoice.doc.facts().balance(), |a| a.0);
+            draft.external_reference =
+                checked_manual_details(ctx, &input.method_id, amount, &invoice.doc.currency, input.details.as_ref().map(|d| &d.0), &idempotency_key)
+                    .await?;
+            state(ctx).store.pay_invoice(&m, &invoice_id, draft, today).await?
+        } else {
+            state(ctx).charging.charge_invoice(&m, &invoice_id, input.charge_draft(today, false)?).await?
+        };
         Ok(load_payment(ctx, &key).await?)
     }
 
@@ -645,12 +738,11 @@ impl PaymentMutation {
         let today = today(tenant(ctx).await?);
         let description = optional_text("description", input.description.as_deref(), TEXT_MAX_CHARS)?;
         let key = state(ctx)
-            .store
-            .refund_payment(&m, &payment_id, input.amount.0, input.date.map_or(today, |d| d.0), description)
+            .charging
+            .refund(&m, &payment_id, input.amount.0, input.date.map_or(today, |d| d.0), description)
             .await?;
         let request = caller(ctx, Role::Viewer)?;
-        let refunds = state(ctx).store.refunds_of(&request.principal.tenant, &payment_id).await?;
-        let refund = refunds.into_iter().find(|r| key_of(&r.id) == key).ok_or_else(|| AppError::not_found("refund"))?;
+        let refund = state(ctx).store.refund(&request.principal.tenant, &key).await?.ok_or_else(|| AppError::not_found("refund"))?;
         Ok(Refund(refund))
     }
 

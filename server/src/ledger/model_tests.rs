@@ -63,6 +63,7 @@ impl Ledger {
             amount: cents(amount),
             allocated: Decimal::ZERO,
             refunded: Decimal::ZERO,
+            refund_pending: Decimal::ZERO,
             void: false,
         };
         let invoice = |total: i64| InvoiceFacts {

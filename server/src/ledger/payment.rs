@@ -19,6 +19,8 @@ pub struct PaymentFacts {
     pub allocated: Decimal,
     /// Sum of successful refunds.
     pub refunded: Decimal,
+    /// Refunds sent to a plugin whose outcome is not known yet: reserved until settled.
+    pub refund_pending: Decimal,
     pub void: bool,
 }
 
@@ -40,9 +42,10 @@ pub enum AllocationState {
 }
 
 impl PaymentFacts {
-    /// M5: amount - active allocations - successful refunds, never negative.
+    /// M5: amount - active allocations - successful refunds, never negative. Money of a refund
+    /// still in flight at a plugin is held back too, so it cannot be spent twice.
     pub fn unallocated(&self) -> Decimal {
-        (self.amount - self.allocated - self.refunded).max(Decimal::ZERO)
+        (self.amount - self.allocated - self.refunded - self.refund_pending).max(Decimal::ZERO)
     }
 
     pub fn status(&self) -> PaymentStatus {
@@ -215,7 +218,7 @@ pub fn check_void(payment: &PaymentFacts) -> AppResult<()> {
             "the payment is allocated to invoices; remove the allocations first",
         ));
     }
-    if payment.refunded > Decimal::ZERO {
+    if payment.refunded > Decimal::ZERO || payment.refund_pending > Decimal::ZERO {
         return Err(AppError::new(ErrorCode::PaymentHasRefunds, "a payment with refunds cannot be voided"));
     }
     Ok(())
@@ -237,6 +240,7 @@ mod tests {
             amount: Decimal::from(amount),
             allocated: Decimal::ZERO,
             refunded: Decimal::ZERO,
+            refund_pending: Decimal::ZERO,
             void: false,
         }
     }

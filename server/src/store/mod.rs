@@ -9,11 +9,13 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod charges;
 pub mod credit_notes;
 mod connect;
 pub mod directory;
 pub mod invoices;
 pub mod locks;
+pub mod methods;
 pub mod payments;
 pub mod rows;
 pub mod tenants;

@@ -34,6 +34,8 @@ pub struct PaymentDraft {
     pub description: Option<String>,
     /// Allocations to make in the same transaction: (invoice key, amount).
     pub allocations: Vec<(String, Decimal)>,
+    /// What the method's plugin returned as reference (a cheque number, ...).
+    pub external_reference: Option<String>,
 }
 
 /// A new manual payment against one invoice (P3): client and currency come from the invoice.
@@ -46,6 +48,8 @@ pub struct InvoicePaymentDraft {
     /// The invoice's location when not given.
     pub location: Option<String>,
     pub description: Option<String>,
+    /// What the method's plugin returned as reference (a cheque number, ...).
+    pub external_reference: Option<String>,
 }
 
 /// Which payments to list.
@@ -68,6 +72,7 @@ impl PaymentDoc {
             amount: self.amount,
             allocated: self.allocated,
             refunded: self.refunded,
+            refund_pending: self.refund_pending,
             void: self.void,
         }
     }
@@ -181,6 +186,7 @@ impl Store {
         amount: Decimal,
         currency: &str,
         description: Option<String>,
+        external_reference: Option<String>,
     ) -> AppResult<PaymentRow> {
         let method = self.manual_method(tx, mutation.tenant, method_key).await?;
         read_owned::<PartyRow>(Some(tx), self, mutation.tenant, "client", client)
@@ -204,9 +210,10 @@ impl Store {
             amount,
             currency: currency.to_owned(),
             description,
-            external_reference: None,
+            external_reference,
             allocated: Decimal::ZERO,
             refunded: Decimal::ZERO,
+            refund_pending: Decimal::ZERO,
             allocation_count: 0,
             void: false,
             voided_at: None,
@@ -262,6 +269,22 @@ impl Store {
         Ok(Allocated { key, invoice: invoice_key, amount: effect.amount })
     }
 
+    pub(super) async fn allocate_in_tx(
+        &self,
+        tx: &TxRef,
+        mutation: &Mutation<'_>,
+        payment: &mut PaymentRow,
+        invoice: &InvoiceRow,
+        amount: Decimal,
+        today: NaiveDate,
+    ) -> AppResult<()> {
+        self.allocate_in(tx, mutation, payment, invoice, amount, today).await.map(drop)
+    }
+
+    pub(super) async fn write_sums_in_tx(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
+        self.write_payment_sums(tx, payment).await
+    }
+
     async fn write_payment_sums(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
         tx.query(
             "UPDATE $id SET allocated = $allocated, refunded = $refunded, allocation_count = $count, updated_at = time::now()",
@@ -286,7 +309,7 @@ impl Store {
             let currency = Currency::parse(draft.currency.as_deref().unwrap_or(&settings.currency))?;
             let mut payment = self
                 .create_payment_in(&tx, mutation, &draft.client, &draft.location, &draft.method, draft.date, draft.amount,
-                    currency.code(), draft.description.clone())
+                    currency.code(), draft.description.clone(), draft.external_reference.clone())
                 .await?;
             let mut allocated = Vec::new();
             for (invoice_key, amount) in &draft.allocations {
@@ -333,7 +356,7 @@ impl Store {
         let location = draft.location.clone().unwrap_or_else(|| invoice.doc.location.clone());
         let mut payment = self
             .create_payment_in(tx, mutation, &invoice.doc.client, &location, &draft.method, draft.date, amount,
-                &invoice.doc.currency, draft.description.clone())
+                &invoice.doc.currency, draft.description.clone(), draft.external_reference.clone())
             .await?;
         let to_allocate = rules::allocation_for_new_payment(payment.doc.amount, &facts);
         let mut allocated = Vec::new();
@@ -666,7 +689,7 @@ impl Store {
         let mut results = self
             .query(
                 "SELECT * FROM payment WHERE tenant = $tenant AND client = $client AND void = false
-                    AND amount - allocated - refunded > 0 ORDER BY id",
+                    AND amount - allocated - refunded - refund_pending > 0 ORDER BY id",
                 Vars::new().set("tenant", tenant.as_str().to_owned()).set("client", client.to_owned()),
             )
             .await?;

@@ -180,6 +180,8 @@ pub struct PaymentDoc {
     pub external_reference: Option<String>,
     pub allocated: Decimal,
     pub refunded: Decimal,
+    /// Refunds sent to a plugin and not settled yet.
+    pub refund_pending: Decimal,
     pub allocation_count: i64,
     pub void: bool,
     pub voided_at: Option<DateTime<Utc>>,
@@ -225,6 +227,8 @@ pub struct RefundRow {
     pub description: Option<String>,
     pub outcome: String,
     pub outcome_reason: Option<String>,
+    pub external_reference: Option<String>,
+    pub plugin: Option<String>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
 }
@@ -258,4 +262,31 @@ pub struct CreditNoteRow {
     pub created_at: DateTime<Utc>,
     pub voided_at: Option<DateTime<Utc>>,
     pub void_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+pub struct ChargeAttemptRow {
+    pub id: RecordId,
+    pub tenant: String,
+    pub idempotency_key: String,
+    pub request_hash: String,
+    pub invoice: String,
+    pub finalize: bool,
+    pub client: String,
+    pub location: String,
+    pub method: String,
+    pub plugin: String,
+    pub method_type: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub date: String,
+    pub description: Option<String>,
+    pub details: String,
+    pub status: String,
+    pub outcome_reason: Option<String>,
+    pub external_reference: Option<String>,
+    pub payment: Option<String>,
+    pub actor: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }

@@ -19,13 +19,15 @@ pub const DEFAULT_TIMEZONE: &str = "Australia/Sydney";
 /// The system tax rates every tenant starts with (decided): GST at 10% and GST-free.
 const SYSTEM_TAX_RATES: [(&str, i64); 2] = [("GST", 10), ("GST-free", 0)];
 
-/// The payment methods every tenant starts with: (name, type, plugin).
-const DEFAULT_PAYMENT_METHODS: [(&str, &str, &str); 5] = [
-    ("Credit card", "CARD", "card-sim"),
-    ("EFTPOS", "EFTPOS", "manual"),
-    ("Cash", "CASH", "manual"),
-    ("Direct deposit", "DIRECT_DEPOSIT", "manual"),
-    ("Cheque", "CHEQUE", "manual"),
+/// The payment methods every tenant starts with: (name, type, plugin, configuration). The card
+/// method starts on the card-sim test gateway with test credentials, so a new practice can try a
+/// charge at once; an ADMIN reconfigures it for a real gateway.
+const DEFAULT_PAYMENT_METHODS: [(&str, &str, &str, &str); 5] = [
+    ("Credit card", "CARD", "card-sim", r#"{"merchant_id":"settle-test","api_key":"sk_test_settle"}"#),
+    ("EFTPOS", "EFTPOS", "manual", "{}"),
+    ("Cash", "CASH", "manual", "{}"),
+    ("Direct deposit", "DIRECT_DEPOSIT", "manual", "{}"),
+    ("Cheque", "CHEQUE", "manual", "{}"),
 ];
 
 /// Settings to change; `None` leaves a setting as it is. Values are already validated.
@@ -72,16 +74,17 @@ impl Store {
                 )
                 .await?;
             }
-            for (name, kind, plugin) in DEFAULT_PAYMENT_METHODS {
+            for (name, kind, plugin, config) in DEFAULT_PAYMENT_METHODS {
                 tx.query(
-                    "CREATE $id SET tenant = $tenant, name = $name, type = $type, plugin = $plugin, archived = false,
-                        created_at = time::now()",
+                    "CREATE $id SET tenant = $tenant, name = $name, type = $type, plugin = $plugin, config = $config,
+                        archived = false, created_at = time::now()",
                     Vars::new()
                         .set("id", record("payment_method", &new_key()))
                         .set("tenant", tenant.as_str().to_owned())
                         .set("name", name.to_owned())
                         .set("type", kind.to_owned())
-                        .set("plugin", plugin.to_owned()),
+                        .set("plugin", plugin.to_owned())
+                        .set("config", config.to_owned()),
                 )
                 .await?;
             }
