@@ -9,7 +9,7 @@ use super::inputs::{NAME_MAX_CHARS, required_text};
 use super::payments::PaymentMethod;
 use crate::auth::Role;
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::plugins::{CallError, Plugin, Source, secret_fields};
+use crate::plugins::{CallError, Plugin, Source};
 use crate::store::methods::MethodFields;
 
 /// An installed payment-method plugin and its health.
@@ -191,7 +191,7 @@ impl PluginMutation {
                 let stored: serde_json::Value =
                     current.config.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
                 if let (Some(plugin), Some(object)) = (state(ctx).charging.host().plugin(&current.plugin), config.as_object_mut()) {
-                    for secret in secret_fields(&plugin.manifest) {
+                    for secret in plugin.manifest.secret_fields() {
                         if !object.contains_key(&secret) {
                             if let Some(value) = stored.get(&secret) {
                                 object.insert(secret, value.clone());
@@ -226,7 +226,7 @@ impl PluginMutation {
 pub fn public_config(ctx: &Context<'_>, plugin: &str, config: Option<&str>) -> (serde_json::Value, Vec<String>) {
     let mut value: serde_json::Value = config.and_then(|c| serde_json::from_str(c).ok()).unwrap_or_else(|| serde_json::json!({}));
     let mut set = Vec::new();
-    let secrets = state(ctx).charging.host().plugin(plugin).map(|p| secret_fields(&p.manifest)).unwrap_or_default();
+    let secrets = state(ctx).charging.host().plugin(plugin).map(|p| p.manifest.secret_fields()).unwrap_or_default();
     if let Some(object) = value.as_object_mut() {
         for secret in secrets {
             if object.remove(&secret).is_some() {

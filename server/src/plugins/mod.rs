@@ -16,13 +16,13 @@ pub mod check;
 pub mod library;
 
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use settle_plugin::abi::{Method, dispatch};
 use settle_plugin::{ChargeRequest, Manifest, Outcome, PaymentMethodPlugin, PluginError, RefundRequest, StatusRequest};
 use tokio::sync::Semaphore;
 
@@ -134,41 +134,23 @@ impl Plugin {
         }
     }
 
-    /// Runs one call on the current (blocking) thread.
+    /// Runs one call on the current (blocking) thread. Built-ins go through the SDK's own
+    /// dispatcher, so they answer (and fail) exactly as a loaded library would.
     fn invoke(&self, entry: Entry, input: &[u8]) -> Result<serde_json::Value, CallError> {
         match &self.backend {
             Backend::Library(library) => library.call(entry, input),
             Backend::BuiltIn(plugin) => {
-                let plugin = plugin.clone();
-                let answer = std::panic::catch_unwind(AssertUnwindSafe(|| invoke_built_in(&*plugin, entry, input)));
-                answer.unwrap_or_else(|panic| Err(CallError::Panic(panic_text(&*panic))))
+                let method = match entry {
+                    Entry::Manifest => Method::Manifest,
+                    Entry::ValidateConfig => Method::ValidateConfig,
+                    Entry::Charge => Method::Charge,
+                    Entry::Refund => Method::Refund,
+                    Entry::Status => Method::Status,
+                };
+                let (code, bytes) = dispatch(|| &**plugin, method, input);
+                library::decode_answer(code, &bytes)
             }
         }
-    }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
-fn invoke_built_in(plugin: &dyn PaymentMethodPlugin, entry: Entry, input: &[u8]) -> Result<serde_json::Value, CallError> {
-    fn parse<T: DeserializeOwned>(input: &[u8]) -> Result<T, CallError> {
-        serde_json::from_slice(input).map_err(|e| CallError::Malformed(format!("bad request for a plugin: {e}")))
-    }
-    fn answer<T: Serialize>(value: Result<T, PluginError>) -> Result<serde_json::Value, CallError> {
-        let value = value.map_err(CallError::Plugin)?;
-        serde_json::to_value(value).map_err(|e| CallError::Malformed(e.to_string()))
-    }
-    match entry {
-        Entry::Manifest => answer(Ok(plugin.manifest())),
-        Entry::ValidateConfig => answer(plugin.validate_config(&parse(input)?)),
-        Entry::Charge => answer(plugin.charge(parse(input)?)),
-        Entry::Refund => answer(plugin.refund(parse(input)?)),
-        Entry::Status => answer(plugin.status(parse(input)?)),
     }
 }
 
@@ -341,49 +323,8 @@ fn is_library_name(name: &str) -> bool {
     [".so", ".dylib", ".dll"].iter().any(|ext| name.len() > ext.len() && name.ends_with(ext))
 }
 
-/// The method types Settle knows.
-pub const METHOD_TYPES: [&str; 6] = ["CARD", "EFTPOS", "CASH", "DIRECT_DEPOSIT", "CHEQUE", "OTHER"];
-
-/// A manifest Settle can work with.
+/// A manifest Settle can work with: the SDK's own checks, in one message.
 pub fn check_manifest(manifest: &Manifest) -> Result<(), String> {
-    let id_ok = !manifest.id.is_empty()
-        && manifest.id.len() <= 64
-        && manifest.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !id_ok {
-        return Err(format!("its manifest id {:?} is not 1-64 of a-z 0-9 - _", manifest.id));
-    }
-    if manifest.name.trim().is_empty() {
-        return Err("its manifest has no name".into());
-    }
-    if manifest.protocol_version != settle_plugin::PROTOCOL_VERSION {
-        return Err(format!(
-            "it speaks protocol version {}; this Settle speaks {}",
-            manifest.protocol_version,
-            settle_plugin::PROTOCOL_VERSION
-        ));
-    }
-    if manifest.method_types.is_empty() {
-        return Err("its manifest names no method types".into());
-    }
-    if let Some(unknown) = manifest.method_types.iter().find(|t| !METHOD_TYPES.contains(&t.as_str())) {
-        return Err(format!("its manifest names the unknown method type {unknown:?}"));
-    }
-    if !manifest.config_schema.is_object() {
-        return Err("its configuration schema is not a JSON object".into());
-    }
-    Ok(())
-}
-
-/// The JSON Schema property names a manifest marks `"secret": true`.
-pub fn secret_fields(manifest: &Manifest) -> Vec<String> {
-    manifest.config_schema["properties"]
-        .as_object()
-        .map(|properties| {
-            properties
-                .iter()
-                .filter(|(_, schema)| schema["secret"].as_bool() == Some(true))
-                .map(|(name, _)| name.clone())
-                .collect()
-        })
-        .unwrap_or_default()
+    let problems = manifest.problems();
+    if problems.is_empty() { Ok(()) } else { Err(format!("its manifest is not usable: {}", problems.join("; "))) }
 }
