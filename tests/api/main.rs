@@ -2,9 +2,11 @@
 //! Every test is named after the rule it checks (shared domain rules: I1, M3, A1, ...).
 
 mod auth;
+mod concurrency;
 mod directory;
 mod helpers;
 mod invoices;
 mod limits;
+mod payments;
 mod restart;
 mod schema;

@@ -1,7 +1,7 @@
 //! The payments side of the API: payments, allocations, refunds, voids, credit notes, payment
 //! methods and client accounts.
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, Result, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -350,7 +350,8 @@ impl CreditNote {
     }
 }
 
-/// B1: what a client owes and the credit they hold, in the practice's currency.
+/// B1: what a client owes and the credit they hold, in one currency (the practice's unless
+/// another is asked for); money of other currencies is never added in (M6).
 #[derive(SimpleObject)]
 pub struct ClientBalance {
     /// Sum of open invoice balances.
@@ -395,12 +396,20 @@ pub struct Statement {
     pub closing_balance: Money,
 }
 
+/// The currency a client account is shown in: the one asked for, else the practice's.
+fn account_currency(settings: &crate::store::rows::TenantRow, currency: Option<String>) -> AppResult<String> {
+    match currency {
+        Some(code) => Ok(crate::ledger::Currency::parse(code.trim())?.code().to_owned()),
+        None => Ok(settings.currency.clone()),
+    }
+}
+
 /// Client account fields, added to the Client type.
-pub async fn client_balance(ctx: &Context<'_>, client_key: &str) -> AppResult<ClientBalance> {
+pub async fn client_balance(ctx: &Context<'_>, client_key: &str, currency: Option<String>) -> AppResult<ClientBalance> {
     let request = caller(ctx, Role::Viewer)?;
     let settings = tenant(ctx).await?;
-    let balance = state(ctx).store.client_balance(&request.principal.tenant, client_key, today(settings)).await?;
-    let currency = &settings.currency;
+    let currency = &account_currency(settings, currency)?;
+    let balance = state(ctx).store.client_balance(&request.principal.tenant, client_key, currency, today(settings)).await?;
     Ok(ClientBalance {
         owing: Money::of(balance.owing, currency),
         unallocated_credit: Money::of(balance.unallocated_credit, currency),
@@ -408,14 +417,14 @@ pub async fn client_balance(ctx: &Context<'_>, client_key: &str) -> AppResult<Cl
     })
 }
 
-pub async fn client_statement(ctx: &Context<'_>, client_key: &str, from: Date, to: Date) -> AppResult<Statement> {
+pub async fn client_statement(ctx: &Context<'_>, client_key: &str, from: Date, to: Date, currency: Option<String>) -> AppResult<Statement> {
     let request = caller(ctx, Role::Viewer)?;
     if from > to {
         return Err(AppError::invalid("from must not be after to"));
     }
     let settings = tenant(ctx).await?;
-    let statement = state(ctx).store.statement(&request.principal.tenant, client_key, from.0, to.0).await?;
-    let currency = &settings.currency;
+    let currency = &account_currency(settings, currency)?;
+    let statement = state(ctx).store.statement(&request.principal.tenant, client_key, currency, from.0, to.0).await?;
     let entries = statement
         .entries
         .into_iter()
@@ -606,6 +615,10 @@ pub async fn checked_manual_details(
     idempotency_key: &str,
 ) -> AppResult<Option<String>> {
     let request = caller(ctx, Role::Viewer)?;
+    // The ledger's own checks on the amount come first (M2), so their codes do not depend on
+    // the plugin.
+    let currency_code = crate::ledger::Currency::parse(currency)?;
+    crate::ledger::Money::from_decimal(amount, currency_code)?.require_positive()?;
     let method = state(ctx)
         .store
         .payment_method(&request.principal.tenant, method_key)
@@ -759,13 +772,21 @@ impl PaymentMutation {
         &self,
         ctx: &Context<'_>,
         payment_id: ID,
-        description: Option<String>,
-        external_reference: Option<String>,
+        #[graphql(desc = "Left out: unchanged; null: cleared.")] description: MaybeUndefined<String>,
+        #[graphql(desc = "Left out: unchanged; null: cleared.")] external_reference: MaybeUndefined<String>,
         idempotency_key: String,
     ) -> Result<Payment> {
-        let m = mutation(ctx, Role::Billing, "updatePayment", Some(idempotency_key), &(&payment_id.0, &description, &external_reference)).await?;
-        let description = optional_text("description", description.as_deref(), TEXT_MAX_CHARS)?;
-        let external_reference = optional_text("external reference", external_reference.as_deref(), 200)?;
+        let fingerprint = (&payment_id.0, description.as_opt_ref(), description.is_undefined(), external_reference.as_opt_ref(), external_reference.is_undefined());
+        let m = mutation(ctx, Role::Billing, "updatePayment", Some(idempotency_key), &fingerprint).await?;
+        let change = |field: &str, value: MaybeUndefined<String>, max: usize| -> AppResult<Option<Option<String>>> {
+            Ok(match value {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(text) => Some(optional_text(field, Some(&text), max)?),
+            })
+        };
+        let description = change("description", description, TEXT_MAX_CHARS)?;
+        let external_reference = change("external reference", external_reference, 200)?;
         let key = state(ctx).store.update_payment(&m, &payment_id, description, external_reference).await?;
         Ok(load_payment(ctx, &key).await?)
     }

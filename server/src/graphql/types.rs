@@ -175,13 +175,21 @@ impl Client {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
-    /// What the client owes and the credit they hold (B1).
-    async fn balance(&self, ctx: &Context<'_>) -> async_graphql::Result<super::payments::ClientBalance> {
-        Ok(super::payments::client_balance(ctx, &key_of(&self.0.id)).await?)
+    /// What the client owes and the credit they hold (B1), in `currency` (the practice's
+    /// currency when left out).
+    async fn balance(&self, ctx: &Context<'_>, currency: Option<String>) -> async_graphql::Result<super::payments::ClientBalance> {
+        Ok(super::payments::client_balance(ctx, &key_of(&self.0.id), currency).await?)
     }
-    /// The client's account from `from` to `to` with a running balance (B2).
-    async fn statement(&self, ctx: &Context<'_>, from: Date, to: Date) -> async_graphql::Result<super::payments::Statement> {
-        Ok(super::payments::client_statement(ctx, &key_of(&self.0.id), from, to).await?)
+    /// The client's account from `from` to `to` with a running balance (B2), in `currency`
+    /// (the practice's currency when left out).
+    async fn statement(
+        &self,
+        ctx: &Context<'_>,
+        from: Date,
+        to: Date,
+        currency: Option<String>,
+    ) -> async_graphql::Result<super::payments::Statement> {
+        Ok(super::payments::client_statement(ctx, &key_of(&self.0.id), from, to, currency).await?)
     }
 }
 

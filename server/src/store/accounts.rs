@@ -54,13 +54,17 @@ pub struct Statement {
 }
 
 impl Store {
-    /// B1. Void invoices and void payments are left out (I7, V2).
-    pub async fn client_balance(&self, tenant: &TenantId, client: &str, today: NaiveDate) -> AppResult<ClientBalance> {
+    /// B1, in one currency (money of different currencies is never added, M6). Void invoices and
+    /// void payments are left out (I7, V2).
+    pub async fn client_balance(&self, tenant: &TenantId, client: &str, currency: &str, today: NaiveDate) -> AppResult<ClientBalance> {
         let mut results = self
             .query(
-                "SELECT * FROM invoice WHERE tenant = $tenant AND client = $client AND status = 'OPEN';
-                 SELECT * FROM payment WHERE tenant = $tenant AND client = $client AND void = false;",
-                Vars::new().set("tenant", tenant.as_str().to_owned()).set("client", client.to_owned()),
+                "SELECT * FROM invoice WHERE tenant = $tenant AND client = $client AND currency = $currency AND status = 'OPEN';
+                 SELECT * FROM payment WHERE tenant = $tenant AND client = $client AND currency = $currency AND void = false;",
+                Vars::new()
+                    .set("tenant", tenant.as_str().to_owned())
+                    .set("client", client.to_owned())
+                    .set("currency", currency.to_owned()),
             )
             .await?;
         let invoices: Vec<InvoiceRow> = results.rows(0)?;
@@ -80,19 +84,22 @@ impl Store {
         Ok(balance)
     }
 
-    /// B2: invoices, payments, allocations, refunds and credit notes dated `from` to `to`, in
-    /// date order, with a running balance that starts from everything dated before `from`.
-    pub async fn statement(&self, tenant: &TenantId, client: &str, from: NaiveDate, to: NaiveDate) -> AppResult<Statement> {
+    /// B2 in one currency: invoices, payments, allocations, refunds and credit notes dated `from`
+    /// to `to`, in date order, with a running balance that starts from everything dated before
+    /// `from`.
+    pub async fn statement(&self, tenant: &TenantId, client: &str, currency: &str, from: NaiveDate, to: NaiveDate) -> AppResult<Statement> {
         let mut results = self
             .query(
-                "SELECT * FROM invoice WHERE tenant = $tenant AND client = $client AND status IN ['OPEN', 'PAID'] AND issue_date <= $to;
-                 SELECT * FROM payment WHERE tenant = $tenant AND client = $client AND void = false AND date <= $to;
-                 SELECT * FROM allocation WHERE tenant = $tenant AND client = $client AND active = true AND date <= $to;
-                 SELECT * FROM refund WHERE tenant = $tenant AND client = $client AND outcome = 'SUCCEEDED' AND date <= $to;
-                 SELECT * FROM credit_note WHERE tenant = $tenant AND client = $client AND status = 'ISSUED' AND date <= $to;",
+                "SELECT * FROM invoice WHERE tenant = $tenant AND client = $client AND currency = $currency
+                    AND status IN ['OPEN', 'PAID'] AND issue_date <= $to;
+                 SELECT * FROM payment WHERE tenant = $tenant AND client = $client AND currency = $currency AND void = false AND date <= $to;
+                 SELECT * FROM allocation WHERE tenant = $tenant AND client = $client AND currency = $currency AND active = true AND date <= $to;
+                 SELECT * FROM refund WHERE tenant = $tenant AND client = $client AND currency = $currency AND outcome = 'SUCCEEDED' AND date <= $to;
+                 SELECT * FROM credit_note WHERE tenant = $tenant AND client = $client AND currency = $currency AND status = 'ISSUED' AND date <= $to;",
                 Vars::new()
                     .set("tenant", tenant.as_str().to_owned())
                     .set("client", client.to_owned())
+                    .set("currency", currency.to_owned())
                     .set("to", date_string(to)),
             )
             .await?;

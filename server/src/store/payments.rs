@@ -546,19 +546,22 @@ impl Store {
         .await
     }
 
-    /// Changes only the description and external reference of a payment (P9).
+    /// Changes only the description and external reference of a payment (P9): `None` keeps a
+    /// field, `Some(None)` clears it.
     pub async fn update_payment(
         &self,
         mutation: &Mutation<'_>,
         payment_key: &str,
-        description: Option<String>,
-        external_reference: Option<String>,
+        description: Option<Option<String>>,
+        external_reference: Option<Option<String>>,
     ) -> AppResult<String> {
         let _turn = self.locks().lock(&record_lock("payment", payment_key)).await;
         let (description, external_reference) = (&description, &external_reference);
         self.mutate(mutation, |tx| async move {
             let payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
             rules::check_update(&payment.doc.facts())?;
+            let description = description.clone().unwrap_or_else(|| payment.doc.description.clone());
+            let external_reference = external_reference.clone().unwrap_or_else(|| payment.doc.external_reference.clone());
             tx.query(
                 "UPDATE $id SET description = $description, external_reference = $reference, updated_at = time::now()",
                 Vars::new()

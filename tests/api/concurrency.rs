@@ -1,0 +1,808 @@
+//! P7, F1, M4, M5, X1, X2 under concurrent requests: many mutations sent at the same moment
+//! through the real server, then the ledger read back and checked against its invariants and
+//! against what the responses claimed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use futures::future::join_all;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const TRANSACTION_CONFLICT: &str = "TRANSACTION_CONFLICT";
+
+// ---------------------------------------------------------------------------------------------
+// P7: one payment spread over ten invoices by fifty requests at once.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn p7_concurrent_allocations_never_over_allocate() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = cash_method(&app).await;
+    let payment = record_payment(&app, &seed, &cash, "100.00").await;
+    let mut invoices = Vec::new();
+    for _ in 0..10 {
+        invoices.push(app.open_invoice(&seed, "30.00").await["id"].as_str().unwrap().to_owned());
+    }
+
+    // 5 requests of 10.00 per invoice, interleaved so that every invoice is contended at once.
+    let requests: Vec<(usize, String)> = (0..5).flat_map(|_| (0..10).map(|i| (i, invoices[i].clone()))).collect();
+    let started = Instant::now();
+    let responses = join_all(requests.iter().map(|(_, invoice)| apply(&app, &payment, invoice, "10.00"))).await;
+    let elapsed = started.elapsed();
+
+    let mut tally = Tally::default();
+    let mut succeeded: Vec<(usize, Value)> = Vec::new();
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    for ((index, _), response) in requests.iter().zip(&responses) {
+        match outcome(response, "applyPayment") {
+            Ok(allocation) => {
+                tally.add("applyPayment", "OK");
+                succeeded.push((*index, allocation));
+            }
+            Err(code) => {
+                tally.add("applyPayment", &code);
+                failed.push((*index, code));
+            }
+        }
+    }
+    tally.print("p7", elapsed, retries(&app).await);
+    tally.assert_codes(&["AMOUNT_EXCEEDS_UNALLOCATED", "AMOUNT_EXCEEDS_BALANCE", "INVOICE_NOT_OPEN"]);
+    let conflicts = tally.count(TRANSACTION_CONFLICT);
+
+    // The payment: allocated == its active allocation records <= amount (P7, M5).
+    let p = payment_state(&app, &payment).await;
+    let records = p["allocations"].as_array().unwrap();
+    assert!(records.iter().all(|a| a["active"] == true), "nothing was removed: {p:#}");
+    let record_sum: Decimal = records.iter().map(|a| money(&a["amount"])).sum();
+    assert_eq!(money(&p["allocated"]), record_sum, "payment.allocated is the sum of its allocations: {p:#}");
+    assert!(money(&p["allocated"]) <= money(&p["amount"]), "P7 broken: {p:#}");
+    assert_eq!(money(&p["unallocated"]), money(&p["amount"]) - money(&p["allocated"]), "M5: {p:#}");
+
+    // Every success is one allocation record, and every record was some request's success.
+    assert_eq!(succeeded.len(), records.len(), "successes == allocation records");
+    let answered: HashSet<&str> = succeeded.iter().map(|(_, a)| a["id"].as_str().unwrap()).collect();
+    let stored: HashSet<&str> = records.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(answered, stored, "the allocations the responses named are the ones stored");
+
+    // 100.00 / 10.00: exactly ten fit, and with 30 places on the invoices all ten are taken.
+    if conflicts == 0 {
+        assert_eq!(succeeded.len(), 10, "exactly 100.00 / 10.00 allocations succeed");
+        assert_eq!(money(&p["unallocated"]), Decimal::ZERO);
+    } else {
+        assert!(succeeded.len() <= 10);
+    }
+
+    // Each invoice: amountPaid == its active allocations, balance == total - paid, at most 30.00.
+    let mut paid_by_invoice = vec![Decimal::ZERO; invoices.len()];
+    for (index, allocation) in &succeeded {
+        paid_by_invoice[*index] += money(&allocation["amount"]);
+    }
+    for (index, id) in invoices.iter().enumerate() {
+        let invoice = check_invoice(&app, id).await;
+        assert_eq!(money(&invoice["amountPaid"]), paid_by_invoice[index], "the responses add up to amountPaid: {invoice:#}");
+        assert!(money(&invoice["amountPaid"]) <= dec("30.00"), "M4: {invoice:#}");
+    }
+
+    // Sequential replay in commit order (the allocation numbers PAY-0001-n are taken in the
+    // payment's own serial order): each success must have fitted at its turn.
+    let mut by_sequence: BTreeMap<u32, (usize, Decimal)> = BTreeMap::new();
+    for (index, allocation) in &succeeded {
+        let sequence = allocation_sequence(allocation["number"].as_str().unwrap());
+        let previous = by_sequence.insert(sequence, (*index, money(&allocation["amount"])));
+        assert!(previous.is_none(), "two allocations share number {}", allocation["number"]);
+    }
+    assert_eq!(by_sequence.keys().copied().collect::<Vec<_>>(), (1..=succeeded.len() as u32).collect::<Vec<_>>(), "numbers 1..n, no gaps");
+    let mut unallocated = dec("100.00");
+    let mut balances = vec![dec("30.00"); invoices.len()];
+    for (sequence, (index, amount)) in &by_sequence {
+        assert!(*amount <= unallocated, "replay: allocation {sequence} exceeds the unallocated {unallocated}");
+        assert!(*amount <= balances[*index], "replay: allocation {sequence} exceeds invoice {index}'s balance");
+        unallocated -= amount;
+        balances[*index] -= amount;
+    }
+    // Money only left the payment and the invoices, so every refusal still holds at the end.
+    for (index, code) in &failed {
+        match code.as_str() {
+            "AMOUNT_EXCEEDS_UNALLOCATED" => assert!(unallocated < dec("10.00"), "refused for unallocated, yet {unallocated} is left"),
+            "AMOUNT_EXCEEDS_BALANCE" => assert!(balances[*index] < dec("10.00"), "refused for balance, yet invoice {index} owes {}", balances[*index]),
+            "INVOICE_NOT_OPEN" => assert!(balances[*index].is_zero(), "refused as not open, yet invoice {index} owes {}", balances[*index]),
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// F1: fifty refunds of one payment at once.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f1_concurrent_refunds_never_over_refund() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = cash_method(&app).await;
+    let payment = record_payment(&app, &seed, &cash, "100.00").await;
+    let invoice = app.open_invoice(&seed, "100.00").await["id"].as_str().unwrap().to_owned();
+    let first = apply(&app, &payment, &invoice, "40.00").await;
+    outcome(&first, "applyPayment").expect("40.00 is allocated");
+
+    let started = Instant::now();
+    let responses = join_all((0..50).map(|_| refund(&app, &payment, "5.00"))).await;
+    let elapsed = started.elapsed();
+
+    let mut tally = Tally::default();
+    let mut refund_ids = HashSet::new();
+    for response in &responses {
+        match outcome(response, "refundPayment") {
+            Ok(refund) => {
+                tally.add("refundPayment", "OK");
+                assert_eq!(refund["outcome"], "SUCCEEDED");
+                assert_eq!(money(&refund["amount"]), dec("5.00"));
+                assert!(refund_ids.insert(refund["id"].as_str().unwrap().to_owned()), "one refund per request");
+            }
+            Err(code) => tally.add("refundPayment", &code),
+        }
+    }
+    tally.print("f1", elapsed, retries(&app).await);
+    tally.assert_codes(&["AMOUNT_EXCEEDS_UNALLOCATED"]);
+    let conflicts = tally.count(TRANSACTION_CONFLICT);
+
+    let p = payment_state(&app, &payment).await;
+    let succeeded: Vec<&Value> = p["refunds"].as_array().unwrap().iter().filter(|r| r["outcome"] == "SUCCEEDED").collect();
+    let stored: HashSet<String> = succeeded.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(stored, refund_ids, "the refunds the responses named are the ones stored");
+    let refunded: Decimal = succeeded.iter().map(|r| money(&r["amount"])).sum();
+    assert_eq!(money(&p["refunded"]), refunded, "refunded is the sum of successful refunds: {p:#}");
+    assert_eq!(money(&p["allocated"]), dec("40.00"), "refunds never touch allocated money (F1): {p:#}");
+    assert!(money(&p["allocated"]) + money(&p["refunded"]) <= money(&p["amount"]), "P7: {p:#}");
+    assert_eq!(money(&p["unallocated"]), money(&p["amount"]) - money(&p["allocated"]) - money(&p["refunded"]), "M5: {p:#}");
+    if conflicts == 0 {
+        assert_eq!(refund_ids.len(), 12, "60.00 / 5.00 refunds succeed");
+        assert_eq!(money(&p["refunded"]), dec("60.00"));
+        assert_eq!(money(&p["unallocated"]), Decimal::ZERO);
+        assert_eq!(tally.count("AMOUNT_EXCEEDS_UNALLOCATED"), 38);
+    } else {
+        assert!(refund_ids.len() <= 12);
+    }
+    let i = check_invoice(&app, &invoice).await;
+    assert_eq!(money(&i["amountPaid"]), dec("40.00"), "the invoice is untouched: {i:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// M4, M5, P7, V1: every money operation on two payments and three invoices at once.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    Apply { payment: usize, invoice: usize, amount: &'static str },
+    Refund { payment: usize, amount: &'static str },
+    Void { payment: usize },
+    Remove { allocation: usize },
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Apply { .. } => "applyPayment",
+            Op::Refund { .. } => "refundPayment",
+            Op::Void { .. } => "voidPayment",
+            Op::Remove { .. } => "removeAllocation",
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn m4_concurrent_mixed_operations_keep_balances_consistent() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = cash_method(&app).await;
+    let payments = [record_payment(&app, &seed, &cash, "100.00").await, record_payment(&app, &seed, &cash, "100.00").await];
+    let mut invoices = Vec::new();
+    for _ in 0..3 {
+        invoices.push(app.open_invoice(&seed, "50.00").await["id"].as_str().unwrap().to_owned());
+    }
+    // Two allocations made beforehand, for the burst to remove (each twice). Both are on the
+    // first payment, so the second starts the burst clean and its voids race its applies and
+    // refunds (V1); the first can only be voided if both removals come first.
+    let mut before = Vec::new();
+    for invoice in [0, 1] {
+        let response = apply(&app, &payments[0], &invoices[invoice], "20.00").await;
+        before.push(outcome(&response, "applyPayment").expect("allocated beforehand")["id"].as_str().unwrap().to_owned());
+    }
+
+    let mut ops = Vec::new();
+    for amounts in [["5.00", "10.00", "20.00"], ["5.00", "15.00", "25.00"]] {
+        for payment in 0..2 {
+            for invoice in 0..3 {
+                for amount in amounts {
+                    ops.push(Op::Apply { payment, invoice, amount });
+                }
+            }
+        }
+    }
+    for payment in 0..2 {
+        for _ in 0..4 {
+            ops.push(Op::Refund { payment, amount: "10.00" });
+        }
+        for _ in 0..2 {
+            ops.push(Op::Void { payment });
+        }
+    }
+    for allocation in 0..2 {
+        for _ in 0..2 {
+            ops.push(Op::Remove { allocation });
+        }
+    }
+    let shuffle_seed: u64 = rand::random();
+    ops.shuffle(&mut rand::rngs::StdRng::seed_from_u64(shuffle_seed));
+    // Sent among 18 applies and 4 refunds of the same payment, a void almost always loses; on
+    // every other seed one void of the clean payment goes first, so that it usually wins and the
+    // requests behind it meet a void payment.
+    if shuffle_seed % 2 == 0 {
+        let at = ops.iter().position(|op| matches!(op, Op::Void { payment: 1 })).unwrap();
+        let void = ops.remove(at);
+        ops.insert(0, void);
+    }
+    assert!(ops.len() >= 50);
+
+    let started = Instant::now();
+    let responses = join_all(ops.iter().map(|op| {
+        let (payments, invoices, before) = (&payments, &invoices, &before);
+        let app = &app;
+        async move {
+            match op {
+                Op::Apply { payment, invoice, amount } => apply(app, &payments[*payment], &invoices[*invoice], amount).await,
+                Op::Refund { payment, amount } => refund(app, &payments[*payment], amount).await,
+                Op::Void { payment } => void_payment(app, &payments[*payment]).await,
+                Op::Remove { allocation } => remove_allocation(app, &before[*allocation]).await,
+            }
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+
+    let mut tally = Tally::default();
+    let mut applied: Vec<(usize, usize, Value)> = Vec::new();
+    let mut refunds: Vec<HashSet<String>> = vec![HashSet::new(), HashSet::new()];
+    let mut voided = [0usize; 2];
+    let mut removed = [0usize; 2];
+    for (op, response) in ops.iter().zip(&responses) {
+        let result = outcome(response, op.name());
+        tally.add(op.name(), result.as_ref().map_or_else(String::as_str, |_| "OK"));
+        let Ok(value) = result else { continue };
+        match op {
+            Op::Apply { payment, invoice, amount } => {
+                assert_eq!(money(&value["amount"]), dec(amount));
+                applied.push((*payment, *invoice, value));
+            }
+            Op::Refund { payment, .. } => {
+                assert!(refunds[*payment].insert(value["id"].as_str().unwrap().to_owned()));
+            }
+            Op::Void { payment } => {
+                assert_eq!(value["status"], "VOID");
+                voided[*payment] += 1;
+            }
+            Op::Remove { allocation } => {
+                assert_eq!(value["active"], false);
+                removed[*allocation] += 1;
+            }
+        }
+    }
+    println!("m4 shuffle seed {shuffle_seed}");
+    tally.print("m4", elapsed, retries(&app).await);
+    tally.assert_codes(&[
+        "AMOUNT_EXCEEDS_UNALLOCATED",
+        "AMOUNT_EXCEEDS_BALANCE",
+        "INVOICE_NOT_OPEN",
+        "PAYMENT_VOID",
+        "PAYMENT_HAS_ALLOCATIONS",
+        "PAYMENT_HAS_REFUNDS",
+        "ALLOCATION_REMOVED",
+    ]);
+    let conflicts = tally.count(TRANSACTION_CONFLICT);
+    assert!(removed.iter().all(|&n| n <= 1), "an allocation is removed at most once: {removed:?}");
+    if conflicts == 0 {
+        assert_eq!(removed, [1, 1], "each allocation made beforehand is removed exactly once");
+        assert_eq!(tally.count("ALLOCATION_REMOVED"), 2, "the second removal of each finds it removed");
+    }
+
+    // Payments: P7, M5, allocated and refunded agree with the records and with the responses; a
+    // void payment holds nothing (V1).
+    let mut active_by_invoice: HashMap<String, Decimal> = HashMap::new();
+    for (index, id) in payments.iter().enumerate() {
+        let p = payment_state(&app, id).await;
+        let records = p["allocations"].as_array().unwrap();
+        let active: Vec<&Value> = records.iter().filter(|a| a["active"] == true).collect();
+        let allocated: Decimal = active.iter().map(|a| money(&a["amount"])).sum();
+        let ok_refunds: Vec<&Value> = p["refunds"].as_array().unwrap().iter().filter(|r| r["outcome"] == "SUCCEEDED").collect();
+        let refunded: Decimal = ok_refunds.iter().map(|r| money(&r["amount"])).sum();
+        assert_eq!(money(&p["allocated"]), allocated, "allocated == active allocation records: {p:#}");
+        assert_eq!(money(&p["refunded"]), refunded, "refunded == successful refunds: {p:#}");
+        assert!(allocated + refunded <= money(&p["amount"]), "P7 broken: {p:#}");
+        assert_eq!(money(&p["unallocated"]), money(&p["amount"]) - allocated - refunded, "M5: {p:#}");
+        // Every allocation record is the one made beforehand or a successful apply, and back.
+        let mut expected: HashSet<String> = applied.iter().filter(|(pi, _, _)| *pi == index).map(|(_, _, a)| a["id"].as_str().unwrap().to_owned()).collect();
+        if index == 0 {
+            expected.extend(before.iter().cloned());
+            for (allocation, id) in before.iter().enumerate() {
+                let record = records.iter().find(|a| a["id"] == id.as_str()).unwrap();
+                assert_eq!(record["active"] == false, removed[allocation] == 1, "the removal the responses report is stored: {p:#}");
+            }
+        }
+        let stored: HashSet<String> = records.iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(stored, expected, "allocation records of payment {index} == the successful applies");
+        let stored_refunds: HashSet<String> = ok_refunds.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(stored_refunds, refunds[index], "refund records of payment {index} == the successful refunds");
+        let numbers: HashSet<u32> = records.iter().map(|a| allocation_sequence(a["number"].as_str().unwrap())).collect();
+        assert_eq!(numbers.len(), records.len(), "allocation numbers are unique: {p:#}");
+        if p["status"] == "VOID" {
+            assert_eq!(voided[index], 1, "a void payment was voided by exactly one request");
+            assert!(active.is_empty(), "V1: a void payment has no active allocations: {p:#}");
+            assert!(ok_refunds.is_empty(), "V1: a void payment has no refunds: {p:#}");
+        } else {
+            assert_eq!(voided[index], 0, "a successful void is stored: {p:#}");
+        }
+        for allocation in active {
+            *active_by_invoice.entry(allocation["invoiceId"].as_str().unwrap().to_owned()).or_default() += money(&allocation["amount"]);
+        }
+    }
+
+    // Invoices: M4 and I3.
+    for id in &invoices {
+        let invoice = check_invoice(&app, id).await;
+        assert_eq!(
+            money(&invoice["amountPaid"]),
+            active_by_invoice.get(id).copied().unwrap_or_default(),
+            "the payments' active allocations add up to the invoice's amountPaid: {invoice:#}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// I5, I7: voiding or reverting an invoice while payments are applied to it. These two
+// operations do not queue behind the invoice's in-process lock, so here the database's own
+// conflict check is what keeps the ledger right.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn i7_concurrent_void_and_allocations_never_void_an_allocated_invoice() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = cash_method(&app).await;
+    let payment = record_payment(&app, &seed, &cash, "500.00").await;
+    let mut invoices = Vec::new();
+    for _ in 0..10 {
+        invoices.push(app.open_invoice(&seed, "50.00").await["id"].as_str().unwrap().to_owned());
+    }
+
+    // Per invoice: four applies of 5.00, one void, one revert to draft; 60 requests in all.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Kind {
+        Apply,
+        Void,
+        Revert,
+    }
+    let mut ops: Vec<(usize, Kind)> = Vec::new();
+    for invoice in 0..invoices.len() {
+        ops.extend([Kind::Apply, Kind::Apply, Kind::Void, Kind::Apply, Kind::Revert, Kind::Apply].map(|kind| (invoice, kind)));
+    }
+    let shuffle_seed: u64 = rand::random();
+    ops.shuffle(&mut rand::rngs::StdRng::seed_from_u64(shuffle_seed));
+
+    let started = Instant::now();
+    let responses = join_all(ops.iter().map(|(invoice, kind)| {
+        let (app, payment, invoice) = (&app, &payment, &invoices[*invoice]);
+        async move {
+            match kind {
+                Kind::Apply => apply(app, payment, invoice, "5.00").await,
+                Kind::Void => {
+                    app.billing()
+                        .post(
+                            "mutation($id: ID!, $key: String!) { voidInvoice(id: $id, reason: \"raised in error\", idempotencyKey: $key) { id status } }",
+                            json!({"id": invoice, "key": new_key()}),
+                        )
+                        .await
+                }
+                Kind::Revert => {
+                    app.billing()
+                        .post(
+                            "mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { id status } }",
+                            json!({"id": invoice, "key": new_key()}),
+                        )
+                        .await
+                }
+            }
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+
+    let mut tally = Tally::default();
+    // Per invoice: successful applies, voids, reverts.
+    let mut wins = vec![(0usize, 0usize, 0usize); invoices.len()];
+    for ((invoice, kind), response) in ops.iter().zip(&responses) {
+        let field = match kind {
+            Kind::Apply => "applyPayment",
+            Kind::Void => "voidInvoice",
+            Kind::Revert => "revertInvoiceToDraft",
+        };
+        let result = outcome(response, field);
+        tally.add(field, result.as_ref().map_or_else(String::as_str, |_| "OK"));
+        if result.is_ok() {
+            match kind {
+                Kind::Apply => wins[*invoice].0 += 1,
+                Kind::Void => wins[*invoice].1 += 1,
+                Kind::Revert => wins[*invoice].2 += 1,
+            }
+        }
+    }
+    println!("i7 shuffle seed {shuffle_seed}");
+    tally.print("i7", elapsed, retries(&app).await);
+    tally.assert_codes(&["INVOICE_NOT_OPEN", "INVOICE_VOID", "INVOICE_HAS_ALLOCATIONS"]);
+
+    let mut paid_total = Decimal::ZERO;
+    for (index, id) in invoices.iter().enumerate() {
+        let (applied, voided, reverted) = wins[index];
+        // Nothing is removed in the burst, so a void or revert that succeeded came before every
+        // apply, and after it no apply can succeed: they exclude each other.
+        assert!(voided + reverted <= 1, "invoice {index}: at most one of void and revert succeeds: {:?}", wins[index]);
+        assert!(applied == 0 || voided + reverted == 0, "invoice {index}: {applied} applies succeeded alongside a void or revert");
+        let data = app
+            .viewer()
+            .ok(
+                "query($id: ID!) { invoice(id: $id) { status total { amount } amountPaid { amount } balance { amount } allocations { amount { amount } active } } }",
+                json!({"id": id}),
+            )
+            .await;
+        let invoice = &data["invoice"];
+        let active: Vec<&Value> = invoice["allocations"].as_array().unwrap().iter().filter(|a| a["active"] == true).collect();
+        assert_eq!(active.len(), applied, "invoice {index}: one active allocation per successful apply: {invoice:#}");
+        match invoice["status"].as_str().unwrap() {
+            "VOID" => {
+                assert_eq!(voided, 1, "invoice {index} is void, so a void succeeded");
+                assert!(active.is_empty(), "I7 broken: a void invoice holds allocations: {invoice:#}");
+            }
+            "DRAFT" => {
+                assert_eq!(reverted, 1, "invoice {index} is a draft, so a revert succeeded");
+                assert!(active.is_empty(), "I5 broken: a draft holds allocations: {invoice:#}");
+            }
+            _ => {
+                assert_eq!(voided + reverted, 0, "invoice {index}: a successful void or revert is stored: {invoice:#}");
+                check_invoice(&app, id).await;
+            }
+        }
+        paid_total += money(&invoice["amountPaid"]);
+    }
+    let p = payment_state(&app, &payment).await;
+    let active: Decimal = p["allocations"].as_array().unwrap().iter().filter(|a| a["active"] == true).map(|a| money(&a["amount"])).sum();
+    assert_eq!(money(&p["allocated"]), active, "allocated == active allocation records: {p:#}");
+    assert_eq!(money(&p["allocated"]), paid_total, "what left the payment arrived on the invoices: {p:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// X2: one idempotency key sent twenty times at once.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x2_same_key_twenty_times_at_once_creates_one_payment() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = cash_method(&app).await;
+    let key = new_key();
+    let input = json!({"clientId": seed.client, "locationId": seed.location, "methodId": cash, "amount": "75.00"});
+
+    let started = Instant::now();
+    let variables = json!({"input": input, "key": key});
+    let responses = join_all((0..20).map(|_| async {
+        app.billing()
+            .post(
+                "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id number amount { amount } } }",
+                variables.clone(),
+            )
+            .await
+    }))
+    .await;
+    let elapsed = started.elapsed();
+
+    let mut tally = Tally::default();
+    let mut ids = HashSet::new();
+    let mut numbers = HashSet::new();
+    for response in &responses {
+        match outcome(response, "recordPayment") {
+            Ok(payment) => {
+                tally.add("recordPayment", "OK");
+                ids.insert(payment["id"].as_str().unwrap().to_owned());
+                numbers.insert(payment["number"].as_str().unwrap().to_owned());
+            }
+            Err(code) => tally.add("recordPayment", &code),
+        }
+    }
+    tally.print("x2 recordPayment", elapsed, retries(&app).await);
+    tally.assert_codes(&[]);
+    assert_eq!(ids.len(), 1, "every success names the same payment: {ids:?}");
+    assert_eq!(numbers, HashSet::from(["PAY-0001".to_owned()]));
+    if tally.count(TRANSACTION_CONFLICT) == 0 {
+        assert_eq!(tally.count("OK"), 20);
+    }
+
+    let data = app.viewer().ok("{ payments { totalCount } }", json!({})).await;
+    assert_eq!(data["payments"]["totalCount"], 1, "one payment for one key");
+    let events = audit_actions(&app).await;
+    let recorded: Vec<&(String, Option<String>)> = events.iter().filter(|(action, _)| action == "payment.record").collect();
+    assert_eq!(recorded.len(), 1, "one payment.record audit event: {events:?}");
+    assert_eq!(recorded[0].1.as_deref(), Some(key.as_str()), "the event carries the idempotency key");
+
+    // The replays took no payment number: the next payment is PAY-0002.
+    let next = record_payment_full(&app, &seed, &cash, "1.00").await;
+    assert_eq!(next["number"], "PAY-0002", "replays must not burn numbers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x2_same_key_concurrent_pay_invoice_allocates_once() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = cash_method(&app).await;
+    let invoice = app.open_invoice(&seed, "100.00").await["id"].as_str().unwrap().to_owned();
+    let key = new_key();
+
+    let started = Instant::now();
+    let variables = json!({"invoice": invoice, "input": {"methodId": cash, "amount": "60.00"}, "key": key});
+    let responses = join_all((0..20).map(|_| async {
+        app.billing()
+            .post(
+                "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {
+                    payInvoice(invoiceId: $invoice, input: $input, idempotencyKey: $key) { id number allocated { amount } }
+                }",
+                variables.clone(),
+            )
+            .await
+    }))
+    .await;
+    let elapsed = started.elapsed();
+
+    let mut tally = Tally::default();
+    let mut ids = HashSet::new();
+    for response in &responses {
+        match outcome(response, "payInvoice") {
+            Ok(payment) => {
+                tally.add("payInvoice", "OK");
+                ids.insert(payment["id"].as_str().unwrap().to_owned());
+            }
+            Err(code) => tally.add("payInvoice", &code),
+        }
+    }
+    tally.print("x2 payInvoice", elapsed, retries(&app).await);
+    tally.assert_codes(&[]);
+    assert_eq!(ids.len(), 1, "every success names the same payment: {ids:?}");
+    if tally.count(TRANSACTION_CONFLICT) == 0 {
+        assert_eq!(tally.count("OK"), 20);
+    }
+    let payment = ids.into_iter().next().unwrap();
+
+    let data = app.viewer().ok("{ payments { totalCount } }", json!({})).await;
+    assert_eq!(data["payments"]["totalCount"], 1, "one payment for one key");
+    let p = payment_state(&app, &payment).await;
+    assert_eq!(p["allocations"].as_array().unwrap().len(), 1, "one allocation: {p:#}");
+    assert_eq!(money(&p["allocated"]), dec("60.00"));
+    let i = check_invoice(&app, &invoice).await;
+    assert_eq!(i["allocations"].as_array().unwrap().len(), 1, "one allocation on the invoice: {i:#}");
+    assert_eq!(money(&i["amountPaid"]), money(&p["allocated"]), "the invoice is paid by one payment's allocation: {i:#}");
+    assert_eq!(money(&i["balance"]), dec("40.00"));
+    let events = audit_actions(&app).await;
+    assert_eq!(events.iter().filter(|(action, _)| action == "payment.pay_invoice").count(), 1, "one audit event: {events:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local helpers.
+// ---------------------------------------------------------------------------------------------
+
+fn dec(text: &str) -> Decimal {
+    text.parse().unwrap_or_else(|e| panic!("{text:?} is not a decimal: {e}"))
+}
+
+/// The `amount` of a Money value.
+fn money(value: &Value) -> Decimal {
+    dec(value["amount"].as_str().unwrap_or_else(|| panic!("not Money: {value}")))
+}
+
+/// The place of an allocation on its payment: 3 for PAY-0001-3.
+fn allocation_sequence(number: &str) -> u32 {
+    number.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("allocation number {number}"))
+}
+
+/// A response's data under `field`, or its error code. A response with neither fails the test.
+fn outcome(response: &Gql, field: &str) -> Result<Value, String> {
+    assert_eq!(response.status, 200, "HTTP status: {:#}", response.body);
+    if response.body.get("errors").is_some_and(|e| !e.is_null()) {
+        let code = response.error_code().unwrap_or_else(|| panic!("an error without a code: {:#}", response.body));
+        return Err(code.to_owned());
+    }
+    let value = response.data()[field].clone();
+    assert!(value.is_object(), "no {field} in {:#}", response.body);
+    Ok(value)
+}
+
+/// Outcomes by operation and code, printed so a reader sees what happened.
+#[derive(Default)]
+struct Tally(BTreeMap<(String, String), usize>);
+
+impl Tally {
+    fn add(&mut self, operation: &str, code: &str) {
+        *self.0.entry((operation.to_owned(), code.to_owned())).or_default() += 1;
+    }
+
+    /// How many outcomes of any operation had `code` ("OK" for successes).
+    fn count(&self, code: &str) -> usize {
+        self.0.iter().filter(|((_, c), _)| c == code).map(|(_, n)| n).sum()
+    }
+
+    fn print(&self, test: &str, elapsed: std::time::Duration, retries: u64) {
+        let total: usize = self.0.values().sum();
+        println!("{test}: {total} requests in {elapsed:?}; server transaction retries so far: {retries}");
+        for ((operation, code), n) in &self.0 {
+            println!("  {operation:<20} {code:<27} {n}");
+        }
+        let conflicts = self.count(TRANSACTION_CONFLICT);
+        if conflicts > 0 {
+            println!("  NOTE: {conflicts} request(s) ended in TRANSACTION_CONFLICT");
+        }
+    }
+
+    /// Every error code is one of `allowed` (or TRANSACTION_CONFLICT, which is safe to retry).
+    fn assert_codes(&self, allowed: &[&str]) {
+        for (operation, code) in self.0.keys() {
+            assert!(
+                code == "OK" || code == TRANSACTION_CONFLICT || allowed.contains(&code.as_str()),
+                "{operation} failed with {code}, which is not one of {allowed:?}"
+            );
+        }
+    }
+}
+
+/// The server's `transaction_retries_total`, from /metrics.
+async fn retries(app: &TestApp) -> u64 {
+    let response = app.http.get(app.url("/metrics")).bearer_auth(app.token(settle::auth::Role::Admin)).send().await.unwrap();
+    let text = response.text().await.unwrap();
+    text.lines()
+        .find(|line| line.starts_with("settle_transaction_retries_total "))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|n| n.parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
+
+async fn cash_method(app: &TestApp) -> String {
+    let data = app.viewer().ok("{ paymentMethods { id name } }", json!({})).await;
+    let cash = data["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").expect("a Cash method");
+    cash["id"].as_str().unwrap().to_owned()
+}
+
+async fn record_payment_full(app: &TestApp, seed: &Seed, method: &str, amount: &str) -> Value {
+    let data = app
+        .billing()
+        .ok(
+            "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id number } }",
+            json!({
+                "input": {"clientId": seed.client, "locationId": seed.location, "methodId": method, "amount": amount},
+                "key": new_key(),
+            }),
+        )
+        .await;
+    data["recordPayment"].clone()
+}
+
+async fn record_payment(app: &TestApp, seed: &Seed, method: &str, amount: &str) -> String {
+    record_payment_full(app, seed, method, amount).await["id"].as_str().unwrap().to_owned()
+}
+
+async fn apply(app: &TestApp, payment: &str, invoice: &str, amount: &str) -> Gql {
+    app.billing()
+        .post(
+            "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) {
+                applyPayment(paymentId: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {
+                    id number paymentId invoiceId amount { amount } active
+                }
+            }",
+            json!({"payment": payment, "invoice": invoice, "amount": amount, "key": new_key()}),
+        )
+        .await
+}
+
+async fn refund(app: &TestApp, payment: &str, amount: &str) -> Gql {
+    app.billing()
+        .post(
+            "mutation($payment: ID!, $input: RefundInput!, $key: String!) {
+                refundPayment(paymentId: $payment, input: $input, idempotencyKey: $key) { id amount { amount } outcome }
+            }",
+            json!({"payment": payment, "input": {"amount": amount}, "key": new_key()}),
+        )
+        .await
+}
+
+async fn void_payment(app: &TestApp, payment: &str) -> Gql {
+    app.billing()
+        .post(
+            "mutation($payment: ID!, $key: String!) { voidPayment(paymentId: $payment, reason: \"entered twice\", idempotencyKey: $key) { id status } }",
+            json!({"payment": payment, "key": new_key()}),
+        )
+        .await
+}
+
+async fn remove_allocation(app: &TestApp, allocation: &str) -> Gql {
+    app.billing()
+        .post(
+            "mutation($allocation: ID!, $key: String!) { removeAllocation(allocationId: $allocation, idempotencyKey: $key) { id active } }",
+            json!({"allocation": allocation, "key": new_key()}),
+        )
+        .await
+}
+
+/// A payment with its allocations and refunds.
+async fn payment_state(app: &TestApp, id: &str) -> Value {
+    let data = app
+        .viewer()
+        .ok(
+            "query($id: ID!) { payment(id: $id) {
+                id status amount { amount } allocated { amount } refunded { amount } unallocated { amount }
+                allocations { id number invoiceId amount { amount } active }
+                refunds { id amount { amount } outcome }
+            } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert!(data["payment"].is_object(), "payment {id} exists");
+    data["payment"].clone()
+}
+
+/// Reads an invoice and checks M4 and I3 on it: amountPaid == its active allocations, balance ==
+/// total - amountPaid - amountCredited and never negative, PAID exactly when the balance is zero.
+async fn check_invoice(app: &TestApp, id: &str) -> Value {
+    let data = app
+        .viewer()
+        .ok(
+            "query($id: ID!) { invoice(id: $id) {
+                id status total { amount } amountPaid { amount } amountCredited { amount } balance { amount }
+                allocations { id paymentId amount { amount } active }
+            } }",
+            json!({"id": id}),
+        )
+        .await;
+    let invoice = data["invoice"].clone();
+    let active: Decimal = invoice["allocations"].as_array().unwrap().iter().filter(|a| a["active"] == true).map(|a| money(&a["amount"])).sum();
+    assert_eq!(money(&invoice["amountPaid"]), active, "M4: amountPaid == active allocations: {invoice:#}");
+    let balance = money(&invoice["balance"]);
+    assert_eq!(balance, money(&invoice["total"]) - money(&invoice["amountPaid"]) - money(&invoice["amountCredited"]), "M4: {invoice:#}");
+    assert!(balance >= Decimal::ZERO, "M4: a balance is never negative: {invoice:#}");
+    let expected = if balance.is_zero() { "PAID" } else { "OPEN" };
+    assert_eq!(invoice["status"], expected, "I3: PAID iff the balance is zero: {invoice:#}");
+    invoice
+}
+
+/// Every audit event of the tenant as (action, idempotency key), following the pages.
+async fn audit_actions(app: &TestApp) -> Vec<(String, Option<String>)> {
+    let mut events = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let data = app
+            .viewer()
+            .ok(
+                "query($after: String) { auditEvents(first: 100, after: $after) {
+                    edges { node { action idempotencyKey } } pageInfo { hasNextPage endCursor }
+                } }",
+                json!({"after": after}),
+            )
+            .await;
+        let page = &data["auditEvents"];
+        for edge in page["edges"].as_array().unwrap() {
+            events.push((edge["node"]["action"].as_str().unwrap().to_owned(), edge["node"]["idempotencyKey"].as_str().map(str::to_owned)));
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            return events;
+        }
+        after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
+}
