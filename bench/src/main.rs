@@ -1,0 +1,571 @@
+//! `settle-bench`: drives a real Settle server over HTTP with concurrent clients and prints
+//! figures: throughput and p50/p95/p99 latency per operation, server memory, and two baselines
+//! measured in the same run on the same filesystem:
+//!
+//! - store: the same pay-an-invoice transaction run directly against the embedded store (the
+//!   settle library's `Store`), without HTTP and GraphQL; API / store is what the API costs;
+//! - disk: a write-plus-fdatasync loop at the same concurrency, the physical limit of a durable
+//!   commit; API / disk is how close Settle comes to it.
+//!
+//! Storage is durable SurrealKV (sync on every commit) in a fresh directory. The server is the
+//! `settle` binary built beside this one (same profile), started as a child process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use settle::auth::{Role, TenantId, TokenKeys};
+use settle::metrics::Metrics;
+use settle::store::audit::{IdempotencyKey, Mutation};
+use settle::store::directory::{LocationFields, PartyFields, PartyKind};
+use settle::store::invoices::{InvoiceDraft, LineDraft};
+use settle::store::payments::InvoicePaymentDraft;
+use settle::store::{Store, StoreSettings};
+
+#[derive(Parser, Clone)]
+#[command(about = "Settle load generator and baselines")]
+struct Args {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Payments that exist before the measured phases (the scale the figures are taken at).
+    #[arg(long, default_value_t = 10_000)]
+    payments: usize,
+    /// Clients paying one hot invoice at once.
+    #[arg(long, default_value_t = 16)]
+    hot_clients: usize,
+    /// Where the databases and the fsync files go (a fresh temporary directory inside it).
+    #[arg(long, default_value = "target/bench-data")]
+    dir: PathBuf,
+    /// The settle binary; default: the one next to this program.
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Run only the HTTP phases (skip the disk and store baselines).
+    #[arg(long)]
+    api_only: bool,
+}
+
+/// Latencies of one operation.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+impl Samples {
+    fn percentile(sorted: &[Duration], p: f64) -> Duration {
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[index]
+    }
+
+    fn line(&self, name: &str, elapsed: Duration) -> String {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        format!(
+            "{name:<28} {:>9.1}/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  ({} ok, {} errors)",
+            sorted.len() as f64 / elapsed.as_secs_f64(),
+            ms(Self::percentile(&sorted, 0.50)),
+            ms(Self::percentile(&sorted, 0.95)),
+            ms(Self::percentile(&sorted, 0.99)),
+            sorted.len(),
+            self.errors
+        )
+    }
+
+    fn throughput(&self, elapsed: Duration) -> f64 {
+        self.latencies.len() as f64 / elapsed.as_secs_f64()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.dir)?;
+    let work = tempfile::tempdir_in(&args.dir)?;
+    println!(
+        "settle-bench: {} clients, {} s per phase, {} existing payments, durable SurrealKV in {}",
+        args.clients,
+        args.seconds,
+        args.payments,
+        work.path().display()
+    );
+    let mut disk = None;
+    let mut store = None;
+    if !args.api_only {
+        let rate = disk_baseline(work.path(), args.clients, Duration::from_secs(args.seconds.min(10)))?;
+        println!("disk baseline (write + fdatasync, {} threads): {rate:.0}/s", args.clients);
+        disk = Some(rate);
+        let rate = store_baseline(&work.path().join("store"), args.clients, Duration::from_secs(args.seconds)).await?;
+        println!("store baseline (pay an invoice on the embedded store, {} tasks): {rate:.0}/s", args.clients);
+        store = Some(rate);
+    }
+    let server = Server::start(&args, &work.path().join("server"))?;
+    let result = api_phases(&args, &server).await;
+    let memory = server.memory();
+    drop(server);
+    let api = result?;
+    println!("server memory: {memory}");
+    if let Some(store) = store {
+        println!("API / store: {:.0}%", api / store * 100.0);
+    }
+    if let Some(disk) = disk {
+        println!("API / disk:  {:.0}%", api / disk * 100.0);
+    }
+    Ok(())
+}
+
+/// Each thread appends 256 bytes to its own file and fdatasyncs, as fast as it can.
+fn disk_baseline(dir: &Path, threads: usize, length: Duration) -> anyhow::Result<f64> {
+    use std::io::Write;
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + length;
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let path = dir.join(format!("fsync-{i}"));
+            let count = count.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                let block = [7u8; 256];
+                while Instant::now() < stop {
+                    file.write_all(&block)?;
+                    file.sync_data()?;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                std::fs::remove_file(&path)
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| anyhow::anyhow!("fsync thread panicked"))??;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / length.as_secs_f64())
+}
+
+fn mutation<'a>(tenant: &'a TenantId, operation: &'static str) -> Mutation<'a> {
+    let key = uuid::Uuid::new_v4().to_string();
+    Mutation { tenant, actor: "bench", request_id: "bench", operation, idempotency: Some(IdempotencyKey { key: key.clone(), request_hash: key }) }
+}
+
+/// The pay-an-invoice transaction straight on the store: each task pays 1.00 at a time on its
+/// own invoice, exactly what payInvoice does inside the server.
+async fn store_baseline(dir: &Path, tasks: usize, length: Duration) -> anyhow::Result<f64> {
+    let settings = StoreSettings {
+        address: format!("surrealkv://{}", dir.display()),
+        namespace: "settle".into(),
+        database: "settle".into(),
+        username: None,
+        password: None,
+        block_cache_mib: 64,
+        memtable_mib: 64,
+        transaction_retries_max: 24,
+    };
+    let store = Store::open(&settings, Metrics::new()).await?;
+    let tenant = TenantId::parse("bench").expect("valid tenant");
+    store.tenant(&tenant).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let err = |e: settle::error::AppError| anyhow::anyhow!("{e}");
+    let client = store
+        .create_party(&mutation(&tenant, "createClient"), PartyKind::Client, PartyFields { name: "Bench".into(), email: None, phone: None })
+        .await
+        .map_err(err)?;
+    let location = store
+        .create_location(&mutation(&tenant, "createLocation"), LocationFields { name: "Bench".into(), address: None })
+        .await
+        .map_err(err)?;
+    let cash = store
+        .payment_methods(&tenant, false)
+        .await
+        .map_err(err)?
+        .into_iter()
+        .find(|m| m.name == "Cash")
+        .map(|m| settle::store::rows::key_of(&m.id))
+        .ok_or_else(|| anyhow::anyhow!("no Cash method"))?;
+    let today = chrono::Utc::now().date_naive();
+    let mut invoices = Vec::new();
+    for _ in 0..tasks {
+        let draft = InvoiceDraft {
+            client: client.clone(),
+            contact: None,
+            location: location.clone(),
+            practitioner: None,
+            issue_date: today,
+            due_date: None,
+            currency: None,
+            notes: None,
+            lines: vec![LineDraft {
+                description: "Course of treatment".into(),
+                item_code: None,
+                quantity: Decimal::ONE,
+                unit_price: Decimal::from(10_000_000),
+                discount: None,
+                tax_rate: None,
+            }],
+        };
+        let key = store.create_invoice(&mutation(&tenant, "createInvoice"), draft).await.map_err(err)?;
+        store.finalize_invoice(&mutation(&tenant, "finalizeInvoice"), &key).await.map_err(err)?;
+        invoices.push(key);
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + length;
+    let mut handles = Vec::new();
+    for invoice in invoices {
+        let (store, tenant, count, cash) = (store.clone(), tenant.clone(), count.clone(), cash.clone());
+        handles.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                let draft = InvoicePaymentDraft {
+                    method: cash.clone(),
+                    amount: Some(Decimal::ONE),
+                    date: today,
+                    location: None,
+                    description: None,
+                    external_reference: None,
+                };
+                if store.pay_invoice(&mutation(&tenant, "payInvoice"), &invoice, draft, today).await.is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await?;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / length.as_secs_f64())
+}
+
+/// The settle binary as a child process on its own data directory.
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Server {
+    fn start(args: &Args, data_dir: &Path) -> anyhow::Result<Server> {
+        let binary = match &args.server {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("settle"),
+        };
+        let mut child = Command::new(&binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", "error"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("SETTLE_DATABASE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
+        use std::io::BufRead;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines.next().ok_or_else(|| anyhow::anyhow!("settle exited before listening"))??;
+            if let Some(url) = line.strip_prefix("Settle is listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let keys = TokenKeys::load_or_create_secret(&data_dir.join("signing.key"))?;
+        let tenant = TenantId::parse("bench").expect("valid tenant");
+        let token = keys.mint("bench", &tenant, &[Role::Admin], chrono::Duration::hours(12))?;
+        Ok(Server { child, url, token })
+    }
+
+    /// VmRSS and VmHWM of the server process.
+    fn memory(&self) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].trim().to_owned()).unwrap_or_else(|| "?".into())
+        };
+        format!("RSS {} (peak {})", field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GraphQL client of the server.
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let body: Value = self
+            .http
+            .post(format!("{}/graphql", self.url))
+            .bearer_auth(&self.token)
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(errors) = body.get("errors").filter(|e| !e.is_null()) {
+            anyhow::bail!("{}", errors[0]["extensions"]["code"].as_str().unwrap_or("error"));
+        }
+        Ok(body["data"].clone())
+    }
+
+    async fn invoice(&self, client: &str, location: &str, amount: &str) -> anyhow::Result<String> {
+        let created = self
+            .call(
+                "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
+                json!({"key": uuid::Uuid::new_v4().to_string(), "input": {"clientId": client, "locationId": location,
+                    "lines": [{"description": "Consultation", "unitPrice": amount}]}}),
+            )
+            .await?;
+        let id = created["createInvoice"]["id"].as_str().unwrap_or_default().to_owned();
+        self.call(
+            "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
+            json!({"id": id, "key": uuid::Uuid::new_v4().to_string()}),
+        )
+        .await?;
+        Ok(id)
+    }
+}
+
+const PAY: &str = "mutation($id: ID!, $m: ID!, $amount: Amount!, $key: String!) {
+    payInvoice(invoiceId: $id, input: {methodId: $m, amount: $amount}, idempotencyKey: $key) { id } }";
+
+/// Runs `workers` tasks of `op` for `length`, collecting latencies.
+async fn measure<F, Fut>(workers: usize, length: Duration, op: F) -> Samples
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..workers)
+        .map(|worker| {
+            let (op, stop) = (op.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut samples = Samples::default();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    match op(worker).await {
+                        Ok(()) => samples.latencies.push(started.elapsed()),
+                        Err(_) => samples.errors += 1,
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    tokio::time::sleep(length).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Samples::default();
+    for handle in handles {
+        if let Ok(samples) = handle.await {
+            all.latencies.extend(samples.latencies);
+            all.errors += samples.errors;
+        }
+    }
+    all
+}
+
+/// The HTTP phases; returns the payInvoice throughput on distinct invoices.
+async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
+    let api = Api {
+        http: reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?,
+        url: server.url.clone(),
+        token: server.token.clone(),
+    };
+    let client = api.call("mutation { createClient(input: {name: \"Bench Client\"}) { id } }", json!({})).await?["createClient"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let location = api.call("mutation { createLocation(input: {name: \"Bench Clinic\"}) { id } }", json!({})).await?["createLocation"]
+        ["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let methods = api.call("{ paymentMethods { id name } }", json!({})).await?;
+    let cash = methods["paymentMethods"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "Cash"))
+        .and_then(|m| m["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+
+    // Existing payments, so the figures are taken at a known scale.
+    let seeding = Instant::now();
+    let seeded = Arc::new(AtomicU64::new(0));
+    let target = args.payments as u64;
+    let seeders: Vec<_> = (0..args.clients)
+        .map(|_| {
+            let (api, client, location, cash, seeded) = (api.clone(), client.clone(), location.clone(), cash.clone(), seeded.clone());
+            tokio::spawn(async move {
+                while seeded.fetch_add(1, Ordering::Relaxed) < target {
+                    let _ = api
+                        .call(
+                            "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!) { recordPayment(idempotencyKey: $key,
+                                input: {clientId: $c, locationId: $l, methodId: $m, amount: \"25.00\"}) { id } }",
+                            json!({"c": client, "l": location, "m": cash, "key": uuid::Uuid::new_v4().to_string()}),
+                        )
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for seeder in seeders {
+        seeder.await?;
+    }
+    println!("seeded {} payments in {:.1} s", args.payments, seeding.elapsed().as_secs_f64());
+
+    let length = Duration::from_secs(args.seconds);
+    // payInvoice, each client on its own invoice.
+    let mut own = Vec::new();
+    for _ in 0..args.clients {
+        own.push(api.invoice(&client, &location, "10000000.00").await?);
+    }
+    let own = Arc::new(own);
+    let pay = {
+        let (api, own, cash) = (api.clone(), own.clone(), cash.clone());
+        measure(args.clients, length, move |worker| {
+            let (api, invoice, cash) = (api.clone(), own[worker].clone(), cash.clone());
+            async move {
+                api.call(PAY, json!({"id": invoice, "m": cash, "amount": "1.00", "key": uuid::Uuid::new_v4().to_string()})).await.map(drop)
+            }
+        })
+        .await
+    };
+    println!("{}", pay.line("payInvoice (distinct)", length));
+
+    // One hot invoice, many payers: no update may be lost.
+    let hot = api.invoice(&client, &location, "10000000.00").await?;
+    let hot_pay = {
+        let (api, hot, cash) = (api.clone(), hot.clone(), cash.clone());
+        measure(args.hot_clients, length, move |_| {
+            let (api, hot, cash) = (api.clone(), hot.clone(), cash.clone());
+            async move { api.call(PAY, json!({"id": hot, "m": cash, "amount": "1.00", "key": uuid::Uuid::new_v4().to_string()})).await.map(drop) }
+        })
+        .await
+    };
+    let paid = api.call("query($id: ID!) { invoice(id: $id) { amountPaid { amount } } }", json!({"id": hot})).await?;
+    let paid: Decimal = paid["invoice"]["amountPaid"]["amount"].as_str().unwrap_or("0").parse().unwrap_or_default();
+    let lost = Decimal::from(hot_pay.latencies.len() as u64) - paid;
+    println!("{}  lost updates: {lost}", hot_pay.line(&format!("payInvoice (1 hot, {} clients)", args.hot_clients), length));
+
+    // A clinic day: a weighted mix of what a front desk and its dashboards do.
+    let mix = ["create+finalize", "payInvoice", "recordPayment", "applyPayment", "refund", "creditNote", "invoices page of 50"];
+    let weights = [3usize, 3, 1, 1, 1, 1, 4];
+    let per_op: Arc<Vec<std::sync::Mutex<Samples>>> = Arc::new(mix.iter().map(|_| std::sync::Mutex::new(Samples::default())).collect());
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    measure(args.clients, length, {
+        let (api, client, location, cash, per_op, counter) =
+            (api.clone(), client.clone(), location.clone(), cash.clone(), per_op.clone(), counter.clone());
+        move |_| {
+            let (api, client, location, cash, per_op) = (api.clone(), client.clone(), location.clone(), cash.clone(), per_op.clone());
+            let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
+            async move {
+                let total: usize = weights.iter().sum();
+                let mut pick = (n.wrapping_mul(2654435761)) % total;
+                let mut op = 0;
+                while pick >= weights[op] {
+                    pick -= weights[op];
+                    op += 1;
+                }
+                let t = Instant::now();
+                let result = clinic_op(&api, op, &client, &location, &cash).await;
+                let mut samples = per_op[op].lock().expect("samples");
+                match result {
+                    Ok(()) => samples.latencies.push(t.elapsed()),
+                    Err(_) => samples.errors += 1,
+                }
+                Ok(())
+            }
+        }
+    })
+    .await;
+    let elapsed = started.elapsed();
+    println!("clinic day mix ({} clients):", args.clients);
+    for (i, name) in mix.iter().enumerate() {
+        println!("  {}", per_op[i].lock().expect("samples").line(name, elapsed));
+    }
+    Ok(pay.throughput(length))
+}
+
+/// One operation of the clinic-day mix.
+async fn clinic_op(api: &Api, op: usize, client: &str, location: &str, cash: &str) -> anyhow::Result<()> {
+    let key = || uuid::Uuid::new_v4().to_string();
+    match op {
+        0 => api.invoice(client, location, "120.00").await.map(drop),
+        1 => {
+            let invoice = api.invoice(client, location, "80.00").await?;
+            api.call(PAY, json!({"id": invoice, "m": cash, "amount": "80.00", "key": key()})).await.map(drop)
+        }
+        2 => api
+            .call(
+                "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!) { recordPayment(idempotencyKey: $key,
+                    input: {clientId: $c, locationId: $l, methodId: $m, amount: \"40.00\"}) { id } }",
+                json!({"c": client, "l": location, "m": cash, "key": key()}),
+            )
+            .await
+            .map(drop),
+        3 => {
+            let payment = api
+                .call(
+                    "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!) { recordPayment(idempotencyKey: $key,
+                        input: {clientId: $c, locationId: $l, methodId: $m, amount: \"30.00\"}) { id } }",
+                    json!({"c": client, "l": location, "m": cash, "key": key()}),
+                )
+                .await?;
+            let invoice = api.invoice(client, location, "30.00").await?;
+            api.call(
+                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { id } }",
+                json!({"p": payment["recordPayment"]["id"], "i": invoice, "key": key()}),
+            )
+            .await
+            .map(drop)
+        }
+        4 => {
+            let payment = api
+                .call(
+                    "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!) { recordPayment(idempotencyKey: $key,
+                        input: {clientId: $c, locationId: $l, methodId: $m, amount: \"50.00\"}) { id } }",
+                    json!({"c": client, "l": location, "m": cash, "key": key()}),
+                )
+                .await?;
+            api.call(
+                "mutation($p: ID!, $key: String!) { refundPayment(paymentId: $p, input: {amount: \"20.00\"}, idempotencyKey: $key) { id } }",
+                json!({"p": payment["recordPayment"]["id"], "key": key()}),
+            )
+            .await
+            .map(drop)
+        }
+        5 => {
+            let invoice = api.invoice(client, location, "60.00").await?;
+            api.call(
+                "mutation($i: ID!, $key: String!) { issueCreditNote(invoiceId: $i, idempotencyKey: $key,
+                    input: {reason: \"goodwill\", lines: [{lineIndex: 0, amount: \"10.00\"}]}) { id } }",
+                json!({"i": invoice, "key": key()}),
+            )
+            .await
+            .map(drop)
+        }
+        _ => api
+            .call(
+                "{ invoices(first: 50) { totalCount edges { node { id number status total { amount } balance { amount } client { name } } } } }",
+                json!({}),
+            )
+            .await
+            .map(drop),
+    }
+}
