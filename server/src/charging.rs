@@ -165,7 +165,8 @@ impl Charging {
             idempotency_key: refund_key.clone(),
             amount: refund.amount,
             currency: refund.currency.clone(),
-            charge_reference: payment.doc.external_reference.clone().unwrap_or_default(),
+            // The charge's own reference, not the editable external reference (P9).
+            charge_reference: payment.doc.charge_reference.clone().unwrap_or_default(),
             config: json(method.as_ref().and_then(|m| m.config.as_deref())),
         };
         let settlement = match self.host.refund(&payment.doc.plugin, &request).await {
@@ -186,6 +187,10 @@ impl Charging {
     pub async fn reconcile_once(&self, grace: Duration) -> usize {
         let before = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
         let mut settled = 0;
+        // Payments left unnumbered by a crash between their commit and their numbering.
+        if let Err(error) = self.store.number_all_pending_payments().await {
+            tracing::warn!(%error, "numbering pending payments failed");
+        }
         match self.store.pending_charges(before, 100).await {
             Ok(attempts) => {
                 for attempt in attempts {

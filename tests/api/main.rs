@@ -8,5 +8,6 @@ mod helpers;
 mod invoices;
 mod limits;
 mod payments;
+mod plugins;
 mod restart;
 mod schema;

@@ -128,8 +128,8 @@ impl Payment {
     async fn id(&self) -> ID {
         ID(key_of(&self.0.id))
     }
-    /// PAY-0001 style.
-    async fn number(&self) -> String {
+    /// PAY-0001 style; null only in the moment between the payment's commit and its numbering.
+    async fn number(&self) -> Option<String> {
         self.0.doc.display_number()
     }
     async fn client(&self, ctx: &Context<'_>) -> Result<Option<Client>> {
@@ -212,8 +212,10 @@ impl Allocation {
         ID(key_of(&self.0.id))
     }
     /// The payment's number and the allocation's place on it: PAY-0007-2.
-    async fn number(&self) -> &str {
-        &self.0.number
+    async fn number(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        let request = caller(ctx, Role::Viewer)?;
+        let payment = state(ctx).store.payment(&request.principal.tenant, &self.0.payment).await?;
+        Ok(payment.and_then(|p| p.doc.display_number()).map(|number| format!("{number}-{}", self.0.sequence)))
     }
     async fn payment_id(&self) -> ID {
         ID(self.0.payment.clone())

@@ -119,7 +119,7 @@ impl Plugin {
         self.health.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn record(&self, outcome: &Result<serde_json::Value, CallError>) {
+    fn record<T>(&self, outcome: &Result<T, CallError>) {
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         health.calls += 1;
         match outcome {
@@ -264,11 +264,25 @@ impl PluginHost {
         &self.dir
     }
 
-    async fn call(&self, id: &str, entry: Entry, input: Vec<u8>) -> Result<serde_json::Value, CallError> {
+    /// Calls a plugin and decodes its answer into `O`; the call counts once towards the plugin's
+    /// health, with its final result (an answer of the wrong shape is a fault).
+    async fn call_typed<I: Serialize, O: DeserializeOwned>(&self, id: &str, entry: Entry, input: &I) -> Result<O, CallError> {
         let plugin = self.plugin(id).ok_or_else(|| CallError::NotFound(id.to_owned()))?;
         if !plugin.health().accepting() {
             return Err(CallError::Unhealthy);
         }
+        let bytes = serde_json::to_vec(input).map_err(|e| CallError::Malformed(e.to_string()))?;
+        let answer = self.call(&plugin, entry, bytes).await;
+        let outcome = answer.and_then(|value| {
+            serde_json::from_value::<O>(value)
+                .map_err(|e| CallError::Malformed(format!("the plugin's answer has the wrong shape: {e}")))
+        });
+        plugin.record(&outcome);
+        outcome
+    }
+
+    /// Runs one call on a blocking thread under the concurrency limit and the timeout.
+    async fn call(&self, plugin: &Arc<Plugin>, entry: Entry, input: Vec<u8>) -> Result<serde_json::Value, CallError> {
         let permit = tokio::time::timeout(self.call_timeout, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| CallError::Busy)?
@@ -280,25 +294,11 @@ impl PluginHost {
             let _permit = permit;
             worker.invoke(entry, &input)
         });
-        let outcome = match tokio::time::timeout(self.call_timeout, task).await {
+        match tokio::time::timeout(self.call_timeout, task).await {
             Err(_) => Err(CallError::Timeout),
             Ok(Err(join_error)) => Err(CallError::Panic(join_error.to_string())),
             Ok(Ok(answer)) => answer,
-        };
-        plugin.record(&outcome);
-        outcome
-    }
-
-    async fn call_typed<I: Serialize, O: DeserializeOwned>(&self, id: &str, entry: Entry, input: &I) -> Result<O, CallError> {
-        let bytes = serde_json::to_vec(input).map_err(|e| CallError::Malformed(e.to_string()))?;
-        let value = self.call(id, entry, bytes).await?;
-        serde_json::from_value(value).map_err(|e| {
-            let error = CallError::Malformed(format!("the plugin's answer has the wrong shape: {e}"));
-            if let Some(plugin) = self.plugin(id) {
-                plugin.record(&Err(error.clone()));
-            }
-            error
-        })
+        }
     }
 
     pub async fn validate_config(&self, id: &str, config: &serde_json::Value) -> Result<(), CallError> {

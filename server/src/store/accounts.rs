@@ -110,7 +110,7 @@ impl Store {
         let credit_notes: Vec<CreditNoteRow> = results.rows(4)?;
 
         let payment_numbers: std::collections::HashMap<String, String> =
-            payments.iter().map(|p| (key_of(&p.id), p.doc.display_number())).collect();
+            payments.iter().map(|p| (key_of(&p.id), p.doc.display_number().unwrap_or_default())).collect();
         let invoice_numbers: std::collections::HashMap<String, String> = invoices
             .iter()
             .map(|i| (key_of(&i.id), i.doc.number.map(|n| format_number("INV", n)).unwrap_or_default()))
@@ -122,7 +122,7 @@ impl Store {
         }
         for payment in &payments {
             let description = format!("Payment ({})", payment.doc.method_name);
-            entries.push(entry(&payment.doc.date, EntryKind::Payment, "payment", &payment.id, payment.doc.display_number(), description, -payment.doc.amount));
+            entries.push(entry(&payment.doc.date, EntryKind::Payment, "payment", &payment.id, payment.doc.display_number().unwrap_or_default(), description, -payment.doc.amount));
         }
         for allocation in &allocations {
             let description = format!(
@@ -131,7 +131,8 @@ impl Store {
                 payment_numbers.get(&allocation.payment).cloned().unwrap_or_default(),
                 invoice_numbers.get(&allocation.invoice).cloned().unwrap_or_default()
             );
-            entries.push(entry(&allocation.date, EntryKind::Allocation, "allocation", &allocation.id, allocation.number.clone(), description, Decimal::ZERO));
+            let reference = format!("{}-{}", payment_numbers.get(&allocation.payment).cloned().unwrap_or_default(), allocation.sequence);
+            entries.push(entry(&allocation.date, EntryKind::Allocation, "allocation", &allocation.id, reference, description, Decimal::ZERO));
         }
         for refund in &refunds {
             let reference = payment_numbers.get(&refund.payment).cloned().unwrap_or_default();

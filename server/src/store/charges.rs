@@ -13,7 +13,7 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
 use super::invoices::{date_string, parse_status, read_invoice, status_str};
-use super::payments::{counter_lock, next_number, read_payment, record_lock};
+use super::payments::{read_payment, record_lock};
 use super::rows::{ChargeAttemptRow, InvoiceRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, new_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
@@ -196,16 +196,12 @@ impl Store {
             let attempt = self.charge_attempt(tenant, attempt_key).await?.ok_or_else(|| AppError::not_found("charge"))?;
             (attempt.invoice, format!("settle-{}", uuid::Uuid::new_v4()))
         };
-        let keys = [
-            format!("tenant:{tenant}"),
-            counter_lock(tenant, "payment"),
-            record_lock("invoice", &invoice_key),
-        ];
-        let _turns = self.locks().lock_all(&keys).await;
+        let keys = [format!("tenant:{tenant}"), record_lock("invoice", &invoice_key)];
+        let turns = self.locks().lock_all(&keys).await;
         let settlement = &settlement;
         let mutation = Mutation { tenant, actor, request_id: &request_id, operation: "settleCharge", idempotency: None };
         let mutation = &mutation;
-        self.mutate(mutation, |tx| async move {
+        let settled = self.mutate(mutation, |tx| async move {
             let id = attempt_id(tenant, attempt_key);
             let mut found = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", id.clone())).await?;
             let attempt = found.first::<ChargeAttemptRow>(0)?.ok_or_else(|| AppError::not_found("charge"))?;
@@ -257,7 +253,10 @@ impl Store {
                 }
             }
         })
-        .await
+        .await?;
+        drop(turns);
+        self.number_payments(tenant).await;
+        Ok(settled)
     }
 
     /// The payment of a succeeded charge: finalize first if asked and still a draft, then create
@@ -275,7 +274,6 @@ impl Store {
             let (finalized, _) = self.finalize_in(tx, mutation, &attempt.invoice).await?;
             invoice = finalized;
         }
-        let number = next_number(tx, mutation.tenant, "payment").await?;
         let method = self.method_of(tx, mutation.tenant, &attempt.method).await?;
         let now = Utc::now();
         let key = new_key();
@@ -283,7 +281,7 @@ impl Store {
             id: record("payment", &key),
             doc: PaymentDoc {
                 tenant: mutation.tenant.as_str().to_owned(),
-                number,
+                number: None,
                 client: attempt.client.clone(),
                 location: attempt.location.clone(),
                 method: attempt.method.clone(),
@@ -293,7 +291,8 @@ impl Store {
                 amount: attempt.amount,
                 currency: attempt.currency.clone(),
                 description: attempt.description.clone(),
-                external_reference: reference,
+                external_reference: reference.clone(),
+                charge_reference: reference,
                 allocated: Decimal::ZERO,
                 refunded: Decimal::ZERO,
                 refund_pending: Decimal::ZERO,

@@ -77,8 +77,9 @@ impl PaymentDoc {
         }
     }
 
-    pub fn display_number(&self) -> String {
-        format_number("PAY", self.number)
+    /// PAY-0001, or None in the moment between commit and numbering.
+    pub fn display_number(&self) -> Option<String> {
+        self.number.map(|n| format_number("PAY", n))
     }
 }
 
@@ -117,13 +118,18 @@ pub(super) fn record_lock(table: &str, key: &str) -> String {
 /// Takes the next number of a tenant's sequence `kind`; the counter record is written in the
 /// caller's transaction, so two takers of one number conflict and one runs again.
 pub(super) async fn next_number(tx: &TxRef, tenant: &TenantId, kind: &str) -> AppResult<i64> {
+    next_numbers(tx, tenant, kind, 1).await
+}
+
+/// Takes `count` consecutive numbers of a sequence; returns the first.
+async fn next_numbers(tx: &TxRef, tenant: &TenantId, kind: &str, count: i64) -> AppResult<i64> {
     let id = counter_record(tenant, kind);
     let mut found = tx.query("SELECT VALUE next FROM ONLY $id", Vars::new().set("id", id.clone())).await?;
     let next = match found.value(0)? {
         Value::Number(number) => number.to_int().unwrap_or(1),
         _ => 1,
     };
-    tx.query("UPSERT $id SET next = $next", Vars::new().set("id", id).set("next", next + 1)).await?;
+    tx.query("UPSERT $id SET next = $next", Vars::new().set("id", id).set("next", next + count)).await?;
     Ok(next)
 }
 
@@ -196,11 +202,10 @@ impl Store {
             .await?
             .ok_or_else(|| AppError::not_found("location"))?;
         let amount = positive_money(amount, currency)?;
-        let number = next_number(tx, mutation.tenant, "payment").await?;
         let now = Utc::now();
         let doc = PaymentDoc {
             tenant: mutation.tenant.as_str().to_owned(),
-            number,
+            number: None,
             client: client.to_owned(),
             location: location.to_owned(),
             method: method_key.to_owned(),
@@ -211,6 +216,7 @@ impl Store {
             currency: currency.to_owned(),
             description,
             external_reference,
+            charge_reference: None,
             allocated: Decimal::ZERO,
             refunded: Decimal::ZERO,
             refund_pending: Decimal::ZERO,
@@ -244,14 +250,14 @@ impl Store {
         let sequence = payment.doc.allocation_count + 1;
         let key = new_key();
         tx.query(
-            "CREATE $id SET tenant = $tenant, number = $number, payment = $payment, invoice = $invoice, client = $client,
+            "CREATE $id SET tenant = $tenant, sequence = $sequence, payment = $payment, invoice = $invoice, client = $client,
                 amount = $amount, currency = $currency, date = $date, active = true, created_at = time::now(),
                 created_by = $actor;
              UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now();",
             Vars::new()
                 .set("id", record("allocation", &key))
                 .set("tenant", mutation.tenant.as_str().to_owned())
-                .set("number", format!("{}-{sequence}", payment.doc.display_number()))
+                .set("sequence", sequence)
                 .set("payment", key_of(&payment.id))
                 .set("invoice", invoice_key.clone())
                 .set("client", invoice.doc.client.clone())
@@ -300,11 +306,10 @@ impl Store {
 
     /// Records a standalone manual payment (P1, P2), optionally allocated to invoices at once.
     pub async fn record_payment(&self, mutation: &Mutation<'_>, draft: PaymentDraft, today: NaiveDate) -> AppResult<String> {
-        let mut keys = vec![counter_lock(mutation.tenant, "payment")];
-        keys.extend(draft.allocations.iter().map(|(invoice, _)| record_lock("invoice", invoice)));
-        let _turns = self.locks().lock_all(&keys).await;
+        let keys: Vec<String> = draft.allocations.iter().map(|(invoice, _)| record_lock("invoice", invoice)).collect();
+        let turns = self.locks().lock_all(&keys).await;
         let draft = &draft;
-        self.mutate(mutation, |tx| async move {
+        let key = self.mutate(mutation, |tx| async move {
             let settings = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
             let currency = Currency::parse(draft.currency.as_deref().unwrap_or(&settings.currency))?;
             let mut payment = self
@@ -321,21 +326,75 @@ impl Store {
             let key = key_of(&payment.id);
             Ok((key.clone(), payment_entry("payment.record", &payment, &allocated)))
         })
+        .await?;
+        drop(turns);
+        self.number_payments(mutation.tenant).await;
+        Ok(key)
+    }
+
+    /// Numbers a tenant's payments that have none yet, in the order they were created: PAY-0001,
+    /// PAY-0002, ... unique and without gaps. Payments commit without a number so that payments
+    /// of one tenant never wait for each other; numbering is one short transaction that numbers
+    /// every payment waiting, so under load one commit numbers many. A failure here leaves
+    /// payments unnumbered for the next call (every payment mutation and the reconciler call it).
+    pub async fn number_payments(&self, tenant: &TenantId) {
+        if let Err(error) = self.number_payments_once(tenant).await {
+            tracing::warn!(%tenant, %error, "numbering payments failed; will try again");
+        }
+    }
+
+    async fn number_payments_once(&self, tenant: &TenantId) -> AppResult<()> {
+        let _turn = self.locks().lock(&counter_lock(tenant, "payment")).await;
+        self.transaction(|tx| async move {
+            let mut waiting = tx
+                .query(
+                    "SELECT VALUE id FROM payment WHERE tenant = $tenant AND number = NONE ORDER BY id LIMIT 500",
+                    Vars::new().set("tenant", tenant.as_str().to_owned()),
+                )
+                .await?;
+            let ids: Vec<RecordId> = waiting.rows(0)?;
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let first = next_numbers(&tx, tenant, "payment", ids.len() as i64).await?;
+            let mut sql = String::new();
+            let mut vars = Vars::new();
+            for (i, id) in ids.into_iter().enumerate() {
+                sql.push_str(&format!("UPDATE $p{i} SET number = $n{i};"));
+                vars = vars.set(&format!("p{i}"), id).set(&format!("n{i}"), first + i as i64);
+            }
+            tx.query(&sql, vars).await?;
+            Ok(())
+        })
         .await
+    }
+
+    /// Numbers the unnumbered payments of every tenant (after a crash between a payment's commit
+    /// and its numbering).
+    pub async fn number_all_pending_payments(&self) -> AppResult<()> {
+        let mut results = self.query("SELECT VALUE tenant FROM payment WHERE number = NONE GROUP BY tenant", Vars::new()).await?;
+        let tenants: Vec<String> = results.rows(0)?;
+        for tenant in tenants.iter().filter_map(|t| TenantId::parse(t)) {
+            self.number_payments(&tenant).await;
+        }
+        Ok(())
     }
 
     /// Pays an OPEN invoice with a new manual payment (P3): min(amount, balance) is allocated and
     /// the rest stays on the payment as the client's credit.
     pub async fn pay_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, draft: InvoicePaymentDraft, today: NaiveDate) -> AppResult<String> {
-        let keys = [counter_lock(mutation.tenant, "payment"), record_lock("invoice", invoice_key)];
-        let _turns = self.locks().lock_all(&keys).await;
+        let turn = self.locks().lock(&record_lock("invoice", invoice_key)).await;
         let draft = &draft;
-        self.mutate(mutation, |tx| async move {
-            let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
-            let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
-            Ok((key_of(&payment.id), payment_entry("payment.pay_invoice", &payment, &allocated)))
-        })
-        .await
+        let key = self
+            .mutate(mutation, |tx| async move {
+                let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
+                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
+                Ok((key_of(&payment.id), payment_entry("payment.pay_invoice", &payment, &allocated)))
+            })
+            .await?;
+        drop(turn);
+        self.number_payments(mutation.tenant).await;
+        Ok(key)
     }
 
     async fn pay_in(
@@ -370,14 +429,10 @@ impl Store {
     /// Finalizes a draft and pays it with a new manual payment in one transaction (I2
     /// APPLY_PAYMENT): either both happen or neither does.
     pub async fn finalize_and_pay(&self, mutation: &Mutation<'_>, invoice_key: &str, draft: InvoicePaymentDraft, today: NaiveDate) -> AppResult<String> {
-        let keys = [
-            tenant_lock(mutation.tenant),
-            counter_lock(mutation.tenant, "payment"),
-            record_lock("invoice", invoice_key),
-        ];
-        let _turns = self.locks().lock_all(&keys).await;
+        let keys = [tenant_lock(mutation.tenant), record_lock("invoice", invoice_key)];
+        let turns = self.locks().lock_all(&keys).await;
         let draft = &draft;
-        self.mutate(mutation, |tx| async move {
+        let key = self.mutate(mutation, |tx| async move {
             let (invoice, mut entry) = self.finalize_in(&tx, mutation, invoice_key).await?;
             if parse_status(&invoice.doc.status) == crate::ledger::invoice::InvoiceStatus::Open {
                 let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
@@ -388,7 +443,10 @@ impl Store {
             }
             Ok((invoice_key.to_owned(), entry))
         })
-        .await
+        .await?;
+        drop(turns);
+        self.number_payments(mutation.tenant).await;
+        Ok(key)
     }
 
     /// Applies existing credit to an invoice (P5): an explicit amount within the payment's

@@ -167,7 +167,8 @@ pub struct PaymentMethodRow {
 #[derive(Debug, Clone, SurrealValue)]
 pub struct PaymentDoc {
     pub tenant: String,
-    pub number: i64,
+    /// None only between the payment's commit and its numbering.
+    pub number: Option<i64>,
     pub client: String,
     pub location: String,
     pub method: String,
@@ -178,6 +179,9 @@ pub struct PaymentDoc {
     pub currency: String,
     pub description: Option<String>,
     pub external_reference: Option<String>,
+    /// The gateway's id of the charge that took the payment; unlike the external reference it is
+    /// never edited, and refunds go to it.
+    pub charge_reference: Option<String>,
     pub allocated: Decimal,
     pub refunded: Decimal,
     /// Refunds sent to a plugin and not settled yet.
@@ -201,7 +205,8 @@ pub struct PaymentRow {
 pub struct AllocationRow {
     pub id: RecordId,
     pub tenant: String,
-    pub number: String,
+    /// The allocation's place on its payment, from 1.
+    pub sequence: i64,
     pub payment: String,
     pub invoice: String,
     pub client: String,
