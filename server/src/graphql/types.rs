@@ -154,67 +154,61 @@ impl Settings {
     }
 }
 
-/// A person billed by the practice.
-#[derive(Clone)]
-pub struct Client(pub PartyRow);
+/// Declares a party type (clients and contacts share their fields) with any extra fields.
+macro_rules! party_object {
+    ($(#[$meta:meta])* $name:ident { $($extra:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Clone)]
+        pub struct $name(pub PartyRow);
 
-#[Object]
-impl Client {
-    async fn id(&self) -> ID {
-        ID(key_of(&self.0.id))
-    }
-    async fn name(&self) -> &str {
-        &self.0.name
-    }
-    async fn email(&self) -> Option<&str> {
-        self.0.email.as_deref()
-    }
-    async fn phone(&self) -> Option<&str> {
-        self.0.phone.as_deref()
-    }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
-    }
-    /// What the client owes and the credit they hold (B1), in `currency` (the practice's
-    /// currency when left out).
-    async fn balance(&self, ctx: &Context<'_>, currency: Option<String>) -> async_graphql::Result<super::payments::ClientBalance> {
-        Ok(super::payments::client_balance(ctx, &key_of(&self.0.id), currency).await?)
-    }
-    /// The client's account from `from` to `to` with a running balance (B2), in `currency`
-    /// (the practice's currency when left out).
-    async fn statement(
-        &self,
-        ctx: &Context<'_>,
-        from: Date,
-        to: Date,
-        currency: Option<String>,
-    ) -> async_graphql::Result<super::payments::Statement> {
-        Ok(super::payments::client_statement(ctx, &key_of(&self.0.id), from, to, currency).await?)
-    }
+        #[Object]
+        impl $name {
+            async fn id(&self) -> ID {
+                ID(key_of(&self.0.id))
+            }
+            async fn name(&self) -> &str {
+                &self.0.name
+            }
+            async fn email(&self) -> Option<&str> {
+                self.0.email.as_deref()
+            }
+            async fn phone(&self) -> Option<&str> {
+                self.0.phone.as_deref()
+            }
+            async fn created_at(&self) -> DateTime<Utc> {
+                self.0.created_at
+            }
+            $($extra)*
+        }
+    };
 }
 
-/// A third party invoices can be addressed to ("bill to"): an insurer, a plan manager.
-#[derive(Clone)]
-pub struct Contact(pub PartyRow);
+party_object!(
+    /// A person billed by the practice.
+    Client {
+        /// What the client owes and the credit they hold (B1), in `currency` (the practice's
+        /// currency when left out).
+        async fn balance(&self, ctx: &Context<'_>, currency: Option<String>) -> async_graphql::Result<super::payments::ClientBalance> {
+            Ok(super::payments::client_balance(ctx, &key_of(&self.0.id), currency).await?)
+        }
+        /// The client's account from `from` to `to` with a running balance (B2), in `currency`
+        /// (the practice's currency when left out).
+        async fn statement(
+            &self,
+            ctx: &Context<'_>,
+            from: Date,
+            to: Date,
+            currency: Option<String>,
+        ) -> async_graphql::Result<super::payments::Statement> {
+            Ok(super::payments::client_statement(ctx, &key_of(&self.0.id), from, to, currency).await?)
+        }
+    }
+);
 
-#[Object]
-impl Contact {
-    async fn id(&self) -> ID {
-        ID(key_of(&self.0.id))
-    }
-    async fn name(&self) -> &str {
-        &self.0.name
-    }
-    async fn email(&self) -> Option<&str> {
-        self.0.email.as_deref()
-    }
-    async fn phone(&self) -> Option<&str> {
-        self.0.phone.as_deref()
-    }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
-    }
-}
+party_object!(
+    /// A third party invoices can be addressed to ("bill to"): an insurer, a plan manager.
+    Contact {}
+);
 
 /// Where a service is given or money received.
 #[derive(Clone)]

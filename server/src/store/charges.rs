@@ -355,41 +355,10 @@ impl Store {
             let currency = Currency::parse(&payment.doc.currency)?;
             let amount = Money::from_decimal(amount, currency)?.require_positive()?.amount();
             rules::check_refund(&payment.doc.facts(), amount)?;
-            let key = new_key();
-            let now = Utc::now();
-            let refund = RefundRow {
-                id: record("refund", &key),
-                tenant: mutation.tenant.as_str().to_owned(),
-                payment: payment_key.to_owned(),
-                client: payment.doc.client.clone(),
-                amount,
-                currency: payment.doc.currency.clone(),
-                date: date_string(date),
-                description: description.clone(),
-                outcome: "PENDING".into(),
-                outcome_reason: None,
-                external_reference: None,
-                plugin: Some(payment.doc.plugin.clone()),
-                created_at: now,
-                created_by: mutation.actor.to_owned(),
-            };
+            let key = self.create_refund_in(&tx, mutation, &payment, amount, date, description.clone(), "PENDING").await?;
             tx.query(
-                "CREATE $id SET tenant = $tenant, payment = $payment, client = $client, amount = $amount, currency = $currency,
-                    date = $date, description = $description, outcome = 'PENDING', plugin = $plugin, created_at = time::now(),
-                    created_by = $actor;
-                 UPDATE $payment_id SET refund_pending += $amount, updated_at = time::now();",
-                Vars::new()
-                    .set("id", refund.id.clone())
-                    .set("tenant", refund.tenant.clone())
-                    .set("payment", payment_key.to_owned())
-                    .set("client", refund.client.clone())
-                    .set("amount", amount)
-                    .set("currency", refund.currency.clone())
-                    .set("date", refund.date.clone())
-                    .set("description", description.clone())
-                    .set("plugin", refund.plugin.clone())
-                    .set("actor", mutation.actor.to_owned())
-                    .set("payment_id", payment.id.clone()),
+                "UPDATE $payment SET refund_pending += $amount, updated_at = time::now()",
+                Vars::new().set("payment", payment.id.clone()).set("amount", amount),
             )
             .await?;
             let entry = AuditEntry {

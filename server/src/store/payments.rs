@@ -275,6 +275,41 @@ impl Store {
         Ok(Allocated { key, invoice: invoice_key, amount: effect.amount })
     }
 
+    /// Writes a refund record of `payment` with the given outcome (SUCCEEDED for a recorded
+    /// refund, PENDING for one sent to a plugin); returns its key.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn create_refund_in(
+        &self,
+        tx: &TxRef,
+        mutation: &Mutation<'_>,
+        payment: &PaymentRow,
+        amount: Decimal,
+        date: NaiveDate,
+        description: Option<String>,
+        outcome: &str,
+    ) -> AppResult<String> {
+        let key = new_key();
+        tx.query(
+            "CREATE $id SET tenant = $tenant, payment = $payment, client = $client, amount = $amount, currency = $currency,
+                date = $date, description = $description, outcome = $outcome, plugin = $plugin, created_at = time::now(),
+                created_by = $actor",
+            Vars::new()
+                .set("id", record("refund", &key))
+                .set("tenant", mutation.tenant.as_str().to_owned())
+                .set("payment", key_of(&payment.id))
+                .set("client", payment.doc.client.clone())
+                .set("amount", amount)
+                .set("currency", payment.doc.currency.clone())
+                .set("date", date_string(date))
+                .set("description", description)
+                .set("outcome", outcome.to_owned())
+                .set("plugin", payment.doc.plugin.clone())
+                .set("actor", mutation.actor.to_owned()),
+        )
+        .await?;
+        Ok(key)
+    }
+
     pub(super) async fn allocate_in_tx(
         &self,
         tx: &TxRef,
@@ -547,22 +582,7 @@ impl Store {
                     "refunds of this payment method go through its plugin, which this server does not run",
                 ));
             }
-            let key = new_key();
-            tx.query(
-                "CREATE $id SET tenant = $tenant, payment = $payment, client = $client, amount = $amount, currency = $currency,
-                    date = $date, description = $description, outcome = 'SUCCEEDED', created_at = time::now(), created_by = $actor",
-                Vars::new()
-                    .set("id", record("refund", &key))
-                    .set("tenant", mutation.tenant.as_str().to_owned())
-                    .set("payment", payment_key.to_owned())
-                    .set("client", payment.doc.client.clone())
-                    .set("amount", amount)
-                    .set("currency", payment.doc.currency.clone())
-                    .set("date", date_string(date))
-                    .set("description", description.clone())
-                    .set("actor", mutation.actor.to_owned()),
-            )
-            .await?;
+            let key = self.create_refund_in(&tx, mutation, &payment, amount, date, description.clone(), "SUCCEEDED").await?;
             let before = payment_summary(&payment.doc);
             payment.doc.refunded += amount;
             self.write_payment_sums(&tx, &payment).await?;
