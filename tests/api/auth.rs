@@ -578,6 +578,24 @@ struct Records {
     open: String,
     /// An OPEN invoice: voided.
     open_to_void: String,
+    /// The Cash payment method.
+    cash: String,
+    /// An OPEN invoice: paid with payInvoice.
+    to_pay: String,
+    /// A payment of 100.00 with 70.00 unallocated: applied, refunded.
+    credit: String,
+    /// An OPEN invoice: takes part of `credit`.
+    to_apply: String,
+    /// An active allocation of `credit`: removed.
+    allocation: String,
+    /// An unallocated payment: voided, then updated.
+    to_void: String,
+    /// An OPEN invoice: credited.
+    to_credit: String,
+    /// An issued credit note: voided.
+    credit_note: String,
+    /// A payment method: updated, archived, then restored.
+    method: String,
 }
 
 async fn records(app: &TestApp) -> Records {
@@ -602,7 +620,68 @@ async fn records(app: &TestApp) -> Records {
     let spare_draft = app.draft_invoice(&seed, line).await["id"].as_str().unwrap().to_owned();
     let open = app.open_invoice(&seed, "120.00").await["id"].as_str().unwrap().to_owned();
     let open_to_void = app.open_invoice(&seed, "60.00").await["id"].as_str().unwrap().to_owned();
-    Records { seed, contact, custom_rate, archived_rate, draft, spare_draft, open, open_to_void }
+    let methods = admin.ok("{ paymentMethods { id name } }", json!({})).await;
+    let cash = methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let record = |amount: &str| {
+        json!({"input": {"clientId": seed.client, "locationId": seed.location, "methodId": cash, "amount": amount}, "key": new_key()})
+    };
+    let record_query = "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id } }";
+    let credit = id(&admin.ok(record_query, record("100.00")).await, "recordPayment");
+    let to_void = id(&admin.ok(record_query, record("15.00")).await, "recordPayment");
+    let to_pay = app.open_invoice(&seed, "40.00").await["id"].as_str().unwrap().to_owned();
+    let to_apply = app.open_invoice(&seed, "50.00").await["id"].as_str().unwrap().to_owned();
+    let allocation_target = app.open_invoice(&seed, "30.00").await["id"].as_str().unwrap().to_owned();
+    let allocation = id(
+        &admin
+            .ok(
+                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { id } }",
+                json!({"p": credit, "i": allocation_target, "key": new_key()}),
+            )
+            .await,
+        "applyPayment",
+    );
+    let to_credit = app.open_invoice(&seed, "90.00").await["id"].as_str().unwrap().to_owned();
+    let credited = app.open_invoice(&seed, "70.00").await["id"].as_str().unwrap().to_owned();
+    let credit_note = id(
+        &admin
+            .ok(
+                "mutation($i: ID!, $key: String!) { issueCreditNote(invoiceId: $i, idempotencyKey: $key,
+                    input: {reason: \"Missed appointment waived\", lines: [{lineIndex: 0, amount: \"20.00\"}]}) { id } }",
+                json!({"i": credited, "key": new_key()}),
+            )
+            .await,
+        "issueCreditNote",
+    );
+    let method = id(
+        &admin
+            .ok(r#"mutation { createPaymentMethod(input: {name: "Bank cheque", type: "CHEQUE", plugin: "manual"}) { id } }"#, json!({}))
+            .await,
+        "createPaymentMethod",
+    );
+    // installPlugin loads a library placed in the plugin directory by the operator.
+    crate::plugins::copy_library(&app.plugin_dir, crate::plugins::CARD_SIM);
+    Records {
+        seed,
+        contact,
+        custom_rate,
+        archived_rate,
+        draft,
+        spare_draft,
+        open,
+        open_to_void,
+        cash,
+        to_pay,
+        credit,
+        to_apply,
+        allocation,
+        to_void,
+        to_credit,
+        credit_note,
+        method,
+    }
 }
 
 /// One call of a mutation, and the lowest role that may make it (A2).
@@ -710,6 +789,91 @@ fn mutation_cases(r: &Records) -> Vec<Case> {
             "mutation($id: ID!, $key: String!) { deleteInvoice(id: $id, idempotencyKey: $key) }",
             json!({"id": r.spare_draft, "key": new_key()}),
         ),
+        case(
+            "recordPayment",
+            Role::Billing,
+            "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id } }",
+            json!({"input": {"clientId": r.seed.client, "locationId": r.seed.location, "methodId": r.cash, "amount": "12.00"}, "key": new_key()}),
+        ),
+        case(
+            "payInvoice",
+            Role::Billing,
+            "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(invoiceId: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
+            json!({"id": r.to_pay, "m": r.cash, "key": new_key()}),
+        ),
+        case(
+            "applyPayment",
+            Role::Billing,
+            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"10.00\", idempotencyKey: $key) { id } }",
+            json!({"p": r.credit, "i": r.to_apply, "key": new_key()}),
+        ),
+        case(
+            "removeAllocation",
+            Role::Billing,
+            "mutation($a: ID!, $key: String!) { removeAllocation(allocationId: $a, idempotencyKey: $key) { id } }",
+            json!({"a": r.allocation, "key": new_key()}),
+        ),
+        case(
+            "refundPayment",
+            Role::Billing,
+            "mutation($p: ID!, $key: String!) { refundPayment(paymentId: $p, input: {amount: \"5.00\"}, idempotencyKey: $key) { id } }",
+            json!({"p": r.credit, "key": new_key()}),
+        ),
+        case(
+            "voidPayment",
+            Role::Billing,
+            "mutation($p: ID!, $key: String!) { voidPayment(paymentId: $p, reason: \"Entered twice\", idempotencyKey: $key) { id } }",
+            json!({"p": r.to_void, "key": new_key()}),
+        ),
+        case(
+            "updatePayment",
+            Role::Billing,
+            "mutation($p: ID!, $key: String!) { updatePayment(paymentId: $p, description: \"Paid at reception\", idempotencyKey: $key) { id } }",
+            json!({"p": r.credit, "key": new_key()}),
+        ),
+        case(
+            "issueCreditNote",
+            Role::Billing,
+            "mutation($i: ID!, $key: String!) { issueCreditNote(invoiceId: $i, idempotencyKey: $key,
+                input: {reason: \"Goodwill\", lines: [{lineIndex: 0, amount: \"10.00\"}]}) { id } }",
+            json!({"i": r.to_credit, "key": new_key()}),
+        ),
+        case(
+            "voidCreditNote",
+            Role::Billing,
+            "mutation($c: ID!, $key: String!) { voidCreditNote(creditNoteId: $c, idempotencyKey: $key) { id } }",
+            json!({"c": r.credit_note, "key": new_key()}),
+        ),
+        case(
+            "installPlugin",
+            Role::Admin,
+            "mutation($file: String!) { installPlugin(file: $file) { id } }",
+            json!({"file": crate::plugins::CARD_SIM}),
+        ),
+        case(
+            "createPaymentMethod",
+            Role::Admin,
+            r#"mutation { createPaymentMethod(input: {name: "Gift voucher", type: "OTHER", plugin: "manual"}) { id } }"#,
+            json!({}),
+        ),
+        case(
+            "updatePaymentMethod",
+            Role::Admin,
+            r#"mutation($id: ID!) { updatePaymentMethod(id: $id, input: {name: "Bank cheque (old)"}) { id } }"#,
+            json!({"id": r.method}),
+        ),
+        case(
+            "archivePaymentMethod",
+            Role::Admin,
+            "mutation($id: ID!) { archivePaymentMethod(id: $id) { id } }",
+            json!({"id": r.method}),
+        ),
+        case(
+            "restorePaymentMethod",
+            Role::Admin,
+            "mutation($id: ID!) { restorePaymentMethod(id: $id) { id } }",
+            json!({"id": r.method}),
+        ),
     ]
 }
 
@@ -771,6 +935,15 @@ async fn a2_role_matrix_covers_every_mutation_of_the_schema() {
         spare_draft: "x".into(),
         open: "x".into(),
         open_to_void: "x".into(),
+        cash: "x".into(),
+        to_pay: "x".into(),
+        credit: "x".into(),
+        to_apply: "x".into(),
+        allocation: "x".into(),
+        to_void: "x".into(),
+        to_credit: "x".into(),
+        credit_note: "x".into(),
+        method: "x".into(),
     };
     let mut in_matrix: Vec<String> = mutation_cases(&dummy).iter().map(|c| c.name.to_owned()).collect();
     in_matrix.sort();
@@ -806,7 +979,7 @@ async fn a2_viewer_may_run_every_query() {
     assert_eq!(data["invoice"]["status"], "OPEN");
     assert_eq!(data["clients"]["totalCount"], 1);
     assert_eq!(data["contacts"]["totalCount"], 1);
-    assert_eq!(data["invoices"]["totalCount"], 4);
+    assert_eq!(data["invoices"]["totalCount"], 9);
     assert!(data["auditEvents"]["totalCount"].as_i64().unwrap() >= 1, "{data:#}");
     assert!(data["taxRates"].as_array().unwrap().len() >= 3, "{data:#}");
     assert_eq!(data["locations"], json!([{"name": "Main St Clinic"}]));
@@ -855,7 +1028,12 @@ async fn a2_billing_may_not_run_admin_mutations() {
             "createTaxRate",
             "updateTaxRate",
             "archiveTaxRate",
-            "restoreTaxRate"
+            "restoreTaxRate",
+            "installPlugin",
+            "createPaymentMethod",
+            "updatePaymentMethod",
+            "archivePaymentMethod",
+            "restorePaymentMethod"
         ]
     );
     for case in &admin_only {
@@ -952,7 +1130,10 @@ async fn a3_other_tenants_records_are_not_found_by_mutations() {
     let billing_b = app.with_token(Some(app.token_for(&tenant_b, Role::Billing)));
 
     let cases = mutation_cases(&r);
-    let targeted: Vec<&Case> = cases.iter().filter(|c| c.variables.get("id").is_some()).collect();
+    // The variables that name one of A's records, in the order the server looks them up.
+    const RECORD_VARIABLES: [&str; 5] = ["id", "p", "a", "c", "i"];
+    let record_variable = |case: &Case| RECORD_VARIABLES.into_iter().find(|name| case.variables.get(*name).is_some());
+    let targeted: Vec<&Case> = cases.iter().filter(|c| record_variable(c).is_some()).collect();
     assert_eq!(
         targeted.iter().map(|c| c.name).collect::<Vec<_>>(),
         [
@@ -967,6 +1148,17 @@ async fn a3_other_tenants_records_are_not_found_by_mutations() {
             "revertInvoiceToDraft",
             "voidInvoice",
             "deleteInvoice",
+            "payInvoice",
+            "applyPayment",
+            "removeAllocation",
+            "refundPayment",
+            "voidPayment",
+            "updatePayment",
+            "issueCreditNote",
+            "voidCreditNote",
+            "updatePaymentMethod",
+            "archivePaymentMethod",
+            "restorePaymentMethod",
         ],
         "every mutation that names a record"
     );
@@ -986,7 +1178,7 @@ async fn a3_other_tenants_records_are_not_found_by_mutations() {
                 response.body
             );
             let mut missing = case.variables.clone();
-            missing["id"] = json!("doesnotexist");
+            missing[record_variable(case).expect("targeted")] = json!("doesnotexist");
             if missing.get("key").is_some() {
                 missing["key"] = json!(new_key());
             }

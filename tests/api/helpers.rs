@@ -14,6 +14,8 @@ pub struct TestApp {
     pub keys: TokenKeys,
     /// A fresh tenant per test app.
     pub tenant: String,
+    /// The directory the server loads plugin libraries from.
+    pub plugin_dir: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _data_dir: tempfile::TempDir,
 }
@@ -38,6 +40,7 @@ impl TestApp {
         let mut settings = test_settings(data_dir.path());
         adjust(&mut settings);
         let secret = settle::startup::secret_path(&settings);
+        let plugin_dir = settings.plugin_dir();
         let app = Application::build(settings).await.expect("the application builds");
         let base_url = format!("http://{}", app.address());
         // The key the server verifies with (an RS256/ES256 server ignores it).
@@ -51,6 +54,7 @@ impl TestApp {
             http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
             keys,
             tenant: format!("t{}", uuid::Uuid::new_v4().simple()),
+            plugin_dir,
             stop: Some(stop),
             _data_dir: data_dir,
         }

@@ -632,7 +632,7 @@ async fn i2_finalize_refusals() {
     let draft = app.draft_invoice(&seed, one_line("60.00")).await;
     // (payment option, expected code, why)
     let cases = [
-        ("CHARGE", "PAYMENT_OPTION_UNAVAILABLE", "no payment plugin to charge through"),
+        ("CHARGE", "NOT_FOUND", "CHARGE with a payment method that does not exist"),
         ("APPLY_PAYMENT", "NOT_FOUND", "APPLY_PAYMENT with a payment method that does not exist"),
     ];
     for (option, code, why) in cases {

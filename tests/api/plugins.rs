@@ -20,7 +20,7 @@ use crate::helpers::*;
 // The plugin libraries, built once per test binary.
 // ---------------------------------------------------------------------------------------------
 
-const CARD_SIM: &str = "libsettle_plugin_card_sim.so";
+pub(crate) const CARD_SIM: &str = "libsettle_plugin_card_sim.so";
 const MANUAL: &str = "libsettle_plugin_manual.so";
 const PANICKY: &str = "libsettle_test_plugin_panicky.so";
 const BAD_ABI: &str = "libsettle_test_plugin_bad_abi.so";
@@ -41,7 +41,7 @@ mod cards {
 /// They get a target directory of their own: a cargo invocation that also builds the server
 /// turns on the plugins' `builtin` feature (feature unification), which leaves the C exports out
 /// of the `.so` files.
-fn plugin_libraries() -> &'static Path {
+pub(crate) fn plugin_libraries() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     static BUILDING: Mutex<()> = Mutex::new(());
     if let Some(dir) = BUILT.get() {
@@ -95,7 +95,7 @@ fn plugin_dir(files: &[&str]) -> tempfile::TempDir {
 }
 
 /// Copies the built library `file` into `dir` under its own name.
-fn copy_library(dir: &Path, file: &str) {
+pub(crate) fn copy_library(dir: &Path, file: &str) {
     copy_library_as(dir, file, file);
 }
 

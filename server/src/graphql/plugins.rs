@@ -10,6 +10,7 @@ use super::payments::PaymentMethod;
 use crate::auth::Role;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::plugins::{CallError, Plugin, Source};
+use crate::store::audit::AuditEntry;
 use crate::store::methods::MethodFields;
 
 /// An installed payment-method plugin and its health.
@@ -139,6 +140,13 @@ impl PluginMutation {
             AppError::new(ErrorCode::InvalidPlugin, format!("{} was not installed: {reason}", file.trim()))
         })?;
         tracing::info!(actor = m.actor, tenant = %m.tenant, plugin = %manifest.id, file = %file, "plugin installed");
+        let entry = AuditEntry {
+            action: "plugin.install".into(),
+            records: vec![format!("plugin:{}", manifest.id)],
+            after: Some(serde_json::json!({"file": file.trim(), "version": manifest.version})),
+            ..AuditEntry::default()
+        };
+        state(ctx).store.record_event(&m, entry).await?;
         let plugin = host.plugin(&manifest.id).ok_or_else(|| AppError::internal("installed plugin vanished"))?;
         Ok(PluginInfo(plugin))
     }

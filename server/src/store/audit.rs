@@ -94,6 +94,12 @@ impl Store {
         .await
     }
 
+    /// Appends an audit event for a change made outside the database (a plugin installed).
+    pub async fn record_event(&self, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
+        let entry = &entry;
+        self.mutate(mutation, |_tx| async move { Ok(((), entry.clone())) }).await
+    }
+
     /// Audit events of a tenant, newest first, optionally only those touching one record, with
     /// the count of all that match.
     pub async fn audit_events(
