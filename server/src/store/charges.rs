@@ -304,7 +304,7 @@ impl Store {
                 updated_at: now,
             },
         };
-        tx.query("CREATE $id CONTENT $doc", Vars::new().set("id", payment.id.clone()).set("doc", payment.doc.clone())).await?;
+        self.create_payment_record(tx, mutation.tenant, &key, &payment.doc).await?;
         let facts = invoice.doc.facts();
         if facts.status == InvoiceStatus::Open {
             let amount = rules::allocation_for_new_payment(attempt.amount, &facts);

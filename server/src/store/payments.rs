@@ -229,7 +229,7 @@ impl Store {
         };
         let key = new_key();
         let id = record("payment", &key);
-        tx.query("CREATE $id CONTENT $doc", Vars::new().set("id", id.clone()).set("doc", doc.clone())).await?;
+        self.create_payment_record(tx, mutation.tenant, &key, &doc).await?;
         Ok(PaymentRow { id, doc })
     }
 
@@ -273,6 +273,20 @@ impl Store {
         payment.doc.allocated = effect.payment_allocated;
         payment.doc.allocation_count = sequence;
         Ok(Allocated { key, invoice: invoice_key, amount: effect.amount })
+    }
+
+    /// Writes a new payment and queues it for its number.
+    pub(super) async fn create_payment_record(&self, tx: &TxRef, tenant: &TenantId, key: &str, doc: &PaymentDoc) -> AppResult<()> {
+        tx.query(
+            "CREATE $id CONTENT $doc; CREATE $queued SET tenant = $tenant;",
+            Vars::new()
+                .set("id", record("payment", key))
+                .set("doc", doc.clone())
+                .set("queued", record("payment_numbering", key))
+                .set("tenant", tenant.as_str().to_owned()),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Writes a refund record of `payment` with the given outcome (SUCCEEDED for a recorded
@@ -383,20 +397,23 @@ impl Store {
         self.transaction(|tx| async move {
             let mut waiting = tx
                 .query(
-                    "SELECT VALUE id FROM payment WHERE tenant = $tenant AND number = NONE ORDER BY id LIMIT 500",
+                    "SELECT VALUE id FROM payment_numbering WHERE tenant = $tenant ORDER BY id LIMIT 500",
                     Vars::new().set("tenant", tenant.as_str().to_owned()),
                 )
                 .await?;
-            let ids: Vec<RecordId> = waiting.rows(0)?;
-            if ids.is_empty() {
+            let queued: Vec<RecordId> = waiting.rows(0)?;
+            if queued.is_empty() {
                 return Ok(());
             }
-            let first = next_numbers(&tx, tenant, "payment", ids.len() as i64).await?;
+            let first = next_numbers(&tx, tenant, "payment", queued.len() as i64).await?;
             let mut sql = String::new();
             let mut vars = Vars::new();
-            for (i, id) in ids.into_iter().enumerate() {
-                sql.push_str(&format!("UPDATE $p{i} SET number = $n{i};"));
-                vars = vars.set(&format!("p{i}"), id).set(&format!("n{i}"), first + i as i64);
+            for (i, queued) in queued.into_iter().enumerate() {
+                sql.push_str(&format!("UPDATE $p{i} SET number = $n{i}; DELETE $q{i};"));
+                vars = vars
+                    .set(&format!("p{i}"), record("payment", &key_of(&queued)))
+                    .set(&format!("n{i}"), first + i as i64)
+                    .set(&format!("q{i}"), queued);
             }
             tx.query(&sql, vars).await?;
             Ok(())
@@ -407,7 +424,7 @@ impl Store {
     /// Numbers the unnumbered payments of every tenant (after a crash between a payment's commit
     /// and its numbering).
     pub async fn number_all_pending_payments(&self) -> AppResult<()> {
-        let mut results = self.query("SELECT VALUE tenant FROM payment WHERE number = NONE GROUP BY tenant", Vars::new()).await?;
+        let mut results = self.query("SELECT VALUE tenant FROM payment_numbering GROUP BY tenant", Vars::new()).await?;
         let tenants: Vec<String> = results.rows(0)?;
         for tenant in tenants.iter().filter_map(|t| TenantId::parse(t)) {
             self.number_payments(&tenant).await;
