@@ -130,7 +130,7 @@ impl From<crate::ledger::MoneyError> for AppError {
         use crate::ledger::MoneyError as E;
         let code = match &error {
             E::Malformed(_) | E::TooLarge(_) | E::Negative => ErrorCode::InvalidAmount,
-            E::TooPrecise { .. } => ErrorCode::AmountTooPrecise,
+            E::TooPrecise { .. } | E::FarTooPrecise(_) => ErrorCode::AmountTooPrecise,
             E::NotPositive => ErrorCode::AmountNotPositive,
             E::UnknownCurrency(_) => ErrorCode::UnknownCurrency,
             E::CurrencyMismatch(..) => ErrorCode::CurrencyMismatch,

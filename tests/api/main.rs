@@ -3,8 +3,10 @@
 
 mod auth;
 mod concurrency;
+mod crash;
 mod directory;
 mod helpers;
+mod hostile;
 mod invoices;
 mod limits;
 mod payments;

@@ -27,7 +27,9 @@ pub fn finish_errors(errors: &mut [ServerError], request_id: &str) -> Vec<ErrorC
                 ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code).unwrap_or(ErrorCode::Internal)
             }
             _ => {
-                let code = if error.message.contains("\"Amount\"") {
+                let code = if error.message.contains("\"Amount\"") && error.message.contains("more decimal places") {
+                    ErrorCode::AmountTooPrecise
+                } else if error.message.contains("\"Amount\"") {
                     ErrorCode::InvalidAmount
                 } else {
                     ErrorCode::QueryRejected

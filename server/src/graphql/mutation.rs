@@ -170,6 +170,9 @@ impl Mutation {
         idempotency_key: String,
     ) -> Result<Invoice> {
         let m = mutation(ctx, Role::Billing, "finalizeInvoice", Some(idempotency_key.clone()), &(&id.0, &input)).await?;
+        if let Some(key) = state(ctx).store.replay::<String>(&m).await? {
+            return Ok(load_invoice(ctx, &key).await?);
+        }
         let payment = |option: &str| {
             input.payment.as_ref().map(|payment| super::payments::PayInvoiceInput {
                 method_id: payment.method_id.clone(),

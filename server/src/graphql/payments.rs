@@ -474,13 +474,14 @@ pub struct PaymentQuery;
 
 #[Object]
 impl PaymentQuery {
+    #[graphql(complexity = "10 + child_complexity")]
     async fn payment(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Payment>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.payment(&request.principal.tenant, &id).await?.map(Payment))
     }
 
     /// Payments, newest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
     async fn payments(
         &self,
         ctx: &Context<'_>,
@@ -506,12 +507,14 @@ impl PaymentQuery {
     }
 
     /// A client's payments with money left to apply, oldest first.
+    #[graphql(complexity = "10 + 10 * child_complexity")]
     async fn unallocated_payments(&self, ctx: &Context<'_>, client_id: ID) -> Result<Vec<Payment>> {
         let request = caller(ctx, Role::Viewer)?;
         let rows = state(ctx).store.unallocated_payments(&request.principal.tenant, &client_id).await?;
         Ok(rows.into_iter().map(Payment).collect())
     }
 
+    #[graphql(complexity = "10 + 10 * child_complexity")]
     async fn payment_methods(&self, ctx: &Context<'_>, #[graphql(default = false)] include_archived: bool) -> Result<Vec<PaymentMethod>> {
         let request = caller(ctx, Role::Viewer)?;
         tenant(ctx).await?;
@@ -519,16 +522,21 @@ impl PaymentQuery {
         Ok(rows.into_iter().map(PaymentMethod).collect())
     }
 
+    #[graphql(complexity = "10 + child_complexity")]
     async fn allocation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Allocation>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.allocation(&request.principal.tenant, &id).await?.map(Allocation))
     }
 
+    #[graphql(complexity = "10 + child_complexity")]
     async fn credit_note(&self, ctx: &Context<'_>, id: ID) -> Result<Option<CreditNote>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.credit_note(&request.principal.tenant, &id).await?.map(CreditNote))
     }
 }
+
+/// Most allocations one recordPayment may make.
+pub const ALLOCATIONS_MAX: usize = 200;
 
 #[derive(InputObject, Serialize)]
 pub struct AllocationInput {
@@ -683,6 +691,12 @@ impl PaymentMutation {
     /// Records a standalone payment (P1, P2) and any allocations given, in one transaction.
     async fn record_payment(&self, ctx: &Context<'_>, input: RecordPaymentInput, idempotency_key: String) -> Result<Payment> {
         let m = mutation(ctx, Role::Billing, "recordPayment", Some(idempotency_key.clone()), &input).await?;
+        if let Some(key) = state(ctx).store.replay::<String>(&m).await? {
+            return Ok(load_payment(ctx, &key).await?);
+        }
+        if input.allocations.len() > ALLOCATIONS_MAX {
+            return Err(AppError::invalid(format!("a payment takes at most {ALLOCATIONS_MAX} allocations at once")).into());
+        }
         let settings = tenant(ctx).await?;
         let today = today(settings);
         let currency = input.currency.as_deref().map_or(settings.currency.as_str(), str::trim).to_owned();
@@ -709,6 +723,9 @@ impl PaymentMutation {
     /// Pays an OPEN invoice with a new manual payment (P3).
     async fn pay_invoice(&self, ctx: &Context<'_>, invoice_id: ID, input: PayInvoiceInput, idempotency_key: String) -> Result<Payment> {
         let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key.clone()), &(&invoice_id.0, &input)).await?;
+        if let Some(key) = state(ctx).store.replay::<String>(&m).await? {
+            return Ok(load_payment(ctx, &key).await?);
+        }
         let today = today(tenant(ctx).await?);
         let key = if is_manual(ctx, &input.method_id).await? {
             let mut draft = input.parse(today)?;

@@ -57,17 +57,19 @@ impl Query {
             query_depth_max: clamp(limits.query_depth_max),
             query_complexity_max: clamp(limits.query_complexity_max),
             body_size_max_bytes: clamp(limits.body_size_max_bytes),
+            query_length_max_bytes: clamp(limits.query_length_max_bytes),
             idempotency_key_max_chars: clamp(IDEMPOTENCY_KEY_MAX),
         })
     }
 
+    #[graphql(complexity = "10 + child_complexity")]
     async fn client(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Client>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.party(&request.principal.tenant, PartyKind::Client, &id).await?.map(Client))
     }
 
     /// Clients in the order they were added; `search` matches part of the name.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
     async fn clients(
         &self,
         ctx: &Context<'_>,
@@ -84,12 +86,13 @@ impl Query {
         Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Client(row))).collect(), total))
     }
 
+    #[graphql(complexity = "10 + child_complexity")]
     async fn contact(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Contact>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.party(&request.principal.tenant, PartyKind::Contact, &id).await?.map(Contact))
     }
 
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
     async fn contacts(
         &self,
         ctx: &Context<'_>,
@@ -106,12 +109,14 @@ impl Query {
         Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Contact(row))).collect(), total))
     }
 
+    #[graphql(complexity = "10 + 10 * child_complexity")]
     async fn locations(&self, ctx: &Context<'_>) -> Result<Vec<Location>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.locations(&request.principal.tenant).await?.into_iter().map(Location).collect())
     }
 
     /// Tax rates; archived ones only when asked for.
+    #[graphql(complexity = "10 + 10 * child_complexity")]
     async fn tax_rates(&self, ctx: &Context<'_>, #[graphql(default = false)] include_archived: bool) -> Result<Vec<TaxRate>> {
         let request = caller(ctx, Role::Viewer)?;
         tenant(ctx).await?;
@@ -119,6 +124,7 @@ impl Query {
         Ok(rows.into_iter().map(TaxRate).collect())
     }
 
+    #[graphql(complexity = "10 + child_complexity")]
     async fn invoice(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Invoice>> {
         let request = caller(ctx, Role::Viewer)?;
         let today = today(tenant(ctx).await?);
@@ -127,7 +133,7 @@ impl Query {
     }
 
     /// Invoices, newest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
     async fn invoices(
         &self,
         ctx: &Context<'_>,
@@ -154,7 +160,7 @@ impl Query {
     }
 
     /// The audit trail, newest first; `recordId` ("invoice:ID") narrows it to one record.
-    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
     async fn audit_events(
         &self,
         ctx: &Context<'_>,

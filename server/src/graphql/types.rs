@@ -502,6 +502,7 @@ pub struct Limits {
     pub query_depth_max: i32,
     pub query_complexity_max: i32,
     pub body_size_max_bytes: i32,
+    pub query_length_max_bytes: i32,
     pub idempotency_key_max_chars: i32,
 }
 

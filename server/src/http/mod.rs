@@ -117,6 +117,14 @@ async fn graphql(request: &Request, body: poem::Body, Data(state): Data<&Arc<Htt
         Ok(graphql_request) => graphql_request,
         Err((status, error)) => return error_response(status, error, &request_id, &state.metrics),
     };
+    // A long document costs time to parse and validate before any other limit applies.
+    if graphql_request.query.len() > state.limits.query_length_max_bytes {
+        let error = AppError::new(
+            ErrorCode::QueryRejected,
+            format!("the query is longer than {} bytes; use variables and fewer fields", state.limits.query_length_max_bytes),
+        );
+        return error_response(StatusCode::BAD_REQUEST, error, &request_id, &state.metrics);
+    }
     let loader = DataLoader::new(
         RecordLoader { store: state.store.clone(), tenant: principal.tenant.clone() },
         tokio::spawn,
@@ -124,6 +132,13 @@ async fn graphql(request: &Request, body: poem::Body, Data(state): Data<&Arc<Htt
     let graphql_request =
         graphql_request.data(RequestContext::new(principal, request_id.clone())).data(loader);
     let mut response = state.schema.execute(graphql_request).await;
+    // A document with thousands of mistakes gets the first few back, not thousands.
+    const ERRORS_MAX: usize = 20;
+    if response.errors.len() > ERRORS_MAX {
+        let more = response.errors.len() - ERRORS_MAX;
+        response.errors.truncate(ERRORS_MAX);
+        response.errors.push(async_graphql::ServerError::new(format!("... and {more} more errors"), None));
+    }
     for code in finish_errors(&mut response.errors, &request_id) {
         state.metrics.errors.with_label_values(&[code.as_str()]).inc();
     }

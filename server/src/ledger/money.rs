@@ -52,6 +52,8 @@ pub enum MoneyError {
     Malformed(String),
     #[error("{amount} has more decimal places than {currency} allows ({places})")]
     TooPrecise { amount: String, currency: Currency, places: u32 },
+    #[error("{0} has more decimal places than any currency has")]
+    FarTooPrecise(String),
     #[error("amount {0} is too large")]
     TooLarge(String),
     #[error("amount must be greater than zero")]
@@ -186,8 +188,14 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, MoneyError> {
         return Err(malformed());
     }
     // Decimal holds 28 significant digits; longer input is either absurd or over-precise.
-    if whole.len() > 20 || fraction.map_or(0, str::len) > 20 {
+    if whole.trim_start_matches('0').len() > 20 {
         return Err(MoneyError::TooLarge(text.chars().take(40).collect()));
+    }
+    if fraction.map_or(0, |f| f.trim_end_matches('0').len()) > 20 {
+        return Err(MoneyError::FarTooPrecise(text.chars().take(40).collect()));
+    }
+    if whole.len() > 40 || fraction.map_or(0, str::len) > 40 {
+        return Err(malformed());
     }
     Decimal::from_str(text).map_err(|_| malformed())
 }

@@ -94,6 +94,27 @@ impl Store {
         .await
     }
 
+    /// The first result of a mutation already made with this idempotency key and input, if any;
+    /// IDEMPOTENCY_KEY_REUSED if the key was used for anything else. Lets a caller answer a
+    /// repeated request before checks that only make sense the first time (an amount taken from
+    /// a balance that the first request already paid).
+    pub async fn replay<T: DeserializeOwned>(&self, mutation: &Mutation<'_>) -> AppResult<Option<T>> {
+        let Some(idempotency) = &mutation.idempotency else { return Ok(None) };
+        let mut found = self
+            .query("SELECT * FROM ONLY $id", Vars::new().set("id", idempotency_id(mutation.tenant, &idempotency.key)))
+            .await?;
+        match found.first::<IdempotencyRow>(0)? {
+            None => Ok(None),
+            Some(previous) if previous.operation == mutation.operation && previous.request_hash == idempotency.request_hash => {
+                serde_json::from_str(&previous.result).map(Some).map_err(AppError::internal)
+            }
+            Some(_) => Err(AppError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this idempotency key was already used for a different request; use a new key",
+            )),
+        }
+    }
+
     /// Appends an audit event for a change made outside the database (a plugin installed).
     pub async fn record_event(&self, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
         let entry = &entry;
