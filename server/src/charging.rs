@@ -184,11 +184,12 @@ impl Charging {
 
     /// Settles every PENDING charge and refund older than `grace` by asking its plugin. Returns
     /// how many it settled.
-    pub async fn reconcile_once(&self, grace: Duration) -> usize {
+    pub async fn reconcile_once(&self, grace: Duration, first_run: bool) -> usize {
         let before = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
         let mut settled = 0;
-        // Payments left unnumbered by a crash between their commit and their numbering.
-        if let Err(error) = self.store.number_all_pending_payments().await {
+        // Payments left unnumbered by a stop between their commit and their numbering (looked
+        // for at start), or by a failed numbering.
+        if let Err(error) = self.store.number_all_pending_payments(first_run).await {
             tracing::warn!(%error, "numbering pending payments failed");
         }
         match self.store.pending_charges(before, 100).await {
@@ -258,8 +259,10 @@ impl Charging {
     /// Runs the reconciler now and then every `interval`, for the life of the process.
     pub fn spawn_reconciler(self, interval: Duration, grace: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let mut first_run = true;
             loop {
-                let settled = self.reconcile_once(grace).await;
+                let settled = self.reconcile_once(grace, first_run).await;
+                first_run = false;
                 if settled > 0 {
                     tracing::info!(settled, "reconciler settled pending charges and refunds");
                 }

@@ -680,9 +680,16 @@ pub struct CreditNoteInput {
 #[derive(Default)]
 pub struct PaymentMutation;
 
+/// The payment a mutation produced, with its number: a repeated request can arrive while the
+/// first one is still numbering the payment, and then waits for that number.
 async fn load_payment(ctx: &Context<'_>, key: &str) -> AppResult<Payment> {
     let request = caller(ctx, Role::Viewer)?;
-    let row = state(ctx).store.payment(&request.principal.tenant, key).await?.ok_or_else(|| AppError::not_found("payment"))?;
+    let store = &state(ctx).store;
+    let mut row = store.payment(&request.principal.tenant, key).await?.ok_or_else(|| AppError::not_found("payment"))?;
+    if row.doc.number.is_none() {
+        store.number_payment(&request.principal.tenant, key.to_owned()).await;
+        row = store.payment(&request.principal.tenant, key).await?.ok_or_else(|| AppError::not_found("payment"))?;
+    }
     Ok(Payment(row))
 }
 

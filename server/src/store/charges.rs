@@ -255,7 +255,9 @@ impl Store {
         })
         .await?;
         drop(turns);
-        self.number_payments(tenant).await;
+        if let Settled::Succeeded(payment) = &settled {
+            self.number_payment(tenant, payment.clone()).await;
+        }
         Ok(settled)
     }
 
@@ -304,7 +306,7 @@ impl Store {
                 updated_at: now,
             },
         };
-        self.create_payment_record(tx, mutation.tenant, &key, &payment.doc).await?;
+        self.create_payment_record(tx, &key, &payment.doc).await?;
         let facts = invoice.doc.facts();
         if facts.status == InvoiceStatus::Open {
             let amount = rules::allocation_for_new_payment(attempt.amount, &facts);

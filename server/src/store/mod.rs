@@ -16,6 +16,7 @@ pub mod directory;
 pub mod invoices;
 pub mod locks;
 pub mod methods;
+pub mod numbering;
 pub mod payments;
 pub mod rows;
 pub mod tenants;
@@ -62,6 +63,8 @@ struct StoreInner {
     metrics: Metrics,
     /// Queues writers of one hot record inside this process (see [`locks`]).
     pub locks: locks::KeyedLocks,
+    /// Payments waiting for their number (see [`numbering`]).
+    pending_numbers: numbering::PendingNumbers,
 }
 
 /// Query parameters. Money is always bound as a Decimal parameter, never written into SurrealQL.
@@ -165,6 +168,7 @@ impl Store {
                 retries_max: settings.transaction_retries_max,
                 metrics,
                 locks: locks::KeyedLocks::default(),
+                pending_numbers: numbering::PendingNumbers::default(),
             }),
         };
         store.query(SCHEMA, Vars::new()).await.map_err(|e| anyhow::anyhow!("applying the schema: {e}"))?;
@@ -194,6 +198,10 @@ impl Store {
 
     pub fn locks(&self) -> &locks::KeyedLocks {
         &self.inner.locks
+    }
+
+    fn pending_numbers(&self) -> &numbering::PendingNumbers {
+        &self.inner.pending_numbers
     }
 
     /// Runs `body` in one transaction: committed when it returns Ok, cancelled when it returns

@@ -122,7 +122,7 @@ pub(super) async fn next_number(tx: &TxRef, tenant: &TenantId, kind: &str) -> Ap
 }
 
 /// Takes `count` consecutive numbers of a sequence; returns the first.
-async fn next_numbers(tx: &TxRef, tenant: &TenantId, kind: &str, count: i64) -> AppResult<i64> {
+pub(super) async fn next_numbers(tx: &TxRef, tenant: &TenantId, kind: &str, count: i64) -> AppResult<i64> {
     let id = counter_record(tenant, kind);
     let mut found = tx.query("SELECT VALUE next FROM ONLY $id", Vars::new().set("id", id.clone())).await?;
     let next = match found.value(0)? {
@@ -229,7 +229,7 @@ impl Store {
         };
         let key = new_key();
         let id = record("payment", &key);
-        self.create_payment_record(tx, mutation.tenant, &key, &doc).await?;
+        self.create_payment_record(tx, &key, &doc).await?;
         Ok(PaymentRow { id, doc })
     }
 
@@ -275,17 +275,9 @@ impl Store {
         Ok(Allocated { key, invoice: invoice_key, amount: effect.amount })
     }
 
-    /// Writes a new payment and queues it for its number.
-    pub(super) async fn create_payment_record(&self, tx: &TxRef, tenant: &TenantId, key: &str, doc: &PaymentDoc) -> AppResult<()> {
-        tx.query(
-            "CREATE $id CONTENT $doc; CREATE $queued SET tenant = $tenant;",
-            Vars::new()
-                .set("id", record("payment", key))
-                .set("doc", doc.clone())
-                .set("queued", record("payment_numbering", key))
-                .set("tenant", tenant.as_str().to_owned()),
-        )
-        .await?;
+    /// Writes a new payment, without its number (see [`super::numbering`]).
+    pub(super) async fn create_payment_record(&self, tx: &TxRef, key: &str, doc: &PaymentDoc) -> AppResult<()> {
+        tx.query("CREATE $id CONTENT $doc", Vars::new().set("id", record("payment", key)).set("doc", doc.clone())).await?;
         Ok(())
     }
 
@@ -377,59 +369,8 @@ impl Store {
         })
         .await?;
         drop(turns);
-        self.number_payments(mutation.tenant).await;
+        self.number_payment(mutation.tenant, key.clone()).await;
         Ok(key)
-    }
-
-    /// Numbers a tenant's payments that have none yet, in the order they were created: PAY-0001,
-    /// PAY-0002, ... unique and without gaps. Payments commit without a number so that payments
-    /// of one tenant never wait for each other; numbering is one short transaction that numbers
-    /// every payment waiting, so under load one commit numbers many. A failure here leaves
-    /// payments unnumbered for the next call (every payment mutation and the reconciler call it).
-    pub async fn number_payments(&self, tenant: &TenantId) {
-        if let Err(error) = self.number_payments_once(tenant).await {
-            tracing::warn!(%tenant, %error, "numbering payments failed; will try again");
-        }
-    }
-
-    async fn number_payments_once(&self, tenant: &TenantId) -> AppResult<()> {
-        let _turn = self.locks().lock(&counter_lock(tenant, "payment")).await;
-        self.transaction(|tx| async move {
-            let mut waiting = tx
-                .query(
-                    "SELECT VALUE id FROM payment_numbering WHERE tenant = $tenant ORDER BY id LIMIT 500",
-                    Vars::new().set("tenant", tenant.as_str().to_owned()),
-                )
-                .await?;
-            let queued: Vec<RecordId> = waiting.rows(0)?;
-            if queued.is_empty() {
-                return Ok(());
-            }
-            let first = next_numbers(&tx, tenant, "payment", queued.len() as i64).await?;
-            let mut sql = String::new();
-            let mut vars = Vars::new();
-            for (i, queued) in queued.into_iter().enumerate() {
-                sql.push_str(&format!("UPDATE $p{i} SET number = $n{i}; DELETE $q{i};"));
-                vars = vars
-                    .set(&format!("p{i}"), record("payment", &key_of(&queued)))
-                    .set(&format!("n{i}"), first + i as i64)
-                    .set(&format!("q{i}"), queued);
-            }
-            tx.query(&sql, vars).await?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Numbers the unnumbered payments of every tenant (after a crash between a payment's commit
-    /// and its numbering).
-    pub async fn number_all_pending_payments(&self) -> AppResult<()> {
-        let mut results = self.query("SELECT VALUE tenant FROM payment_numbering GROUP BY tenant", Vars::new()).await?;
-        let tenants: Vec<String> = results.rows(0)?;
-        for tenant in tenants.iter().filter_map(|t| TenantId::parse(t)) {
-            self.number_payments(&tenant).await;
-        }
-        Ok(())
     }
 
     /// Pays an OPEN invoice with a new manual payment (P3): min(amount, balance) is allocated and
@@ -445,7 +386,7 @@ impl Store {
             })
             .await?;
         drop(turn);
-        self.number_payments(mutation.tenant).await;
+        self.number_payment(mutation.tenant, key.clone()).await;
         Ok(key)
     }
 
@@ -484,10 +425,13 @@ impl Store {
         let keys = [tenant_lock(mutation.tenant), record_lock("invoice", invoice_key)];
         let turns = self.locks().lock_all(&keys).await;
         let draft = &draft;
+        let paid_with = std::sync::Mutex::new(None::<String>);
+        let paid_with = &paid_with;
         let key = self.mutate(mutation, |tx| async move {
             let (invoice, mut entry) = self.finalize_in(&tx, mutation, invoice_key).await?;
             if parse_status(&invoice.doc.status) == crate::ledger::invoice::InvoiceStatus::Open {
                 let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
+                *paid_with.lock().unwrap_or_else(|p| p.into_inner()) = Some(key_of(&payment.id));
                 let paid = payment_entry("payment.pay_invoice", &payment, &allocated);
                 entry.action = "invoice.finalize_and_pay".into();
                 entry.records.extend(paid.records);
@@ -497,7 +441,10 @@ impl Store {
         })
         .await?;
         drop(turns);
-        self.number_payments(mutation.tenant).await;
+        let payment = paid_with.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(payment) = payment {
+            self.number_payment(mutation.tenant, payment).await;
+        }
         Ok(key)
     }
 
