@@ -9,7 +9,6 @@
 //! runs the same choices again (the timing of the kill still varies).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -85,30 +84,11 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path, log: PathBuf) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_settle"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env_remove("SETTLE_DATABASE")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("a log file"))
-            .spawn()
-            .expect("settle starts");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        // Reads the address, then keeps draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("Settle is listening on ") {
-                    let _ = sender.send(url.trim().to_owned());
-                }
-            }
-        });
-        let mut server = Server { child: Some(child), url: String::new(), log };
-        match receiver.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => server.url = url,
-            Err(_) => panic!("settle did not start within 60 s; its log:\n{}", server.log_tail()),
+        let stderr = std::fs::File::create(&log).expect("a log file");
+        let (child, url) = crate::helpers::start_settle(data_dir, Stdio::from(stderr));
+        let server = Server { child: Some(child), url: url.clone().unwrap_or_default(), log };
+        if url.is_none() {
+            panic!("settle did not start within 60 s; its log:\n{}", server.log_tail());
         }
         server
     }

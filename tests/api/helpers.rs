@@ -150,6 +150,35 @@ impl Drop for TestApp {
     }
 }
 
+/// Starts the real `settle` binary on `data_dir` (SurrealKV under it) and a free port, with its
+/// stderr going to `stderr`. Returns the child and the base URL it printed, or None when it did
+/// not print one within 60 s.
+pub fn start_settle(data_dir: &std::path::Path, stderr: std::process::Stdio) -> (std::process::Child, Option<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("SETTLE_DATABASE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("settle starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    // Reads the address, then keeps draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(url) = line.strip_prefix("Settle is listening on ") {
+                let _ = sender.send(url.trim().to_owned());
+            }
+        }
+    });
+    let url = receiver.recv_timeout(Duration::from_secs(60)).ok();
+    (child, url)
+}
+
 /// Ids most invoice tests need.
 pub struct Seed {
     pub client: String,

@@ -1,6 +1,5 @@
 //! Durability across restarts of the real `settle` binary on embedded SurrealKV.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::json;
@@ -8,26 +7,8 @@ use settle::auth::{Role, TenantId, TokenKeys};
 
 /// The real binary, serving `surrealkv://DIR/db`; returns the child and its base URL.
 fn start(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_settle"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("SETTLE_DATABASE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("settle starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("settle prints its address").unwrap();
-        if let Some(url) = line.strip_prefix("Settle is listening on ") {
-            break url.trim().to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    let (child, url) = crate::helpers::start_settle(data_dir, Stdio::null());
+    (child, url.expect("settle prints its address"))
 }
 
 async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variables: serde_json::Value) -> serde_json::Value {
