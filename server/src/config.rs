@@ -57,8 +57,9 @@ pub struct Settings {
     #[arg(long, env = "SETTLE_JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
 
-    /// Log filter (error, warn, info, debug, trace or a tracing directive).
-    #[arg(long, env = "SETTLE_LOG", default_value = "info")]
+    /// Log filter (error, warn, info, debug, trace or a tracing directive). Logs go to stderr;
+    /// the storage engine's own start-up chatter is kept at warn unless asked for.
+    #[arg(long, env = "SETTLE_LOG", default_value = "info,surrealdb=warn,surrealkv=warn")]
     pub log: String,
 
     /// Log format.

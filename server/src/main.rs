@@ -138,7 +138,7 @@ async fn shutdown_signal() {
 
 fn init_logging(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
