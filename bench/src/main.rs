@@ -562,7 +562,7 @@ async fn clinic_op(api: &Api, op: usize, client: &str, location: &str, cash: &st
         }
         _ => api
             .call(
-                "{ invoices(first: 50) { totalCount edges { node { id number status total { amount } balance { amount } client { name } } } } }",
+                "{ invoices(first: 50) { edges { node { id number status total { amount } balance { amount } client { name } } } pageInfo { hasNextPage endCursor } } }",
                 json!({}),
             )
             .await

@@ -57,6 +57,12 @@ impl Page {
     }
 }
 
+/// Whether the client asked for `totalCount`: counting reads every matching record, so lists
+/// that can page without reading everything count only when asked.
+pub fn wants_total(ctx: &async_graphql::Context<'_>) -> bool {
+    ctx.look_ahead().field("totalCount").exists()
+}
+
 fn encode_cursor(table: &str, key: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{table}:{key}"))
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::context::{caller, mutation, state, tenant, today};
 use super::inputs::{TEXT_MAX_CHARS, optional_text, required_text};
-use super::pagination::{Page, PaymentConnection};
+use super::pagination::{Page, PaymentConnection, wants_total};
 use super::scalars::{Amount, Date};
 use super::types::{Client, Invoice, Money};
 use crate::auth::Role;
@@ -502,8 +502,8 @@ impl PaymentQuery {
             to: filter.to.map(|d| d.0),
         };
         let (rows, total) =
-            state(ctx).store.payments(&request.principal.tenant, &filter, page.after.clone(), page.fetch_limit()).await?;
-        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Payment(row))).collect(), total))
+            state(ctx).store.payments(&request.principal.tenant, &filter, page.after.clone(), page.fetch_limit(), wants_total(ctx)).await?;
+        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Payment(row))).collect(), total.unwrap_or(0)))
     }
 
     /// A client's payments with money left to apply, oldest first.

@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, InputObject, Object, Result};
 
 use super::context::{IDEMPOTENCY_KEY_MAX, caller, state, tenant, today};
-use super::pagination::{AuditEventConnection, ClientConnection, ContactConnection, InvoiceConnection, Page};
+use super::pagination::{AuditEventConnection, ClientConnection, ContactConnection, InvoiceConnection, Page, wants_total};
 use super::scalars::Date;
 use super::types::{
     AuditEvent, Client, Contact, Invoice, InvoiceStatus, Limits, Location, Settings, TaxRate, Viewer,
@@ -154,9 +154,9 @@ impl Query {
         };
         let (rows, total) = state(ctx)
             .store
-            .invoices(&request.principal.tenant, &filter, today, page.after.clone(), page.fetch_limit())
+            .invoices(&request.principal.tenant, &filter, today, page.after.clone(), page.fetch_limit(), wants_total(ctx))
             .await?;
-        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Invoice { row, today })).collect(), total))
+        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Invoice { row, today })).collect(), total.unwrap_or(0)))
     }
 
     /// The audit trail, newest first; `recordId` ("invoice:ID") narrows it to one record.
@@ -172,8 +172,8 @@ impl Query {
         let page = Page::parse(first, after, "audit_event", state(ctx).limits.page_size_max)?;
         let (rows, total) = state(ctx)
             .store
-            .audit_events(&request.principal.tenant, record_id, page.after.clone(), page.fetch_limit())
+            .audit_events(&request.principal.tenant, record_id, page.after.clone(), page.fetch_limit(), wants_total(ctx))
             .await?;
-        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), AuditEvent(row))).collect(), total))
+        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), AuditEvent(row))).collect(), total.unwrap_or(0)))
     }
 }

@@ -129,11 +129,12 @@ impl Store {
         record_filter: Option<String>,
         after: Option<String>,
         limit: usize,
-    ) -> AppResult<(Vec<AuditRow>, i64)> {
+        count: bool,
+    ) -> AppResult<(Vec<AuditRow>, Option<i64>)> {
         let filter = "tenant = $tenant AND ($record = NONE OR $record IN records)";
+        let count_sql = if count { format!("SELECT count() FROM audit_event WHERE {filter} GROUP ALL;") } else { String::new() };
         let sql = format!(
-            "SELECT * FROM audit_event WHERE {filter} AND ($after = NONE OR id < $after) ORDER BY id DESC LIMIT $limit;
-             SELECT count() FROM audit_event WHERE {filter} GROUP ALL;"
+            "SELECT * FROM audit_event WHERE {filter} AND ($after = NONE OR key < $after) ORDER BY key DESC LIMIT $limit; {count_sql}"
         );
         let mut results = self
             .query(
@@ -141,23 +142,25 @@ impl Store {
                 Vars::new()
                     .set("tenant", tenant.as_str().to_owned())
                     .set("record", record_filter)
-                    .set("after", after.map(|key| record("audit_event", &key)))
+                    .set("after", after)
                     .set("limit", limit as i64),
             )
             .await?;
         let rows = results.rows(0)?;
-        let total = results.first::<CountRow>(1)?.map_or(0, |c| c.count);
+        let total = if count { Some(results.first::<CountRow>(1)?.map_or(0, |c| c.count)) } else { None };
         Ok((rows, total))
     }
 }
 
 async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
     let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
+    let key = new_key();
     tx.query(
-        "CREATE $id SET tenant = $tenant, at = $at, actor = $actor, action = $action, records = $records,
+        "CREATE $id SET tenant = $tenant, key = $key_field, at = $at, actor = $actor, action = $action, records = $records,
             before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id",
         Vars::new()
-            .set("id", record("audit_event", &new_key()))
+            .set("id", record("audit_event", &key))
+            .set("key_field", key.clone())
             .set("tenant", mutation.tenant.as_str().to_owned())
             .set("at", Utc::now())
             .set("actor", mutation.actor.to_owned())

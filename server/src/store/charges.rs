@@ -283,6 +283,7 @@ impl Store {
             id: record("payment", &key),
             doc: PaymentDoc {
                 tenant: mutation.tenant.as_str().to_owned(),
+                key: key.clone(),
                 number: None,
                 client: attempt.client.clone(),
                 location: attempt.location.clone(),

@@ -149,7 +149,7 @@ impl Store {
             let key = new_key();
             let now = Utc::now();
             let doc = self.priced_doc(&tx, mutation.tenant, draft, None).await?;
-            let doc = InvoiceDoc { created_at: now, updated_at: now, ..doc };
+            let doc = InvoiceDoc { key: key.clone(), created_at: now, updated_at: now, ..doc };
             tx.query("CREATE $id CONTENT $doc", Vars::new().set("id", record("invoice", &key)).set("doc", doc.clone()))
                 .await?;
             let entry = AuditEntry {
@@ -171,6 +171,7 @@ impl Store {
             rules::check_edit(&before.doc.facts())?;
             let priced = self.priced_doc(&tx, mutation.tenant, draft, Some(&before.doc)).await?;
             let doc = InvoiceDoc {
+                key: before.doc.key.clone(),
                 number: before.doc.number,
                 created_at: before.doc.created_at,
                 updated_at: Utc::now(),
@@ -251,6 +252,7 @@ impl Store {
         let now = Utc::now();
         Ok(InvoiceDoc {
             tenant: tenant.as_str().to_owned(),
+            key: String::new(),
             number: None,
             client: draft.client.clone(),
             contact: draft.contact.clone(),
@@ -407,7 +409,9 @@ impl Store {
         .await
     }
 
-    /// A page of invoices, newest first, with the total count for the filter.
+    /// A page of invoices, newest first, and (when `count`) how many match the filter. The page
+    /// walks the index (tenant, key) from the cursor and stops after `limit` rows; the count
+    /// reads every matching invoice, so it is only made when asked for.
     pub async fn invoices(
         &self,
         tenant: &TenantId,
@@ -415,7 +419,8 @@ impl Store {
         today: NaiveDate,
         after: Option<String>,
         limit: usize,
-    ) -> AppResult<(Vec<InvoiceRow>, i64)> {
+        count: bool,
+    ) -> AppResult<(Vec<InvoiceRow>, Option<i64>)> {
         use rules::DisplayStatus as S;
         // Only fixed fragments go into the text; every value is a bound parameter.
         let mut conditions = vec!["tenant = $tenant"];
@@ -440,11 +445,9 @@ impl Store {
             conditions.push("issue_date <= $to");
         }
         let filter_sql = conditions.join(" AND ");
-        let page_sql = if after.is_some() { " AND id < $after" } else { "" };
-        let sql = format!(
-            "SELECT * FROM invoice WHERE {filter_sql}{page_sql} ORDER BY id DESC LIMIT $limit;
-             SELECT count() FROM invoice WHERE {filter_sql} GROUP ALL;"
-        );
+        let page_sql = if after.is_some() { " AND key < $after" } else { "" };
+        let count_sql = if count { format!("SELECT count() FROM invoice WHERE {filter_sql} GROUP ALL;") } else { String::new() };
+        let sql = format!("SELECT * FROM invoice WHERE {filter_sql}{page_sql} ORDER BY key DESC LIMIT $limit; {count_sql}");
         let mut results = self
             .query(
                 &sql,
@@ -455,12 +458,12 @@ impl Store {
                     .set("location", filter.location.clone())
                     .set("from", filter.issued_from.map(date_string))
                     .set("to", filter.issued_to.map(date_string))
-                    .set("after", after.map(|key| record("invoice", &key)))
+                    .set("after", after)
                     .set("limit", limit as i64),
             )
             .await?;
         let rows = results.rows(0)?;
-        let total = results.first::<CountRow>(1)?.map_or(0, |c| c.count);
+        let total = if count { Some(results.first::<CountRow>(1)?.map_or(0, |c| c.count)) } else { None };
         Ok((rows, total))
     }
 }

@@ -203,8 +203,10 @@ impl Store {
             .ok_or_else(|| AppError::not_found("location"))?;
         let amount = positive_money(amount, currency)?;
         let now = Utc::now();
+        let key = new_key();
         let doc = PaymentDoc {
             tenant: mutation.tenant.as_str().to_owned(),
+            key: key.clone(),
             number: None,
             client: client.to_owned(),
             location: location.to_owned(),
@@ -227,7 +229,6 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let key = new_key();
         let id = record("payment", &key);
         self.create_payment_record(tx, &key, &doc).await?;
         Ok(PaymentRow { id, doc })
@@ -666,14 +667,16 @@ impl Store {
         results.rows(0)
     }
 
-    /// A page of payments, newest first, with the count for the filter.
+    /// A page of payments, newest first (walking the index (tenant, key)), and (when `count`)
+    /// how many match the filter.
     pub async fn payments(
         &self,
         tenant: &TenantId,
         filter: &PaymentFilter,
         after: Option<String>,
         limit: usize,
-    ) -> AppResult<(Vec<PaymentRow>, i64)> {
+        count: bool,
+    ) -> AppResult<(Vec<PaymentRow>, Option<i64>)> {
         let mut conditions = vec!["tenant = $tenant"];
         if filter.client.is_some() {
             conditions.push("client = $client");
@@ -704,11 +707,9 @@ impl Store {
             Some(AllocationState::PartiallyAllocated) => conditions.push("allocated > 0 AND allocated < amount - refunded"),
         }
         let filter_sql = conditions.join(" AND ");
-        let page_sql = if after.is_some() { " AND id < $after" } else { "" };
-        let sql = format!(
-            "SELECT * FROM payment WHERE {filter_sql}{page_sql} ORDER BY id DESC LIMIT $limit;
-             SELECT count() FROM payment WHERE {filter_sql} GROUP ALL;"
-        );
+        let page_sql = if after.is_some() { " AND key < $after" } else { "" };
+        let count_sql = if count { format!("SELECT count() FROM payment WHERE {filter_sql} GROUP ALL;") } else { String::new() };
+        let sql = format!("SELECT * FROM payment WHERE {filter_sql}{page_sql} ORDER BY key DESC LIMIT $limit; {count_sql}");
         let mut results = self
             .query(
                 &sql,
@@ -719,12 +720,12 @@ impl Store {
                     .set("location", filter.location.clone())
                     .set("from", filter.from.map(date_string))
                     .set("to", filter.to.map(date_string))
-                    .set("after", after.map(|key| record("payment", &key)))
+                    .set("after", after)
                     .set("limit", limit as i64),
             )
             .await?;
         let rows = results.rows(0)?;
-        let total = results.first::<CountRow>(1)?.map_or(0, |c| c.count);
+        let total = if count { Some(results.first::<CountRow>(1)?.map_or(0, |c| c.count)) } else { None };
         Ok((rows, total))
     }
 

@@ -88,6 +88,8 @@ pub struct LineRow {
 #[derive(Debug, Clone, SurrealValue)]
 pub struct InvoiceDoc {
     pub tenant: String,
+    /// The record key again, as a field: lists page on the index (tenant, key), newest first.
+    pub key: String,
     pub number: Option<i64>,
     pub client: String,
     pub contact: Option<String>,
@@ -167,6 +169,8 @@ pub struct PaymentMethodRow {
 #[derive(Debug, Clone, SurrealValue)]
 pub struct PaymentDoc {
     pub tenant: String,
+    /// The record key again, as a field: lists page on the index (tenant, key), newest first.
+    pub key: String,
     /// None only between the payment's commit and its numbering.
     pub number: Option<i64>,
     pub client: String,
