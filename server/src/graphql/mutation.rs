@@ -192,13 +192,13 @@ impl Mutation {
             PaymentOption::ApplyPayment => {
                 let payment = payment("APPLY_PAYMENT")?;
                 let mut draft = payment.parse(today)?;
-                if super::payments::is_manual(ctx, &payment.method_id).await? {
+                if let Some(method) = super::payments::manual_method(ctx, &payment.method_id).await? {
                     let request = caller(ctx, Role::Viewer)?;
                     let invoice = state(ctx).store.invoice(&request.principal.tenant, &id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
                     let amount = payment.amount.map_or(invoice.doc.total, |a| a.0);
                     draft.external_reference = super::payments::checked_manual_details(
                         ctx,
-                        &payment.method_id,
+                        &method,
                         amount,
                         &invoice.doc.currency,
                         payment.details.as_ref().map(|d| &d.0),

@@ -603,22 +603,22 @@ impl PayInvoiceInput {
     }
 }
 
-/// Whether a payment method records payments (manual) or charges them through its plugin.
-pub async fn is_manual(ctx: &Context<'_>, method_key: &str) -> AppResult<bool> {
+/// The payment method, when it only records payments (manual); None when its plugin charges.
+pub async fn manual_method(ctx: &Context<'_>, method_key: &str) -> AppResult<Option<PaymentMethodRow>> {
     let request = caller(ctx, Role::Viewer)?;
     let method = state(ctx)
         .store
         .payment_method(&request.principal.tenant, method_key)
         .await?
         .ok_or_else(|| AppError::not_found("payment method"))?;
-    Ok(method.plugin == crate::store::payments::MANUAL_PLUGIN)
+    Ok((method.plugin == crate::store::payments::MANUAL_PLUGIN).then_some(method))
 }
 
 /// Asks the manual plugin to check a recorded payment's details (a cheque needs its number);
 /// returns the reference it gives, such as the cheque number.
 pub async fn checked_manual_details(
     ctx: &Context<'_>,
-    method_key: &str,
+    method: &PaymentMethodRow,
     amount: Decimal,
     currency: &str,
     details: Option<&serde_json::Value>,
@@ -629,11 +629,6 @@ pub async fn checked_manual_details(
     // the plugin.
     let currency_code = crate::ledger::Currency::parse(currency)?;
     crate::ledger::Money::from_decimal(amount, currency_code)?.require_positive()?;
-    let method = state(ctx)
-        .store
-        .payment_method(&request.principal.tenant, method_key)
-        .await?
-        .ok_or_else(|| AppError::not_found("payment method"))?;
     let charge = settle_plugin::ChargeRequest {
         tenant: request.principal.tenant.to_string(),
         idempotency_key: idempotency_key.to_owned(),
@@ -707,10 +702,11 @@ impl PaymentMutation {
         let settings = tenant(ctx).await?;
         let today = today(settings);
         let currency = input.currency.as_deref().map_or(settings.currency.as_str(), str::trim).to_owned();
-        let reference = if is_manual(ctx, &input.method_id).await? {
-            checked_manual_details(ctx, &input.method_id, input.amount.0, &currency, input.details.as_ref().map(|d| &d.0), &idempotency_key).await?
-        } else {
-            None
+        let reference = match manual_method(ctx, &input.method_id).await? {
+            Some(method) => {
+                checked_manual_details(ctx, &method, input.amount.0, &currency, input.details.as_ref().map(|d| &d.0), &idempotency_key).await?
+            }
+            None => None,
         };
         let draft = PaymentDraft {
             client: input.client_id.0.clone(),
@@ -734,17 +730,19 @@ impl PaymentMutation {
             return Ok(load_payment(ctx, &key).await?);
         }
         let today = today(tenant(ctx).await?);
-        let key = if is_manual(ctx, &input.method_id).await? {
-            let mut draft = input.parse(today)?;
-            let request = caller(ctx, Role::Viewer)?;
-            let invoice = state(ctx).store.invoice(&request.principal.tenant, &invoice_id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
-            let amount = input.amount.map_or(invoice.doc.facts().balance(), |a| a.0);
-            draft.external_reference =
-                checked_manual_details(ctx, &input.method_id, amount, &invoice.doc.currency, input.details.as_ref().map(|d| &d.0), &idempotency_key)
-                    .await?;
-            state(ctx).store.pay_invoice(&m, &invoice_id, draft, today).await?
-        } else {
-            state(ctx).charging.charge_invoice(&m, &invoice_id, input.charge_draft(today, false)?).await?
+        let key = match manual_method(ctx, &input.method_id).await? {
+            Some(method) => {
+                let mut draft = input.parse(today)?;
+                let request = caller(ctx, Role::Viewer)?;
+                let invoice =
+                    state(ctx).store.invoice(&request.principal.tenant, &invoice_id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
+                let amount = input.amount.map_or(invoice.doc.facts().balance(), |a| a.0);
+                let details = input.details.as_ref().map(|d| &d.0);
+                draft.external_reference =
+                    checked_manual_details(ctx, &method, amount, &invoice.doc.currency, details, &idempotency_key).await?;
+                state(ctx).store.pay_invoice(&m, &invoice_id, draft, today).await?
+            }
+            None => state(ctx).charging.charge_invoice(&m, &invoice_id, input.charge_draft(today, false)?).await?,
         };
         Ok(load_payment(ctx, &key).await?)
     }
