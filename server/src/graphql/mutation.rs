@@ -67,7 +67,7 @@ impl Mutation {
         };
         state(ctx).store.update_settings(&m, change).await?;
         let request = caller(ctx, Role::Viewer)?;
-        Ok(Settings(state(ctx).store.tenant(&request.principal.tenant).await?))
+        Ok(Settings(state(ctx).store.tenant_now(&request.principal.tenant).await?))
     }
 
     /// Adds a client (BILLING).

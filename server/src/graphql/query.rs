@@ -43,8 +43,9 @@ impl Query {
 
     /// The practice's settings.
     async fn settings(&self, ctx: &Context<'_>) -> Result<Settings> {
-        caller(ctx, Role::Viewer)?;
-        Ok(Settings(tenant(ctx).await?.clone()))
+        let request = caller(ctx, Role::Viewer)?;
+        tenant(ctx).await?;
+        Ok(Settings(state(ctx).store.tenant_now(&request.principal.tenant).await?))
     }
 
     /// Limits this server enforces.

@@ -65,6 +65,8 @@ struct StoreInner {
     pub locks: locks::KeyedLocks,
     /// Payments waiting for their number (see [`numbering`]).
     pending_numbers: numbering::PendingNumbers,
+    /// Tenant settings read recently (see [`Store::tenant`]).
+    tenant_cache: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, rows::TenantRow)>>,
 }
 
 /// Query parameters. Money is always bound as a Decimal parameter, never written into SurrealQL.
@@ -169,6 +171,7 @@ impl Store {
                 metrics,
                 locks: locks::KeyedLocks::default(),
                 pending_numbers: numbering::PendingNumbers::default(),
+                tenant_cache: Default::default(),
             }),
         };
         store.query(SCHEMA, Vars::new()).await.map_err(|e| anyhow::anyhow!("applying the schema: {e}"))?;
@@ -202,6 +205,10 @@ impl Store {
 
     fn pending_numbers(&self) -> &numbering::PendingNumbers {
         &self.inner.pending_numbers
+    }
+
+    fn tenant_cache(&self) -> &std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, rows::TenantRow)>> {
+        &self.inner.tenant_cache
     }
 
     /// Runs `body` in one transaction: committed when it returns Ok, cancelled when it returns

@@ -30,6 +30,10 @@ const DEFAULT_PAYMENT_METHODS: [(&str, &str, &str, &str); 5] = [
     ("Cheque", "CHEQUE", "manual", "{}"),
 ];
 
+/// How long settings read outside a transaction may be reused: they decide defaults and what
+/// "today" is, never a balance or a number.
+pub const SETTINGS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Settings to change; `None` leaves a setting as it is. Values are already validated.
 #[derive(Debug, Clone, Default)]
 pub struct SettingsChange {
@@ -42,7 +46,43 @@ pub struct SettingsChange {
 
 impl Store {
     /// The tenant's settings, creating the tenant with defaults and system tax rates on first use.
+    /// Settings read here are at most [`SETTINGS_CACHE_TTL`] old (a change made through this
+    /// process is seen at once); every transaction that depends on them (numbering, pricing)
+    /// reads them again inside itself.
     pub async fn tenant(&self, tenant: &TenantId) -> AppResult<TenantRow> {
+        if let Some(row) = self.cached_tenant(tenant) {
+            return Ok(row);
+        }
+        let row = self.load_tenant(tenant).await?;
+        self.cache_tenant(tenant, &row);
+        Ok(row)
+    }
+
+    fn cached_tenant(&self, tenant: &TenantId) -> Option<TenantRow> {
+        let cache = self.tenant_cache().lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(tenant.as_str()).filter(|(at, _)| at.elapsed() < SETTINGS_CACHE_TTL).map(|(_, row)| row.clone())
+    }
+
+    fn cache_tenant(&self, tenant: &TenantId, row: &TenantRow) {
+        let mut cache = self.tenant_cache().lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(tenant.as_str().to_owned(), (std::time::Instant::now(), row.clone()));
+    }
+
+    fn forget_tenant(&self, tenant: &TenantId) {
+        self.tenant_cache().lock().unwrap_or_else(|p| p.into_inner()).remove(tenant.as_str());
+    }
+
+    /// The tenant's settings as stored now, bypassing the cache (the `settings` query).
+    pub async fn tenant_now(&self, tenant: &TenantId) -> AppResult<TenantRow> {
+        let row = self.load_tenant(tenant).await?;
+        self.cache_tenant(tenant, &row);
+        Ok(row)
+    }
+
+    async fn load_tenant(&self, tenant: &TenantId) -> AppResult<TenantRow> {
         if let Some(row) = self.find_tenant(tenant).await? {
             return Ok(row);
         }
@@ -103,9 +143,10 @@ impl Store {
     /// carries that number or a higher one, so numbers stay unique.
     pub async fn update_settings(&self, mutation: &Mutation<'_>, change: SettingsChange) -> AppResult<String> {
         self.tenant(mutation.tenant).await?;
+        self.forget_tenant(mutation.tenant);
         let _turn = self.locks().lock(&format!("tenant:{}", mutation.tenant)).await;
         let change = &change;
-        self.mutate(mutation, |tx| async move {
+        let result = self.mutate(mutation, |tx| async move {
             let before = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
             if let Some(next) = change.next_invoice_number {
                 let mut used = tx
@@ -144,7 +185,9 @@ impl Store {
             };
             Ok((mutation.tenant.as_str().to_owned(), entry))
         })
-        .await
+        .await;
+        self.forget_tenant(mutation.tenant);
+        result
     }
 }
 
