@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
-use super::rows::{AuditRow, CountRow, IdempotencyRow, new_key, record};
+use super::rows::{AuditRow, IdempotencyRow, new_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -132,23 +132,8 @@ impl Store {
         count: bool,
     ) -> AppResult<(Vec<AuditRow>, Option<i64>)> {
         let filter = "tenant = $tenant AND ($record = NONE OR $record IN records)";
-        let count_sql = if count { format!("SELECT count() FROM audit_event WHERE {filter} GROUP ALL;") } else { String::new() };
-        let sql = format!(
-            "SELECT * FROM audit_event WHERE {filter} AND ($after = NONE OR key < $after) ORDER BY key DESC LIMIT $limit; {count_sql}"
-        );
-        let mut results = self
-            .query(
-                &sql,
-                Vars::new()
-                    .set("tenant", tenant.as_str().to_owned())
-                    .set("record", record_filter)
-                    .set("after", after)
-                    .set("limit", limit as i64),
-            )
-            .await?;
-        let rows = results.rows(0)?;
-        let total = if count { Some(results.first::<CountRow>(1)?.map_or(0, |c| c.count)) } else { None };
-        Ok((rows, total))
+        let vars = Vars::new().set("tenant", tenant.as_str().to_owned()).set("record", record_filter);
+        self.page("audit_event", filter, after, limit, count, vars).await
     }
 }
 

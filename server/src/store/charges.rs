@@ -12,8 +12,8 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
-use super::invoices::{date_string, parse_status, read_invoice, status_str};
-use super::payments::{read_payment, record_lock};
+use super::invoices::{date_string, parse_status, read_invoice, tenant_lock};
+use super::payments::{positive_money, read_payment, record_lock};
 use super::rows::{ChargeAttemptRow, InvoiceRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, new_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
@@ -196,7 +196,7 @@ impl Store {
             let attempt = self.charge_attempt(tenant, attempt_key).await?.ok_or_else(|| AppError::not_found("charge"))?;
             (attempt.invoice, format!("settle-{}", uuid::Uuid::new_v4()))
         };
-        let keys = [format!("tenant:{tenant}"), record_lock("invoice", &invoice_key)];
+        let keys = [tenant_lock(tenant), record_lock("invoice", &invoice_key)];
         let turns = self.locks().lock_all(&keys).await;
         let settlement = &settlement;
         let mutation = Mutation { tenant, actor, request_id: &request_id, operation: "settleCharge", idempotency: None };
@@ -355,8 +355,7 @@ impl Store {
         let description = &description;
         self.mutate(mutation, |tx| async move {
             let payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
-            let currency = Currency::parse(&payment.doc.currency)?;
-            let amount = Money::from_decimal(amount, currency)?.require_positive()?.amount();
+            let amount = positive_money(amount, &payment.doc.currency)?;
             rules::check_refund(&payment.doc.facts(), amount)?;
             let key = self.create_refund_in(&tx, mutation, &payment, amount, date, description.clone(), "PENDING").await?;
             tx.query(
@@ -435,9 +434,4 @@ impl Store {
             .await?;
         results.rows(0)
     }
-}
-
-/// The status a PENDING attempt's invoice had, for messages.
-pub fn status_name(status: InvoiceStatus) -> &'static str {
-    status_str(status)
 }

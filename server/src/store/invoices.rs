@@ -6,7 +6,7 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::{PartyKind, read_owned};
-use super::rows::{CountRow, InvoiceDoc, InvoiceRow, LineRow, LocationRow, PartyRow, TaxRateRow, new_key, record};
+use super::rows::{InvoiceDoc, InvoiceRow, LineRow, LocationRow, PartyRow, TaxRateRow, new_key, record};
 use super::tenants::read_tenant;
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
@@ -111,7 +111,7 @@ impl super::directory::Owned for InvoiceRow {
 }
 
 /// The in-process queue of writers of a tenant's invoice counter.
-pub(super) fn tenant_lock(tenant: &TenantId) -> String {
+pub(crate) fn tenant_lock(tenant: &TenantId) -> String {
     format!("tenant:{tenant}")
 }
 
@@ -444,27 +444,14 @@ impl Store {
         if filter.issued_to.is_some() {
             conditions.push("issue_date <= $to");
         }
-        let filter_sql = conditions.join(" AND ");
-        let page_sql = if after.is_some() { " AND key < $after" } else { "" };
-        let count_sql = if count { format!("SELECT count() FROM invoice WHERE {filter_sql} GROUP ALL;") } else { String::new() };
-        let sql = format!("SELECT * FROM invoice WHERE {filter_sql}{page_sql} ORDER BY key DESC LIMIT $limit; {count_sql}");
-        let mut results = self
-            .query(
-                &sql,
-                Vars::new()
-                    .set("tenant", tenant.as_str().to_owned())
-                    .set("today", date_string(today))
-                    .set("client", filter.client.clone())
-                    .set("location", filter.location.clone())
-                    .set("from", filter.issued_from.map(date_string))
-                    .set("to", filter.issued_to.map(date_string))
-                    .set("after", after)
-                    .set("limit", limit as i64),
-            )
-            .await?;
-        let rows = results.rows(0)?;
-        let total = if count { Some(results.first::<CountRow>(1)?.map_or(0, |c| c.count)) } else { None };
-        Ok((rows, total))
+        let vars = Vars::new()
+            .set("tenant", tenant.as_str().to_owned())
+            .set("today", date_string(today))
+            .set("client", filter.client.clone())
+            .set("location", filter.location.clone())
+            .set("from", filter.issued_from.map(date_string))
+            .set("to", filter.issued_to.map(date_string));
+        self.page("invoice", &conditions.join(" AND "), after, limit, count, vars).await
     }
 }
 

@@ -194,6 +194,28 @@ impl Store {
         Results::checked(response)
     }
 
+    /// A page of `table` newest first, for the rows matching `filter_sql` (fixed text; its values
+    /// are bound in `vars`), walking the index (tenant, key) backwards from the cursor `after` and
+    /// stopping after `limit` rows; and, when `count`, how many rows match in all (which reads
+    /// every one of them).
+    pub(crate) async fn page<T: SurrealValue>(
+        &self,
+        table: &str,
+        filter_sql: &str,
+        after: Option<String>,
+        limit: usize,
+        count: bool,
+        vars: Vars,
+    ) -> AppResult<(Vec<T>, Option<i64>)> {
+        let page_sql = if after.is_some() { " AND key < $after" } else { "" };
+        let count_sql = if count { format!("SELECT count() FROM {table} WHERE {filter_sql} GROUP ALL;") } else { String::new() };
+        let sql = format!("SELECT * FROM {table} WHERE {filter_sql}{page_sql} ORDER BY key DESC LIMIT $limit; {count_sql}");
+        let mut results = self.query(&sql, vars.set("after", after).set("limit", limit as i64)).await?;
+        let rows = results.rows(0)?;
+        let total = if count { Some(results.first::<rows::CountRow>(1)?.map_or(0, |c| c.count)) } else { None };
+        Ok((rows, total))
+    }
+
     /// Checks that the database answers, for /healthz.
     pub async fn ping(&self) -> AppResult<()> {
         self.query("RETURN 1", Vars::new()).await.map(|_| ())

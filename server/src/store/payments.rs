@@ -9,7 +9,7 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
 use super::invoices::{date_string, parse_status, read_invoice, status_str, summary, tenant_lock};
-use super::rows::{AllocationRow, CountRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, record};
+use super::rows::{AllocationRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, record};
 use super::tenants::read_tenant;
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
@@ -149,7 +149,7 @@ fn payment_summary(doc: &PaymentDoc) -> serde_json::Value {
 }
 
 /// Money of the currency, checked for precision (M2) and sign.
-fn positive_money(amount: Decimal, currency: &str) -> AppResult<Decimal> {
+pub(super) fn positive_money(amount: Decimal, currency: &str) -> AppResult<Decimal> {
     let currency = Currency::parse(currency)?;
     Ok(Money::from_decimal(amount, currency)?.require_positive()?.amount())
 }
@@ -714,27 +714,14 @@ impl Store {
             Some(AllocationState::Allocated) => conditions.push("allocated > 0 AND allocated >= amount - refunded"),
             Some(AllocationState::PartiallyAllocated) => conditions.push("allocated > 0 AND allocated < amount - refunded"),
         }
-        let filter_sql = conditions.join(" AND ");
-        let page_sql = if after.is_some() { " AND key < $after" } else { "" };
-        let count_sql = if count { format!("SELECT count() FROM payment WHERE {filter_sql} GROUP ALL;") } else { String::new() };
-        let sql = format!("SELECT * FROM payment WHERE {filter_sql}{page_sql} ORDER BY key DESC LIMIT $limit; {count_sql}");
-        let mut results = self
-            .query(
-                &sql,
-                Vars::new()
-                    .set("tenant", tenant.as_str().to_owned())
-                    .set("client", filter.client.clone())
-                    .set("method", filter.method.clone())
-                    .set("location", filter.location.clone())
-                    .set("from", filter.from.map(date_string))
-                    .set("to", filter.to.map(date_string))
-                    .set("after", after)
-                    .set("limit", limit as i64),
-            )
-            .await?;
-        let rows = results.rows(0)?;
-        let total = if count { Some(results.first::<CountRow>(1)?.map_or(0, |c| c.count)) } else { None };
-        Ok((rows, total))
+        let vars = Vars::new()
+            .set("tenant", tenant.as_str().to_owned())
+            .set("client", filter.client.clone())
+            .set("method", filter.method.clone())
+            .set("location", filter.location.clone())
+            .set("from", filter.from.map(date_string))
+            .set("to", filter.to.map(date_string));
+        self.page("payment", &conditions.join(" AND "), after, limit, count, vars).await
     }
 
     /// A client's payments with money left to apply, oldest first: what the front desk picks
