@@ -80,7 +80,7 @@ impl Store {
             if let Some(idempotency) = &mutation.idempotency {
                 let result = serde_json::to_string(&value).map_err(AppError::internal)?;
                 tx.query(
-                    "CREATE $id SET operation = $operation, request_hash = $hash, result = $result, created_at = time::now()",
+                    "CREATE $id SET operation = $operation, request_hash = $hash, result = $result, created_at = time::now() RETURN NONE",
                     Vars::new()
                         .set("id", idempotency_id(mutation.tenant, &idempotency.key))
                         .set("operation", mutation.operation.to_owned())
@@ -142,7 +142,7 @@ async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) ->
     let key = new_key();
     tx.query(
         "CREATE $id SET tenant = $tenant, key = $key_field, at = $at, actor = $actor, action = $action, records = $records,
-            before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id",
+            before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id RETURN NONE",
         Vars::new()
             .set("id", record("audit_event", &key))
             .set("key_field", key.clone())

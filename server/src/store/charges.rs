@@ -307,7 +307,6 @@ impl Store {
                 updated_at: now,
             },
         };
-        self.create_payment_record(tx, &key, &payment.doc).await?;
         let facts = invoice.doc.facts();
         if facts.status == InvoiceStatus::Open {
             let amount = rules::allocation_for_new_payment(attempt.amount, &facts);
@@ -316,7 +315,7 @@ impl Store {
                 self.allocate_in_tx(tx, mutation, &mut payment, &invoice, amount, today).await?;
             }
         }
-        self.write_sums_in_tx(tx, &payment).await?;
+        self.create_payment_record(tx, &payment).await?;
         Ok(key)
     }
 

@@ -78,7 +78,7 @@ impl Store {
             let mut sql = String::new();
             let mut vars = Vars::new();
             for (i, id) in ids.into_iter().enumerate() {
-                sql.push_str(&format!("UPDATE $p{i} SET number = $n{i};"));
+                sql.push_str(&format!("UPDATE $p{i} SET number = $n{i} RETURN NONE;"));
                 vars = vars.set(&format!("p{i}"), id).set(&format!("n{i}"), first + i as i64);
             }
             tx.query(&sql, vars).await?;

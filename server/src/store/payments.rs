@@ -129,7 +129,7 @@ pub(super) async fn next_numbers(tx: &TxRef, tenant: &TenantId, kind: &str, coun
         Value::Number(number) => number.to_int().unwrap_or(1),
         _ => 1,
     };
-    tx.query("UPSERT $id SET next = $next", Vars::new().set("id", id).set("next", next + count)).await?;
+    tx.query("UPSERT $id SET next = $next RETURN NONE", Vars::new().set("id", id).set("next", next + count)).await?;
     Ok(next)
 }
 
@@ -176,12 +176,19 @@ struct Allocated {
 }
 
 impl Store {
-    /// Creates a payment record (P1, P2) in the caller's transaction; nothing is allocated yet.
+    /// A new payment (P1, P2), checked against the records it names but not written yet: the
+    /// caller allocates it and then writes it once with [`Store::create_payment_record`], so a
+    /// new payment is written with its final sums in one statement.
+    ///
+    /// The client and location are looked up only when they do not come from `invoice`: an
+    /// invoice names its client and location, which exist and are the tenant's, and neither
+    /// clients nor locations are ever deleted.
     #[allow(clippy::too_many_arguments)]
-    async fn create_payment_in(
+    async fn new_payment_in(
         &self,
         tx: &TxRef,
         mutation: &Mutation<'_>,
+        invoice: Option<&InvoiceRow>,
         client: &str,
         location: &str,
         method_key: &str,
@@ -191,10 +198,19 @@ impl Store {
         description: Option<String>,
         external_reference: Option<String>,
     ) -> AppResult<PaymentRow> {
-        // The three records a payment names, in one round trip; another tenant's is not found (A3).
+        let check_client = invoice.is_none_or(|i| i.doc.client != client);
+        let check_location = invoice.is_none_or(|i| i.doc.location != location);
+        // The records a payment names, in one round trip; another tenant's is not found (A3).
+        let mut sql = String::from("SELECT * FROM ONLY $method;");
+        if check_client {
+            sql.push_str("SELECT * FROM ONLY $client;");
+        }
+        if check_location {
+            sql.push_str("SELECT * FROM ONLY $location;");
+        }
         let mut found = tx
             .query(
-                "SELECT * FROM ONLY $method; SELECT * FROM ONLY $client; SELECT * FROM ONLY $location;",
+                &sql,
                 Vars::new()
                     .set("method", record("payment_method", method_key))
                     .set("client", record("client", client))
@@ -207,8 +223,14 @@ impl Store {
             .filter(|m| m.tenant == tenant)
             .ok_or_else(|| AppError::not_found("payment method"))?;
         let method = check_manual(method)?;
-        found.first::<PartyRow>(1)?.filter(|c| c.tenant == tenant).ok_or_else(|| AppError::not_found("client"))?;
-        found.first::<LocationRow>(2)?.filter(|l| l.tenant == tenant).ok_or_else(|| AppError::not_found("location"))?;
+        let mut next = 1;
+        if check_client {
+            found.first::<PartyRow>(next)?.filter(|c| c.tenant == tenant).ok_or_else(|| AppError::not_found("client"))?;
+            next += 1;
+        }
+        if check_location {
+            found.first::<LocationRow>(next)?.filter(|l| l.tenant == tenant).ok_or_else(|| AppError::not_found("location"))?;
+        }
         let amount = positive_money(amount, currency)?;
         let now = Utc::now();
         let key = new_key();
@@ -237,14 +259,12 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let id = record("payment", &key);
-        self.create_payment_record(tx, &key, &doc).await?;
-        Ok(PaymentRow { id, doc })
+        Ok(PaymentRow { id: record("payment", &key), doc })
     }
 
     /// Allocates part of `payment` to an invoice inside the caller's transaction (P4, P5, P7):
     /// writes the allocation and the invoice, and updates `payment` in memory; the caller writes
-    /// the payment with [`write_payment_sums`].
+    /// the payment ([`Store::create_payment_record`] for a new one, else `write_payment_sums`).
     async fn allocate_in(
         &self,
         tx: &TxRef,
@@ -261,8 +281,8 @@ impl Store {
         tx.query(
             "CREATE $id SET tenant = $tenant, sequence = $sequence, payment = $payment, invoice = $invoice, client = $client,
                 amount = $amount, currency = $currency, date = $date, active = true, created_at = time::now(),
-                created_by = $actor;
-             UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now();",
+                created_by = $actor RETURN NONE;
+             UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now() RETURN NONE;",
             Vars::new()
                 .set("id", record("allocation", &key))
                 .set("tenant", mutation.tenant.as_str().to_owned())
@@ -284,9 +304,9 @@ impl Store {
         Ok(Allocated { key, invoice: invoice_key, amount: effect.amount })
     }
 
-    /// Writes a new payment, without its number (see [`super::numbering`]).
-    pub(super) async fn create_payment_record(&self, tx: &TxRef, key: &str, doc: &PaymentDoc) -> AppResult<()> {
-        tx.query("CREATE $id CONTENT $doc", Vars::new().set("id", record("payment", key)).set("doc", doc.clone())).await?;
+    /// Writes a new payment, with its sums but without its number (see [`super::numbering`]).
+    pub(super) async fn create_payment_record(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
+        tx.query("CREATE $id CONTENT $doc RETURN NONE", Vars::new().set("id", payment.id.clone()).set("doc", payment.doc.clone())).await?;
         Ok(())
     }
 
@@ -337,13 +357,9 @@ impl Store {
         self.allocate_in(tx, mutation, payment, invoice, amount, today).await.map(drop)
     }
 
-    pub(super) async fn write_sums_in_tx(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
-        self.write_payment_sums(tx, payment).await
-    }
-
     async fn write_payment_sums(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
         tx.query(
-            "UPDATE $id SET allocated = $allocated, refunded = $refunded, allocation_count = $count, updated_at = time::now()",
+            "UPDATE $id SET allocated = $allocated, refunded = $refunded, allocation_count = $count, updated_at = time::now() RETURN NONE",
             Vars::new()
                 .set("id", payment.id.clone())
                 .set("allocated", payment.doc.allocated)
@@ -363,7 +379,7 @@ impl Store {
             let settings = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
             let currency = Currency::parse(draft.currency.as_deref().unwrap_or(&settings.currency))?;
             let mut payment = self
-                .create_payment_in(&tx, mutation, &draft.client, &draft.location, &draft.method, draft.date, draft.amount,
+                .new_payment_in(&tx, mutation, None, &draft.client, &draft.location, &draft.method, draft.date, draft.amount,
                     currency.code(), draft.description.clone(), draft.external_reference.clone())
                 .await?;
             let mut allocated = Vec::new();
@@ -372,7 +388,7 @@ impl Store {
                 let amount = positive_money(*amount, &invoice.doc.currency)?;
                 allocated.push(self.allocate_in(&tx, mutation, &mut payment, &invoice, amount, today).await?);
             }
-            self.write_payment_sums(&tx, &payment).await?;
+            self.create_payment_record(&tx, &payment).await?;
             let key = key_of(&payment.id);
             Ok((key.clone(), payment_entry("payment.record", &payment, &allocated)))
         })
@@ -416,7 +432,7 @@ impl Store {
         let amount = draft.amount.unwrap_or_else(|| facts.balance());
         let location = draft.location.clone().unwrap_or_else(|| invoice.doc.location.clone());
         let mut payment = self
-            .create_payment_in(tx, mutation, &invoice.doc.client, &location, &draft.method, draft.date, amount,
+            .new_payment_in(tx, mutation, Some(invoice), &invoice.doc.client, &location, &draft.method, draft.date, amount,
                 &invoice.doc.currency, draft.description.clone(), draft.external_reference.clone())
             .await?;
         let to_allocate = rules::allocation_for_new_payment(payment.doc.amount, &facts);
@@ -424,7 +440,7 @@ impl Store {
         if to_allocate > Decimal::ZERO {
             allocated.push(self.allocate_in(tx, mutation, &mut payment, invoice, to_allocate, today).await?);
         }
-        self.write_payment_sums(tx, &payment).await?;
+        self.create_payment_record(tx, &payment).await?;
         Ok((payment, allocated))
     }
 
