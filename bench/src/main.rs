@@ -51,6 +51,10 @@ struct Args {
     /// Run only the HTTP phases (skip the disk and store baselines).
     #[arg(long)]
     api_only: bool,
+    /// After the phases, run the clinic-day mix this many minutes more, printing throughput and
+    /// the server's memory every minute (a soak for memory growth).
+    #[arg(long, default_value_t = 0)]
+    soak_minutes: u64,
 }
 
 /// Latencies of one operation.
@@ -283,12 +287,17 @@ impl Server {
 
     /// VmRSS and VmHWM of the server process.
     fn memory(&self) -> String {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |name: &str| {
-            status.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].trim().to_owned()).unwrap_or_else(|| "?".into())
-        };
-        format!("RSS {} (peak {})", field("VmRSS:"), field("VmHWM:"))
+        memory_of(self.child.id())
     }
+}
+
+/// VmRSS and VmHWM of process `pid`.
+fn memory_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find(|l| l.starts_with(name)).map(|l| l[name.len()..].trim().to_owned()).unwrap_or_else(|| "?".into())
+    };
+    format!("RSS {} (peak {})", field("VmRSS:"), field("VmHWM:"))
 }
 
 impl Drop for Server {
@@ -423,9 +432,28 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
             })
         })
         .collect();
+    // A long seeding is also a sustained write load: show its pace and the server's memory.
+    let progress = {
+        let (seeded, pid) = (seeded.clone(), server.child.id());
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let done = seeded.load(Ordering::Relaxed).min(target);
+                println!(
+                    "  seeding: {done} payments after {:.0} min, {:.0}/s in the last minute, server {}",
+                    seeding.elapsed().as_secs_f64() / 60.0,
+                    (done - last) as f64 / 60.0,
+                    memory_of(pid)
+                );
+                last = done;
+            }
+        })
+    };
     for seeder in seeders {
         seeder.await?;
     }
+    progress.abort();
     println!("seeded {} payments in {:.1} s", args.payments, seeding.elapsed().as_secs_f64());
 
     let length = Duration::from_secs(args.seconds);
@@ -462,24 +490,70 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
     let lost = Decimal::from(hot_pay.latencies.len() as u64) - paid;
     println!("{}  lost updates: {lost}", hot_pay.line(&format!("payInvoice (1 hot, {} clients)", args.hot_clients), length));
 
-    // A clinic day: a weighted mix of what a front desk and its dashboards do.
-    let mix = ["create+finalize", "payInvoice", "recordPayment", "applyPayment", "refund", "creditNote", "invoices page of 50"];
-    let weights = [3usize, 3, 1, 1, 1, 1, 4];
-    let per_op: Arc<Vec<std::sync::Mutex<Samples>>> = Arc::new(mix.iter().map(|_| std::sync::Mutex::new(Samples::default())).collect());
+    // A dashboard alone: one page of 50 invoices at a time, nothing else running.
+    let page_alone = measure(1, Duration::from_secs(args.seconds.min(5)), {
+        let api = api.clone();
+        move |_| {
+            let api = api.clone();
+            async move { clinic_op(&api, PAGE_OF_50, "", "", "").await }
+        }
+    })
+    .await;
+    println!("{}", page_alone.line("invoices page of 50, alone", Duration::from_secs(args.seconds.min(5))));
+
+    let ids = Ids { client, location, cash };
+    let (per_op, elapsed) = clinic_day(&api, &ids, args.clients, length).await;
+    println!("clinic day mix ({} clients):", args.clients);
+    for (name, samples) in MIX.iter().zip(&per_op) {
+        println!("  {}", samples.line(name, elapsed));
+    }
+
+    if args.soak_minutes > 0 {
+        println!("soak: the clinic-day mix for {} minutes ({} clients), server {}", args.soak_minutes, args.clients, server.memory());
+        for minute in 1..=args.soak_minutes {
+            let (per_op, elapsed) = clinic_day(&api, &ids, args.clients, Duration::from_secs(60)).await;
+            let done: usize = per_op.iter().map(|s| s.latencies.len()).sum();
+            let errors: u64 = per_op.iter().map(|s| s.errors).sum();
+            println!(
+                "  minute {minute:>3}: {:.0} operations/s ({errors} errors), server {}",
+                done as f64 / elapsed.as_secs_f64(),
+                server.memory()
+            );
+        }
+    }
+    Ok(pay.throughput(length))
+}
+
+/// The records the clinic-day operations use.
+struct Ids {
+    client: String,
+    location: String,
+    cash: String,
+}
+
+/// The operations of a clinic day and how often each comes up.
+const MIX: [&str; 7] = ["create+finalize", "payInvoice", "recordPayment", "applyPayment", "refund", "creditNote", "invoices page of 50"];
+const WEIGHTS: [usize; 7] = [3, 3, 1, 1, 1, 1, 4];
+const PAGE_OF_50: usize = 6;
+
+/// A clinic day for `length`: `clients` clients doing a weighted mix of what a front desk and
+/// its dashboards do; returns the samples of each operation and the time taken.
+async fn clinic_day(api: &Api, ids: &Ids, clients: usize, length: Duration) -> (Vec<Samples>, Duration) {
+    let per_op: Arc<Vec<std::sync::Mutex<Samples>>> = Arc::new(MIX.iter().map(|_| std::sync::Mutex::new(Samples::default())).collect());
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    measure(args.clients, length, {
+    measure(clients, length, {
         let (api, client, location, cash, per_op, counter) =
-            (api.clone(), client.clone(), location.clone(), cash.clone(), per_op.clone(), counter.clone());
+            (api.clone(), ids.client.clone(), ids.location.clone(), ids.cash.clone(), per_op.clone(), counter.clone());
         move |_| {
             let (api, client, location, cash, per_op) = (api.clone(), client.clone(), location.clone(), cash.clone(), per_op.clone());
             let n = counter.fetch_add(1, Ordering::Relaxed) as usize;
             async move {
-                let total: usize = weights.iter().sum();
+                let total: usize = WEIGHTS.iter().sum();
                 let mut pick = (n.wrapping_mul(2654435761)) % total;
                 let mut op = 0;
-                while pick >= weights[op] {
-                    pick -= weights[op];
+                while pick >= WEIGHTS[op] {
+                    pick -= WEIGHTS[op];
                     op += 1;
                 }
                 let t = Instant::now();
@@ -495,11 +569,8 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
     })
     .await;
     let elapsed = started.elapsed();
-    println!("clinic day mix ({} clients):", args.clients);
-    for (i, name) in mix.iter().enumerate() {
-        println!("  {}", per_op[i].lock().expect("samples").line(name, elapsed));
-    }
-    Ok(pay.throughput(length))
+    let per_op = Arc::try_unwrap(per_op).map_or_else(|_| Vec::new(), |v| v.into_iter().map(|m| m.into_inner().expect("samples")).collect());
+    (per_op, elapsed)
 }
 
 /// One operation of the clinic-day mix.

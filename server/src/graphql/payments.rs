@@ -19,7 +19,8 @@ use crate::ledger::payment as rules;
 use crate::store::accounts::EntryKind;
 use crate::store::directory::PartyKind;
 use crate::store::charges::ChargeDraft;
-use crate::store::payments::{AllocationOf, InvoicePaymentDraft, PaymentDraft, PaymentFilter};
+use crate::store::audit::Mutation;
+use crate::store::payments::{AllocationOf, InvoicePaymentDraft, NewPayment, PaymentDraft, PaymentFilter};
 use crate::store::rows::{AllocationRow, CreditNoteRow, PaymentMethodRow, PaymentRow, RefundRow, key_of};
 
 /// Payment status (P8).
@@ -688,63 +689,80 @@ async fn load_payment(ctx: &Context<'_>, key: &str) -> AppResult<Payment> {
     Ok(Payment(row))
 }
 
+/// The answer to a manual payment mutation. Its checks before the transaction read state that
+/// the first of two identical requests changes (an invoice's balance is 0 once paid), so when
+/// they fail, a repeat of a request that already succeeded still gets the first result (X2). A
+/// repeat that passes them gets the first result from the transaction's own key check.
+async fn new_payment_or_replay(ctx: &Context<'_>, m: &Mutation<'_>, attempt: AppResult<NewPayment>) -> AppResult<Payment> {
+    match attempt {
+        Ok(NewPayment { row: Some(row), .. }) => Ok(Payment(row)),
+        Ok(NewPayment { key, row: None }) => load_payment(ctx, &key).await,
+        Err(error) => match state(ctx).store.replay::<String>(m).await? {
+            Some(key) => load_payment(ctx, &key).await,
+            None => Err(error),
+        },
+    }
+}
+
 #[Object]
 impl PaymentMutation {
     /// Records a standalone payment (P1, P2) and any allocations given, in one transaction.
     async fn record_payment(&self, ctx: &Context<'_>, input: RecordPaymentInput, idempotency_key: String) -> Result<Payment> {
         let m = mutation(ctx, Role::Billing, "recordPayment", Some(idempotency_key.clone()), &input).await?;
-        if let Some(key) = state(ctx).store.replay::<String>(&m).await? {
-            return Ok(load_payment(ctx, &key).await?);
-        }
-        if input.allocations.len() > ALLOCATIONS_MAX {
-            return Err(AppError::invalid(format!("a payment takes at most {ALLOCATIONS_MAX} allocations at once")).into());
-        }
-        let settings = tenant(ctx).await?;
-        let today = today(settings);
-        let currency = input.currency.as_deref().map_or(settings.currency.as_str(), str::trim).to_owned();
-        let reference = match manual_method(ctx, &input.method_id).await? {
-            Some(method) => {
-                checked_manual_details(ctx, &method, input.amount.0, &currency, input.details.as_ref().map(|d| &d.0), &idempotency_key).await?
+        let attempt = async {
+            if input.allocations.len() > ALLOCATIONS_MAX {
+                return Err(AppError::invalid(format!("a payment takes at most {ALLOCATIONS_MAX} allocations at once")));
             }
-            None => None,
-        };
-        let draft = PaymentDraft {
-            client: input.client_id.0.clone(),
-            location: input.location_id.0.clone(),
-            method: input.method_id.0.clone(),
-            date: input.date.map_or(today, |d| d.0),
-            amount: input.amount.0,
-            currency: input.currency.as_deref().map(str::trim).map(str::to_owned),
-            description: optional_text("description", input.description.as_deref(), TEXT_MAX_CHARS)?,
-            allocations: input.allocations.iter().map(|a| (a.invoice_id.0.clone(), a.amount.0)).collect(),
-            external_reference: reference,
-        };
-        let key = state(ctx).store.record_payment(&m, draft, today).await?;
-        Ok(load_payment(ctx, &key).await?)
+            let settings = tenant(ctx).await?;
+            let today = today(settings);
+            let currency = input.currency.as_deref().map_or(settings.currency.as_str(), str::trim).to_owned();
+            let reference = match manual_method(ctx, &input.method_id).await? {
+                Some(method) => {
+                    checked_manual_details(ctx, &method, input.amount.0, &currency, input.details.as_ref().map(|d| &d.0), &idempotency_key)
+                        .await?
+                }
+                None => None,
+            };
+            let draft = PaymentDraft {
+                client: input.client_id.0.clone(),
+                location: input.location_id.0.clone(),
+                method: input.method_id.0.clone(),
+                date: input.date.map_or(today, |d| d.0),
+                amount: input.amount.0,
+                currency: input.currency.as_deref().map(str::trim).map(str::to_owned),
+                description: optional_text("description", input.description.as_deref(), TEXT_MAX_CHARS)?,
+                allocations: input.allocations.iter().map(|a| (a.invoice_id.0.clone(), a.amount.0)).collect(),
+                external_reference: reference,
+            };
+            state(ctx).store.record_payment(&m, draft, today).await
+        }
+        .await;
+        Ok(new_payment_or_replay(ctx, &m, attempt).await?)
     }
 
     /// Pays an OPEN invoice with a new manual payment (P3).
     async fn pay_invoice(&self, ctx: &Context<'_>, invoice_id: ID, input: PayInvoiceInput, idempotency_key: String) -> Result<Payment> {
         let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key.clone()), &(&invoice_id.0, &input)).await?;
-        if let Some(key) = state(ctx).store.replay::<String>(&m).await? {
-            return Ok(load_payment(ctx, &key).await?);
-        }
         let today = today(tenant(ctx).await?);
-        let key = match manual_method(ctx, &input.method_id).await? {
-            Some(method) => {
-                let mut draft = input.parse(today)?;
-                let request = caller(ctx, Role::Viewer)?;
-                let invoice =
-                    state(ctx).store.invoice(&request.principal.tenant, &invoice_id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
-                let amount = input.amount.map_or(invoice.doc.facts().balance(), |a| a.0);
-                let details = input.details.as_ref().map(|d| &d.0);
-                draft.external_reference =
-                    checked_manual_details(ctx, &method, amount, &invoice.doc.currency, details, &idempotency_key).await?;
-                state(ctx).store.pay_invoice(&m, &invoice_id, draft, today).await?
+        let Some(method) = manual_method(ctx, &input.method_id).await? else {
+            // A charge goes to a plugin: a repeated request is answered before anything is sent.
+            if let Some(key) = state(ctx).store.replay::<String>(&m).await? {
+                return Ok(load_payment(ctx, &key).await?);
             }
-            None => state(ctx).charging.charge_invoice(&m, &invoice_id, input.charge_draft(today, false)?).await?,
+            let key = state(ctx).charging.charge_invoice(&m, &invoice_id, input.charge_draft(today, false)?).await?;
+            return Ok(load_payment(ctx, &key).await?);
         };
-        Ok(load_payment(ctx, &key).await?)
+        let attempt = async {
+            let mut draft = input.parse(today)?;
+            let request = caller(ctx, Role::Viewer)?;
+            let invoice = state(ctx).store.invoice(&request.principal.tenant, &invoice_id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
+            let amount = input.amount.map_or(invoice.doc.facts().balance(), |a| a.0);
+            let details = input.details.as_ref().map(|d| &d.0);
+            draft.external_reference = checked_manual_details(ctx, &method, amount, &invoice.doc.currency, details, &idempotency_key).await?;
+            state(ctx).store.pay_invoice(&m, &invoice_id, draft, today).await
+        }
+        .await;
+        Ok(new_payment_or_replay(ctx, &m, attempt).await?)
     }
 
     /// Applies part of an existing payment to an invoice (P5); returns the allocation.

@@ -27,6 +27,9 @@ use crate::error::AppResult;
 #[derive(Default)]
 pub struct PendingNumbers {
     queued: Mutex<HashMap<String, Vec<String>>>,
+    /// Numbers given by one request's batch to payments of other waiting requests, until each
+    /// of those requests collects its own.
+    given: Mutex<HashMap<String, i64>>,
     /// Set when numbering failed, so the next sweep looks for what was left unnumbered.
     failed: AtomicBool,
 }
@@ -47,22 +50,29 @@ impl PendingNumbers {
 }
 
 impl Store {
-    /// Numbers the payment `key` just committed, together with any others waiting.
-    pub async fn number_payment(&self, tenant: &TenantId, key: String) {
-        self.pending_numbers().push(tenant, key);
+    /// Numbers the payment `key` just committed, together with any others waiting; returns its
+    /// number, or None when numbering failed (the payment is then numbered by the next sweep).
+    pub async fn number_payment(&self, tenant: &TenantId, key: String) -> Option<i64> {
+        let pending = self.pending_numbers();
+        pending.push(tenant, key.clone());
         let _turn = self.locks().lock(&counter_lock(tenant, "payment")).await;
-        let keys = self.pending_numbers().take(tenant);
-        if keys.is_empty() {
-            return; // numbered by the request that held the turn before
+        let keys = pending.take(tenant);
+        if !keys.is_empty() {
+            match self.assign_numbers(tenant, &keys).await {
+                Ok(numbers) => pending.given.lock().unwrap_or_else(|p| p.into_inner()).extend(numbers),
+                Err(error) => {
+                    tracing::warn!(%tenant, %error, "numbering payments failed; they are numbered by the next sweep");
+                    pending.failed.store(true, Ordering::Relaxed);
+                }
+            }
         }
-        if let Err(error) = self.assign_numbers(tenant, &keys).await {
-            tracing::warn!(%tenant, %error, "numbering payments failed; they are numbered by the next sweep");
-            self.pending_numbers().failed.store(true, Ordering::Relaxed);
-        }
+        // Numbered by this batch or by the request that held the turn before.
+        pending.given.lock().unwrap_or_else(|p| p.into_inner()).remove(&key)
     }
 
-    /// Gives `keys` (payments without a number) the next numbers of the tenant, in one transaction.
-    async fn assign_numbers(&self, tenant: &TenantId, keys: &[String]) -> AppResult<()> {
+    /// Gives `keys` (payments without a number) the next numbers of the tenant, in one
+    /// transaction; returns the numbers given.
+    async fn assign_numbers(&self, tenant: &TenantId, keys: &[String]) -> AppResult<Vec<(String, i64)>> {
         self.transaction(|tx| async move {
             // A payment is numbered once: those numbered meanwhile (by a sweep) are left out, so
             // no number is taken without being used.
@@ -72,17 +82,20 @@ impl Store {
                 .await?;
             let ids: Vec<RecordId> = unnumbered.rows(0)?;
             if ids.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
             let first = super::payments::next_numbers(&tx, tenant, "payment", ids.len() as i64).await?;
             let mut sql = String::new();
             let mut vars = Vars::new();
+            let mut given = Vec::with_capacity(ids.len());
             for (i, id) in ids.into_iter().enumerate() {
+                let number = first + i as i64;
                 sql.push_str(&format!("UPDATE $p{i} SET number = $n{i} RETURN NONE;"));
-                vars = vars.set(&format!("p{i}"), id).set(&format!("n{i}"), first + i as i64);
+                given.push((key_of(&id), number));
+                vars = vars.set(&format!("p{i}"), id).set(&format!("n{i}"), number);
             }
             tx.query(&sql, vars).await?;
-            Ok(())
+            Ok(given)
         })
         .await
     }

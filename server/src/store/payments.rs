@@ -52,6 +52,30 @@ pub struct InvoicePaymentDraft {
     pub external_reference: Option<String>,
 }
 
+/// A payment a mutation made: its key, and the record as this call wrote and numbered it. The
+/// record is None when the request repeated an earlier one or numbering is still to happen; the
+/// caller then reads the payment back.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub key: String,
+    pub row: Option<PaymentRow>,
+}
+
+/// The payment a transaction body wrote, kept across retries of the body: only the attempt that
+/// committed counts, and it is the one whose key the mutation returns.
+#[derive(Default)]
+struct Written(std::sync::Mutex<Option<PaymentRow>>);
+
+impl Written {
+    fn set(&self, row: &PaymentRow) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(row.clone());
+    }
+
+    fn take_for(self, key: &str) -> Option<PaymentRow> {
+        self.0.into_inner().unwrap_or_else(|p| p.into_inner()).filter(|row| key_of(&row.id) == key)
+    }
+}
+
 /// Which payments to list.
 #[derive(Debug, Clone, Default)]
 pub struct PaymentFilter {
@@ -371,10 +395,12 @@ impl Store {
     }
 
     /// Records a standalone manual payment (P1, P2), optionally allocated to invoices at once.
-    pub async fn record_payment(&self, mutation: &Mutation<'_>, draft: PaymentDraft, today: NaiveDate) -> AppResult<String> {
+    pub async fn record_payment(&self, mutation: &Mutation<'_>, draft: PaymentDraft, today: NaiveDate) -> AppResult<NewPayment> {
         let keys: Vec<String> = draft.allocations.iter().map(|(invoice, _)| record_lock("invoice", invoice)).collect();
         let turns = self.locks().lock_all(&keys).await;
         let draft = &draft;
+        let written = Written::default();
+        let written_ref = &written;
         let key = self.mutate(mutation, |tx| async move {
             let settings = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
             let currency = Currency::parse(draft.currency.as_deref().unwrap_or(&settings.currency))?;
@@ -389,30 +415,48 @@ impl Store {
                 allocated.push(self.allocate_in(&tx, mutation, &mut payment, &invoice, amount, today).await?);
             }
             self.create_payment_record(&tx, &payment).await?;
+            written_ref.set(&payment);
             let key = key_of(&payment.id);
             Ok((key.clone(), payment_entry("payment.record", &payment, &allocated)))
         })
         .await?;
         drop(turns);
-        self.number_payment(mutation.tenant, key.clone()).await;
-        Ok(key)
+        Ok(self.number_new_payment(mutation.tenant, key, written).await)
+    }
+
+    /// Numbers a payment just committed (see [`super::numbering`]) and gives it back as written.
+    async fn number_new_payment(&self, tenant: &TenantId, key: String, written: Written) -> NewPayment {
+        let number = self.number_payment(tenant, key.clone()).await;
+        let row = written.take_for(&key).zip(number).map(|(mut row, number)| {
+            row.doc.number = Some(number);
+            row
+        });
+        NewPayment { key, row }
     }
 
     /// Pays an OPEN invoice with a new manual payment (P3): min(amount, balance) is allocated and
     /// the rest stays on the payment as the client's credit.
-    pub async fn pay_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, draft: InvoicePaymentDraft, today: NaiveDate) -> AppResult<String> {
+    pub async fn pay_invoice(
+        &self,
+        mutation: &Mutation<'_>,
+        invoice_key: &str,
+        draft: InvoicePaymentDraft,
+        today: NaiveDate,
+    ) -> AppResult<NewPayment> {
         let turn = self.locks().lock(&record_lock("invoice", invoice_key)).await;
         let draft = &draft;
+        let written = Written::default();
+        let written_ref = &written;
         let key = self
             .mutate(mutation, |tx| async move {
                 let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
                 let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
+                written_ref.set(&payment);
                 Ok((key_of(&payment.id), payment_entry("payment.pay_invoice", &payment, &allocated)))
             })
             .await?;
         drop(turn);
-        self.number_payment(mutation.tenant, key.clone()).await;
-        Ok(key)
+        Ok(self.number_new_payment(mutation.tenant, key, written).await)
     }
 
     async fn pay_in(
