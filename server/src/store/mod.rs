@@ -84,8 +84,13 @@ impl Vars {
     }
 }
 
-/// One open transaction. Only [`Store::transaction`] creates it, and always commits or cancels it.
-pub enum Tx {
+/// One open transaction. Only [`Store::transaction`] creates it, and commits or cancels it; if
+/// the request running it is dropped halfway (its client went away), the last handle to go
+/// cancels it. The SDK's own handle does not: an abandoned transaction would stay open in the
+/// engine for good, holding memory and keeping the storage engine from forgetting old writes.
+pub struct Tx(Option<OpenTx>);
+
+enum OpenTx {
     Local(Transaction<Db>),
     Remote(Transaction<Any>),
 }
@@ -93,11 +98,48 @@ pub enum Tx {
 impl Tx {
     /// Runs statements inside the transaction and returns their results.
     pub async fn query(&self, sql: &str, vars: Vars) -> AppResult<Results> {
-        let response = match self {
-            Tx::Local(tx) => tx.query(sql).bind(Object::from(vars.0)).await,
-            Tx::Remote(tx) => tx.query(sql).bind(Object::from(vars.0)).await,
+        let response = match &self.0 {
+            Some(OpenTx::Local(tx)) => tx.query(sql).bind(Object::from(vars.0)).await,
+            Some(OpenTx::Remote(tx)) => tx.query(sql).bind(Object::from(vars.0)).await,
+            None => return Err(AppError::internal("the transaction is already finished")),
         };
         Results::checked(response)
+    }
+
+    async fn commit(mut self) -> AppResult<()> {
+        match self.0.take() {
+            Some(OpenTx::Local(tx)) => tx.commit().await.map(drop).map_err(db_error),
+            Some(OpenTx::Remote(tx)) => tx.commit().await.map(drop).map_err(db_error),
+            None => Ok(()),
+        }
+    }
+
+    async fn cancel(mut self) {
+        if let Some(open) = self.0.take() {
+            open.cancel().await;
+        }
+    }
+}
+
+impl OpenTx {
+    async fn cancel(self) {
+        let cancelled = match self {
+            OpenTx::Local(tx) => tx.cancel().await.map(drop),
+            OpenTx::Remote(tx) => tx.cancel().await.map(drop),
+        };
+        if let Err(error) = cancelled {
+            tracing::warn!(%error, "cancelling a transaction failed");
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if let Some(open) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(open.cancel());
+        }
     }
 }
 
@@ -264,31 +306,21 @@ impl Store {
         F: Fn(TxRef) -> Fut,
         Fut: Future<Output = AppResult<T>>,
     {
-        let tx = Arc::new(match &self.inner.conn {
-            Conn::Local(db) => Tx::Local(db.clone().begin().await.map_err(db_error)?),
-            Conn::Remote(db) => Tx::Remote(db.clone().begin().await.map_err(db_error)?),
-        });
+        let tx = Arc::new(Tx(Some(match &self.inner.conn {
+            Conn::Local(db) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
+            Conn::Remote(db) => OpenTx::Remote(db.clone().begin().await.map_err(db_error)?),
+        })));
         let outcome = body(Arc::clone(&tx)).await;
         let Ok(tx) = Arc::try_unwrap(tx) else {
             return Err(AppError::internal("a transaction body kept its transaction handle"));
         };
         match outcome {
             Ok(value) => {
-                let committed = match tx {
-                    Tx::Local(tx) => tx.commit().await.map(drop),
-                    Tx::Remote(tx) => tx.commit().await.map(drop),
-                };
-                committed.map_err(db_error)?;
+                tx.commit().await?;
                 Ok(value)
             }
             Err(error) => {
-                let cancelled = match tx {
-                    Tx::Local(tx) => tx.cancel().await.map(drop),
-                    Tx::Remote(tx) => tx.cancel().await.map(drop),
-                };
-                if let Err(cancel_error) = cancelled {
-                    tracing::warn!(error = %cancel_error, "cancelling a transaction failed");
-                }
+                tx.cancel().await;
                 Err(error)
             }
         }
