@@ -1950,6 +1950,28 @@ async fn x2_payment_idempotency_keys() {
 }
 
 #[tokio::test]
+async fn x2_repeated_pay_invoice_of_the_whole_balance_returns_the_first_payment() {
+    // Without an amount, payInvoice pays the balance; sent again after it paid the invoice, the
+    // balance is 0 and only the key tells that this is the same request.
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = cash_method(&app).await;
+    let invoice = id_of(&app.open_invoice(&seed, "100.00").await);
+    let billing = app.billing();
+    let vars = json!({"invoice": invoice, "input": {"methodId": cash}, "key": new_key()});
+    let first = billing.ok(&pay_query(), vars.clone()).await["payInvoice"].clone();
+    let again = billing.ok(&pay_query(), vars).await["payInvoice"].clone();
+    assert_eq!((&again["id"], &again["number"]), (&first["id"], &first["number"]));
+    assert_eq!(amount(&first, "amount"), "100.00");
+    assert_eq!(amount(&read_invoice(&app, &invoice).await, "amountPaid"), "100.00", "paid once");
+    assert_eq!(payment_count(&app).await, 1);
+    // A new key is a new request: the paid invoice refuses it.
+    let response = billing.post(&pay_query(), json!({"invoice": invoice, "input": {"methodId": cash}, "key": new_key()})).await;
+    assert!(response.error_code().is_some(), "a paid invoice takes no second payment: {}", response.body);
+    assert_eq!(payment_count(&app).await, 1);
+}
+
+#[tokio::test]
 async fn x3_each_money_mutation_appends_exactly_one_audit_event() {
     let app = TestApp::spawn().await;
     let seed = app.seed().await;
