@@ -1967,7 +1967,7 @@ async fn x2_repeated_pay_invoice_of_the_whole_balance_returns_the_first_payment(
     assert_eq!(payment_count(&app).await, 1);
     // A new key is a new request: the paid invoice refuses it.
     let response = billing.post(&pay_query(), json!({"invoice": invoice, "input": {"methodId": cash}, "key": new_key()})).await;
-    assert!(response.error_code().is_some(), "a paid invoice takes no second payment: {}", response.body);
+    assert_eq!(response.error_code(), Some("INVOICE_NOT_OPEN"), "a paid invoice takes no second payment: {}", response.body);
     assert_eq!(payment_count(&app).await, 1);
 }
 

@@ -20,7 +20,7 @@ use crate::store::accounts::EntryKind;
 use crate::store::directory::PartyKind;
 use crate::store::charges::ChargeDraft;
 use crate::store::audit::Mutation;
-use crate::store::payments::{AllocationOf, InvoicePaymentDraft, NewPayment, PaymentDraft, PaymentFilter};
+use crate::store::payments::{AllocationOf, InvoicePaymentDraft, NewPayment, PaymentDraft, PaymentFilter, check_payable};
 use crate::store::rows::{AllocationRow, CreditNoteRow, PaymentMethodRow, PaymentRow, RefundRow, key_of};
 
 /// Payment status (P8).
@@ -756,6 +756,9 @@ impl PaymentMutation {
             let mut draft = input.parse(today)?;
             let request = caller(ctx, Role::Viewer)?;
             let invoice = state(ctx).store.invoice(&request.principal.tenant, &invoice_id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
+            // Checked again in the transaction; here so that a paid invoice is reported as such
+            // rather than as a payment of its balance, 0.
+            check_payable(&invoice)?;
             let amount = input.amount.map_or(invoice.doc.facts().balance(), |a| a.0);
             let details = input.details.as_ref().map(|d| &d.0);
             draft.external_reference = checked_manual_details(ctx, &method, amount, &invoice.doc.currency, details, &idempotency_key).await?;

@@ -192,6 +192,15 @@ fn check_manual(method: PaymentMethodRow) -> AppResult<PaymentMethodRow> {
     Ok(method)
 }
 
+/// An invoice that can take a new payment (P3): OPEN; a void one says so (I7).
+pub fn check_payable(invoice: &InvoiceRow) -> AppResult<()> {
+    match invoice.doc.facts().status {
+        crate::ledger::invoice::InvoiceStatus::Open => Ok(()),
+        crate::ledger::invoice::InvoiceStatus::Void => Err(AppError::new(ErrorCode::InvoiceVoid, "the invoice is void")),
+        _ => Err(AppError::new(ErrorCode::InvoiceNotOpen, "only an open invoice can be paid")),
+    }
+}
+
 /// One allocation made inside a transaction, for the audit trail.
 struct Allocated {
     key: String,
@@ -467,12 +476,8 @@ impl Store {
         draft: &InvoicePaymentDraft,
         today: NaiveDate,
     ) -> AppResult<(PaymentRow, Vec<Allocated>)> {
+        check_payable(invoice)?;
         let facts = invoice.doc.facts();
-        match facts.status {
-            crate::ledger::invoice::InvoiceStatus::Open => {}
-            crate::ledger::invoice::InvoiceStatus::Void => return Err(AppError::new(ErrorCode::InvoiceVoid, "the invoice is void")),
-            _ => return Err(AppError::new(ErrorCode::InvoiceNotOpen, "only an open invoice can be paid")),
-        }
         let amount = draft.amount.unwrap_or_else(|| facts.balance());
         let location = draft.location.clone().unwrap_or_else(|| invoice.doc.location.clone());
         let mut payment = self
