@@ -66,13 +66,7 @@ impl Store {
                 let id = idempotency_id(mutation.tenant, &idempotency.key);
                 let mut found = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", id)).await?;
                 if let Some(previous) = found.first::<IdempotencyRow>(0)? {
-                    if previous.operation != mutation.operation || previous.request_hash != idempotency.request_hash {
-                        return Err(AppError::new(
-                            ErrorCode::IdempotencyKeyReused,
-                            "this idempotency key was already used for a different request; use a new key",
-                        ));
-                    }
-                    return serde_json::from_str(&previous.result).map_err(AppError::internal);
+                    return first_result(mutation, idempotency, &previous);
                 }
             }
             let (value, entry) = body(tx.clone()).await?;
@@ -105,13 +99,7 @@ impl Store {
             .await?;
         match found.first::<IdempotencyRow>(0)? {
             None => Ok(None),
-            Some(previous) if previous.operation == mutation.operation && previous.request_hash == idempotency.request_hash => {
-                serde_json::from_str(&previous.result).map(Some).map_err(AppError::internal)
-            }
-            Some(_) => Err(AppError::new(
-                ErrorCode::IdempotencyKeyReused,
-                "this idempotency key was already used for a different request; use a new key",
-            )),
+            Some(previous) => first_result(mutation, idempotency, &previous).map(Some),
         }
     }
 
@@ -135,6 +123,18 @@ impl Store {
         let vars = Vars::new().set("tenant", tenant.as_str().to_owned()).set("record", record_filter);
         self.page("audit_event", filter, after, limit, count, vars).await
     }
+}
+
+/// The result a key's first request got, if `mutation` is that same request (same operation and
+/// input); IDEMPOTENCY_KEY_REUSED if the key was used for anything else.
+fn first_result<T: DeserializeOwned>(mutation: &Mutation<'_>, idempotency: &IdempotencyKey, previous: &IdempotencyRow) -> AppResult<T> {
+    if previous.operation != mutation.operation || previous.request_hash != idempotency.request_hash {
+        return Err(AppError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this idempotency key was already used for a different request; use a new key",
+        ));
+    }
+    serde_json::from_str(&previous.result).map_err(AppError::internal)
 }
 
 async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {

@@ -71,8 +71,12 @@ impl Written {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(row.clone());
     }
 
+    fn take(self) -> Option<PaymentRow> {
+        self.0.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn take_for(self, key: &str) -> Option<PaymentRow> {
-        self.0.into_inner().unwrap_or_else(|p| p.into_inner()).filter(|row| key_of(&row.id) == key)
+        self.take().filter(|row| key_of(&row.id) == key)
     }
 }
 
@@ -499,13 +503,13 @@ impl Store {
         let keys = [tenant_lock(mutation.tenant), record_lock("invoice", invoice_key)];
         let turns = self.locks().lock_all(&keys).await;
         let draft = &draft;
-        let paid_with = std::sync::Mutex::new(None::<String>);
-        let paid_with = &paid_with;
+        let written = Written::default();
+        let written_ref = &written;
         let key = self.mutate(mutation, |tx| async move {
             let (invoice, mut entry) = self.finalize_in(&tx, mutation, invoice_key).await?;
             if parse_status(&invoice.doc.status) == crate::ledger::invoice::InvoiceStatus::Open {
                 let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
-                *paid_with.lock().unwrap_or_else(|p| p.into_inner()) = Some(key_of(&payment.id));
+                written_ref.set(&payment);
                 let paid = payment_entry("payment.pay_invoice", &payment, &allocated);
                 entry.action = "invoice.finalize_and_pay".into();
                 entry.records.extend(paid.records);
@@ -515,9 +519,8 @@ impl Store {
         })
         .await?;
         drop(turns);
-        let payment = paid_with.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(payment) = payment {
-            self.number_payment(mutation.tenant, payment).await;
+        if let Some(payment) = written.take() {
+            self.number_payment(mutation.tenant, key_of(&payment.id)).await;
         }
         Ok(key)
     }
