@@ -64,11 +64,15 @@ impl Application {
         &self.state.keys
     }
 
-    /// Serves until `stop` completes, then finishes requests in flight (up to 10 seconds).
+    /// Serves until `stop` completes, then finishes requests in flight (up to 10 seconds) and
+    /// closes the database.
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        Server::new_with_acceptor(self.acceptor)
+        let store = self.state.store.clone();
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state), stop, Some(Duration::from_secs(10)))
-            .await
+            .await;
+        store.close().await;
+        served
     }
 }
 

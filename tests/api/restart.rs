@@ -83,3 +83,63 @@ async fn data_survives_a_stop_and_start() {
 async fn acknowledged_writes_survive_sigkill() {
     restart_keeps_everything("-KILL").await;
 }
+
+/// Makes the database under `dir` look as Settle left it before schema version 2: no `page_key`
+/// on invoices, payments and audit events, and version 1 recorded.
+async fn downgrade_to_schema_version_1(dir: &std::path::Path) {
+    let mut settings = crate::helpers::test_settings(dir);
+    settings.database = None;
+    let store = settle::store::Store::open(&settings.store_settings(), settle::metrics::Metrics::new()).await.unwrap();
+    for (table, index) in [("invoice", "invoice_page"), ("payment", "payment_page"), ("audit_event", "audit_page")] {
+        let sql = format!("REMOVE INDEX {index} ON {table}; REMOVE FIELD page_key ON {table}; UPDATE {table} UNSET page_key RETURN NONE;");
+        store.query(&sql, settle::store::Vars::new()).await.unwrap();
+    }
+    store.query("UPDATE settle_meta:schema SET version = 1", settle::store::Vars::new()).await.unwrap();
+    let mut left = store.query("SELECT count() FROM invoice WHERE page_key != NONE GROUP ALL", settle::store::Vars::new()).await.unwrap();
+    assert_eq!(left.first::<settle::store::rows::CountRow>(0).unwrap().map_or(0, |c| c.count), 0, "page keys removed");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_database_from_schema_version_1_gets_its_page_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let (child, url) = start(dir.path());
+    let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
+    let token = keys.mint("upgrade-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
+    let setup = gql(&http, &url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
+    let methods = gql(&http, &url, &token, "{ paymentMethods { id name } }", json!({})).await;
+    let cash = methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").unwrap()["id"].clone();
+    // More audit events than one upgrade batch holds (100), so the upgrade runs several batches.
+    for i in 0..40 {
+        let created = gql(&http, &url, &token,
+            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
+            json!({"key": format!("create-{i}"), "input": {
+                "clientId": setup["createClient"]["id"], "locationId": setup["createLocation"]["id"],
+                "lines": [{"description": "Visit", "unitPrice": "80.00"}]}}),
+        )
+        .await;
+        let id = created["createInvoice"]["id"].clone();
+        gql(&http, &url, &token, "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
+            json!({"id": id, "key": format!("finalize-{i}")})).await;
+        gql(&http, &url, &token, "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(invoiceId: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
+            json!({"id": id, "m": cash, "key": format!("pay-{i}")})).await;
+    }
+    let lists = "{ invoices(first: 2) { totalCount edges { node { id } } pageInfo { endCursor } }
+        payments(first: 10) { totalCount edges { node { id } } } auditEvents(first: 50) { totalCount edges { node { id } } } }";
+    let before = gql(&http, &url, &token, lists, json!({})).await;
+    stop(child, "-TERM");
+
+    downgrade_to_schema_version_1(dir.path()).await;
+    let (child, url) = start(dir.path());
+    let after = gql(&http, &url, &token, lists, json!({})).await;
+    assert_eq!(after, before, "every list pages as before the upgrade");
+    assert_eq!(after["invoices"]["edges"].as_array().unwrap().len(), 2);
+    assert_eq!(after["payments"]["edges"].as_array().unwrap().len(), 10);
+    assert_eq!(after["auditEvents"]["totalCount"], 122, "2 setup events, then 3 per invoice");
+    let rest = gql(&http, &url, &token, "query($after: String) { invoices(first: 50, after: $after) { edges { node { id } } } auditEvents(first: 100) { edges { node { id } } } }",
+        json!({"after": after["invoices"]["pageInfo"]["endCursor"]})).await;
+    assert_eq!(rest["invoices"]["edges"].as_array().unwrap().len(), 38, "the second page holds the older invoices");
+    assert_eq!(rest["auditEvents"]["edges"].as_array().unwrap().len(), 100, "audit events of both upgrade batches are listed");
+    stop(child, "-TERM");
+}

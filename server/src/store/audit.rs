@@ -121,7 +121,7 @@ impl Store {
     ) -> AppResult<(Vec<AuditRow>, Option<i64>)> {
         let filter = "tenant = $tenant AND ($record = NONE OR $record IN records)";
         let vars = Vars::new().set("tenant", tenant.as_str().to_owned()).set("record", record_filter);
-        self.page("audit_event", filter, after, limit, count, vars).await
+        self.page("audit_event", tenant, filter, after, limit, count, vars).await
     }
 }
 

@@ -4,12 +4,21 @@
 //! connection string, because SurrealKV sizes its block cache (half the machine's RAM) and its
 //! memtable (up to 1 GiB) from the machine unless told otherwise, and the connection string cannot
 //! reach those two settings. Commits stay synced to disk on every commit (`sync=every`).
+//!
+//! Statements run on SurrealDB's compute executor (`PlannerStrategy::ComputeOnly`), which all
+//! writes use anyway. Its newer streaming executor, the default for reads, loads and decodes
+//! every field definition of a table again in each transaction that reads it (SurrealDB 3.3),
+//! which made a third of a payment's cost: with the compute executor, which caches them across
+//! transactions, payInvoice went from about 710 to about 1,080 per second
+//! (docs/performance.md). The compute executor walks an index in order only when the index leads
+//! with the ordered field, hence the `page_key` indexes in schema.surql.
 
 use std::sync::Arc;
 
 use surrealdb::Surreal;
 use surrealdb::engine::local::Db;
 use surrealdb::opt::auth::Root;
+use surrealdb::opt::capabilities::{Capabilities, PlannerStrategy};
 use surrealdb_cnf::ConfigMap;
 use surrealdb_engine_local::Datastore;
 
@@ -43,16 +52,16 @@ pub(super) async fn open(settings: &StoreSettings) -> anyhow::Result<Conn> {
         db.use_ns(&settings.namespace).use_db(&settings.database).await?;
         Conn::Remote(db)
     } else if address.starts_with("mem://") || address.starts_with("surrealkv://") {
-        let db = open_embedded(address, settings).await?;
+        let (db, datastore) = open_embedded(address, settings).await?;
         db.use_ns(&settings.namespace).use_db(&settings.database).await?;
-        Conn::Local(db)
+        Conn::Local(db, datastore)
     } else {
         anyhow::bail!("unsupported database address {address:?}: use mem://, surrealkv://PATH or ws://HOST:PORT");
     };
     Ok(conn)
 }
 
-async fn open_embedded(address: &str, settings: &StoreSettings) -> anyhow::Result<Surreal<Db>> {
+async fn open_embedded(address: &str, settings: &StoreSettings) -> anyhow::Result<(Surreal<Db>, Arc<Datastore>)> {
     const MIB: u64 = 1024 * 1024;
     let path = if let Some(dir) = address.strip_prefix("surrealkv://") {
         let dir = dir.split('?').next().unwrap_or(dir);
@@ -69,11 +78,13 @@ async fn open_embedded(address: &str, settings: &StoreSettings) -> anyhow::Resul
     // run before the maintenance tasks write anything.
     let datastore: Arc<Datastore> = Datastore::builder()
         .with_config(config)
+        .with_capabilities(Capabilities::new().with_planner_strategy(PlannerStrategy::ComputeOnly).into())
         .without_maintenance_tasks()
         .build_with_path(&path)
         .await?;
     datastore.check_version().await?;
     datastore.bootstrap().await?;
     datastore.start_maintenance_tasks();
-    Ok(Surreal::<Db>::unstable_from_datastore(datastore, None).await?)
+    let db = Surreal::<Db>::unstable_from_datastore(Arc::clone(&datastore), None).await?;
+    Ok((db, datastore))
 }

@@ -451,7 +451,7 @@ impl Store {
             .set("location", filter.location.clone())
             .set("from", filter.issued_from.map(date_string))
             .set("to", filter.issued_to.map(date_string));
-        self.page("invoice", &conditions.join(" AND "), after, limit, count, vars).await
+        self.page("invoice", tenant, &conditions.join(" AND "), after, limit, count, vars).await
     }
 }
 

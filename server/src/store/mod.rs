@@ -20,6 +20,7 @@ pub mod numbering;
 pub mod payments;
 pub mod rows;
 pub mod tenants;
+mod upgrade;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,20 +34,22 @@ use surrealdb::types::{Object, QueryError, SurrealValue, Value, Variables};
 
 pub use connect::StoreSettings;
 
+use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::metrics::Metrics;
 
 /// The schema, applied at every start; each statement is idempotent.
 const SCHEMA: &str = include_str!("schema.surql");
 /// Bumped whenever schema.surql changes meaning; recorded in the database.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The transaction a body works in; shared so the body's future can own its handle.
 pub type TxRef = Arc<Tx>;
 
 enum Conn {
-    /// Embedded SurrealKV or memory, opened by Settle with capped caches.
-    Local(Surreal<Db>),
+    /// Embedded SurrealKV or memory, opened by Settle with capped caches; the datastore is kept to
+    /// be shut down cleanly.
+    Local(Surreal<Db>, Arc<surrealdb_engine_local::Datastore>),
     /// A SurrealDB server reached over WebSocket.
     Remote(Surreal<Any>),
 }
@@ -217,6 +220,14 @@ impl Store {
             }),
         };
         store.query(SCHEMA, Vars::new()).await.map_err(|e| anyhow::anyhow!("applying the schema: {e}"))?;
+        let mut recorded = store
+            .query("SELECT VALUE version FROM ONLY settle_meta:schema", Vars::new())
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the schema version: {e}"))?;
+        // A new database has no version and nothing to upgrade.
+        if let Some(version) = recorded.first::<i64>(0)? {
+            upgrade::upgrade(&store, version).await.map_err(|e| anyhow::anyhow!("upgrading from schema version {version}: {e}"))?;
+        }
         store
             .query(
                 "UPSERT settle_meta:schema SET version = $version, applied_at = time::now()",
@@ -230,32 +241,50 @@ impl Store {
     /// Runs statements outside any explicit transaction (each statement is its own).
     pub async fn query(&self, sql: &str, vars: Vars) -> AppResult<Results> {
         let response = match &self.inner.conn {
-            Conn::Local(db) => db.query(sql).bind(Object::from(vars.0)).await,
+            Conn::Local(db, _) => db.query(sql).bind(Object::from(vars.0)).await,
             Conn::Remote(db) => db.query(sql).bind(Object::from(vars.0)).await,
         };
         Results::checked(response)
     }
 
-    /// A page of `table` newest first, for the rows matching `filter_sql` (fixed text; its values
-    /// are bound in `vars`), walking the index (tenant, key) backwards from the cursor `after` and
-    /// stopping after `limit` rows; and, when `count`, how many rows match in all (which reads
-    /// every one of them).
+    /// A page of a tenant's rows of `table`, newest first, for the rows matching `filter_sql`
+    /// (fixed text; its values are bound in `vars`), walking the index on `page_key` (the tenant,
+    /// '/', the key: see schema.surql) backwards from the cursor `after` and stopping after `limit`
+    /// rows; and, when `count`, how many rows match in all (which counts their index entries).
     pub(crate) async fn page<T: SurrealValue>(
         &self,
         table: &str,
+        tenant: &TenantId,
         filter_sql: &str,
         after: Option<String>,
         limit: usize,
         count: bool,
         vars: Vars,
     ) -> AppResult<(Vec<T>, Option<i64>)> {
-        let page_sql = if after.is_some() { " AND key < $after" } else { "" };
+        // Tenant ids are `a-z A-Z 0-9 _ -`, so "<tenant>/" starts exactly this tenant's keys, and
+        // '0', the character after '/', ends them.
+        let page_from = format!("{tenant}/");
+        let page_to = after.map_or_else(|| format!("{tenant}0"), |after| format!("{tenant}/{after}"));
         let count_sql = if count { format!("SELECT count() FROM {table} WHERE {filter_sql} GROUP ALL;") } else { String::new() };
-        let sql = format!("SELECT * FROM {table} WHERE {filter_sql}{page_sql} ORDER BY key DESC LIMIT $limit; {count_sql}");
-        let mut results = self.query(&sql, vars.set("after", after).set("limit", limit as i64)).await?;
+        let sql = format!(
+            "SELECT * FROM {table} WHERE page_key > $page_from AND page_key < $page_to AND {filter_sql}
+                ORDER BY page_key DESC LIMIT $limit; {count_sql}"
+        );
+        let vars = vars.set("page_from", page_from).set("page_to", page_to).set("limit", limit as i64);
+        let mut results = self.query(&sql, vars).await?;
         let rows = results.rows(0)?;
         let total = if count { Some(results.first::<rows::CountRow>(1)?.map_or(0, |c| c.count)) } else { None };
         Ok((rows, total))
+    }
+
+    /// Shuts an embedded database down cleanly: what is in memory is written out and its files are
+    /// released. A SurrealDB server is left running.
+    pub async fn close(&self) {
+        if let Conn::Local(_, datastore) = &self.inner.conn
+            && let Err(error) = datastore.shutdown().await
+        {
+            tracing::warn!(%error, "closing the database");
+        }
     }
 
     /// Checks that the database answers, for /healthz.
@@ -307,7 +336,7 @@ impl Store {
         Fut: Future<Output = AppResult<T>>,
     {
         let tx = Arc::new(Tx(Some(match &self.inner.conn {
-            Conn::Local(db) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
+            Conn::Local(db, _) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
             Conn::Remote(db) => OpenTx::Remote(db.clone().begin().await.map_err(db_error)?),
         })));
         let outcome = body(Arc::clone(&tx)).await;

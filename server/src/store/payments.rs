@@ -789,7 +789,7 @@ impl Store {
             .set("location", filter.location.clone())
             .set("from", filter.from.map(date_string))
             .set("to", filter.to.map(date_string));
-        self.page("payment", &conditions.join(" AND "), after, limit, count, vars).await
+        self.page("payment", tenant, &conditions.join(" AND "), after, limit, count, vars).await
     }
 
     /// A client's payments with money left to apply, oldest first: what the front desk picks
