@@ -9,8 +9,6 @@
 //! runs the same choices again (the timing of the kill still varies).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +17,8 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use settle::auth::{Role, TenantId, TokenKeys};
+
+use crate::helpers::SettleProcess;
 
 const ROUNDS: usize = 5;
 const TASKS: usize = 6;
@@ -75,47 +75,6 @@ impl XorShift {
 // The server process
 // ---------------------------------------------------------------------------------------------
 
-/// The real binary serving `surrealkv://DIR/db`; killed when dropped.
-struct Server {
-    child: Option<Child>,
-    url: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(data_dir: &Path, log: PathBuf) -> Server {
-        let stderr = std::fs::File::create(&log).expect("a log file");
-        let (child, url) = crate::helpers::start_settle(data_dir, Stdio::from(stderr));
-        let server = Server { child: Some(child), url: url.clone().unwrap_or_default(), log };
-        if url.is_none() {
-            panic!("settle did not start within 60 s; its log:\n{}", server.log_tail());
-        }
-        server
-    }
-
-    /// SIGKILL, as a crash or the OOM killer would, then waits for the process to be gone.
-    fn sigkill(&mut self) {
-        let mut child = self.child.take().expect("a running server");
-        let status = Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill runs");
-        assert!(status.success(), "kill -KILL failed");
-        child.wait().expect("the killed server is reaped");
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Requests and their outcomes
@@ -764,7 +723,7 @@ async fn crash_sigkill_loses_nothing_acknowledged() {
 
     let dir = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), logs.path().join("settle-0.log"));
+    let mut server = SettleProcess::start(dir.path(), logs.path().join("settle-0.log"));
     let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
     let token = keys.mint("crash-test", &TenantId::parse("crash").unwrap(), &[Role::Billing], chrono::Duration::hours(1)).unwrap();
     let admin = keys.mint("crash-admin", &TenantId::parse("crash").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
@@ -828,7 +787,7 @@ async fn crash_sigkill_loses_nothing_acknowledged() {
         }
 
         let restart_started = Instant::now();
-        server = Server::start(dir.path(), logs.path().join(format!("settle-{round}.log")));
+        server = SettleProcess::start(dir.path(), logs.path().join(format!("settle-{round}.log")));
         let restart_took = restart_started.elapsed();
         world = Arc::into_inner(world_now).expect("the tasks are done");
         world.url = server.url.clone();

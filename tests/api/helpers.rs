@@ -1,6 +1,8 @@
 //! The test harness: a real Settle server on a free port over real HTTP, built by the same
 //! `Application::build` that `settle serve` uses, with a fresh in-memory SurrealDB per test.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -177,6 +179,54 @@ pub fn start_settle(data_dir: &std::path::Path, stderr: std::process::Stdio) -> 
     });
     let url = receiver.recv_timeout(Duration::from_secs(60)).ok();
     (child, url)
+}
+
+/// The real binary serving `surrealkv://DIR/db`; killed when dropped.
+pub struct SettleProcess {
+    child: Option<Child>,
+    pub url: String,
+    log: PathBuf,
+}
+
+impl SettleProcess {
+    /// Starts the binary on `data_dir`, its stderr going to the file `log`.
+    pub fn start(data_dir: &Path, log: PathBuf) -> SettleProcess {
+        let stderr = std::fs::File::create(&log).expect("a log file");
+        let (child, url) = start_settle(data_dir, Stdio::from(stderr));
+        let server = SettleProcess { child: Some(child), url: url.clone().unwrap_or_default(), log };
+        if url.is_none() {
+            panic!("settle did not start within 60 s; its log:\n{}", server.log_tail());
+        }
+        server
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would, then waits for the process to be gone.
+    pub fn sigkill(&mut self) {
+        self.stop("-KILL");
+    }
+
+    /// Sends `signal` (such as "-TERM") and waits for the process to be gone.
+    pub fn stop(&mut self, signal: &str) {
+        let mut child = self.child.take().expect("a running server");
+        let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+        child.wait().expect("the stopped server is reaped");
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for SettleProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Ids most invoice tests need.

@@ -1,14 +1,13 @@
 //! Durability across restarts of the real `settle` binary on embedded SurrealKV.
 
-use std::process::{Child, Command, Stdio};
+use crate::helpers::SettleProcess;
 
 use serde_json::json;
 use settle::auth::{Role, TenantId, TokenKeys};
 
-/// The real binary, serving `surrealkv://DIR/db`; returns the child and its base URL.
-fn start(data_dir: &std::path::Path) -> (Child, String) {
-    let (child, url) = crate::helpers::start_settle(data_dir, Stdio::null());
-    (child, url.expect("settle prints its address"))
+/// The real binary, serving `surrealkv://DIR/db`, its log beside the database.
+fn start(data_dir: &std::path::Path) -> SettleProcess {
+    SettleProcess::start(data_dir, data_dir.join("settle.log"))
 }
 
 async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variables: serde_json::Value) -> serde_json::Value {
@@ -26,15 +25,11 @@ async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variab
     body["data"].clone()
 }
 
-fn stop(mut child: Child, signal: &str) {
-    let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
-    let _ = child.wait();
-}
-
 async fn restart_keeps_everything(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let (child, url) = start(dir.path());
+    let mut server = start(dir.path());
+    let url = server.url.clone();
     let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
     let token = keys.mint("restart-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
 
@@ -57,9 +52,10 @@ async fn restart_keeps_everything(signal: &str) {
             json!({"id": id, "key": format!("finalize-{i}")})).await;
         invoice_ids.push(id);
     }
-    stop(child, signal);
+    server.stop(signal);
 
-    let (child, url) = start(dir.path());
+    let mut server = start(dir.path());
+    let url = server.url.clone();
     let after = gql(&http, &url, &token, "{ invoices(first: 10) { totalCount edges { node { id number status total { amount } } } } auditEvents(first: 50) { totalCount } settings { nextInvoiceNumber } }", json!({})).await;
     assert_eq!(after["invoices"]["totalCount"], 3, "{after:#}");
     let numbers: Vec<&str> = after["invoices"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["number"].as_str().unwrap()).collect();
@@ -71,7 +67,7 @@ async fn restart_keeps_everything(signal: &str) {
         assert_eq!(edge["node"]["status"], "OPEN");
         assert_eq!(edge["node"]["total"]["amount"], "80.00");
     }
-    stop(child, "-TERM");
+    server.stop("-TERM");
 }
 
 #[tokio::test]
@@ -104,7 +100,8 @@ async fn downgrade_to_schema_version_1(dir: &std::path::Path) {
 async fn a_database_from_schema_version_1_gets_its_page_keys() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let (child, url) = start(dir.path());
+    let mut server = start(dir.path());
+    let url = server.url.clone();
     let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
     let token = keys.mint("upgrade-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
     let setup = gql(&http, &url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
@@ -128,10 +125,11 @@ async fn a_database_from_schema_version_1_gets_its_page_keys() {
     let lists = "{ invoices(first: 2) { totalCount edges { node { id } } pageInfo { endCursor } }
         payments(first: 10) { totalCount edges { node { id } } } auditEvents(first: 50) { totalCount edges { node { id } } } }";
     let before = gql(&http, &url, &token, lists, json!({})).await;
-    stop(child, "-TERM");
+    server.stop("-TERM");
 
     downgrade_to_schema_version_1(dir.path()).await;
-    let (child, url) = start(dir.path());
+    let mut server = start(dir.path());
+    let url = server.url.clone();
     let after = gql(&http, &url, &token, lists, json!({})).await;
     assert_eq!(after, before, "every list pages as before the upgrade");
     assert_eq!(after["invoices"]["edges"].as_array().unwrap().len(), 2);
@@ -141,5 +139,5 @@ async fn a_database_from_schema_version_1_gets_its_page_keys() {
         json!({"after": after["invoices"]["pageInfo"]["endCursor"]})).await;
     assert_eq!(rest["invoices"]["edges"].as_array().unwrap().len(), 38, "the second page holds the older invoices");
     assert_eq!(rest["auditEvents"]["edges"].as_array().unwrap().len(), 100, "audit events of both upgrade batches are listed");
-    stop(child, "-TERM");
+    server.stop("-TERM");
 }
