@@ -25,7 +25,7 @@ use settle::store::audit::{IdempotencyKey, Mutation};
 use settle::store::directory::{LocationFields, PartyFields, PartyKind};
 use settle::store::invoices::{InvoiceDraft, LineDraft};
 use settle::store::payments::InvoicePaymentDraft;
-use settle::store::{Store, StoreSettings};
+use settle::store::Store;
 
 #[derive(Parser, Clone)]
 #[command(about = "Settle load generator and baselines")]
@@ -165,16 +165,10 @@ fn mutation<'a>(tenant: &'a TenantId, operation: &'static str) -> Mutation<'a> {
 /// The pay-an-invoice transaction straight on the store: each task pays 1.00 at a time on its
 /// own invoice, exactly what payInvoice does inside the server.
 async fn store_baseline(dir: &Path, tasks: usize, length: Duration) -> anyhow::Result<f64> {
-    let settings = StoreSettings {
-        address: format!("surrealkv://{}", dir.display()),
-        namespace: "settle".into(),
-        database: "settle".into(),
-        username: None,
-        password: None,
-        block_cache_mib: 64,
-        memtable_mib: 64,
-        transaction_retries_max: 24,
-    };
+    // The server's own defaults (caches, retries, transactions at once), on a database of its own.
+    let mut defaults = settle::config::Settings::defaults();
+    defaults.database = Some(format!("surrealkv://{}", dir.display()));
+    let settings = defaults.store_settings();
     let store = Store::open(&settings, Metrics::new()).await?;
     let tenant = TenantId::parse("bench").expect("valid tenant");
     store.tenant(&tenant).await.map_err(|e| anyhow::anyhow!("{e}"))?;

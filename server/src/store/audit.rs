@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
-use super::rows::{AuditRow, IdempotencyRow, new_key, record};
+use super::rows::{AuditRow, IdempotencyRow, new_key, page_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -141,11 +141,12 @@ async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) ->
     let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
     let key = new_key();
     tx.query(
-        "CREATE $id SET tenant = $tenant, key = $key_field, at = $at, actor = $actor, action = $action, records = $records,
+        "CREATE $id SET tenant = $tenant, key = $key_field, page_key = $page_key, at = $at, actor = $actor, action = $action, records = $records,
             before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id RETURN NONE",
         Vars::new()
             .set("id", record("audit_event", &key))
             .set("key_field", key.clone())
+            .set("page_key", page_key(mutation.tenant.as_str(), &key))
             .set("tenant", mutation.tenant.as_str().to_owned())
             .set("at", Utc::now())
             .set("actor", mutation.actor.to_owned())

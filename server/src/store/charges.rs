@@ -14,7 +14,7 @@ use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
 use super::invoices::{date_string, parse_status, read_invoice, tenant_lock};
 use super::payments::{positive_money, read_payment, record_lock};
-use super::rows::{ChargeAttemptRow, InvoiceRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, new_key, record};
+use super::rows::{ChargeAttemptRow, InvoiceRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, new_key, page_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -283,6 +283,7 @@ impl Store {
             id: record("payment", &key),
             doc: PaymentDoc {
                 tenant: mutation.tenant.as_str().to_owned(),
+                page_key: page_key(mutation.tenant.as_str(), &key),
                 key: key.clone(),
                 number: None,
                 client: attempt.client.clone(),

@@ -6,7 +6,7 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::{PartyKind, read_owned};
-use super::rows::{InvoiceDoc, InvoiceRow, LineRow, LocationRow, PartyRow, TaxRateRow, new_key, record};
+use super::rows::{InvoiceDoc, InvoiceRow, LineRow, LocationRow, PartyRow, TaxRateRow, new_key, page_key, record};
 use super::tenants::read_tenant;
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
@@ -149,7 +149,7 @@ impl Store {
             let key = new_key();
             let now = Utc::now();
             let doc = self.priced_doc(&tx, mutation.tenant, draft, None).await?;
-            let doc = InvoiceDoc { key: key.clone(), created_at: now, updated_at: now, ..doc };
+            let doc = InvoiceDoc { page_key: page_key(mutation.tenant.as_str(), &key), key: key.clone(), created_at: now, updated_at: now, ..doc };
             tx.query("CREATE $id CONTENT $doc", Vars::new().set("id", record("invoice", &key)).set("doc", doc.clone()))
                 .await?;
             let entry = AuditEntry {
@@ -172,6 +172,7 @@ impl Store {
             let priced = self.priced_doc(&tx, mutation.tenant, draft, Some(&before.doc)).await?;
             let doc = InvoiceDoc {
                 key: before.doc.key.clone(),
+                page_key: before.doc.page_key.clone(),
                 number: before.doc.number,
                 created_at: before.doc.created_at,
                 updated_at: Utc::now(),
@@ -253,6 +254,7 @@ impl Store {
         Ok(InvoiceDoc {
             tenant: tenant.as_str().to_owned(),
             key: String::new(),
+            page_key: String::new(),
             number: None,
             client: draft.client.clone(),
             contact: draft.contact.clone(),

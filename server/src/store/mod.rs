@@ -248,9 +248,9 @@ impl Store {
     }
 
     /// A page of a tenant's rows of `table`, newest first, for the rows matching `filter_sql`
-    /// (fixed text; its values are bound in `vars`), walking the index on `page_key` (the tenant,
-    /// '/', the key: see schema.surql) backwards from the cursor `after` and stopping after `limit`
-    /// rows; and, when `count`, how many rows match in all (which counts their index entries).
+    /// (fixed text; its values are bound in `vars`), walking the index on `page_key`
+    /// ([`rows::page_key`]) forwards from the cursor `after` and stopping after `limit` rows; and,
+    /// when `count`, how many rows match in all (which counts their index entries).
     pub(crate) async fn page<T: SurrealValue>(
         &self,
         table: &str,
@@ -261,14 +261,14 @@ impl Store {
         count: bool,
         vars: Vars,
     ) -> AppResult<(Vec<T>, Option<i64>)> {
-        // Tenant ids are `a-z A-Z 0-9 _ -`, so "<tenant>/" starts exactly this tenant's keys, and
-        // '0', the character after '/', ends them.
-        let page_from = format!("{tenant}/");
-        let page_to = after.map_or_else(|| format!("{tenant}0"), |after| format!("{tenant}/{after}"));
+        // Tenant ids are `a-z A-Z 0-9 _ -`, so "<tenant>/" sorts before exactly this tenant's page
+        // keys, and "<tenant>0" ('0' follows '/') after them.
+        let page_from = after.map_or_else(|| format!("{tenant}/"), |after| rows::page_key(tenant.as_str(), &after));
+        let page_to = format!("{tenant}0");
         let count_sql = if count { format!("SELECT count() FROM {table} WHERE {filter_sql} GROUP ALL;") } else { String::new() };
         let sql = format!(
             "SELECT * FROM {table} WHERE page_key > $page_from AND page_key < $page_to AND {filter_sql}
-                ORDER BY page_key DESC LIMIT $limit; {count_sql}"
+                ORDER BY page_key LIMIT $limit; {count_sql}"
         );
         let vars = vars.set("page_from", page_from).set("page_to", page_to).set("limit", limit as i64);
         let mut results = self.query(&sql, vars).await?;

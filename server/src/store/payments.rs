@@ -9,7 +9,7 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
 use super::invoices::{date_string, parse_status, read_invoice, status_str, summary, tenant_lock};
-use super::rows::{AllocationRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, record};
+use super::rows::{AllocationRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, page_key, record};
 use super::tenants::read_tenant;
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
@@ -273,6 +273,7 @@ impl Store {
         let key = new_key();
         let doc = PaymentDoc {
             tenant: mutation.tenant.as_str().to_owned(),
+            page_key: page_key(mutation.tenant.as_str(), &key),
             key: key.clone(),
             number: None,
             client: client.to_owned(),

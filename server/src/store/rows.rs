@@ -9,6 +9,17 @@ pub fn new_key() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Where a record sorts in its tenant's pages (`page_key` in schema.surql): the tenant, '/', then
+/// the key with every hex digit complemented (0 <-> f), so that the newest key sorts first and a
+/// page of the newest rows is a forward walk of the index from "tenant/".
+pub fn page_key(tenant: &str, key: &str) -> String {
+    let complemented = key.chars().map(|c| match c.to_digit(16) {
+        Some(digit) if !c.is_ascii_uppercase() => char::from_digit(15 - digit, 16).unwrap_or(c),
+        _ => c,
+    });
+    format!("{tenant}/{}", complemented.collect::<String>())
+}
+
 pub fn record(table: &str, key: &str) -> RecordId {
     RecordId::new(table, key)
 }
@@ -88,8 +99,10 @@ pub struct LineRow {
 #[derive(Debug, Clone, SurrealValue)]
 pub struct InvoiceDoc {
     pub tenant: String,
-    /// The record key again, as a field: lists page on the index (tenant, key), newest first.
+    /// The record key again, as a field.
     pub key: String,
+    /// Where it sorts in the tenant's pages: [`page_key`].
+    pub page_key: String,
     pub number: Option<i64>,
     pub client: String,
     pub contact: Option<String>,
@@ -169,8 +182,10 @@ pub struct PaymentMethodRow {
 #[derive(Debug, Clone, SurrealValue)]
 pub struct PaymentDoc {
     pub tenant: String,
-    /// The record key again, as a field: lists page on the index (tenant, key), newest first.
+    /// The record key again, as a field.
     pub key: String,
+    /// Where it sorts in the tenant's pages: [`page_key`].
+    pub page_key: String,
     /// None only between the payment's commit and its numbering.
     pub number: Option<i64>,
     pub client: String,
@@ -298,4 +313,23 @@ pub struct ChargeAttemptRow {
     pub actor: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_key;
+
+    #[test]
+    fn page_keys_sort_newest_first_and_stay_within_their_tenant() {
+        let mut keys: Vec<String> = (0..500).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+        keys.extend((0..500).map(|_| uuid::Uuid::now_v7().to_string()));
+        keys.sort();
+        keys.dedup();
+        let page_keys: Vec<String> = keys.iter().map(|k| page_key("clinic", k)).collect();
+        assert!(page_keys.windows(2).all(|w| w[0] > w[1]), "a later key sorts first");
+        for (tenant, inside) in [("clinic", true), ("clinic-2", false), ("clinic0", false), ("clini", false)] {
+            let key = page_key(tenant, &keys[0]);
+            assert_eq!(key.as_str() > "clinic/" && key.as_str() < "clinic0", inside, "{tenant}: {key}");
+        }
+    }
 }

@@ -2,9 +2,9 @@
 //! start-up. Each step is idempotent and runs in batches, so a crash halfway through is mended by
 //! the next start (the version is recorded only after every step has finished).
 
-use surrealdb::types::{RecordId, RecordIdKey, RecordIdKeyRange};
+use surrealdb::types::{RecordId, RecordIdKey, RecordIdKeyRange, SurrealValue};
 
-use super::{Store, Vars};
+use super::{Store, Vars, rows};
 use crate::error::AppResult;
 
 /// Records updated per transaction while upgrading.
@@ -20,9 +20,9 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
     Ok(())
 }
 
-/// Version 2 added `page_key` (the tenant, '/', the key) to the tables that page. Records written
-/// before it lack the field and so would be missing from every page. The field's VALUE clause
-/// computes it on any update; the batches walk the table in key order.
+/// Version 2 added `page_key` ([`rows::page_key`]) to the tables that page. Records written
+/// before it lack the field and so would be missing from every page. The batches walk the table in
+/// key order.
 async fn backfill_page_keys(store: &Store, table: &str) -> AppResult<()> {
     let mut start = std::ops::Bound::Unbounded;
     loop {
@@ -30,18 +30,35 @@ async fn backfill_page_keys(store: &Store, table: &str) -> AppResult<()> {
             table: table.into(),
             key: RecordIdKey::Range(Box::new(RecordIdKeyRange { start: start.clone(), end: std::ops::Bound::Unbounded })),
         };
-        let mut found = store.query("SELECT VALUE id FROM $range LIMIT $batch", Vars::new().set("range", range).set("batch", BATCH)).await?;
-        let ids: Vec<RecordId> = found.rows(0)?;
-        let Some(last) = ids.last().cloned() else { return Ok(()) };
+        let mut found = store
+            .query("SELECT id, tenant, key FROM $range LIMIT $batch", Vars::new().set("range", range).set("batch", BATCH))
+            .await?;
+        let batch: Vec<Keyed> = found.rows(0)?;
+        let Some(last) = batch.last().map(|row| row.id.clone()) else { return Ok(()) };
+        let updates: Vec<PageKeyUpdate> =
+            batch.iter().map(|row| PageKeyUpdate { id: row.id.clone(), page_key: rows::page_key(&row.tenant, &row.key) }).collect();
         store
             .query(
-                "UPDATE $ids SET page_key = tenant + '/' + key WHERE page_key = NONE RETURN NONE",
-                Vars::new().set("ids", ids.clone()),
+                "BEGIN; FOR $row IN $updates { UPDATE $row.id SET page_key = $row.page_key RETURN NONE; }; COMMIT;",
+                Vars::new().set("updates", updates),
             )
             .await?;
-        if (ids.len() as i64) < BATCH {
+        if (batch.len() as i64) < BATCH {
             return Ok(());
         }
         start = std::ops::Bound::Excluded(last.key);
     }
+}
+
+#[derive(SurrealValue)]
+struct Keyed {
+    id: RecordId,
+    tenant: String,
+    key: String,
+}
+
+#[derive(SurrealValue)]
+struct PageKeyUpdate {
+    id: RecordId,
+    page_key: String,
 }
