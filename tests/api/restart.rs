@@ -80,12 +80,17 @@ async fn acknowledged_writes_survive_sigkill() {
     restart_keeps_everything("-KILL").await;
 }
 
+/// The database under `dir`, opened in this process the way `settle serve` opens it.
+async fn open_store(dir: &std::path::Path) -> settle::store::Store {
+    let mut settings = crate::helpers::test_settings(dir);
+    settings.database = None;
+    settle::store::Store::open(&settings.store_settings(), settle::metrics::Metrics::new()).await.unwrap()
+}
+
 /// Makes the database under `dir` look as Settle left it before schema version 2: no `page_key`
 /// on invoices, payments and audit events, and version 1 recorded.
 async fn downgrade_to_schema_version_1(dir: &std::path::Path) {
-    let mut settings = crate::helpers::test_settings(dir);
-    settings.database = None;
-    let store = settle::store::Store::open(&settings.store_settings(), settle::metrics::Metrics::new()).await.unwrap();
+    let store = open_store(dir).await;
     for (table, index) in [("invoice", "invoice_page"), ("payment", "payment_page"), ("audit_event", "audit_page")] {
         let sql = format!("REMOVE INDEX {index} ON {table}; REMOVE FIELD page_key ON {table}; UPDATE {table} UNSET page_key RETURN NONE;");
         store.query(&sql, settle::store::Vars::new()).await.unwrap();
@@ -140,4 +145,22 @@ async fn a_database_from_schema_version_1_gets_its_page_keys() {
     assert_eq!(rest["invoices"]["edges"].as_array().unwrap().len(), 38, "the second page holds the older invoices");
     assert_eq!(rest["auditEvents"]["edges"].as_array().unwrap().len(), 100, "audit events of both upgrade batches are listed");
     server.stop("-TERM");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_settle_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    store.query("UPDATE settle_meta:schema SET version = 99", settle::store::Vars::new()).await.unwrap();
+    store.close().await;
+
+    // Refused twice: the first refusal left the recorded version as it was.
+    for attempt in 0..2 {
+        let log = dir.path().join(format!("refused-{attempt}.log"));
+        let (mut child, url) = crate::helpers::start_settle(dir.path(), std::process::Stdio::from(std::fs::File::create(&log).unwrap()));
+        assert!(url.is_none(), "settle serves a database it does not know");
+        assert!(!child.wait().unwrap().success());
+        let said = std::fs::read_to_string(&log).unwrap();
+        assert!(said.contains("schema version 99, written by a newer Settle"), "{said}");
+    }
 }

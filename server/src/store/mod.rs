@@ -219,13 +219,18 @@ impl Store {
                 tenant_cache: Default::default(),
             }),
         };
-        store.query(SCHEMA, Vars::new()).await.map_err(|e| anyhow::anyhow!("applying the schema: {e}"))?;
+        // Read before the schema is applied, so a database from a newer Settle is left as it is.
         let mut recorded = store
-            .query("SELECT VALUE version FROM ONLY settle_meta:schema", Vars::new())
+            .query("DEFINE TABLE IF NOT EXISTS settle_meta SCHEMALESS; SELECT VALUE version FROM ONLY settle_meta:schema", Vars::new())
             .await
             .map_err(|e| anyhow::anyhow!("reading the schema version: {e}"))?;
+        let recorded = recorded.first::<i64>(1)?;
+        if let Some(version) = recorded.filter(|version| *version > SCHEMA_VERSION) {
+            anyhow::bail!("the database has schema version {version}, written by a newer Settle; this one knows up to {SCHEMA_VERSION}");
+        }
+        store.query(SCHEMA, Vars::new()).await.map_err(|e| anyhow::anyhow!("applying the schema: {e}"))?;
         // A new database has no version and nothing to upgrade.
-        if let Some(version) = recorded.first::<i64>(0)? {
+        if let Some(version) = recorded {
             upgrade::upgrade(&store, version).await.map_err(|e| anyhow::anyhow!("upgrading from schema version {version}: {e}"))?;
         }
         store
