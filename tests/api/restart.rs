@@ -25,6 +25,21 @@ async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variab
     body["data"].clone()
 }
 
+/// Creates and finalizes an invoice of one 80.00 line (idempotency keys numbered by `i`); returns
+/// its id.
+async fn open_invoice(http: &reqwest::Client, url: &str, token: &str, client: &serde_json::Value, location: &serde_json::Value, i: usize) -> String {
+    let created = gql(http, url, token,
+        "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
+        json!({"key": format!("create-{i}"), "input": {
+            "clientId": client, "locationId": location, "lines": [{"description": "Visit", "unitPrice": "80.00"}]}}),
+    )
+    .await;
+    let id = created["createInvoice"]["id"].as_str().unwrap().to_owned();
+    gql(http, url, token, "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
+        json!({"id": id, "key": format!("finalize-{i}")})).await;
+    id
+}
+
 async fn restart_keeps_everything(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
@@ -37,20 +52,7 @@ async fn restart_keeps_everything(signal: &str) {
     let location = gql(&http, &url, &token, r#"mutation { createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
     let mut invoice_ids = Vec::new();
     for i in 0..3 {
-        let created = gql(
-            &http,
-            &url,
-            &token,
-            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
-            json!({"key": format!("create-{i}"), "input": {
-                "clientId": client["createClient"]["id"], "locationId": location["createLocation"]["id"],
-                "lines": [{"description": "Visit", "unitPrice": "80.00"}]}}),
-        )
-        .await;
-        let id = created["createInvoice"]["id"].as_str().unwrap().to_owned();
-        gql(&http, &url, &token, "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
-            json!({"id": id, "key": format!("finalize-{i}")})).await;
-        invoice_ids.push(id);
+        invoice_ids.push(open_invoice(&http, &url, &token, &client["createClient"]["id"], &location["createLocation"]["id"], i).await);
     }
     server.stop(signal);
 
@@ -114,16 +116,7 @@ async fn a_database_from_schema_version_1_gets_its_page_keys() {
     let cash = methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").unwrap()["id"].clone();
     // More audit events than one upgrade batch holds (100), so the upgrade runs several batches.
     for i in 0..40 {
-        let created = gql(&http, &url, &token,
-            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
-            json!({"key": format!("create-{i}"), "input": {
-                "clientId": setup["createClient"]["id"], "locationId": setup["createLocation"]["id"],
-                "lines": [{"description": "Visit", "unitPrice": "80.00"}]}}),
-        )
-        .await;
-        let id = created["createInvoice"]["id"].clone();
-        gql(&http, &url, &token, "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
-            json!({"id": id, "key": format!("finalize-{i}")})).await;
+        let id = open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], i).await;
         gql(&http, &url, &token, "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(invoiceId: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
             json!({"id": id, "m": cash, "key": format!("pay-{i}")})).await;
     }
