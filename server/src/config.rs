@@ -104,6 +104,10 @@ pub struct Limits {
     /// costs 25 more, a record looked up by id 10 more, a list without pages 10 per item.
     #[arg(long, env = "SETTLE_QUERY_COMPLEXITY_MAX", default_value_t = 20000)]
     pub query_complexity_max: usize,
+    /// Most selections (fields, fragment spreads, inline fragments) a GraphQL document may hold
+    /// once its fragments are expanded; counted before any other check (Q1).
+    #[arg(long, env = "SETTLE_QUERY_SELECTIONS_MAX", default_value_t = 5000)]
+    pub query_selections_max: usize,
     /// Longest GraphQL document (the query text), in bytes.
     #[arg(long, env = "SETTLE_QUERY_LENGTH_MAX_BYTES", default_value_t = 64 * 1024)]
     pub query_length_max_bytes: usize,

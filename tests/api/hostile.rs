@@ -520,6 +520,64 @@ async fn hostile_query_shapes_are_refused_or_answered_quickly() {
     probe.finish("query shapes");
 }
 
+/// `query { ...F0 }` where each fragment spreads the next one twice through `spread`, ending in
+/// `viewer { tenant }`: about 1 KB of text that expands to 2^levels selections.
+fn doubling_fragments(levels: usize, spread: impl Fn(usize) -> String) -> String {
+    let mut query = "query { ...F0 }".to_owned();
+    for level in 0..levels {
+        query.push_str(&format!(" fragment F{level} on Query {{ {} }}", spread(level + 1)));
+    }
+    query.push_str(&format!(" fragment F{levels} on Query {{ viewer {{ tenant }} }}"));
+    query
+}
+
+/// Q1: documents that expand to billions of selections are refused before anything expands them,
+/// in milliseconds, and the server keeps answering /healthz while they arrive together.
+#[tokio::test]
+async fn q1_exponential_fragment_documents_are_refused_at_once() {
+    let app = TestApp::spawn().await;
+    let documents = [
+        ("each fragment spreads the next twice", doubling_fragments(30, |next| format!("...F{next} ...F{next}"))),
+        ("the same with aliased fields beside the spreads", doubling_fragments(30, |next| format!("a: __typename ...F{next} b: __typename ...F{next}"))),
+        (
+            "the spreads inside inline fragments",
+            doubling_fragments(30, |next| format!("... on Query {{ ...F{next} }} ... on Query {{ ...F{next} }}")),
+        ),
+        ("three spreads per level, 20 levels", doubling_fragments(20, |next| format!("...F{next} ...F{next} ...F{next}"))),
+        ("two spreads per level, 25 levels: within the depth limit", doubling_fragments(25, |next| format!("...F{next} ...F{next}"))),
+        (
+            "two named operations, each spreading the chain",
+            format!("{} query Other {{ ...F0 }}", doubling_fragments(30, |next| format!("...F{next} ...F{next}")).replacen("query {", "query First {", 1)),
+        ),
+    ];
+    let viewer = app.viewer();
+    for (case, document) in &documents {
+        assert!(document.len() < 2_500, "{case}: the document is meant to be small ({} bytes)", document.len());
+        let started = Instant::now();
+        let response = viewer.post(document, json!({})).await;
+        let elapsed = started.elapsed();
+        assert_error_code(&response, "QUERY_REJECTED");
+        let message = response.body["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("more than 5000") || message.contains("deeper than 32"), "{case}: {message}");
+        // Unbounded, the first document costs minutes of CPU; the bound costs a walk of its text.
+        assert!(elapsed < Duration::from_millis(500), "{case}: refused after {elapsed:?}");
+    }
+
+    // Eight at once, and /healthz answers meanwhile.
+    let document = &documents[0].1;
+    let attacks: Vec<_> = (0..8).map(|_| viewer.post(document, json!({}))).collect();
+    let health = async {
+        let started = Instant::now();
+        let response = app.http.get(app.url("/healthz")).timeout(Duration::from_secs(2)).send().await;
+        (response.map(|r| r.status().as_u16()), started.elapsed())
+    };
+    let (answers, (health, health_elapsed)) = tokio::join!(futures::future::join_all(attacks), health);
+    for answer in &answers {
+        assert_error_code(answer, "QUERY_REJECTED");
+    }
+    assert_eq!(health.ok(), Some(200), "/healthz while 8 such documents arrive (after {health_elapsed:?})");
+}
+
 /// A document of unknown fields is refused, quickly and with a short answer.
 #[tokio::test]
 async fn documents_of_unknown_fields_are_refused_quickly_and_briefly() {

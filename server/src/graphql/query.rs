@@ -57,6 +57,7 @@ impl Query {
             page_size_max: clamp(limits.page_size_max),
             query_depth_max: clamp(limits.query_depth_max),
             query_complexity_max: clamp(limits.query_complexity_max),
+            query_selections_max: clamp(limits.query_selections_max),
             body_size_max_bytes: clamp(limits.body_size_max_bytes),
             query_length_max_bytes: clamp(limits.query_length_max_bytes),
             idempotency_key_max_chars: clamp(IDEMPOTENCY_KEY_MAX),

@@ -501,6 +501,9 @@ pub struct Limits {
     pub page_size_max: i32,
     pub query_depth_max: i32,
     pub query_complexity_max: i32,
+    /// Most selections (fields, fragment spreads, inline fragments) a query may hold once its
+    /// fragments are expanded.
+    pub query_selections_max: i32,
     pub body_size_max_bytes: i32,
     pub query_length_max_bytes: i32,
     pub idempotency_key_max_chars: i32,
