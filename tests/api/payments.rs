@@ -1462,21 +1462,30 @@ async fn c2_credit_cannot_exceed_the_line_or_the_balance() {
     let id = id_of(&open_invoice_with(&app, &seed, lines, json!({})).await);
     let credit = |lines: Value| json!({"reason": "adjustment", "lines": lines});
     // Line 0 is 110.00, line 1 is 30.00; the invoice owes 140.00.
-    // (input, expected code, why)
+    // (input, expected code, what the message says, why)
     let cases = [
-        (credit(json!([{"lineIndex": 0, "quantity": "3"}])), "CREDIT_EXCEEDS_LINE", "more quantity than the line has"),
-        (credit(json!([{"lineIndex": 1, "amount": "30.01"}])), "CREDIT_EXCEEDS_LINE", "more than the line's total"),
-        (credit(json!([{"lineIndex": 0, "quantity": "0"}])), "AMOUNT_NOT_POSITIVE", "a zero quantity"),
-        (credit(json!([{"lineIndex": 0, "quantity": "1", "amount": "5.00"}])), "INVALID_INPUT", "quantity and amount together"),
-        (credit(json!([{"lineIndex": 0}])), "INVALID_INPUT", "neither quantity nor amount"),
-        (credit(json!([{"lineIndex": 2, "amount": "5.00"}])), "INVALID_INPUT", "no such line"),
-        (credit(json!([])), "INVALID_INPUT", "no line at all"),
-        (credit(json!([{"lineIndex": 1, "amount": "10.00"}, {"lineIndex": 1, "amount": "10.00"}])), "INVALID_INPUT", "one line twice"),
+        (credit(json!([{"lineIndex": 0, "quantity": "3"}])), "CREDIT_EXCEEDS_LINE", "quantity 2", "more quantity than the line has"),
+        (credit(json!([{"lineIndex": 1, "amount": "30.01"}])), "CREDIT_EXCEEDS_LINE", "30.00", "more than the line's total"),
+        (credit(json!([{"lineIndex": 0, "quantity": "0"}])), "AMOUNT_NOT_POSITIVE", "greater than zero", "a zero quantity"),
+        (
+            credit(json!([{"lineIndex": 0, "quantity": "0.0000000001"}])),
+            "AMOUNT_NOT_POSITIVE",
+            "0.00 once rounded",
+            "a sliver of the quantity, whose credit rounds to 0.00",
+        ),
+        (credit(json!([{"lineIndex": 0, "quantity": "1", "amount": "5.00"}])), "INVALID_INPUT", "not both", "quantity and amount together"),
+        (credit(json!([{"lineIndex": 0}])), "INVALID_INPUT", "a quantity or an amount", "neither quantity nor amount"),
+        (credit(json!([{"lineIndex": 2, "amount": "5.00"}])), "INVALID_INPUT", "no such line", "no such line"),
+        (credit(json!([])), "INVALID_INPUT", "at least one line", "no line at all"),
+        (credit(json!([{"lineIndex": 1, "amount": "10.00"}, {"lineIndex": 1, "amount": "10.00"}])), "INVALID_INPUT", "once", "one line twice"),
     ];
     let before = read_invoice(&app, &id).await;
-    for (input, code, why) in cases.iter() {
+    for (input, code, says, why) in cases.iter() {
         let response = issue_credit(&app, &id, input.clone()).await;
         assert_eq!(response.error_code(), Some(*code), "{why}: {:#}", response.body);
+        let error = &response.body["errors"][0];
+        assert!(error["message"].as_str().unwrap_or_default().contains(says), "{why}: the message says {says:?}: {:#}", response.body);
+        assert_eq!(error["extensions"]["retryable"], false, "{why}: sending it again cannot help");
         assert_eq!(read_invoice(&app, &id).await, before, "{why}: nothing changed");
     }
     // Credit 20.00 of the dressing: 10.00 of that line is left.

@@ -852,7 +852,8 @@ impl PaymentMutation {
                             .map_err(|_| AppError::invalid(format!("quantity {quantity:?} is not a decimal")))?,
                     ),
                     (None, Some(amount)) => CreditBy::Amount(amount.0),
-                    _ => return Err(AppError::invalid("credit a line by quantity or by amount, not both")),
+                    (Some(_), Some(_)) => return Err(AppError::invalid("credit a line by quantity or by amount, not both")),
+                    (None, None) => return Err(AppError::invalid("say how much of the line to credit: a quantity or an amount")),
                 };
                 let line_index = usize::try_from(line.line_index).map_err(|_| AppError::invalid("lineIndex starts at 0"))?;
                 Ok(CreditRequest { line: line_index, by })

@@ -106,6 +106,13 @@ pub fn issue(
                 CreditedLine { line: request.line, quantity: None, subtotal: amount - tax, tax, total: amount }
             }
         };
+        // A sliver of a quantity can round to nothing: a credit note of 0.00 is not a credit.
+        if credited.total <= Decimal::ZERO {
+            return Err(AppError::new(
+                ErrorCode::AmountNotPositive,
+                at(format!("the credit comes to {} once rounded; credit more", display_amount(credited.total, currency.code()))),
+            ));
+        }
         let remaining = line.total - line.credited;
         if credited.total > remaining {
             return Err(AppError::new(
@@ -203,6 +210,20 @@ mod tests {
             let got = issue(&invoice, &[l], reason, requests, Currency::AUD).err().map(|e| e.code);
             assert_eq!(got, Some(want), "{why}");
         }
+    }
+
+    #[test]
+    fn c2_a_credit_that_rounds_to_nothing_is_not_positive() {
+        // The line is 2 x 50.00 + 10.00 tax: a quantity of q credits 50q + 5q, each rounded (M3).
+        let credit = |quantity: &str| {
+            issue(&open_invoice("110"), &[line()], "r", &[CreditRequest { line: 0, by: CreditBy::Quantity(d(quantity)) }], Currency::AUD)
+        };
+        for (quantity, why) in [("0.0000000001", "a sliver of the quantity"), ("0.00009", "0.0045 + 0.00045, both round to 0.00")] {
+            let refused = credit(quantity).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::AmountNotPositive, "{why}: {}", refused.message);
+        }
+        // Half a cent rounds away from zero, so this is a credit of 0.01.
+        assert_eq!(credit("0.0001").unwrap().total, d("0.01"));
     }
 
     #[test]
