@@ -71,16 +71,27 @@ error_codes! {
     TaxRateArchived => "TAX_RATE_ARCHIVED",
     TaxRateSystem => "TAX_RATE_SYSTEM",
     TransactionConflict => "TRANSACTION_CONFLICT",
+    DatabaseUnavailable => "DATABASE_UNAVAILABLE",
     Internal => "INTERNAL",
 }
 
 impl ErrorCode {
-    /// Whether sending the same request again can succeed without changing it.
+    /// Whether sending the same request again, unchanged, can succeed. Listed code by code, so a
+    /// new code has to be decided here.
     pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::TransactionConflict | ErrorCode::Internal | ErrorCode::ChargePending | ErrorCode::PluginUnavailable
-        )
+        use ErrorCode::*;
+        match self {
+            // Something outside the request was busy or away; the same request may pass later.
+            TransactionConflict | DatabaseUnavailable | ChargePending | PluginUnavailable => true,
+            // The request itself is refused, or met a defect that it will meet again.
+            Unauthenticated | Forbidden | QueryRejected | RequestTooLarge | InvalidInput | InvalidAmount | AmountTooPrecise
+            | AmountNotPositive | UnknownCurrency | NotFound | IdempotencyKeyReused | CurrencyMismatch | ClientMismatch
+            | InvoiceNotDraft | InvoiceNotOpen | InvoiceVoid | InvoiceEmpty | InvoiceNumbered | InvoiceHasAllocations
+            | InvoiceHasCreditNotes | InvoiceNumberInUse | PaymentOptionUnavailable | PaymentMethodArchived
+            | PaymentMethodNeedsCharge | PaymentVoid | PaymentHasAllocations | PaymentHasRefunds | AmountExceedsUnallocated
+            | AmountExceedsBalance | AllocationRemoved | ReasonRequired | CreditExceedsLine | CreditNoteVoid | PaymentDeclined
+            | PluginRejected | InvalidPlugin | InvalidConfig | TaxRateArchived | TaxRateSystem | Internal => false,
+        }
     }
 }
 
@@ -113,7 +124,7 @@ impl AppError {
     /// An unexpected failure: the cause goes to the log, the client gets only the code.
     pub fn internal(cause: impl fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        AppError::new(ErrorCode::Internal, "internal error; the request changed nothing and can be retried")
+        AppError::new(ErrorCode::Internal, "internal error; the request was not applied; report the request id")
     }
 }
 

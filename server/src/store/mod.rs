@@ -187,7 +187,12 @@ impl Results {
     }
 }
 
-/// Maps a database error: a write conflict is retryable, anything else is internal.
+/// Maps a database error: a write conflict is retried (TRANSACTION_CONFLICT), a database that
+/// cannot be reached is DATABASE_UNAVAILABLE, and anything else is INTERNAL, which is not
+/// retryable: SurrealDB reports a record refused by a schema assertion as the same kind of error
+/// as a fault in its engine, and a request refused by an assertion is refused again however often
+/// it is sent. The ledger checks every amount before the database sees it, so the assertions are
+/// a backstop that a correct request never reaches.
 ///
 /// Creating a record that already exists counts as a conflict too: Settle only creates records
 /// with fresh keys or with keys that stand for a unique fact (an idempotency key, an invoice
@@ -196,6 +201,13 @@ impl Results {
 fn db_error(error: surrealdb::Error) -> AppError {
     if is_conflict(&error) || error.is_already_exists() || error.message().contains("already exists") {
         return AppError::new(ErrorCode::TransactionConflict, "the record changed concurrently; try again");
+    }
+    if error.is_connection() {
+        tracing::warn!(%error, "the database is unreachable");
+        return AppError::new(
+            ErrorCode::DatabaseUnavailable,
+            "the database cannot be reached; send the same request again with the same idempotency key",
+        );
     }
     AppError::internal(format!("database: {error}"))
 }
@@ -366,4 +378,29 @@ impl Store {
 fn backoff(attempt: u32) -> Duration {
     let ceiling_ms = (1u64 << attempt.min(7)).min(100);
     Duration::from_micros(rand::random_range(500..=ceiling_ms * 1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use surrealdb::types::{ConnectionError, QueryError};
+
+    use super::*;
+
+    #[test]
+    fn database_errors_say_whether_sending_again_can_help() {
+        let cases = [
+            (surrealdb::Error::query("conflict".into(), QueryError::TransactionConflict), ErrorCode::TransactionConflict, true),
+            (surrealdb::Error::connection("gone".into(), ConnectionError::ConnectionFailed), ErrorCode::DatabaseUnavailable, true),
+            // A schema assertion comes as an internal error, and fails the same way every time.
+            (
+                surrealdb::Error::internal("Found 0dec for field `total`, with record `credit_note:x`, but field must conform to: $value > 0".into()),
+                ErrorCode::Internal,
+                false,
+            ),
+        ];
+        for (error, code, retryable) in cases {
+            let mapped = db_error(error);
+            assert_eq!((mapped.code, mapped.code.retryable()), (code, retryable), "{}", mapped.message);
+        }
+    }
 }
