@@ -415,6 +415,14 @@ async fn install_plugin_refuses_broken_libraries_and_names_outside_the_directory
         assert_error_code(&refused, "INVALID_PLUGIN");
         assert!(refused.data().is_null(), "{name:?}: no plugin returned: {:#}", refused.body);
     }
+    // A name with control characters is refused, and the message quotes it with escapes, never
+    // with the raw characters (a terminal escape sequence, a newline that forges a log line).
+    for name in ["lib\u{1b}[2Jx.so", "libx\nFAKE LOG LINE.so", "lib\u{0}x.so", "lib\rx.so"] {
+        let refused = install(&app, name).await;
+        assert_error_code(&refused, "INVALID_PLUGIN");
+        let text = message(&refused);
+        assert!(!text.contains(|c: char| c.is_control()), "{name:?}: the message carries a raw control character: {text:?}");
+    }
 
     assert_eq!(plugin_sources(&app).await, before, "a refused library changes nothing");
     assert_eq!(plugin(&app, "card-sim").await["source"], "built-in", "not even via ../, sub/ or a symlink");
@@ -578,12 +586,38 @@ async fn card_details_the_plugin_cannot_read_are_rejected_and_nothing_is_charged
     let seed = app.seed().await;
     let invoice = app.open_invoice(&seed, "15.00").await;
     let card_method = card_method(&app).await;
-    for details in [json!({}), card("4242"), card("4242-4242-4242-4242")] {
-        let rejected = charge(&app, &id_of(&invoice), &card_method, details.clone()).await;
+    let mut keys = Vec::new();
+    for details in [json!({}), card("4242"), card("4242-4242-4242-4242"), card("NaN")] {
+        let key = new_key();
+        let input = json!({"methodId": card_method, "details": details});
+        let rejected = pay_with_key(&app, &id_of(&invoice), &input, &key).await;
         assert_error_code(&rejected, "PLUGIN_REJECTED");
         assert!(message(&rejected).contains("card_number"), "{details}: {:#}", rejected.body);
+        keys.push(key);
     }
     assert_eq!(payment_count(&app).await, 0);
+    // Each attempt that reached the plugin is on the invoice's audit trail as charge.failed, with
+    // the idempotency key of the request that made it (docs/rules.md, "Charges").
+    let trail = app
+        .viewer()
+        .ok(
+            "query($record: String) { auditEvents(first: 50, recordId: $record) { edges { node { action idempotencyKey reason } } } }",
+            json!({"record": format!("invoice:{}", id_of(&invoice))}),
+        )
+        .await;
+    let failed: Vec<&Value> = trail["auditEvents"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| &edge["node"])
+        .filter(|event| event["action"] == "charge.failed")
+        .collect();
+    let mut recorded: Vec<&str> = failed.iter().map(|event| event["idempotencyKey"].as_str().unwrap_or("(none)")).collect();
+    let mut sent: Vec<&str> = keys.iter().map(String::as_str).collect();
+    recorded.sort_unstable();
+    sent.sort_unstable();
+    assert_eq!(recorded, sent, "one charge.failed per refused attempt, each with its request's key: {trail:#}");
+    assert!(failed.iter().all(|event| event["reason"].as_str().is_some_and(|r| r.contains("card_number"))), "{trail:#}");
     let card_sim = plugin(&app, "card-sim").await;
     assert_eq!(faults(&card_sim), 0, "a plugin's own errors are not faults");
     assert_eq!(card_sim["healthy"], true);

@@ -15,7 +15,14 @@ impl From<AppError> for async_graphql::Error {
     }
 }
 
-/// Gives every error of a response a code and the request id. Errors raised by the GraphQL engine
+/// Messages may quote what a client sent (a file name, a field value): control characters in
+/// them are written as escapes, so a message never carries a raw newline, escape sequence or NUL
+/// into a client's screen or log.
+fn printable(message: &str) -> String {
+    message.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// Gives every error of a response a code and the request id; see also [`printable`]. Errors raised by the GraphQL engine
 /// itself (syntax, unknown fields, limits, input values of the wrong type) carry no code yet:
 /// a malformed Amount becomes INVALID_AMOUNT, the rest QUERY_REJECTED.
 pub fn finish_errors(errors: &mut [ServerError], request_id: &str) -> Vec<ErrorCode> {
@@ -40,7 +47,19 @@ pub fn finish_errors(errors: &mut [ServerError], request_id: &str) -> Vec<ErrorC
             }
         };
         extensions.set("requestId", request_id);
+        if error.message.contains(char::is_control) {
+            error.message = printable(&error.message);
+        }
         codes.push(code);
     }
     codes
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_in_messages_are_escaped() {
+        assert_eq!(super::printable("lib\u{1b}[31mx\n.so\u{0}"), "lib\\u{1b}[31mx\\n.so\\u{0}");
+        assert_eq!(super::printable("plain, ünïcode"), "plain, ünïcode");
+    }
 }

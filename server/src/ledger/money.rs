@@ -216,6 +216,9 @@ mod tests {
         assert_eq!(Money::parse("100", jpy).unwrap().to_plain_string(), "100");
         // Trailing zeros beyond the minor unit carry no extra precision.
         assert_eq!(aud("10.500").to_plain_string(), "10.50");
+        // Nor do leading zeros change the value (docs/rules.md, Money).
+        assert_eq!(aud("000000010.00").to_plain_string(), "10.00");
+        assert_eq!(aud("0.50").to_plain_string(), "0.50");
     }
 
     #[test]

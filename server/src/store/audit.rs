@@ -40,6 +40,10 @@ pub struct AuditEntry {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
     pub reason: Option<String>,
+    /// The idempotency key of the request the event belongs to, when the change commits outside
+    /// that request's own transaction (a charge settled after its plugin call); otherwise the
+    /// mutation's own key is recorded.
+    pub idempotency_key: Option<String>,
 }
 
 fn idempotency_id(tenant: &TenantId, key: &str) -> RecordId {
@@ -155,7 +159,7 @@ async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) ->
             .set("before", json(entry.before))
             .set("after", json(entry.after))
             .set("reason", entry.reason)
-            .set("key", mutation.idempotency.as_ref().map(|i| i.key.clone()))
+            .set("key", entry.idempotency_key.or_else(|| mutation.idempotency.as_ref().map(|i| i.key.clone())))
             .set("request_id", mutation.request_id.to_owned()),
     )
     .await?;

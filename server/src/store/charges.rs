@@ -231,6 +231,7 @@ impl Store {
                         action: "charge.succeeded".into(),
                         records,
                         after: Some(serde_json::json!({"amount": attempt.amount.to_string(), "reference": reference, "plugin": attempt.plugin})),
+                        idempotency_key: Some(attempt.idempotency_key.clone()),
                         ..AuditEntry::default()
                     };
                     Ok((Settled::Succeeded(payment_key), entry))
@@ -247,6 +248,7 @@ impl Store {
                         records,
                         after: Some(serde_json::json!({"amount": attempt.amount.to_string(), "plugin": attempt.plugin})),
                         reason: Some(reason.clone()),
+                        idempotency_key: Some(attempt.idempotency_key.clone()),
                         ..AuditEntry::default()
                     };
                     Ok((Settled::Declined(reason.clone()), entry))

@@ -329,6 +329,7 @@ impl Store {
                     "archived": archived.unwrap_or(before.archived),
                 })),
                 reason: None,
+                idempotency_key: None,
             };
             Ok((key_of(&before.id), entry))
         })

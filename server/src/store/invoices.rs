@@ -185,6 +185,7 @@ impl Store {
                 before: Some(summary(&before.doc)),
                 after: Some(summary(&doc)),
                 reason: None,
+                idempotency_key: None,
             };
             Ok((key.to_owned(), entry))
         })
@@ -334,6 +335,7 @@ impl Store {
             before: Some(summary(&before.doc)),
             after: Some(summary(&after.doc)),
             reason: None,
+            idempotency_key: None,
         };
         Ok((after, entry))
     }
@@ -388,6 +390,7 @@ impl Store {
                 before: Some(summary(&before.doc)),
                 after: Some(summary(&after)),
                 reason: reason.clone(),
+                idempotency_key: None,
             };
             Ok((key.to_owned(), entry))
         })

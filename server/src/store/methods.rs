@@ -86,6 +86,7 @@ impl Store {
                     "configChanged": config.is_some(),
                 })),
                 reason: None,
+                idempotency_key: None,
             };
             Ok((key_of(&before.id), entry))
         })

@@ -554,6 +554,7 @@ impl Store {
                 before: Some(serde_json::json!({"invoice": summary(&invoice.doc)})),
                 after: Some(serde_json::json!({"amount": allocated.amount.to_string(), "payment": payment_summary(&payment.doc)})),
                 reason: None,
+                idempotency_key: None,
             };
             Ok((allocated.key, entry))
         })
@@ -596,6 +597,7 @@ impl Store {
                 before: Some(serde_json::json!({"amount": allocation.amount.to_string(), "invoice": summary(&invoice.doc)})),
                 after: Some(serde_json::json!({"payment": payment_summary(&payment.doc), "invoiceStatus": status_str(effect.invoice_status)})),
                 reason: None,
+                idempotency_key: None,
             };
             Ok((allocation_key.to_owned(), entry))
         })
@@ -634,6 +636,7 @@ impl Store {
                 before: Some(before),
                 after: Some(payment_summary(&payment.doc)),
                 reason: description.clone(),
+                idempotency_key: None,
             };
             Ok((key, entry))
         })
@@ -660,6 +663,7 @@ impl Store {
                 before: Some(payment_summary(&payment.doc)),
                 after: Some(payment_summary(&after)),
                 reason: reason.clone(),
+                idempotency_key: None,
             };
             Ok((payment_key.to_owned(), entry))
         })
@@ -696,6 +700,7 @@ impl Store {
                 before: Some(serde_json::json!({"description": payment.doc.description, "externalReference": payment.doc.external_reference})),
                 after: Some(serde_json::json!({"description": description, "externalReference": external_reference})),
                 reason: None,
+                idempotency_key: None,
             };
             Ok((payment_key.to_owned(), entry))
         })
@@ -830,5 +835,6 @@ fn payment_entry(action: &str, payment: &PaymentRow, allocated: &[Allocated]) ->
             "allocations": allocated.iter().map(|a| serde_json::json!({"invoice": a.invoice, "amount": a.amount.to_string()})).collect::<Vec<_>>(),
         })),
         reason: None,
+        idempotency_key: None,
     }
 }
