@@ -23,8 +23,10 @@ pub enum Role {
 }
 
 impl Role {
+    /// A role named exactly as in tokens: `VIEWER`, `BILLING` or `ADMIN`. Any other spelling
+    /// (`admin`, `Admin`) is an unknown entry, which a token's `roles` claim ignores.
     pub fn parse(name: &str) -> Option<Role> {
-        match name.to_ascii_uppercase().as_str() {
+        match name {
             "VIEWER" => Some(Role::Viewer),
             "BILLING" => Some(Role::Billing),
             "ADMIN" => Some(Role::Admin),

@@ -234,6 +234,11 @@ async fn a1_valid_token_is_accepted_within_leeway() {
             "VIEWER",
         ),
         ("several roles: the highest counts", with(&claims, "roles", json!(["VIEWER", "ADMIN", "BILLING"])), "ADMIN"),
+        (
+            "roles are matched exactly: \"admin\" and \"Admin\" are unknown entries, ignored",
+            with(&claims, "roles", json!(["admin", "Admin", "billing", "VIEWER"])),
+            "VIEWER",
+        ),
     ];
     for (reason, claims, role) in cases {
         let response =
@@ -357,6 +362,8 @@ async fn a1_token_without_known_role_is_unauthenticated() {
         ("empty roles", bearer(&k.sign(&with(&claims, "roles", json!([]))))),
         ("only an unknown role", bearer(&k.sign(&with(&claims, "roles", json!(["SUPERUSER"]))))),
         ("only unknown roles", bearer(&k.sign(&with(&claims, "roles", json!(["ROOT", "OWNER", ""]))))),
+        ("roles in another case only", bearer(&k.sign(&with(&claims, "roles", json!(["admin", "Billing", "viewer"]))))),
+        ("a role with spaces around it", bearer(&k.sign(&with(&claims, "roles", json!([" ADMIN", "ADMIN "]))))),
         ("no roles claim", bearer(&k.sign(&without(&claims, "roles")))),
         ("roles as a string, not a list", bearer(&k.sign(&with(&claims, "roles", json!("ADMIN"))))),
         ("roles null", bearer(&k.sign(&with(&claims, "roles", Value::Null)))),
