@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
             let tenant = TenantId::parse(&tenant).ok_or_else(|| anyhow::anyhow!("a tenant id is 1-64 of a-z A-Z 0-9 _ -"))?;
             let roles = roles
                 .iter()
-                .map(|r| Role::parse(r).ok_or_else(|| anyhow::anyhow!("unknown role {r:?}: VIEWER, BILLING or ADMIN")))
+                .map(|r| Role::parse(&r.to_ascii_uppercase()).ok_or_else(|| anyhow::anyhow!("unknown role {r:?}: VIEWER, BILLING or ADMIN")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let keys = TokenKeys::load_or_create_secret(&secret_path(&settings))?;
             println!("{}", keys.mint(&subject, &tenant, &roles, parse_ttl(&ttl)?)?);
@@ -139,9 +139,41 @@ async fn shutdown_signal() {
 fn init_logging(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let installed = match settings.log_format {
+        LogFormat::Json => tracing::subscriber::set_global_default(builder.json().finish()),
+        LogFormat::Text => tracing::subscriber::set_global_default(builder.finish()),
+    };
+    installed.expect("logging is set up once");
+    // The storage engine logs through the `log` crate; its records join Settle's.
+    log::set_boxed_logger(Box::new(StorageLog(tracing_log::LogTracer::new()))).expect("logging is set up once");
+    log::set_max_level(tracing_log::AsLog::as_log(&tracing::level_filters::LevelFilter::current()));
+}
+
+/// Forwards the storage engine's log records to Settle's log, but one.
+///
+/// SurrealKV 0.21.4 warns "No runtime available for closing the store correctly" whenever a
+/// clone of its tree handle is dropped on a thread without a tokio runtime. Its commit
+/// coordinator runs on such a thread and drops its clone when the datastore shuts down, so every
+/// clean stop logged the warning, although `Store::close` has by then flushed the write-ahead log
+/// to disk and closed the files through the handle that owns them. The record says nothing true
+/// about a clean stop, so it is left out; every other record of the engine is kept.
+struct StorageLog(tracing_log::LogTracer);
+
+impl log::Log for StorageLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let spurious = record.target() == "surrealkv::lsm"
+            && record.args().as_str() == Some("No runtime available for closing the store correctly");
+        if !spurious {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
     }
 }
 
