@@ -6,7 +6,7 @@
 use rust_decimal::Decimal;
 
 use super::invoice::{InvoiceFacts, InvoiceStatus};
-use super::money::display_amount;
+use super::money::{Currency, Money, display_amount};
 use crate::error::{AppError, AppResult, ErrorCode};
 
 /// The state of a payment the rules need.
@@ -154,6 +154,68 @@ pub fn allocate(
 /// the payment as unallocated credit.
 pub fn allocation_for_new_payment(amount: Decimal, invoice: &InvoiceFacts) -> Decimal {
     amount.min(invoice.balance())
+}
+
+/// What the rules need to know of a payment method (P1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodFacts {
+    pub name: String,
+    pub archived: bool,
+    /// Whether its plugin only records payments (cash, cheque, ...) rather than charging them.
+    pub records_only: bool,
+}
+
+/// P1: a payment is recorded with an active method whose plugin only records; a method whose
+/// plugin charges (a card gateway) takes its payments by charging.
+pub fn check_recording_method(method: &MethodFacts) -> AppResult<()> {
+    if method.archived {
+        return Err(AppError::new(ErrorCode::PaymentMethodArchived, format!("the payment method '{}' is archived", method.name)));
+    }
+    if !method.records_only {
+        return Err(AppError::new(
+            ErrorCode::PaymentMethodNeedsCharge,
+            format!("'{}' takes payments by charging through its plugin, not by recording them", method.name),
+        ));
+    }
+    Ok(())
+}
+
+/// P1, M2: a new recorded payment of `amount` in `currency`, checked in this order: the method
+/// (P1), the amount's precision (M2), its sign.
+pub fn new_recorded_payment(method: &MethodFacts, amount: Decimal, currency: Currency) -> AppResult<Money> {
+    check_recording_method(method)?;
+    Ok(Money::from_decimal(amount, currency)?.require_positive()?)
+}
+
+/// What paying an invoice with a new recorded payment does (P3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvoicePaymentEffect {
+    /// The new payment's amount.
+    pub amount: Money,
+    /// Its allocation to the invoice: min(amount, balance); the rest stays as the client's credit.
+    pub allocation: AllocationEffect,
+}
+
+/// P3: pays an OPEN invoice with a new recorded payment of `amount`, the invoice balance when not
+/// given. Checked in this order: the invoice takes payments (I7, P4), the method records (P1),
+/// the amount (M2, positive).
+pub fn pay_invoice(
+    invoice: &InvoiceFacts,
+    currency: Currency,
+    method: &MethodFacts,
+    amount: Option<Decimal>,
+) -> AppResult<InvoicePaymentEffect> {
+    require_open(invoice)?;
+    let amount = new_recorded_payment(method, amount.unwrap_or_else(|| invoice.balance()), currency)?;
+    let to_allocate = allocation_for_new_payment(amount.amount(), invoice);
+    let after = InvoiceFacts { paid: invoice.paid + to_allocate, active_allocations: invoice.active_allocations + 1, ..invoice.clone() };
+    let allocation = AllocationEffect {
+        amount: to_allocate,
+        payment_allocated: to_allocate,
+        invoice_paid: after.paid,
+        invoice_status: super::invoice::status_for_balance(&after),
+    };
+    Ok(InvoicePaymentEffect { amount, allocation })
 }
 
 /// What removing an allocation changes (P6).
@@ -315,6 +377,32 @@ mod tests {
         let refunded = PaymentFacts { refunded: Decimal::from(1), ..payment(100) };
         assert_eq!(code(check_void(&refunded)), Some(ErrorCode::PaymentHasRefunds));
         assert_eq!(code(check_void(&payment(100))), None);
+    }
+
+    #[test]
+    fn p1_p3_paying_an_invoice_checks_in_precedence() {
+        let cash = MethodFacts { name: "Cash".into(), archived: false, records_only: true };
+        let aud = Currency::parse("AUD").unwrap();
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let cases = [
+            (InvoiceFacts { status: InvoiceStatus::Void, ..invoice(50) }, MethodFacts { archived: true, ..cash.clone() }, None, Some(ErrorCode::InvoiceVoid), "I7 before all"),
+            (InvoiceFacts { status: InvoiceStatus::Paid, ..invoice(50) }, cash.clone(), None, Some(ErrorCode::InvoiceNotOpen), "P4 paid"),
+            (InvoiceFacts { status: InvoiceStatus::Draft, ..invoice(50) }, cash.clone(), None, Some(ErrorCode::InvoiceNotOpen), "P4 draft"),
+            (invoice(50), MethodFacts { archived: true, ..cash.clone() }, Some(d("0")), Some(ErrorCode::PaymentMethodArchived), "P1 archived before the amount"),
+            (invoice(50), MethodFacts { records_only: false, ..cash.clone() }, None, Some(ErrorCode::PaymentMethodNeedsCharge), "P1 a charging method"),
+            (invoice(50), cash.clone(), Some(d("10.001")), Some(ErrorCode::AmountTooPrecise), "M2"),
+            (invoice(50), cash.clone(), Some(d("0")), Some(ErrorCode::AmountNotPositive), "M2 zero"),
+            (invoice(50), cash.clone(), Some(d("-5")), Some(ErrorCode::AmountNotPositive), "M2 negative"),
+            (invoice(50), cash.clone(), None, None, "the balance by default"),
+        ];
+        for (i, method, amount, want, why) in cases {
+            assert_eq!(code(pay_invoice(&i, aud, &method, amount)), want, "{why}");
+        }
+        let over = pay_invoice(&invoice(50), aud, &cash, Some(d("80"))).unwrap();
+        assert_eq!((over.amount.amount(), over.allocation.amount), (d("80"), d("50")), "P3: the rest stays as credit");
+        assert_eq!(over.allocation.invoice_status, InvoiceStatus::Paid);
+        let part = pay_invoice(&invoice(50), aud, &cash, Some(d("20"))).unwrap();
+        assert_eq!((part.allocation.invoice_paid, part.allocation.invoice_status), (d("20"), InvoiceStatus::Open));
     }
 
     #[test]
