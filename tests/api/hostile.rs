@@ -854,3 +854,63 @@ async fn x2_hostile_idempotency_keys_are_invalid_input() {
     probe.gql("createInvoice key of 128 four-byte characters", CREATE_INVOICE, json!({"input": invoice, "key": "\u{1F511}".repeat(128)}), "OK").await;
     probe.finish("hostile idempotency keys");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Refusals before a request reaches Settle's handlers
+// ---------------------------------------------------------------------------------------------
+
+/// Checks that a refusal is a GraphQL error: JSON, the status, the code, a request id, a message.
+#[track_caller]
+fn assert_refusal(case: &str, status: u16, content_type: Option<&str>, body: &[u8], expected: (u16, &str)) -> Value {
+    assert_eq!(status, expected.0, "{case}: HTTP status; body {:?}", String::from_utf8_lossy(body));
+    assert_eq!(content_type, Some("application/json"), "{case}: content-type");
+    let body: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{case}: not JSON ({e}): {:?}", String::from_utf8_lossy(body)));
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], expected.1, "{case}: {body:#}");
+    assert_eq!(error["extensions"]["retryable"], false, "{case}: {body:#}");
+    assert!(error["extensions"]["requestId"].as_str().is_some_and(|id| !id.is_empty()), "{case}: {body:#}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{case}: {body:#}");
+    body
+}
+
+/// A normal query still answers on `app`.
+async fn still_answers(app: &TestApp) {
+    let data = app.viewer().ok("{ viewer { tenant } }", json!({})).await;
+    assert_eq!(data["viewer"]["tenant"], app.tenant.as_str());
+}
+
+/// Poem's refusals: a method /graphql does not take, and a path Settle does not serve.
+#[tokio::test]
+async fn every_refusal_on_graphql_has_a_code() {
+    let app = TestApp::spawn().await;
+    let token = app.token(Role::Viewer);
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
+        let response = app
+            .http
+            .request(method.clone(), app.url("/graphql"))
+            .bearer_auth(&token)
+            .json(&json!({"query": "{ viewer { tenant } }"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+        let body = assert_refusal(&format!("{method} /graphql"), status, content_type, &response.bytes().await.unwrap(), (405, "QUERY_REJECTED"));
+        assert_eq!(headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"), "{method} /graphql");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("POST"), "{body:#}");
+        assert_eq!(headers["x-request-id"].to_str().unwrap(), body["errors"][0]["extensions"]["requestId"]);
+    }
+    for path in ["/nope", "/graphql/", "/"] {
+        let response = app.http.get(app.url(path)).bearer_auth(&token).send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = assert_refusal(&format!("GET {path}"), status, content_type.as_deref(), &response.bytes().await.unwrap(), (404, "NOT_FOUND"));
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("/graphql"), "{body:#}");
+    }
+    let response = app.http.post(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET"));
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_refusal("POST /healthz", response.status().as_u16(), content_type.as_deref(), &response.bytes().await.unwrap(), (405, "QUERY_REJECTED"));
+    still_answers(&app).await;
+}
