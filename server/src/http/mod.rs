@@ -5,8 +5,10 @@
 //! only from its verified token (A1).
 //!
 //! Every refusal has the GraphQL error shape and a code (docs/errors.md), whoever makes it: the
-//! handlers, and poem's router (404 for a path Settle does not serve, 405 with `Allow` for a
-//! method a path does not take), whose errors `observe` turns into that shape.
+//! handlers; poem's router (404 for a path Settle does not serve, 405 with `Allow` for a method a
+//! path does not take), whose errors `observe` turns into that shape; and hyper, which answers a
+//! URI over 65,534 bytes (414), headers too large (431) or a request it cannot parse (400) by
+//! itself, with an empty body that [`parser_refusals`] replaces on the connection.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +28,10 @@ use crate::graphql::types::RecordLoader;
 use crate::graphql::SettleSchema;
 use crate::metrics::Metrics;
 use crate::store::Store;
+
+mod parser_refusals;
+
+pub use parser_refusals::RefusalAcceptor;
 
 /// What the HTTP handlers share.
 pub struct HttpState {
@@ -86,14 +92,21 @@ fn request_id(request: &Request) -> String {
 
 /// A GraphQL-shaped error response outside the GraphQL engine (auth, body, protocol).
 fn error_response(status: StatusCode, error: AppError, request_id: &str, metrics: &Metrics) -> Response {
+    let body = error_body(&error, request_id, metrics);
+    Response::builder().status(status).content_type("application/json").body(body)
+}
+
+/// The JSON body of an error outside the GraphQL engine, counted by code. Also the body of the
+/// refusals hyper makes before a request reaches poem ([`parser_refusals`]).
+fn error_body(error: &AppError, request_id: &str, metrics: &Metrics) -> String {
     metrics.errors.with_label_values(&[error.code.as_str()]).inc();
-    let body = serde_json::json!({
+    serde_json::json!({
         "errors": [{
             "message": error.message,
             "extensions": { "code": error.code.as_str(), "retryable": error.code.retryable(), "requestId": request_id }
         }]
-    });
-    Response::builder().status(status).content_type("application/json").body(body.to_string())
+    })
+    .to_string()
 }
 
 /// Poem's own refusals (a path Settle does not serve, a method a path does not take, ...) as
