@@ -15,14 +15,14 @@ use crate::plugins::{HostSettings, PluginHost};
 use crate::config::{JwtAlgorithm, Settings};
 use crate::graphql::context::AppState;
 use crate::graphql::build_schema;
-use crate::http::{HttpState, routes};
+use crate::http::{HttpState, RefusalAcceptor, routes};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// A built application: the database is open and the port is bound.
 pub struct Application {
     address: SocketAddr,
-    acceptor: poem::listener::TcpAcceptor,
+    acceptor: RefusalAcceptor<poem::listener::TcpAcceptor>,
     state: Arc<HttpState>,
     /// Whether this start created the token signing key (a first start).
     pub created_signing_key: bool,
@@ -42,8 +42,11 @@ impl Application {
             Some(AppState { store: store.clone(), charging, limits: settings.limits.clone() }),
             &settings.limits,
         );
+        let tcp = TcpListener::bind(settings.listen).into_acceptor().await?;
+        // hyper's own refusals (a URI or headers too long, a request line it cannot parse) get the
+        // JSON error shape like every other refusal.
+        let acceptor = RefusalAcceptor::new(tcp, metrics.clone());
         let state = Arc::new(HttpState { schema, keys, store, metrics, limits: settings.limits.clone() });
-        let acceptor = TcpListener::bind(settings.listen).into_acceptor().await?;
         let address = acceptor
             .local_addr()
             .first()

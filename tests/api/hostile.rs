@@ -912,3 +912,190 @@ async fn x2_hostile_idempotency_keys_are_invalid_input() {
     probe.gql("createInvoice key of 128 four-byte characters", CREATE_INVOICE, json!({"input": invoice, "key": "\u{1F511}".repeat(128)}), "OK").await;
     probe.finish("hostile idempotency keys");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Refusals before a request reaches Settle's handlers
+// ---------------------------------------------------------------------------------------------
+
+/// Checks that a refusal is a GraphQL error: JSON, the status, the code, a request id, a message.
+#[track_caller]
+fn assert_refusal(case: &str, status: u16, content_type: Option<&str>, body: &[u8], expected: (u16, &str)) -> Value {
+    assert_eq!(status, expected.0, "{case}: HTTP status; body {:?}", String::from_utf8_lossy(body));
+    assert_eq!(content_type, Some("application/json"), "{case}: content-type");
+    let body: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{case}: not JSON ({e}): {:?}", String::from_utf8_lossy(body)));
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], expected.1, "{case}: {body:#}");
+    assert_eq!(error["extensions"]["retryable"], false, "{case}: {body:#}");
+    assert!(error["extensions"]["requestId"].as_str().is_some_and(|id| !id.is_empty()), "{case}: {body:#}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{case}: {body:#}");
+    body
+}
+
+/// A normal query still answers on `app`.
+async fn still_answers(app: &TestApp) {
+    let data = app.viewer().ok("{ viewer { tenant } }", json!({})).await;
+    assert_eq!(data["viewer"]["tenant"], app.tenant.as_str());
+}
+
+/// Poem's refusals: a method /graphql does not take, and a path Settle does not serve.
+#[tokio::test]
+async fn every_refusal_on_graphql_has_a_code() {
+    let app = TestApp::spawn().await;
+    let token = app.token(Role::Viewer);
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
+        let response = app
+            .http
+            .request(method.clone(), app.url("/graphql"))
+            .bearer_auth(&token)
+            .json(&json!({"query": "{ viewer { tenant } }"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+        let body = assert_refusal(&format!("{method} /graphql"), status, content_type, &response.bytes().await.unwrap(), (405, "QUERY_REJECTED"));
+        assert_eq!(headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"), "{method} /graphql");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("POST"), "{body:#}");
+        assert_eq!(headers["x-request-id"].to_str().unwrap(), body["errors"][0]["extensions"]["requestId"]);
+    }
+    for path in ["/nope", "/graphql/", "/"] {
+        let response = app.http.get(app.url(path)).bearer_auth(&token).send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = assert_refusal(&format!("GET {path}"), status, content_type.as_deref(), &response.bytes().await.unwrap(), (404, "NOT_FOUND"));
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("/graphql"), "{body:#}");
+    }
+    let response = app.http.post(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET"));
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_refusal("POST /healthz", response.status().as_u16(), content_type.as_deref(), &response.bytes().await.unwrap(), (405, "QUERY_REJECTED"));
+    still_answers(&app).await;
+}
+
+/// An HTTP/1.1 connection driven byte for byte, for requests no HTTP client would send (reqwest
+/// refuses a URI over 65,534 bytes before sending it).
+struct RawConnection {
+    reader: tokio::net::tcp::OwnedReadHalf,
+    /// The write half, or the write in progress that gives it back.
+    writer: tokio::task::JoinHandle<Option<tokio::net::tcp::OwnedWriteHalf>>,
+    read: Vec<u8>,
+}
+
+/// A response read from a [`RawConnection`].
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl RawConnection {
+    async fn open(app: &TestApp) -> RawConnection {
+        let stream = tokio::net::TcpStream::connect(app.base_url.trim_start_matches("http://")).await.unwrap();
+        let (reader, writer) = stream.into_split();
+        RawConnection { reader, writer: tokio::spawn(async move { Some(writer) }), read: Vec::new() }
+    }
+
+    /// Sends `request` (in the background: the server may stop reading it) and reads one response.
+    async fn exchange(&mut self, request: Vec<u8>) -> RawResponse {
+        use tokio::io::AsyncWriteExt;
+        let previous = std::mem::replace(&mut self.writer, tokio::spawn(async { None }));
+        self.writer = tokio::spawn(async move {
+            let mut writer = previous.await.unwrap()?;
+            writer.write_all(&request).await.ok()?;
+            Some(writer)
+        });
+        tokio::time::timeout(ANSWER_WITHIN, self.read_response()).await.expect("an answer in time")
+    }
+
+    async fn read_response(&mut self) -> RawResponse {
+        let head_end = loop {
+            if let Some(at) = self.read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            assert!(self.fill().await, "the connection closed before a response head: {:?}", String::from_utf8_lossy(&self.read));
+        };
+        let head = String::from_utf8(self.read[..head_end].to_vec()).expect("an ASCII head");
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        let length: usize = headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.parse().unwrap()).expect("content-length");
+        while self.read.len() < head_end + length {
+            assert!(self.fill().await, "the connection closed inside a body");
+        }
+        let body = self.read[head_end..head_end + length].to_vec();
+        self.read.drain(..head_end + length);
+        RawResponse { status, headers, body }
+    }
+
+    /// Reads more; false at the end of the stream (or a reset).
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 16 * 1024];
+        match self.reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.read.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+}
+
+/// Refusals hyper makes itself, before poem or Settle see the request: a URI too long, headers
+/// too large or too many, a request line or header that is not HTTP.
+#[tokio::test]
+async fn requests_the_http_parser_refuses_have_a_code() {
+    let app = TestApp::spawn().await;
+    let token = app.token(Role::Viewer);
+    let long_query = format!("/graphql?query={}", "%7B%20viewer%20%7B%20tenant%20%7D%20%7D%20".repeat(70_000 / 42 + 1));
+    assert!(long_query.len() >= 70_000);
+    // reqwest cannot send it: the URI type it builds on refuses more than 65,534 bytes.
+    assert!(app.http.get(app.url(&long_query)).bearer_auth(&token).send().await.is_err());
+    let many_headers: String = (0..101).map(|i| format!("X-Header-{i}: {i}\r\n")).collect();
+    let cases: [(&str, Vec<u8>, (u16, &str)); 6] = [
+        (
+            "GET /graphql with a query string of 70,000 bytes",
+            format!("GET {long_query} HTTP/1.1\r\nHost: settle\r\nAuthorization: Bearer {token}\r\n\r\n").into_bytes(),
+            (414, "REQUEST_TOO_LARGE"),
+        ),
+        (
+            "101 headers",
+            format!("GET /graphql?query=%7Bviewer%7Btenant%7D%7D HTTP/1.1\r\nHost: settle\r\n{many_headers}\r\n").into_bytes(),
+            (431, "REQUEST_TOO_LARGE"),
+        ),
+        (
+            "a header of 1 MB",
+            format!("GET /graphql HTTP/1.1\r\nHost: settle\r\nCookie: {}\r\n\r\n", "c".repeat(1 << 20)).into_bytes(),
+            (431, "REQUEST_TOO_LARGE"),
+        ),
+        ("a method that is not a token", b"G(T /graphql HTTP/1.1\r\nHost: settle\r\n\r\n".to_vec(), (400, "QUERY_REJECTED")),
+        ("a request line with a fourth part", b"GET /graphql HTTP/1.1 extra\r\nHost: settle\r\n\r\n".to_vec(), (400, "QUERY_REJECTED")),
+        ("a header name with a space", b"GET /graphql HTTP/1.1\r\nHost: settle\r\nBad Header: x\r\n\r\n".to_vec(), (400, "QUERY_REJECTED")),
+    ];
+    for (case, request, expected) in cases {
+        let mut connection = RawConnection::open(&app).await;
+        let response = connection.exchange(request).await;
+        let body = assert_refusal(case, response.status, response.header("content-type"), &response.body, expected);
+        assert_eq!(response.header("connection"), Some("close"), "{case}");
+        assert_eq!(response.header("x-request-id"), body["errors"][0]["extensions"]["requestId"].as_str(), "{case}");
+    }
+
+    // The same on a connection that already served a request.
+    let mut connection = RawConnection::open(&app).await;
+    let healthz = connection.exchange(b"GET /healthz HTTP/1.1\r\nHost: settle\r\n\r\n".to_vec()).await;
+    assert_eq!((healthz.status, healthz.body.as_slice()), (200, br#"{"status":"ok","database":"ok"}"#.as_slice()));
+    let response = connection.exchange(format!("GET {long_query} HTTP/1.1\r\nHost: settle\r\n\r\n").into_bytes()).await;
+    assert_refusal("a long query string after a kept-alive request", response.status, response.header("content-type"), &response.body, (414, "REQUEST_TOO_LARGE"));
+
+    still_answers(&app).await;
+}

@@ -3,6 +3,12 @@
 //! /graphql (GET for queries, POST for everything), /graphiql, /healthz (no token; checks the
 //! database) and /metrics (Prometheus; an ADMIN token). The tenant and roles of a request come
 //! only from its verified token (A1).
+//!
+//! Every refusal has the GraphQL error shape and a code (docs/errors.md), whoever makes it: the
+//! handlers; poem's router (404 for a path Settle does not serve, 405 with `Allow` for a method a
+//! path does not take), whose errors `observe` turns into that shape; and hyper, which answers a
+//! URI over 65,534 bytes (414), headers too large (431) or a request it cannot parse (400) by
+//! itself, with an empty body that [`parser_refusals`] replaces on the connection.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +28,10 @@ use crate::graphql::types::RecordLoader;
 use crate::graphql::SettleSchema;
 use crate::metrics::Metrics;
 use crate::store::Store;
+
+mod parser_refusals;
+
+pub use parser_refusals::RefusalAcceptor;
 
 /// What the HTTP handlers share.
 pub struct HttpState {
@@ -62,7 +72,7 @@ async fn observe<E: Endpoint>(state: Arc<HttpState>, next: Arc<E>, mut request: 
     let started = Instant::now();
     let mut response = match next.call(request).await {
         Ok(response) => response.into_response(),
-        Err(error) => error.into_response(),
+        Err(error) => poem_refusal(error, &route, &request_id, &state.metrics),
     };
     let elapsed = started.elapsed();
     let status = response.status();
@@ -82,14 +92,46 @@ fn request_id(request: &Request) -> String {
 
 /// A GraphQL-shaped error response outside the GraphQL engine (auth, body, protocol).
 fn error_response(status: StatusCode, error: AppError, request_id: &str, metrics: &Metrics) -> Response {
+    let body = error_body(&error, request_id, metrics);
+    Response::builder().status(status).content_type("application/json").body(body)
+}
+
+/// The JSON body of an error outside the GraphQL engine, counted by code. Also the body of the
+/// refusals hyper makes before a request reaches poem ([`parser_refusals`]).
+fn error_body(error: &AppError, request_id: &str, metrics: &Metrics) -> String {
     metrics.errors.with_label_values(&[error.code.as_str()]).inc();
-    let body = serde_json::json!({
+    serde_json::json!({
         "errors": [{
             "message": error.message,
             "extensions": { "code": error.code.as_str(), "retryable": error.code.retryable(), "requestId": request_id }
         }]
-    });
-    Response::builder().status(status).content_type("application/json").body(body.to_string())
+    })
+    .to_string()
+}
+
+/// Poem's own refusals (a path Settle does not serve, a method a path does not take, ...) as
+/// error responses with a code; the status is kept.
+fn poem_refusal(error: poem::Error, route: &str, request_id: &str, metrics: &Metrics) -> Response {
+    let status = error.status();
+    let error = match status {
+        StatusCode::NOT_FOUND => AppError::new(
+            ErrorCode::NotFound,
+            "no such path; Settle serves /graphql, /graphiql, /healthz and /metrics",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED if route == "/graphql" => {
+            AppError::new(ErrorCode::QueryRejected, "use GET for queries or POST for any operation on /graphql")
+        }
+        StatusCode::METHOD_NOT_ALLOWED => AppError::new(ErrorCode::QueryRejected, format!("{route} answers GET only")),
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::new(ErrorCode::RequestTooLarge, error.to_string()),
+        status if status.is_client_error() => AppError::new(ErrorCode::QueryRejected, error.to_string()),
+        _ => AppError::internal(error),
+    };
+    let mut response = error_response(status, error, request_id, metrics);
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allow = if route == "/graphql" { "GET, POST" } else { "GET" };
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    }
+    response
 }
 
 /// A1: the bearer token of a request, verified.
