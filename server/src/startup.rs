@@ -106,7 +106,10 @@ fn load_keys(settings: &Settings) -> anyhow::Result<(TokenKeys, bool)> {
 /// The plugins linked into the binary, so a fresh install can take payments; libraries in the
 /// plugin directory with the same id replace them.
 pub fn built_in_plugins() -> Vec<Arc<dyn PaymentMethodPlugin>> {
-    vec![Arc::new(settle_plugin_manual::ManualPlugin::default()), Arc::new(settle_plugin_card_sim::CardSimPlugin::default())]
+    vec![
+        Arc::new(settle_plugin_manual_core::ManualPlugin::default()),
+        Arc::new(settle_plugin_card_sim_core::CardSimPlugin::default()),
+    ]
 }
 
 fn host_settings(settings: &Settings) -> HostSettings {

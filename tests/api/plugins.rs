@@ -3,8 +3,9 @@
 //! faulty plugins, payment-method administration with write-only secrets, and `settle plugin
 //! check` against every shipped library.
 //!
-//! The libraries are built by the tests themselves (see [`plugin_libraries`]), into a target
-//! directory of their own, and each test copies the ones it needs into its own plugin directory.
+//! The libraries are built by the tests themselves (see [`plugin_libraries`]), in the target
+//! directory the tests were built in, and each test copies the ones it needs into its own plugin
+//! directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,12 +36,21 @@ mod cards {
     pub const NEVER_ANSWERS: &str = "4000000000000259";
 }
 
+/// The packages of an ordinary build that leaves the shipped plugin libraries: the server and
+/// both plugins in one cargo invocation, as `cargo build --workspace` does, so that whatever cargo
+/// unifies across one build (features, dependencies) is shared by the server and the libraries.
+const ORDINARY_BUILD: [&str; 3] = ["settle-server", "settle-plugin-manual", "settle-plugin-card-sim"];
+
+/// The deliberately broken libraries of `tests/plugins`.
+const TEST_PLUGINS: [&str; 3] = ["settle-test-plugin-panicky", "settle-test-plugin-bad-abi", "settle-test-plugin-no-vtable"];
+
 /// Builds the plugin libraries from the workspace, once per test binary, and returns the
 /// directory holding them.
 ///
-/// They get a target directory of their own: a cargo invocation that also builds the server
-/// turns on the plugins' `builtin` feature (feature unification), which leaves the C exports out
-/// of the `.so` files.
+/// They are the shipped libraries exactly as [`ORDINARY_BUILD`] leaves them, plus the test
+/// plugins: [`shipped_plugins_from_an_ordinary_build_pass_plugin_check`] runs that build again
+/// meanwhile, and because it builds the shipped libraries with the same features, cargo finds
+/// them fresh and leaves the files alone while other tests copy them.
 pub(crate) fn plugin_libraries() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     static BUILDING: Mutex<()> = Mutex::new(());
@@ -50,39 +60,46 @@ pub(crate) fn plugin_libraries() -> &'static Path {
     // One build at a time; a build that failed (and poisoned the lock) is tried again.
     let _building = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     BUILT.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the server crate sits inside the workspace");
-        let target = workspace.join("target").join("test-plugins");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let output = Command::new(&cargo)
-            .current_dir(workspace)
-            .env("CARGO_TARGET_DIR", &target)
-            .args([
-                "build",
-                "-p",
-                "settle-plugin-manual",
-                "-p",
-                "settle-plugin-card-sim",
-                "-p",
-                "settle-test-plugin-panicky",
-                "-p",
-                "settle-test-plugin-bad-abi",
-                "-p",
-                "settle-test-plugin-no-vtable",
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-        assert!(
-            output.status.success(),
-            "building the plugin libraries failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let dir = target.join("debug");
+        let dir = cargo_build_libraries(&[ORDINARY_BUILD, TEST_PLUGINS].concat());
         for file in [CARD_SIM, MANUAL, PANICKY, BAD_ABI, NO_VTABLE] {
             assert!(dir.join(file).is_file(), "the build left no {file} in {}", dir.display());
         }
         dir
     })
+}
+
+/// Runs `cargo build --lib` for `packages` in one invocation and returns the directory it leaves
+/// the libraries in.
+///
+/// The build goes to the target directory and profile this test binary was built with (where
+/// the `settle` binary is), so everything but the libraries themselves is already built; a test
+/// run from a clean clone builds what it loads. Running cargo there from inside a test is safe:
+/// `cargo test` releases the build directory's lock before it runs the test binaries. `--lib`
+/// leaves the `settle` binary alone, which other tests are running meanwhile.
+fn cargo_build_libraries(packages: &[&str]) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the server crate sits inside the workspace");
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_settle")).parent().expect("the settle binary is in a profile directory");
+    let target_dir = profile_dir.parent().expect("the profile directory is in a target directory");
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("no profile directory name in {}", profile_dir.display()),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(&cargo)
+        .current_dir(workspace)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .args(["build", "--lib", "--profile", profile])
+        .args(packages.iter().flat_map(|package| ["-p", package]))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+    assert!(
+        output.status.success(),
+        "building {packages:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    profile_dir.to_path_buf()
 }
 
 /// A plugin directory for one test, holding copies of `files`.
@@ -1166,6 +1183,25 @@ fn every_shipped_plugin_library_passes_the_plugin_check() {
         assert!(output.lines().any(|line| line == format!("{passed} passed, 0 failed")), "{file}: the summary line:\n{output}");
         assert!(output.contains("charge 10.00 succeeds"), "{file}: charged:\n{output}");
         assert!(output.contains("refund 4.00 of the charge succeeds"), "{file}: refunded:\n{output}");
+    }
+}
+
+/// A plugin author's first try: the shipped example libraries that an ordinary build leaves
+/// are loadable plugins. The server, which links the same plugins in as built-ins, is built in
+/// the same cargo invocation, so a feature or dependency of the built-ins that cargo unifies into
+/// the libraries (as a feature that left out the C exports once did) fails this check.
+#[test]
+fn shipped_plugins_from_an_ordinary_build_pass_plugin_check() {
+    let libraries = cargo_build_libraries(&ORDINARY_BUILD);
+    let shipped = [
+        (MANUAL, "CASH", json!({}), json!({})),
+        (CARD_SIM, "CARD", json!({"merchant_id": "m1", "api_key": "sk_test_123"}), card(cards::SUCCEEDS)),
+    ];
+    for (file, method_type, config, details) in shipped {
+        let library = libraries.join(file);
+        let (ok, output) = plugin_check(&library, method_type, config, details);
+        assert!(ok, "{} fails the check:\n{output}", library.display());
+        assert!(output.lines().any(|line| line.ends_with(" passed, 0 failed")), "{file}: the summary line:\n{output}");
     }
 }
 

@@ -139,13 +139,16 @@ pub trait PaymentMethodPlugin: Send + Sync + 'static {
 ///
 /// Use it once per library. Because it defines `#[unsafe(no_mangle)]` symbols, two crates that
 /// expand it cannot both be linked into one binary (the linker reports duplicate symbols). A
-/// plugin crate that a host may also link statically, as a plain [`PaymentMethodPlugin`] value,
-/// puts the line behind a feature, as Settle's shipped plugins do:
+/// plugin that a host may also link statically, as a plain [`PaymentMethodPlugin`] value, is
+/// therefore two crates, as Settle's shipped plugins are: an rlib crate holding the plugin type,
+/// which the host depends on, and a `cdylib` crate that depends on it and holds only this line:
 ///
 /// ```ignore
-/// #[cfg(not(feature = "builtin"))]
-/// settle_plugin::export_plugin!(MyPlugin::default);
+/// settle_plugin::export_plugin!(my_plugin_core::MyPlugin::default);
 /// ```
+///
+/// Not one crate with a feature that leaves the line out: cargo unifies features across one
+/// build, so a build that also builds the host would leave the exports out of the library too.
 #[macro_export]
 macro_rules! export_plugin {
     ($constructor:expr) => {
