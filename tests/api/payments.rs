@@ -509,6 +509,18 @@ async fn m2_new_payments_refuse_zero_and_negative_amounts() {
 // P2: a standalone payment starts fully unallocated; recordPayment can allocate at once.
 // ---------------------------------------------------------------------------------------------
 
+/// M2 (decided, docs/rules.md): zeros before the first digit or after the minor unit do not
+/// change an amount, so they are accepted, and Settle answers with the amount's canonical form.
+#[tokio::test]
+async fn m2_leading_and_trailing_zeros_are_the_same_amount() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    for (written, means) in [("000000010.00", "10.00"), ("010", "10.00"), ("10.500", "10.50"), ("0.50", "0.50")] {
+        let payment = record_payment(&app, &seed, written).await;
+        assert_eq!(amount(&payment, "amount"), means, "{written:?}");
+    }
+}
+
 #[tokio::test]
 async fn p2_standalone_payment_starts_fully_unallocated() {
     let app = TestApp::spawn().await;
