@@ -12,8 +12,9 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
-use super::invoices::{date_string, parse_status, read_invoice, tenant_lock};
-use super::payments::{positive_money, read_payment, record_lock};
+use super::invoices::{date_string, parse_status, read_invoice};
+use super::locks::{record_lock, tenant_lock};
+use super::payments::{positive_money, read_payment};
 use super::rows::{ChargeAttemptRow, InvoiceRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, new_key, page_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;

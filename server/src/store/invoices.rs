@@ -6,6 +6,7 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::{PartyKind, read_owned};
+use super::locks::tenant_lock;
 use super::rows::{InvoiceDoc, InvoiceRow, LineRow, LocationRow, PartyRow, TaxRateRow, new_key, page_key, record};
 use super::tenants::read_tenant;
 use super::{Store, TxRef, Vars};
@@ -108,11 +109,6 @@ impl super::directory::Owned for InvoiceRow {
     fn tenant(&self) -> &str {
         &self.doc.tenant
     }
-}
-
-/// The in-process queue of writers of a tenant's invoice counter.
-pub(crate) fn tenant_lock(tenant: &TenantId) -> String {
-    format!("tenant:{tenant}")
 }
 
 fn number_record(tenant: &TenantId, number: i64) -> RecordId {

@@ -5,11 +5,31 @@
 //! record therefore wait their turn here before they reach the database. This is only a traffic
 //! rule for one process: correctness across processes still rests on the database's own conflict
 //! check, which these locks never replace.
+//!
+//! The key of each queue is made by one of the functions below, so every writer of a record
+//! queues under the same key whichever store file it is in.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use crate::auth::TenantId;
+
+/// The queue of writers of a tenant's record, which holds its invoice counter and settings.
+pub(super) fn tenant_lock(tenant: &TenantId) -> String {
+    format!("tenant:{tenant}")
+}
+
+/// The queue of writers of one of a tenant's counters (payment and credit note numbers).
+pub(super) fn counter_lock(tenant: &TenantId, kind: &str) -> String {
+    format!("counter:{tenant}:{kind}")
+}
+
+/// The queue of writers of one record, such as an invoice or a payment.
+pub(super) fn record_lock(table: &str, key: &str) -> String {
+    format!("{table}:{key}")
+}
 
 #[derive(Default)]
 pub struct KeyedLocks {

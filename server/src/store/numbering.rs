@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use surrealdb::types::{RecordId, Value};
 
-use super::payments::counter_lock;
+use super::locks::counter_lock;
 use super::rows::{key_of, record};
 use super::{Store, Vars};
 use crate::auth::TenantId;

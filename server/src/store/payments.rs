@@ -8,7 +8,8 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
-use super::invoices::{date_string, parse_status, read_invoice, status_str, summary, tenant_lock};
+use super::invoices::{date_string, parse_status, read_invoice, status_str, summary};
+use super::locks::{record_lock, tenant_lock};
 use super::rows::{AllocationRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, page_key, record};
 use super::tenants::read_tenant;
 use super::{Store, TxRef, Vars};
@@ -132,15 +133,6 @@ impl super::directory::Owned for AllocationRow {
 fn counter_record(tenant: &TenantId, kind: &str) -> RecordId {
     let parts = Array::from(vec![Value::String(tenant.as_str().to_owned()), Value::String(kind.to_owned())]);
     RecordId::new("counter", RecordIdKey::Array(parts))
-}
-
-/// The in-process queue of writers of one of a tenant's counters.
-pub(super) fn counter_lock(tenant: &TenantId, kind: &str) -> String {
-    format!("counter:{tenant}:{kind}")
-}
-
-pub(super) fn record_lock(table: &str, key: &str) -> String {
-    format!("{table}:{key}")
 }
 
 /// Takes the next number of a tenant's sequence `kind`; the counter record is written in the

@@ -4,6 +4,7 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 
 use super::audit::{AuditEntry, Mutation};
+use super::locks::tenant_lock;
 use super::rows::{TenantRow, new_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
@@ -144,7 +145,7 @@ impl Store {
     pub async fn update_settings(&self, mutation: &Mutation<'_>, change: SettingsChange) -> AppResult<String> {
         self.tenant(mutation.tenant).await?;
         self.forget_tenant(mutation.tenant);
-        let _turn = self.locks().lock(&super::invoices::tenant_lock(mutation.tenant)).await;
+        let _turn = self.locks().lock(&tenant_lock(mutation.tenant)).await;
         let change = &change;
         let result = self.mutate(mutation, |tx| async move {
             let before = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
