@@ -2,30 +2,66 @@
 //!
 //! This layer translates: it parses inputs into validated values, checks roles, calls the store
 //! (which applies the ledger's rules) and shapes records for clients. It knows no SurrealQL.
+//!
+//! Dependencies point one way. At the bottom are the building blocks every subject uses:
+//! `scalars` (Amount, Date), `money`, `pagination`, `text` (checks of text inputs), `context`,
+//! `errors`, `budget` and `loader`. Above them, one file per subject holds its types, inputs,
+//! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `methods`, `plugins`,
+//! `credit_notes`, `invoices` and `payments`; the object types of invoices, payments and
+//! allocations, which name each other, share `invoices_and_payments`. This file merges the
+//! subjects' queries and mutations into one schema.
 
+pub mod accounts;
+pub mod audit;
 pub mod budget;
 pub mod context;
+pub mod credit_notes;
+pub mod directory;
 pub mod errors;
-pub mod inputs;
-pub mod mutation;
+pub mod invoices;
+pub mod invoices_and_payments;
+pub mod loader;
+pub mod methods;
+pub mod money;
 pub mod pagination;
 pub mod payments;
 pub mod plugins;
-pub mod query;
+pub mod practice;
 pub mod scalars;
-pub mod types;
+pub mod text;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 use crate::config::Limits;
 
+// The schema lists the fields of Query and Mutation in the order of their parts here, so the
+// order keeps schema.graphql as it is. (Their doc comments are descriptions in the schema too.)
+
 /// Every query, from the modules that define them.
 #[derive(MergedObject, Default)]
-pub struct Query(query::Query, payments::PaymentQuery, plugins::PluginQuery);
+pub struct Query(
+    practice::PracticeQuery,
+    directory::DirectoryQuery,
+    invoices::InvoiceQuery,
+    audit::AuditQuery,
+    payments::PaymentQuery,
+    methods::MethodQuery,
+    payments::AllocationQuery,
+    credit_notes::CreditNoteQuery,
+    plugins::PluginQuery,
+);
 
 /// Every mutation, from the modules that define them.
 #[derive(MergedObject, Default)]
-pub struct Mutation(mutation::Mutation, payments::PaymentMutation, plugins::PluginMutation);
+pub struct Mutation(
+    practice::PracticeMutation,
+    directory::DirectoryMutation,
+    invoices::InvoiceMutation,
+    payments::PaymentMutation,
+    credit_notes::CreditNoteMutation,
+    plugins::PluginMutation,
+    methods::MethodMutation,
+);
 
 pub type SettleSchema = Schema<Query, Mutation, EmptySubscription>;
 

@@ -1,460 +1,25 @@
-//! The payments side of the API: payments, allocations, refunds, voids, credit notes, payment
-//! methods and client accounts.
+//! Payments, allocations and refunds (P1-P9, F1-F4, V1-V2): their inputs, queries and mutations,
+//! and the check a manual method's plugin makes of a payment's details before it is recorded.
+//! The Payment, Allocation and Refund types are in invoices_and_payments.rs.
 
-use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, Result, SimpleObject};
-use chrono::{DateTime, NaiveDate, Utc};
+use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object, Result};
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::context::{caller, mutation, state, tenant, today};
-use super::inputs::{TEXT_MAX_CHARS, optional_text, required_text};
-use super::pagination::{Page, PaymentConnection, wants_total};
+use super::invoices_and_payments::{Allocation, AllocationState, Payment, PaymentStatus, Refund};
+use super::pagination::{Page, connection_types, wants_total};
 use super::scalars::{Amount, Date};
-use super::types::{Client, Invoice, Money};
+use super::text::{TEXT_MAX_CHARS, optional_text};
 use crate::auth::Role;
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::ledger::credit_note::{CreditBy, CreditRequest};
-use crate::ledger::numbering::format_number;
-use crate::ledger::payment as rules;
-use crate::store::accounts::EntryKind;
-use crate::store::directory::PartyKind;
-use crate::store::charges::ChargeDraft;
 use crate::store::audit::Mutation;
-use crate::store::payments::{AllocationOf, InvoicePaymentDraft, NewPayment, PaymentDraft, PaymentFilter, check_payable};
-use crate::store::rows::{AllocationRow, CreditNoteRow, PaymentMethodRow, PaymentRow, RefundRow, key_of};
+use crate::store::charges::ChargeDraft;
+use crate::store::payments::{InvoicePaymentDraft, NewPayment, PaymentDraft, PaymentFilter, check_payable};
+use crate::store::rows::{PaymentMethodRow, key_of};
 
-/// Payment status (P8).
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum PaymentStatus {
-    Paid,
-    PartiallyRefunded,
-    Refunded,
-    Void,
-}
-
-impl From<rules::PaymentStatus> for PaymentStatus {
-    fn from(status: rules::PaymentStatus) -> Self {
-        match status {
-            rules::PaymentStatus::Paid => PaymentStatus::Paid,
-            rules::PaymentStatus::PartiallyRefunded => PaymentStatus::PartiallyRefunded,
-            rules::PaymentStatus::Refunded => PaymentStatus::Refunded,
-            rules::PaymentStatus::Void => PaymentStatus::Void,
-        }
-    }
-}
-
-impl From<PaymentStatus> for rules::PaymentStatus {
-    fn from(status: PaymentStatus) -> Self {
-        match status {
-            PaymentStatus::Paid => rules::PaymentStatus::Paid,
-            PaymentStatus::PartiallyRefunded => rules::PaymentStatus::PartiallyRefunded,
-            PaymentStatus::Refunded => rules::PaymentStatus::Refunded,
-            PaymentStatus::Void => rules::PaymentStatus::Void,
-        }
-    }
-}
-
-/// How much of a payment sits on invoices (P8).
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum AllocationState {
-    Unallocated,
-    PartiallyAllocated,
-    Allocated,
-}
-
-impl From<rules::AllocationState> for AllocationState {
-    fn from(state: rules::AllocationState) -> Self {
-        match state {
-            rules::AllocationState::Unallocated => AllocationState::Unallocated,
-            rules::AllocationState::PartiallyAllocated => AllocationState::PartiallyAllocated,
-            rules::AllocationState::Allocated => AllocationState::Allocated,
-        }
-    }
-}
-
-impl From<AllocationState> for rules::AllocationState {
-    fn from(state: AllocationState) -> Self {
-        match state {
-            AllocationState::Unallocated => rules::AllocationState::Unallocated,
-            AllocationState::PartiallyAllocated => rules::AllocationState::PartiallyAllocated,
-            AllocationState::Allocated => rules::AllocationState::Allocated,
-        }
-    }
-}
-
-/// A way of paying, handled by a plugin.
-pub struct PaymentMethod(pub PaymentMethodRow);
-
-#[Object]
-impl PaymentMethod {
-    async fn id(&self) -> ID {
-        ID(key_of(&self.0.id))
-    }
-    async fn name(&self) -> &str {
-        &self.0.name
-    }
-    /// CARD, EFTPOS, CASH, DIRECT_DEPOSIT, CHEQUE or OTHER.
-    #[graphql(name = "type")]
-    async fn kind(&self) -> &str {
-        &self.0.kind
-    }
-    /// The plugin that handles it: "manual" only records payments.
-    async fn plugin(&self) -> &str {
-        &self.0.plugin
-    }
-    async fn archived(&self) -> bool {
-        self.0.archived
-    }
-    /// The plugin configuration without its secret fields.
-    async fn configuration(&self, ctx: &Context<'_>) -> async_graphql::Json<serde_json::Value> {
-        async_graphql::Json(super::plugins::public_config(ctx, &self.0.plugin, self.0.config.as_deref()).0)
-    }
-    /// Names of the secret configuration fields that are set; their values are never returned.
-    async fn secret_fields_set(&self, ctx: &Context<'_>) -> Vec<String> {
-        super::plugins::public_config(ctx, &self.0.plugin, self.0.config.as_deref()).1
-    }
-}
-
-/// Money received from a client.
-pub struct Payment(pub PaymentRow);
-
-impl Payment {
-    fn money(&self, amount: Decimal) -> Money {
-        Money::of(amount, &self.0.doc.currency)
-    }
-}
-
-#[Object]
-impl Payment {
-    async fn id(&self) -> ID {
-        ID(key_of(&self.0.id))
-    }
-    /// PAY-0001 style; null only in the moment between the payment's commit and its numbering.
-    async fn number(&self) -> Option<String> {
-        self.0.doc.display_number()
-    }
-    async fn client(&self, ctx: &Context<'_>) -> Result<Option<Client>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.party(&request.principal.tenant, PartyKind::Client, &self.0.doc.client).await?.map(Client))
-    }
-    async fn location_id(&self) -> ID {
-        ID(self.0.doc.location.clone())
-    }
-    async fn method(&self, ctx: &Context<'_>) -> Result<Option<PaymentMethod>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.payment_method(&request.principal.tenant, &self.0.doc.method).await?.map(PaymentMethod))
-    }
-    /// The method's name when the payment was taken.
-    async fn method_name(&self) -> &str {
-        &self.0.doc.method_name
-    }
-    async fn date(&self) -> Option<Date> {
-        NaiveDate::parse_from_str(&self.0.doc.date, "%Y-%m-%d").ok().map(Date)
-    }
-    async fn amount(&self) -> Money {
-        self.money(self.0.doc.amount)
-    }
-    /// Sum of active allocations.
-    async fn allocated(&self) -> Money {
-        self.money(self.0.doc.allocated)
-    }
-    /// Sum of successful refunds.
-    async fn refunded(&self) -> Money {
-        self.money(self.0.doc.refunded)
-    }
-    /// amount - allocated - refunded (M5): credit the client can still use or be refunded.
-    async fn unallocated(&self) -> Money {
-        self.money(self.0.doc.facts().unallocated())
-    }
-    async fn status(&self) -> PaymentStatus {
-        self.0.doc.facts().status().into()
-    }
-    async fn allocation_state(&self) -> AllocationState {
-        self.0.doc.facts().allocation_state().into()
-    }
-    async fn currency(&self) -> &str {
-        &self.0.doc.currency
-    }
-    async fn description(&self) -> Option<&str> {
-        self.0.doc.description.as_deref()
-    }
-    /// Set by a plugin, e.g. a gateway's charge id.
-    async fn external_reference(&self) -> Option<&str> {
-        self.0.doc.external_reference.as_deref()
-    }
-    /// Every allocation of the payment, removed ones included.
-    async fn allocations(&self, ctx: &Context<'_>) -> Result<Vec<Allocation>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let rows = state(ctx).store.allocations_of(&request.principal.tenant, AllocationOf::Payment, &key_of(&self.0.id)).await?;
-        Ok(rows.into_iter().map(Allocation).collect())
-    }
-    async fn refunds(&self, ctx: &Context<'_>) -> Result<Vec<Refund>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let rows = state(ctx).store.refunds_of(&request.principal.tenant, &key_of(&self.0.id)).await?;
-        Ok(rows.into_iter().map(Refund).collect())
-    }
-    async fn voided_at(&self) -> Option<DateTime<Utc>> {
-        self.0.doc.voided_at
-    }
-    async fn void_reason(&self) -> Option<&str> {
-        self.0.doc.void_reason.as_deref()
-    }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.doc.created_at
-    }
-}
-
-/// Part of a payment moved onto an invoice. A removed allocation stays, marked removed (P6).
-pub struct Allocation(pub AllocationRow);
-
-#[Object]
-impl Allocation {
-    async fn id(&self) -> ID {
-        ID(key_of(&self.0.id))
-    }
-    /// The payment's number and the allocation's place on it: PAY-0007-2.
-    async fn number(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let payment = state(ctx).store.payment(&request.principal.tenant, &self.0.payment).await?;
-        Ok(payment.and_then(|p| p.doc.display_number()).map(|number| format!("{number}-{}", self.0.sequence)))
-    }
-    async fn payment_id(&self) -> ID {
-        ID(self.0.payment.clone())
-    }
-    async fn invoice_id(&self) -> ID {
-        ID(self.0.invoice.clone())
-    }
-    async fn payment(&self, ctx: &Context<'_>) -> Result<Option<Payment>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.payment(&request.principal.tenant, &self.0.payment).await?.map(Payment))
-    }
-    async fn invoice(&self, ctx: &Context<'_>) -> Result<Option<Invoice>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let today = today(tenant(ctx).await?);
-        Ok(state(ctx).store.invoice(&request.principal.tenant, &self.0.invoice).await?.map(|row| Invoice { row, today }))
-    }
-    async fn amount(&self) -> Money {
-        Money::of(self.0.amount, &self.0.currency)
-    }
-    async fn active(&self) -> bool {
-        self.0.active
-    }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
-    }
-    async fn created_by(&self) -> &str {
-        &self.0.created_by
-    }
-    async fn removed_at(&self) -> Option<DateTime<Utc>> {
-        self.0.removed_at
-    }
-    async fn removed_by(&self) -> Option<&str> {
-        self.0.removed_by.as_deref()
-    }
-}
-
-/// Money returned to a client from a payment's unallocated amount.
-pub struct Refund(pub RefundRow);
-
-#[Object]
-impl Refund {
-    async fn id(&self) -> ID {
-        ID(key_of(&self.0.id))
-    }
-    async fn payment_id(&self) -> ID {
-        ID(self.0.payment.clone())
-    }
-    async fn amount(&self) -> Money {
-        Money::of(self.0.amount, &self.0.currency)
-    }
-    async fn date(&self) -> Option<Date> {
-        NaiveDate::parse_from_str(&self.0.date, "%Y-%m-%d").ok().map(Date)
-    }
-    async fn description(&self) -> Option<&str> {
-        self.0.description.as_deref()
-    }
-    /// SUCCEEDED, DECLINED or PENDING, as the payment method's plugin reported.
-    async fn outcome(&self) -> &str {
-        &self.0.outcome
-    }
-    async fn outcome_reason(&self) -> Option<&str> {
-        self.0.outcome_reason.as_deref()
-    }
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
-    }
-}
-
-/// A credit against one invoice: it lowers that invoice's balance only (C3).
-pub struct CreditNote(pub CreditNoteRow);
-
-#[derive(SimpleObject)]
-pub struct CreditNoteLine {
-    /// Index of the credited invoice line, from 0.
-    pub line_index: i32,
-    pub description: String,
-    pub quantity: Option<String>,
-    pub subtotal: Money,
-    pub tax: Money,
-    pub total: Money,
-}
-
-#[Object]
-impl CreditNote {
-    async fn id(&self) -> ID {
-        ID(key_of(&self.0.id))
-    }
-    /// CN-0001 style.
-    async fn number(&self) -> String {
-        format_number("CN", self.0.number)
-    }
-    async fn invoice_id(&self) -> ID {
-        ID(self.0.invoice.clone())
-    }
-    async fn date(&self) -> Option<Date> {
-        NaiveDate::parse_from_str(&self.0.date, "%Y-%m-%d").ok().map(Date)
-    }
-    async fn reason(&self) -> &str {
-        &self.0.reason
-    }
-    /// ISSUED or VOID.
-    async fn status(&self) -> &str {
-        &self.0.status
-    }
-    async fn lines(&self) -> Vec<CreditNoteLine> {
-        let currency = &self.0.currency;
-        self.0
-            .lines
-            .iter()
-            .map(|line| CreditNoteLine {
-                line_index: line.line as i32,
-                description: line.description.clone(),
-                quantity: line.quantity.map(|q| q.normalize().to_string()),
-                subtotal: Money::of(line.subtotal, currency),
-                tax: Money::of(line.tax, currency),
-                total: Money::of(line.total, currency),
-            })
-            .collect()
-    }
-    async fn subtotal(&self) -> Money {
-        Money::of(self.0.subtotal, &self.0.currency)
-    }
-    async fn tax(&self) -> Money {
-        Money::of(self.0.tax, &self.0.currency)
-    }
-    async fn total(&self) -> Money {
-        Money::of(self.0.total, &self.0.currency)
-    }
-    async fn voided_at(&self) -> Option<DateTime<Utc>> {
-        self.0.voided_at
-    }
-    async fn void_reason(&self) -> Option<&str> {
-        self.0.void_reason.as_deref()
-    }
-}
-
-/// B1: what a client owes and the credit they hold, in one currency (the practice's unless
-/// another is asked for); money of other currencies is never added in (M6).
-#[derive(SimpleObject)]
-pub struct ClientBalance {
-    /// Sum of open invoice balances.
-    pub owing: Money,
-    /// Sum of unallocated amounts of non-void payments.
-    pub unallocated_credit: Money,
-    /// The part of owing that is past its due date.
-    pub overdue: Money,
-}
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum StatementEntryKind {
-    Invoice,
-    Payment,
-    Allocation,
-    Refund,
-    CreditNote,
-}
-
-#[derive(SimpleObject)]
-pub struct StatementEntry {
-    pub date: Date,
-    pub kind: StatementEntryKind,
-    /// The record, as "table:id".
-    pub record: String,
-    /// INV-0001, PAY-0001, CN-0001, PAY-0001-1.
-    pub reference: String,
-    pub description: String,
-    /// What the entry adds to what the client owes (negative for payments and credit notes).
-    pub amount: Money,
-    /// Running balance after this entry: owing minus credit held.
-    pub balance: Money,
-}
-
-/// B2: a client's account for a date range.
-#[derive(SimpleObject)]
-pub struct Statement {
-    pub from: Date,
-    pub to: Date,
-    pub opening_balance: Money,
-    pub entries: Vec<StatementEntry>,
-    pub closing_balance: Money,
-}
-
-/// The currency a client account is shown in: the one asked for, else the practice's.
-fn account_currency(settings: &crate::store::rows::TenantRow, currency: Option<String>) -> AppResult<String> {
-    match currency {
-        Some(code) => Ok(crate::ledger::Currency::parse(code.trim())?.code().to_owned()),
-        None => Ok(settings.currency.clone()),
-    }
-}
-
-/// Client account fields, added to the Client type.
-pub async fn client_balance(ctx: &Context<'_>, client_key: &str, currency: Option<String>) -> AppResult<ClientBalance> {
-    let request = caller(ctx, Role::Viewer)?;
-    let settings = tenant(ctx).await?;
-    let currency = &account_currency(settings, currency)?;
-    let balance = state(ctx).store.client_balance(&request.principal.tenant, client_key, currency, today(settings)).await?;
-    Ok(ClientBalance {
-        owing: Money::of(balance.owing, currency),
-        unallocated_credit: Money::of(balance.unallocated_credit, currency),
-        overdue: Money::of(balance.overdue, currency),
-    })
-}
-
-pub async fn client_statement(ctx: &Context<'_>, client_key: &str, from: Date, to: Date, currency: Option<String>) -> AppResult<Statement> {
-    let request = caller(ctx, Role::Viewer)?;
-    if from > to {
-        return Err(AppError::invalid("from must not be after to"));
-    }
-    let settings = tenant(ctx).await?;
-    let currency = &account_currency(settings, currency)?;
-    let statement = state(ctx).store.statement(&request.principal.tenant, client_key, currency, from.0, to.0).await?;
-    let entries = statement
-        .entries
-        .into_iter()
-        .map(|entry| StatementEntry {
-            date: NaiveDate::parse_from_str(&entry.date, "%Y-%m-%d").map(Date).unwrap_or(from),
-            kind: match entry.kind {
-                EntryKind::Invoice => StatementEntryKind::Invoice,
-                EntryKind::Payment => StatementEntryKind::Payment,
-                EntryKind::Allocation => StatementEntryKind::Allocation,
-                EntryKind::Refund => StatementEntryKind::Refund,
-                EntryKind::CreditNote => StatementEntryKind::CreditNote,
-            },
-            record: entry.record,
-            reference: entry.reference,
-            description: entry.description,
-            amount: Money::of(entry.amount, currency),
-            balance: Money::of(entry.balance, currency),
-        })
-        .collect();
-    Ok(Statement {
-        from,
-        to,
-        opening_balance: Money::of(statement.opening_balance, currency),
-        entries,
-        closing_balance: Money::of(statement.closing_balance, currency),
-    })
-}
+connection_types!(Payment, PaymentConnection, PaymentEdge);
 
 /// Which payments to list; all conditions must hold.
 #[derive(InputObject, Default)]
@@ -514,25 +79,19 @@ impl PaymentQuery {
         let rows = state(ctx).store.unallocated_payments(&request.principal.tenant, &client_id).await?;
         Ok(rows.into_iter().map(Payment).collect())
     }
+}
 
-    #[graphql(complexity = "10 + 10 * child_complexity")]
-    async fn payment_methods(&self, ctx: &Context<'_>, #[graphql(default = false)] include_archived: bool) -> Result<Vec<PaymentMethod>> {
-        let request = caller(ctx, Role::Viewer)?;
-        tenant(ctx).await?;
-        let rows = state(ctx).store.payment_methods(&request.principal.tenant, include_archived).await?;
-        Ok(rows.into_iter().map(PaymentMethod).collect())
-    }
+/// Looks up one allocation. A query object of its own only so that the schema keeps listing
+/// `allocation` after `paymentMethods` (see `Query` in mod.rs).
+#[derive(Default)]
+pub struct AllocationQuery;
 
+#[Object]
+impl AllocationQuery {
     #[graphql(complexity = "10 + child_complexity")]
     async fn allocation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Allocation>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.allocation(&request.principal.tenant, &id).await?.map(Allocation))
-    }
-
-    #[graphql(complexity = "10 + child_complexity")]
-    async fn credit_note(&self, ctx: &Context<'_>, id: ID) -> Result<Option<CreditNote>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.credit_note(&request.principal.tenant, &id).await?.map(CreditNote))
     }
 }
 
@@ -654,23 +213,6 @@ pub struct RefundInput {
     pub amount: Amount,
     pub date: Option<Date>,
     pub description: Option<String>,
-}
-
-/// One invoice line to credit: by quantity or by amount (including tax), not both.
-#[derive(InputObject, Serialize)]
-pub struct CreditNoteLineInput {
-    /// Index of the invoice line, from 0.
-    pub line_index: i32,
-    /// Decimal quantity such as "1".
-    pub quantity: Option<String>,
-    pub amount: Option<Amount>,
-}
-
-#[derive(InputObject, Serialize)]
-pub struct CreditNoteInput {
-    pub reason: String,
-    pub date: Option<Date>,
-    pub lines: Vec<CreditNoteLineInput>,
 }
 
 #[derive(Default)]
@@ -835,54 +377,10 @@ impl PaymentMutation {
         let key = state(ctx).store.update_payment(&m, &payment_id, description, external_reference).await?;
         Ok(load_payment(ctx, &key).await?)
     }
-
-    /// Issues a credit note for lines of an OPEN invoice (C1, C2).
-    async fn issue_credit_note(&self, ctx: &Context<'_>, invoice_id: ID, input: CreditNoteInput, idempotency_key: String) -> Result<CreditNote> {
-        let m = mutation(ctx, Role::Billing, "issueCreditNote", Some(idempotency_key), &(&invoice_id.0, &input)).await?;
-        let today = today(tenant(ctx).await?);
-        let reason = input.reason.trim();
-        let reason = if reason.is_empty() { String::new() } else { required_text("reason", reason, TEXT_MAX_CHARS)? };
-        let requests = input
-            .lines
-            .iter()
-            .map(|line| {
-                let by = match (&line.quantity, line.amount) {
-                    (Some(quantity), None) => CreditBy::Quantity(
-                        crate::ledger::money::parse_decimal(quantity.trim())
-                            .map_err(|_| AppError::invalid(format!("quantity {quantity:?} is not a decimal")))?,
-                    ),
-                    (None, Some(amount)) => CreditBy::Amount(amount.0),
-                    (Some(_), Some(_)) => return Err(AppError::invalid("credit a line by quantity or by amount, not both")),
-                    (None, None) => return Err(AppError::invalid("say how much of the line to credit: a quantity or an amount")),
-                };
-                let line_index = usize::try_from(line.line_index).map_err(|_| AppError::invalid("lineIndex starts at 0"))?;
-                Ok(CreditRequest { line: line_index, by })
-            })
-            .collect::<AppResult<Vec<_>>>()?;
-        let key = state(ctx)
-            .store
-            .issue_credit_note(&m, &invoice_id, reason, requests, input.date.map_or(today, |d| d.0))
-            .await?;
-        load_credit_note(ctx, &key).await
-    }
-
-    /// Voids a credit note (C4): the invoice owes its amount again.
-    async fn void_credit_note(&self, ctx: &Context<'_>, credit_note_id: ID, reason: Option<String>, idempotency_key: String) -> Result<CreditNote> {
-        let m = mutation(ctx, Role::Billing, "voidCreditNote", Some(idempotency_key), &(&credit_note_id.0, &reason)).await?;
-        let reason = optional_text("reason", reason.as_deref(), TEXT_MAX_CHARS)?;
-        let key = state(ctx).store.void_credit_note(&m, &credit_note_id, reason).await?;
-        load_credit_note(ctx, &key).await
-    }
 }
 
 async fn load_allocation(ctx: &Context<'_>, key: &str) -> Result<Allocation> {
     let request = caller(ctx, Role::Viewer)?;
     let row = state(ctx).store.allocation(&request.principal.tenant, key).await?.ok_or_else(|| AppError::not_found("allocation"))?;
     Ok(Allocation(row))
-}
-
-async fn load_credit_note(ctx: &Context<'_>, key: &str) -> Result<CreditNote> {
-    let request = caller(ctx, Role::Viewer)?;
-    let row = state(ctx).store.credit_note(&request.principal.tenant, key).await?.ok_or_else(|| AppError::not_found("credit note"))?;
-    Ok(CreditNote(row))
 }

@@ -2,12 +2,15 @@
 //!
 //! Amounts are parsed here, at the edge, so no resolver sees a raw amount string. JSON numbers
 //! are refused: a float such as 0.1 cannot be trusted to mean exactly 0.1 (M1). Precision against
-//! the currency (M2) is checked by the ledger once the currency is known.
+//! the currency (M2) is checked by the ledger once the currency is known. A refused amount carries
+//! its error code (INVALID_AMOUNT, AMOUNT_TOO_PRECISE) in the error's extensions, which
+//! async-graphql keeps on its way to the response (`InputValueError::into_server_error`).
 
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
+use crate::error::{AppError, ErrorCode};
 use crate::ledger::money::parse_decimal;
 
 /// An exact decimal amount written as a string, such as "120.50".
@@ -19,8 +22,10 @@ pub struct Amount(pub Decimal);
 impl ScalarType for Amount {
     fn parse(value: Value) -> InputValueResult<Self> {
         match value {
-            Value::String(text) => parse_decimal(&text).map(Amount).map_err(|e| InputValueError::custom(e.to_string())),
-            _ => Err(InputValueError::custom("amounts are strings such as \"120.50\", never JSON numbers")),
+            Value::String(text) => parse_decimal(&text).map(Amount).map_err(|e| refused(AppError::from(e))),
+            // Not reached through the schema: validation refuses every value but a string first,
+            // by `is_valid` (see `errors::finish_errors`).
+            _ => Err(refused(AppError::new(ErrorCode::InvalidAmount, "amounts are strings such as \"120.50\", never JSON numbers"))),
         }
     }
 
@@ -31,6 +36,11 @@ impl ScalarType for Amount {
     fn to_value(&self) -> Value {
         Value::String(self.0.to_string())
     }
+}
+
+/// The parse error of an amount, with its code.
+fn refused(error: AppError) -> InputValueError<Amount> {
+    InputValueError::custom(error.message).with_extension("code", error.code.as_str())
 }
 
 impl serde::Serialize for Amount {

@@ -24,7 +24,7 @@ use crate::config::Limits;
 use crate::error::{AppError, ErrorCode};
 use crate::graphql::context::RequestContext;
 use crate::graphql::errors::finish_errors;
-use crate::graphql::types::RecordLoader;
+use crate::graphql::loader::RecordLoader;
 use crate::graphql::SettleSchema;
 use crate::metrics::Metrics;
 use crate::store::Store;

@@ -111,8 +111,8 @@ impl Tx {
 
     async fn commit(mut self) -> AppResult<()> {
         match self.0.take() {
-            Some(OpenTx::Local(tx)) => tx.commit().await.map(drop).map_err(db_error),
-            Some(OpenTx::Remote(tx)) => tx.commit().await.map(drop).map_err(db_error),
+            Some(OpenTx::Local(tx)) => tx.commit().await.map(drop).map_err(commit_error),
+            Some(OpenTx::Remote(tx)) => tx.commit().await.map(drop).map_err(commit_error),
             None => Ok(()),
         }
     }
@@ -198,9 +198,12 @@ impl Results {
 /// with fresh keys or with keys that stand for a unique fact (an idempotency key, an invoice
 /// number), so a duplicate means a concurrent request committed that fact first. Running the
 /// transaction again reads it and decides anew.
+///
+/// Errors are told apart by their kind, never by their text; the one error whose kind the engine
+/// loses, a conflict at commit, is mapped by [`commit_error`].
 fn db_error(error: surrealdb::Error) -> AppError {
-    if is_conflict(&error) || error.is_already_exists() || error.message().contains("already exists") {
-        return AppError::new(ErrorCode::TransactionConflict, "the record changed concurrently; try again");
+    if error.query_details() == Some(&QueryError::TransactionConflict) || error.is_already_exists() {
+        return conflict();
     }
     if error.is_connection() {
         tracing::warn!(%error, "the database is unreachable");
@@ -212,9 +215,21 @@ fn db_error(error: surrealdb::Error) -> AppError {
     AppError::internal(format!("database: {error}"))
 }
 
-fn is_conflict(error: &surrealdb::Error) -> bool {
-    error.query_details() == Some(&QueryError::TransactionConflict)
-        || error.message().contains("conflict") && error.message().contains("ransaction")
+/// Maps the error of a failed commit. The embedded engines find write conflicts at commit, and
+/// surrealdb-engine-local 3.3.5 turns every error of a commit into an internal error that keeps
+/// only the storage engine's message (`Engine::commit` maps it with `std_error_to_types_error`),
+/// so a conflict there is known by that message alone: surrealdb-kvs's `TransactionConflict`,
+/// "Transaction conflict: ... This transaction can be retried", from mem:// and surrealkv://
+/// alike. Conflicts inside statements keep their kind, and `db_error` needs no text for them.
+fn commit_error(error: surrealdb::Error) -> AppError {
+    if error.message().contains("Transaction conflict") {
+        return conflict();
+    }
+    db_error(error)
+}
+
+fn conflict() -> AppError {
+    AppError::new(ErrorCode::TransactionConflict, "the record changed concurrently; try again")
 }
 
 impl Store {
@@ -347,15 +362,20 @@ impl Store {
         }
     }
 
+    /// Opens a transaction; [`Store::transaction`] commits or cancels it.
+    async fn begin(&self) -> AppResult<Tx> {
+        Ok(Tx(Some(match &self.inner.conn {
+            Conn::Local(db, _) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
+            Conn::Remote(db) => OpenTx::Remote(db.clone().begin().await.map_err(db_error)?),
+        })))
+    }
+
     async fn transaction_once<T, F, Fut>(&self, body: &F) -> AppResult<T>
     where
         F: Fn(TxRef) -> Fut,
         Fut: Future<Output = AppResult<T>>,
     {
-        let tx = Arc::new(Tx(Some(match &self.inner.conn {
-            Conn::Local(db, _) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
-            Conn::Remote(db) => OpenTx::Remote(db.clone().begin().await.map_err(db_error)?),
-        })));
+        let tx = Arc::new(self.begin().await?);
         let outcome = body(Arc::clone(&tx)).await;
         let Ok(tx) = Arc::try_unwrap(tx) else {
             return Err(AppError::internal("a transaction body kept its transaction handle"));
@@ -382,7 +402,7 @@ fn backoff(attempt: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use surrealdb::types::{ConnectionError, QueryError};
+    use surrealdb::types::{AlreadyExistsError, ConnectionError, QueryError};
 
     use super::*;
 
@@ -390,6 +410,15 @@ mod tests {
     fn database_errors_say_whether_sending_again_can_help() {
         let cases = [
             (surrealdb::Error::query("conflict".into(), QueryError::TransactionConflict), ErrorCode::TransactionConflict, true),
+            // A CREATE of a record a concurrent request committed first.
+            (
+                surrealdb::Error::already_exists(
+                    "Database record `invoice_number:['t', 7]` already exists".into(),
+                    AlreadyExistsError::Record { id: "invoice_number:['t', 7]".into() },
+                ),
+                ErrorCode::TransactionConflict,
+                true,
+            ),
             (surrealdb::Error::connection("gone".into(), ConnectionError::ConnectionFailed), ErrorCode::DatabaseUnavailable, true),
             // A schema assertion comes as an internal error, and fails the same way every time.
             (
@@ -401,6 +430,53 @@ mod tests {
         for (error, code, retryable) in cases {
             let mapped = db_error(error);
             assert_eq!((mapped.code, mapped.code.retryable()), (code, retryable), "{}", mapped.message);
+        }
+
+        // A conflict at commit comes from the embedded engines as an internal error with the
+        // storage engine's message (see `commit_error`); that message is trusted only there.
+        let at_commit = || surrealdb::Error::internal("Transaction conflict: Transaction write conflict. This transaction can be retried".into());
+        assert_eq!(commit_error(at_commit()).code, ErrorCode::TransactionConflict);
+        assert_eq!(db_error(at_commit()).code, ErrorCode::Internal);
+        assert_eq!(commit_error(surrealdb::Error::internal("The key being inserted is too large".into())).code, ErrorCode::Internal);
+        let unreachable = surrealdb::Error::connection("gone".into(), ConnectionError::ConnectionFailed);
+        assert_eq!(commit_error(unreachable).code, ErrorCode::DatabaseUnavailable);
+    }
+
+    fn settings(address: &str) -> StoreSettings {
+        StoreSettings {
+            address: address.to_owned(),
+            namespace: "test".into(),
+            database: "test".into(),
+            username: None,
+            password: None,
+            block_cache_mib: 8,
+            memtable_mib: 8,
+            transaction_retries_max: 0,
+        }
+    }
+
+    /// What the embedded engines of SurrealDB 3.3.5 report, as Settle maps it: a write conflict
+    /// (found at commit) and a CREATE of a record that exists are both worth sending again. If an
+    /// upgrade changes how either arrives, this says so before requests start failing as INTERNAL.
+    #[tokio::test]
+    async fn embedded_engines_report_conflicts_that_running_again_resolves() {
+        let dir = tempfile::tempdir().unwrap();
+        for address in ["mem://".to_owned(), format!("surrealkv://{}", dir.path().join("db").display())] {
+            let store = Store::open(&settings(&address), Metrics::new()).await.unwrap();
+            store.query("DEFINE TABLE probe SCHEMALESS; CREATE probe:1 SET v = 0", Vars::new()).await.unwrap();
+
+            let (first, second) = (store.begin().await.unwrap(), store.begin().await.unwrap());
+            first.query("UPDATE probe:1 SET v = 1", Vars::new()).await.unwrap();
+            second.query("UPDATE probe:1 SET v = 2", Vars::new()).await.unwrap();
+            first.commit().await.unwrap();
+            let error = second.commit().await.unwrap_err();
+            assert_eq!(error.code, ErrorCode::TransactionConflict, "{address}: two writers of one record: {error}");
+
+            let tx = store.begin().await.unwrap();
+            let error = tx.query("CREATE probe:1 SET v = 3", Vars::new()).await.err().expect("the record exists");
+            assert_eq!(error.code, ErrorCode::TransactionConflict, "{address}: CREATE of a record that exists: {error}");
+            tx.cancel().await;
+            store.close().await;
         }
     }
 }

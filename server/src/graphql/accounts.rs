@@ -1,0 +1,115 @@
+//! A client's account: what they owe and the credit they hold (B1), and their statement for a
+//! date range (B2). Both are fields of Client (directory.rs).
+
+use async_graphql::{Context, Enum, SimpleObject};
+use chrono::NaiveDate;
+
+use super::context::{caller, state, tenant, today};
+use super::money::Money;
+use super::scalars::Date;
+use crate::auth::Role;
+use crate::error::{AppError, AppResult};
+use crate::store::accounts::EntryKind;
+
+/// B1: what a client owes and the credit they hold, in one currency (the practice's unless
+/// another is asked for); money of other currencies is never added in (M6).
+#[derive(SimpleObject)]
+pub struct ClientBalance {
+    /// Sum of open invoice balances.
+    pub owing: Money,
+    /// Sum of unallocated amounts of non-void payments.
+    pub unallocated_credit: Money,
+    /// The part of owing that is past its due date.
+    pub overdue: Money,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum StatementEntryKind {
+    Invoice,
+    Payment,
+    Allocation,
+    Refund,
+    CreditNote,
+}
+
+#[derive(SimpleObject)]
+pub struct StatementEntry {
+    pub date: Date,
+    pub kind: StatementEntryKind,
+    /// The record, as "table:id".
+    pub record: String,
+    /// INV-0001, PAY-0001, CN-0001, PAY-0001-1.
+    pub reference: String,
+    pub description: String,
+    /// What the entry adds to what the client owes (negative for payments and credit notes).
+    pub amount: Money,
+    /// Running balance after this entry: owing minus credit held.
+    pub balance: Money,
+}
+
+/// B2: a client's account for a date range.
+#[derive(SimpleObject)]
+pub struct Statement {
+    pub from: Date,
+    pub to: Date,
+    pub opening_balance: Money,
+    pub entries: Vec<StatementEntry>,
+    pub closing_balance: Money,
+}
+
+/// The currency a client account is shown in: the one asked for, else the practice's.
+fn account_currency(settings: &crate::store::rows::TenantRow, currency: Option<String>) -> AppResult<String> {
+    match currency {
+        Some(code) => Ok(crate::ledger::Currency::parse(code.trim())?.code().to_owned()),
+        None => Ok(settings.currency.clone()),
+    }
+}
+
+/// Client account fields, added to the Client type.
+pub async fn client_balance(ctx: &Context<'_>, client_key: &str, currency: Option<String>) -> AppResult<ClientBalance> {
+    let request = caller(ctx, Role::Viewer)?;
+    let settings = tenant(ctx).await?;
+    let currency = &account_currency(settings, currency)?;
+    let balance = state(ctx).store.client_balance(&request.principal.tenant, client_key, currency, today(settings)).await?;
+    Ok(ClientBalance {
+        owing: Money::of(balance.owing, currency),
+        unallocated_credit: Money::of(balance.unallocated_credit, currency),
+        overdue: Money::of(balance.overdue, currency),
+    })
+}
+
+pub async fn client_statement(ctx: &Context<'_>, client_key: &str, from: Date, to: Date, currency: Option<String>) -> AppResult<Statement> {
+    let request = caller(ctx, Role::Viewer)?;
+    if from > to {
+        return Err(AppError::invalid("from must not be after to"));
+    }
+    let settings = tenant(ctx).await?;
+    let currency = &account_currency(settings, currency)?;
+    let statement = state(ctx).store.statement(&request.principal.tenant, client_key, currency, from.0, to.0).await?;
+    let entries = statement
+        .entries
+        .into_iter()
+        .map(|entry| StatementEntry {
+            date: NaiveDate::parse_from_str(&entry.date, "%Y-%m-%d").map(Date).unwrap_or(from),
+            kind: match entry.kind {
+                EntryKind::Invoice => StatementEntryKind::Invoice,
+                EntryKind::Payment => StatementEntryKind::Payment,
+                EntryKind::Allocation => StatementEntryKind::Allocation,
+                EntryKind::Refund => StatementEntryKind::Refund,
+                EntryKind::CreditNote => StatementEntryKind::CreditNote,
+            },
+            record: entry.record,
+            reference: entry.reference,
+            description: entry.description,
+            amount: Money::of(entry.amount, currency),
+            balance: Money::of(entry.balance, currency),
+        })
+        .collect();
+    Ok(Statement {
+        from,
+        to,
+        opening_balance: Money::of(statement.opening_balance, currency),
+        entries,
+        closing_balance: Money::of(statement.closing_balance, currency),
+    })
+}

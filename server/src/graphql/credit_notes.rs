@@ -1,0 +1,163 @@
+//! Credit notes (C1-C4): a credit against lines of one invoice, issued and voided; their types,
+//! inputs, query and mutations.
+
+use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use super::context::{caller, mutation, state, tenant, today};
+use super::money::Money;
+use super::scalars::{Amount, Date};
+use super::text::{TEXT_MAX_CHARS, optional_text, required_text};
+use crate::auth::Role;
+use crate::error::{AppError, AppResult};
+use crate::ledger::credit_note::{CreditBy, CreditRequest};
+use crate::ledger::numbering::format_number;
+use crate::store::rows::{CreditNoteRow, key_of};
+
+/// A credit against one invoice: it lowers that invoice's balance only (C3).
+pub struct CreditNote(pub CreditNoteRow);
+
+#[derive(SimpleObject)]
+pub struct CreditNoteLine {
+    /// Index of the credited invoice line, from 0.
+    pub line_index: i32,
+    pub description: String,
+    pub quantity: Option<String>,
+    pub subtotal: Money,
+    pub tax: Money,
+    pub total: Money,
+}
+
+#[Object]
+impl CreditNote {
+    async fn id(&self) -> ID {
+        ID(key_of(&self.0.id))
+    }
+    /// CN-0001 style.
+    async fn number(&self) -> String {
+        format_number("CN", self.0.number)
+    }
+    async fn invoice_id(&self) -> ID {
+        ID(self.0.invoice.clone())
+    }
+    async fn date(&self) -> Option<Date> {
+        NaiveDate::parse_from_str(&self.0.date, "%Y-%m-%d").ok().map(Date)
+    }
+    async fn reason(&self) -> &str {
+        &self.0.reason
+    }
+    /// ISSUED or VOID.
+    async fn status(&self) -> &str {
+        &self.0.status
+    }
+    async fn lines(&self) -> Vec<CreditNoteLine> {
+        let currency = &self.0.currency;
+        self.0
+            .lines
+            .iter()
+            .map(|line| CreditNoteLine {
+                line_index: line.line as i32,
+                description: line.description.clone(),
+                quantity: line.quantity.map(|q| q.normalize().to_string()),
+                subtotal: Money::of(line.subtotal, currency),
+                tax: Money::of(line.tax, currency),
+                total: Money::of(line.total, currency),
+            })
+            .collect()
+    }
+    async fn subtotal(&self) -> Money {
+        Money::of(self.0.subtotal, &self.0.currency)
+    }
+    async fn tax(&self) -> Money {
+        Money::of(self.0.tax, &self.0.currency)
+    }
+    async fn total(&self) -> Money {
+        Money::of(self.0.total, &self.0.currency)
+    }
+    async fn voided_at(&self) -> Option<DateTime<Utc>> {
+        self.0.voided_at
+    }
+    async fn void_reason(&self) -> Option<&str> {
+        self.0.void_reason.as_deref()
+    }
+}
+
+/// One invoice line to credit: by quantity or by amount (including tax), not both.
+#[derive(InputObject, Serialize)]
+pub struct CreditNoteLineInput {
+    /// Index of the invoice line, from 0.
+    pub line_index: i32,
+    /// Decimal quantity such as "1".
+    pub quantity: Option<String>,
+    pub amount: Option<Amount>,
+}
+
+#[derive(InputObject, Serialize)]
+pub struct CreditNoteInput {
+    pub reason: String,
+    pub date: Option<Date>,
+    pub lines: Vec<CreditNoteLineInput>,
+}
+
+#[derive(Default)]
+pub struct CreditNoteQuery;
+
+#[Object]
+impl CreditNoteQuery {
+    #[graphql(complexity = "10 + child_complexity")]
+    async fn credit_note(&self, ctx: &Context<'_>, id: ID) -> Result<Option<CreditNote>> {
+        let request = caller(ctx, Role::Viewer)?;
+        Ok(state(ctx).store.credit_note(&request.principal.tenant, &id).await?.map(CreditNote))
+    }
+}
+
+#[derive(Default)]
+pub struct CreditNoteMutation;
+
+#[Object]
+impl CreditNoteMutation {
+    /// Issues a credit note for lines of an OPEN invoice (C1, C2).
+    async fn issue_credit_note(&self, ctx: &Context<'_>, invoice_id: ID, input: CreditNoteInput, idempotency_key: String) -> Result<CreditNote> {
+        let m = mutation(ctx, Role::Billing, "issueCreditNote", Some(idempotency_key), &(&invoice_id.0, &input)).await?;
+        let today = today(tenant(ctx).await?);
+        let reason = input.reason.trim();
+        let reason = if reason.is_empty() { String::new() } else { required_text("reason", reason, TEXT_MAX_CHARS)? };
+        let requests = input
+            .lines
+            .iter()
+            .map(|line| {
+                let by = match (&line.quantity, line.amount) {
+                    (Some(quantity), None) => CreditBy::Quantity(
+                        crate::ledger::money::parse_decimal(quantity.trim())
+                            .map_err(|_| AppError::invalid(format!("quantity {quantity:?} is not a decimal")))?,
+                    ),
+                    (None, Some(amount)) => CreditBy::Amount(amount.0),
+                    (Some(_), Some(_)) => return Err(AppError::invalid("credit a line by quantity or by amount, not both")),
+                    (None, None) => return Err(AppError::invalid("say how much of the line to credit: a quantity or an amount")),
+                };
+                let line_index = usize::try_from(line.line_index).map_err(|_| AppError::invalid("lineIndex starts at 0"))?;
+                Ok(CreditRequest { line: line_index, by })
+            })
+            .collect::<AppResult<Vec<_>>>()?;
+        let key = state(ctx)
+            .store
+            .issue_credit_note(&m, &invoice_id, reason, requests, input.date.map_or(today, |d| d.0))
+            .await?;
+        load_credit_note(ctx, &key).await
+    }
+
+    /// Voids a credit note (C4): the invoice owes its amount again.
+    async fn void_credit_note(&self, ctx: &Context<'_>, credit_note_id: ID, reason: Option<String>, idempotency_key: String) -> Result<CreditNote> {
+        let m = mutation(ctx, Role::Billing, "voidCreditNote", Some(idempotency_key), &(&credit_note_id.0, &reason)).await?;
+        let reason = optional_text("reason", reason.as_deref(), TEXT_MAX_CHARS)?;
+        let key = state(ctx).store.void_credit_note(&m, &credit_note_id, reason).await?;
+        load_credit_note(ctx, &key).await
+    }
+}
+
+async fn load_credit_note(ctx: &Context<'_>, key: &str) -> Result<CreditNote> {
+    let request = caller(ctx, Role::Viewer)?;
+    let row = state(ctx).store.credit_note(&request.principal.tenant, key).await?.ok_or_else(|| AppError::not_found("credit note"))?;
+    Ok(CreditNote(row))
+}

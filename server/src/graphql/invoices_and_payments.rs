@@ -1,0 +1,501 @@
+//! Invoices and payments as a client sees them, with the allocations that link them: object types
+//! only. These types name each other (an invoice lists its allocations, an allocation names its
+//! invoice and its payment, a payment lists its allocations), and an object type names the types
+//! of its fields, so they share this file rather than make invoices.rs and payments.rs import
+//! each other. The queries, mutations and inputs of each are in those two files.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Enum, ID, Object, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+use super::context::{caller, state, tenant, today};
+use super::credit_notes::CreditNote;
+use super::directory::{Client, Contact, Location};
+use super::loader::{Record, RecordKey, RecordLoader};
+use super::methods::PaymentMethod;
+use super::money::Money;
+use super::practice::TaxMode;
+use super::scalars::Date;
+use crate::auth::Role;
+use crate::error::AppError;
+use crate::ledger::invoice::{self as invoice_rules, DisplayStatus};
+use crate::ledger::numbering::format_number;
+use crate::ledger::payment as payment_rules;
+use crate::store::directory::PartyKind;
+use crate::store::invoices::parse_status;
+use crate::store::payments::AllocationOf;
+use crate::store::rows::{AllocationRow, InvoiceRow, LineRow, PaymentRow, RefundRow, key_of};
+
+/// The status a person sees. OVERDUE is derived: OPEN with a due date before today in the
+/// practice's timezone (I4).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum InvoiceStatus {
+    Draft,
+    Open,
+    Overdue,
+    Paid,
+    Void,
+}
+
+impl From<DisplayStatus> for InvoiceStatus {
+    fn from(status: DisplayStatus) -> Self {
+        match status {
+            DisplayStatus::Draft => InvoiceStatus::Draft,
+            DisplayStatus::Open => InvoiceStatus::Open,
+            DisplayStatus::Overdue => InvoiceStatus::Overdue,
+            DisplayStatus::Paid => InvoiceStatus::Paid,
+            DisplayStatus::Void => InvoiceStatus::Void,
+        }
+    }
+}
+
+impl From<InvoiceStatus> for DisplayStatus {
+    fn from(status: InvoiceStatus) -> Self {
+        match status {
+            InvoiceStatus::Draft => DisplayStatus::Draft,
+            InvoiceStatus::Open => DisplayStatus::Open,
+            InvoiceStatus::Overdue => DisplayStatus::Overdue,
+            InvoiceStatus::Paid => DisplayStatus::Paid,
+            InvoiceStatus::Void => DisplayStatus::Void,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, serde::Serialize)]
+pub enum DiscountType {
+    /// A fixed amount off the line.
+    Amount,
+    /// A percentage of quantity x unit price.
+    Percent,
+}
+
+/// One line of an invoice with its computed totals.
+pub struct LineItem {
+    row: LineRow,
+    currency: String,
+}
+
+#[Object]
+impl LineItem {
+    async fn description(&self) -> &str {
+        &self.row.description
+    }
+    async fn item_code(&self) -> Option<&str> {
+        self.row.item_code.as_deref()
+    }
+    /// Exact decimal quantity, e.g. "1.5".
+    async fn quantity(&self) -> String {
+        self.row.quantity.normalize().to_string()
+    }
+    async fn unit_price(&self) -> Money {
+        Money::of(self.row.unit_price, &self.currency)
+    }
+    async fn discount_type(&self) -> Option<DiscountType> {
+        match self.row.discount_kind.as_deref() {
+            Some("AMOUNT") => Some(DiscountType::Amount),
+            Some("PERCENT") => Some(DiscountType::Percent),
+            _ => None,
+        }
+    }
+    /// The discount as entered: an amount or a percentage.
+    async fn discount_value(&self) -> Option<String> {
+        self.row.discount_value.map(|v| v.normalize().to_string())
+    }
+    /// The discount taken off this line.
+    async fn discount(&self) -> Money {
+        Money::of(self.row.discount, &self.currency)
+    }
+    async fn tax_rate_id(&self) -> Option<ID> {
+        self.row.tax_rate.clone().map(ID)
+    }
+    /// Tax rate name and percent as they were when the line was saved.
+    async fn tax_rate_name(&self) -> Option<&str> {
+        self.row.tax_name.as_deref()
+    }
+    async fn tax_percent(&self) -> Option<String> {
+        self.row.tax_percent.map(|p| p.normalize().to_string())
+    }
+    /// Amount excluding tax.
+    async fn subtotal(&self) -> Money {
+        Money::of(self.row.subtotal, &self.currency)
+    }
+    async fn tax(&self) -> Money {
+        Money::of(self.row.tax, &self.currency)
+    }
+    async fn total(&self) -> Money {
+        Money::of(self.row.total, &self.currency)
+    }
+}
+
+/// An invoice. Its number is given when it is first finalized.
+pub struct Invoice {
+    pub row: InvoiceRow,
+    /// Today in the tenant's timezone, for the derived OVERDUE status.
+    pub today: NaiveDate,
+}
+
+impl Invoice {
+    fn money(&self, amount: Decimal) -> Money {
+        Money::of(amount, &self.row.doc.currency)
+    }
+
+    fn status_value(&self) -> DisplayStatus {
+        let due = NaiveDate::parse_from_str(&self.row.doc.due_date, "%Y-%m-%d").unwrap_or(self.today);
+        invoice_rules::display_status(parse_status(&self.row.doc.status), due, self.today)
+    }
+}
+
+#[Object]
+impl Invoice {
+    async fn id(&self) -> ID {
+        ID(key_of(&self.row.id))
+    }
+    /// INV-0001 style; null until the invoice is first finalized.
+    async fn number(&self) -> Option<String> {
+        self.row.doc.number.map(|n| format_number("INV", n))
+    }
+    async fn status(&self) -> InvoiceStatus {
+        self.status_value().into()
+    }
+    /// OPEN with the due date passed (I4).
+    async fn overdue(&self) -> bool {
+        self.status_value() == DisplayStatus::Overdue
+    }
+    async fn client(&self, ctx: &Context<'_>) -> Result<Client> {
+        let loader = ctx.data_unchecked::<DataLoader<RecordLoader>>();
+        let row = loader.load_one(RecordKey::client(&self.row.doc.client)).await.map_err(|e| (*e).clone())?;
+        match row {
+            Some(Record::Party(row)) => Ok(Client(row)),
+            _ => Err(AppError::not_found("client").into()),
+        }
+    }
+    /// The third party the invoice is addressed to, if any.
+    async fn bill_to(&self, ctx: &Context<'_>) -> Result<Option<Contact>> {
+        let Some(contact) = &self.row.doc.contact else { return Ok(None) };
+        let loader = ctx.data_unchecked::<DataLoader<RecordLoader>>();
+        match loader.load_one(RecordKey::contact(contact)).await.map_err(|e| (*e).clone())? {
+            Some(Record::Party(row)) => Ok(Some(Contact(row))),
+            _ => Ok(None),
+        }
+    }
+    async fn location(&self, ctx: &Context<'_>) -> Result<Location> {
+        let loader = ctx.data_unchecked::<DataLoader<RecordLoader>>();
+        match loader.load_one(RecordKey::location(&self.row.doc.location)).await.map_err(|e| (*e).clone())? {
+            Some(Record::Location(row)) => Ok(Location(row)),
+            _ => Err(AppError::not_found("location").into()),
+        }
+    }
+    async fn practitioner(&self) -> Option<&str> {
+        self.row.doc.practitioner.as_deref()
+    }
+    async fn issue_date(&self) -> Option<Date> {
+        NaiveDate::parse_from_str(&self.row.doc.issue_date, "%Y-%m-%d").ok().map(Date)
+    }
+    async fn due_date(&self) -> Option<Date> {
+        NaiveDate::parse_from_str(&self.row.doc.due_date, "%Y-%m-%d").ok().map(Date)
+    }
+    async fn currency(&self) -> &str {
+        &self.row.doc.currency
+    }
+    /// The tax mode the invoice was created under.
+    async fn tax_mode(&self) -> TaxMode {
+        TaxMode::parse(&self.row.doc.tax_mode)
+    }
+    async fn notes(&self) -> Option<&str> {
+        self.row.doc.notes.as_deref()
+    }
+    async fn lines(&self) -> Vec<LineItem> {
+        self.row
+            .doc
+            .lines
+            .iter()
+            .map(|row| LineItem { row: row.clone(), currency: self.row.doc.currency.clone() })
+            .collect()
+    }
+    /// Sum of line amounts excluding tax.
+    async fn subtotal(&self) -> Money {
+        self.money(self.row.doc.subtotal)
+    }
+    /// Sum of line discounts.
+    async fn discount_total(&self) -> Money {
+        self.money(self.row.doc.discount)
+    }
+    async fn tax_total(&self) -> Money {
+        self.money(self.row.doc.tax)
+    }
+    async fn total(&self) -> Money {
+        self.money(self.row.doc.total)
+    }
+    /// Sum of active allocations.
+    async fn amount_paid(&self) -> Money {
+        self.money(self.row.doc.paid)
+    }
+    /// Sum of issued credit notes.
+    async fn amount_credited(&self) -> Money {
+        self.money(self.row.doc.credited)
+    }
+    /// What is still owed: total - amount paid - amount credited, never negative (M4).
+    async fn balance(&self) -> Money {
+        self.money(self.row.doc.facts().balance())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.row.doc.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.row.doc.updated_at
+    }
+    async fn finalized_at(&self) -> Option<DateTime<Utc>> {
+        self.row.doc.finalized_at
+    }
+    async fn voided_at(&self) -> Option<DateTime<Utc>> {
+        self.row.doc.voided_at
+    }
+    async fn void_reason(&self) -> Option<&str> {
+        self.row.doc.void_reason.as_deref()
+    }
+    /// Every allocation to this invoice, removed ones included.
+    async fn allocations(&self, ctx: &Context<'_>) -> Result<Vec<Allocation>> {
+        let request = caller(ctx, Role::Viewer)?;
+        let rows = state(ctx)
+            .store
+            .allocations_of(&request.principal.tenant, AllocationOf::Invoice, &key_of(&self.row.id))
+            .await?;
+        Ok(rows.into_iter().map(Allocation).collect())
+    }
+    /// Credit notes of this invoice, void ones included.
+    async fn credit_notes(&self, ctx: &Context<'_>) -> Result<Vec<CreditNote>> {
+        let request = caller(ctx, Role::Viewer)?;
+        let rows = state(ctx).store.credit_notes_of(&request.principal.tenant, &key_of(&self.row.id)).await?;
+        Ok(rows.into_iter().map(CreditNote).collect())
+    }
+}
+
+/// Payment status (P8).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum PaymentStatus {
+    Paid,
+    PartiallyRefunded,
+    Refunded,
+    Void,
+}
+
+impl From<payment_rules::PaymentStatus> for PaymentStatus {
+    fn from(status: payment_rules::PaymentStatus) -> Self {
+        match status {
+            payment_rules::PaymentStatus::Paid => PaymentStatus::Paid,
+            payment_rules::PaymentStatus::PartiallyRefunded => PaymentStatus::PartiallyRefunded,
+            payment_rules::PaymentStatus::Refunded => PaymentStatus::Refunded,
+            payment_rules::PaymentStatus::Void => PaymentStatus::Void,
+        }
+    }
+}
+
+impl From<PaymentStatus> for payment_rules::PaymentStatus {
+    fn from(status: PaymentStatus) -> Self {
+        match status {
+            PaymentStatus::Paid => payment_rules::PaymentStatus::Paid,
+            PaymentStatus::PartiallyRefunded => payment_rules::PaymentStatus::PartiallyRefunded,
+            PaymentStatus::Refunded => payment_rules::PaymentStatus::Refunded,
+            PaymentStatus::Void => payment_rules::PaymentStatus::Void,
+        }
+    }
+}
+
+/// How much of a payment sits on invoices (P8).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AllocationState {
+    Unallocated,
+    PartiallyAllocated,
+    Allocated,
+}
+
+impl From<payment_rules::AllocationState> for AllocationState {
+    fn from(state: payment_rules::AllocationState) -> Self {
+        match state {
+            payment_rules::AllocationState::Unallocated => AllocationState::Unallocated,
+            payment_rules::AllocationState::PartiallyAllocated => AllocationState::PartiallyAllocated,
+            payment_rules::AllocationState::Allocated => AllocationState::Allocated,
+        }
+    }
+}
+
+impl From<AllocationState> for payment_rules::AllocationState {
+    fn from(state: AllocationState) -> Self {
+        match state {
+            AllocationState::Unallocated => payment_rules::AllocationState::Unallocated,
+            AllocationState::PartiallyAllocated => payment_rules::AllocationState::PartiallyAllocated,
+            AllocationState::Allocated => payment_rules::AllocationState::Allocated,
+        }
+    }
+}
+
+/// Money received from a client.
+pub struct Payment(pub PaymentRow);
+
+impl Payment {
+    fn money(&self, amount: Decimal) -> Money {
+        Money::of(amount, &self.0.doc.currency)
+    }
+}
+
+#[Object]
+impl Payment {
+    async fn id(&self) -> ID {
+        ID(key_of(&self.0.id))
+    }
+    /// PAY-0001 style; null only in the moment between the payment's commit and its numbering.
+    async fn number(&self) -> Option<String> {
+        self.0.doc.display_number()
+    }
+    async fn client(&self, ctx: &Context<'_>) -> Result<Option<Client>> {
+        let request = caller(ctx, Role::Viewer)?;
+        Ok(state(ctx).store.party(&request.principal.tenant, PartyKind::Client, &self.0.doc.client).await?.map(Client))
+    }
+    async fn location_id(&self) -> ID {
+        ID(self.0.doc.location.clone())
+    }
+    async fn method(&self, ctx: &Context<'_>) -> Result<Option<PaymentMethod>> {
+        let request = caller(ctx, Role::Viewer)?;
+        Ok(state(ctx).store.payment_method(&request.principal.tenant, &self.0.doc.method).await?.map(PaymentMethod))
+    }
+    /// The method's name when the payment was taken.
+    async fn method_name(&self) -> &str {
+        &self.0.doc.method_name
+    }
+    async fn date(&self) -> Option<Date> {
+        NaiveDate::parse_from_str(&self.0.doc.date, "%Y-%m-%d").ok().map(Date)
+    }
+    async fn amount(&self) -> Money {
+        self.money(self.0.doc.amount)
+    }
+    /// Sum of active allocations.
+    async fn allocated(&self) -> Money {
+        self.money(self.0.doc.allocated)
+    }
+    /// Sum of successful refunds.
+    async fn refunded(&self) -> Money {
+        self.money(self.0.doc.refunded)
+    }
+    /// amount - allocated - refunded (M5): credit the client can still use or be refunded.
+    async fn unallocated(&self) -> Money {
+        self.money(self.0.doc.facts().unallocated())
+    }
+    async fn status(&self) -> PaymentStatus {
+        self.0.doc.facts().status().into()
+    }
+    async fn allocation_state(&self) -> AllocationState {
+        self.0.doc.facts().allocation_state().into()
+    }
+    async fn currency(&self) -> &str {
+        &self.0.doc.currency
+    }
+    async fn description(&self) -> Option<&str> {
+        self.0.doc.description.as_deref()
+    }
+    /// Set by a plugin, e.g. a gateway's charge id.
+    async fn external_reference(&self) -> Option<&str> {
+        self.0.doc.external_reference.as_deref()
+    }
+    /// Every allocation of the payment, removed ones included.
+    async fn allocations(&self, ctx: &Context<'_>) -> Result<Vec<Allocation>> {
+        let request = caller(ctx, Role::Viewer)?;
+        let rows = state(ctx).store.allocations_of(&request.principal.tenant, AllocationOf::Payment, &key_of(&self.0.id)).await?;
+        Ok(rows.into_iter().map(Allocation).collect())
+    }
+    async fn refunds(&self, ctx: &Context<'_>) -> Result<Vec<Refund>> {
+        let request = caller(ctx, Role::Viewer)?;
+        let rows = state(ctx).store.refunds_of(&request.principal.tenant, &key_of(&self.0.id)).await?;
+        Ok(rows.into_iter().map(Refund).collect())
+    }
+    async fn voided_at(&self) -> Option<DateTime<Utc>> {
+        self.0.doc.voided_at
+    }
+    async fn void_reason(&self) -> Option<&str> {
+        self.0.doc.void_reason.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.doc.created_at
+    }
+}
+
+/// Part of a payment moved onto an invoice. A removed allocation stays, marked removed (P6).
+pub struct Allocation(pub AllocationRow);
+
+#[Object]
+impl Allocation {
+    async fn id(&self) -> ID {
+        ID(key_of(&self.0.id))
+    }
+    /// The payment's number and the allocation's place on it: PAY-0007-2.
+    async fn number(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        let request = caller(ctx, Role::Viewer)?;
+        let payment = state(ctx).store.payment(&request.principal.tenant, &self.0.payment).await?;
+        Ok(payment.and_then(|p| p.doc.display_number()).map(|number| format!("{number}-{}", self.0.sequence)))
+    }
+    async fn payment_id(&self) -> ID {
+        ID(self.0.payment.clone())
+    }
+    async fn invoice_id(&self) -> ID {
+        ID(self.0.invoice.clone())
+    }
+    async fn payment(&self, ctx: &Context<'_>) -> Result<Option<Payment>> {
+        let request = caller(ctx, Role::Viewer)?;
+        Ok(state(ctx).store.payment(&request.principal.tenant, &self.0.payment).await?.map(Payment))
+    }
+    async fn invoice(&self, ctx: &Context<'_>) -> Result<Option<Invoice>> {
+        let request = caller(ctx, Role::Viewer)?;
+        let today = today(tenant(ctx).await?);
+        Ok(state(ctx).store.invoice(&request.principal.tenant, &self.0.invoice).await?.map(|row| Invoice { row, today }))
+    }
+    async fn amount(&self) -> Money {
+        Money::of(self.0.amount, &self.0.currency)
+    }
+    async fn active(&self) -> bool {
+        self.0.active
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn created_by(&self) -> &str {
+        &self.0.created_by
+    }
+    async fn removed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.removed_at
+    }
+    async fn removed_by(&self) -> Option<&str> {
+        self.0.removed_by.as_deref()
+    }
+}
+
+/// Money returned to a client from a payment's unallocated amount.
+pub struct Refund(pub RefundRow);
+
+#[Object]
+impl Refund {
+    async fn id(&self) -> ID {
+        ID(key_of(&self.0.id))
+    }
+    async fn payment_id(&self) -> ID {
+        ID(self.0.payment.clone())
+    }
+    async fn amount(&self) -> Money {
+        Money::of(self.0.amount, &self.0.currency)
+    }
+    async fn date(&self) -> Option<Date> {
+        NaiveDate::parse_from_str(&self.0.date, "%Y-%m-%d").ok().map(Date)
+    }
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+    /// SUCCEEDED, DECLINED or PENDING, as the payment method's plugin reported.
+    async fn outcome(&self) -> &str {
+        &self.0.outcome
+    }
+    async fn outcome_reason(&self) -> Option<&str> {
+        self.0.outcome_reason.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}

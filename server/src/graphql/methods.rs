@@ -1,0 +1,200 @@
+//! Payment methods: each bound to a plugin, with a configuration that plugin validates; only an
+//! ADMIN changes them. Secret configuration fields are never returned.
+
+use async_graphql::{Context, ID, InputObject, Json, Object, Result};
+use serde::Serialize;
+
+use super::context::{caller, mutation, state, tenant};
+use super::text::{NAME_MAX_CHARS, required_text};
+use crate::auth::Role;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::plugins::CallError;
+use crate::store::methods::MethodFields;
+use crate::store::rows::{PaymentMethodRow, key_of};
+
+/// A way of paying, handled by a plugin.
+pub struct PaymentMethod(pub PaymentMethodRow);
+
+#[Object]
+impl PaymentMethod {
+    async fn id(&self) -> ID {
+        ID(key_of(&self.0.id))
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// CARD, EFTPOS, CASH, DIRECT_DEPOSIT, CHEQUE or OTHER.
+    #[graphql(name = "type")]
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+    /// The plugin that handles it: "manual" only records payments.
+    async fn plugin(&self) -> &str {
+        &self.0.plugin
+    }
+    async fn archived(&self) -> bool {
+        self.0.archived
+    }
+    /// The plugin configuration without its secret fields.
+    async fn configuration(&self, ctx: &Context<'_>) -> Json<serde_json::Value> {
+        Json(public_config(ctx, &self.0.plugin, self.0.config.as_deref()).0)
+    }
+    /// Names of the secret configuration fields that are set; their values are never returned.
+    async fn secret_fields_set(&self, ctx: &Context<'_>) -> Vec<String> {
+        public_config(ctx, &self.0.plugin, self.0.config.as_deref()).1
+    }
+}
+
+/// A method's configuration with its plugin's secret fields removed, and the names of those
+/// that are set.
+pub fn public_config(ctx: &Context<'_>, plugin: &str, config: Option<&str>) -> (serde_json::Value, Vec<String>) {
+    let mut value: serde_json::Value = config.and_then(|c| serde_json::from_str(c).ok()).unwrap_or_else(|| serde_json::json!({}));
+    let mut set = Vec::new();
+    let secrets = state(ctx).charging.host().plugin(plugin).map(|p| p.manifest.secret_fields()).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        for secret in secrets {
+            if object.remove(&secret).is_some() {
+                set.push(secret);
+            }
+        }
+    }
+    (value, set)
+}
+
+/// A new payment method bound to a plugin.
+#[derive(InputObject, Serialize)]
+pub struct PaymentMethodInput {
+    pub name: String,
+    /// CARD, EFTPOS, CASH, DIRECT_DEPOSIT, CHEQUE or OTHER; the plugin must handle it.
+    #[graphql(name = "type")]
+    pub kind: String,
+    /// The plugin's id, e.g. "manual" or "card-sim".
+    pub plugin: String,
+    /// The plugin's configuration, checked by the plugin.
+    pub config: Option<Json<serde_json::Value>>,
+}
+
+/// Changes to a payment method; fields left out stay as they are. Secret configuration fields
+/// left out of `config` keep their stored values.
+#[derive(InputObject, Serialize)]
+pub struct PaymentMethodChange {
+    pub name: Option<String>,
+    pub config: Option<Json<serde_json::Value>>,
+}
+
+/// Validates `config` with the plugin; maps the plugin's refusal to INVALID_CONFIG.
+async fn validated_config(ctx: &Context<'_>, plugin: &str, config: serde_json::Value) -> AppResult<String> {
+    match state(ctx).charging.host().validate_config(plugin, &config).await {
+        Ok(()) => Ok(config.to_string()),
+        Err(CallError::Plugin(error)) => Err(AppError::new(ErrorCode::InvalidConfig, error.message)),
+        Err(CallError::NotFound(id)) => Err(AppError::new(ErrorCode::PluginUnavailable, format!("the plugin '{id}' is not installed"))),
+        Err(other) => Err(AppError::new(ErrorCode::PluginUnavailable, other.to_string())),
+    }
+}
+
+async fn load_method(ctx: &Context<'_>, key: &str) -> AppResult<PaymentMethod> {
+    let request = caller(ctx, Role::Viewer)?;
+    let row = state(ctx)
+        .store
+        .payment_method(&request.principal.tenant, key)
+        .await?
+        .ok_or_else(|| AppError::not_found("payment method"))?;
+    Ok(PaymentMethod(row))
+}
+
+#[derive(Default)]
+pub struct MethodQuery;
+
+#[Object]
+impl MethodQuery {
+    #[graphql(complexity = "10 + 10 * child_complexity")]
+    async fn payment_methods(&self, ctx: &Context<'_>, #[graphql(default = false)] include_archived: bool) -> Result<Vec<PaymentMethod>> {
+        let request = caller(ctx, Role::Viewer)?;
+        tenant(ctx).await?;
+        let rows = state(ctx).store.payment_methods(&request.principal.tenant, include_archived).await?;
+        Ok(rows.into_iter().map(PaymentMethod).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct MethodMutation;
+
+#[Object]
+impl MethodMutation {
+    /// Adds a payment method bound to a plugin, with a configuration the plugin accepts (ADMIN).
+    async fn create_payment_method(
+        &self,
+        ctx: &Context<'_>,
+        input: PaymentMethodInput,
+        idempotency_key: Option<String>,
+    ) -> Result<PaymentMethod> {
+        let m = mutation(ctx, Role::Admin, "createPaymentMethod", idempotency_key, &input).await?;
+        let name = required_text("name", &input.name, NAME_MAX_CHARS)?;
+        let kind = input.kind.trim().to_uppercase();
+        let plugin = state(ctx).charging.host().plugin(input.plugin.trim()).ok_or_else(|| {
+            AppError::new(ErrorCode::PluginUnavailable, format!("the plugin '{}' is not installed", input.plugin.trim()))
+        })?;
+        if !plugin.manifest.method_types.contains(&kind) {
+            return Err(AppError::invalid(format!(
+                "the plugin '{}' handles {}, not {kind:?}",
+                plugin.manifest.id,
+                plugin.manifest.method_types.join(", ")
+            ))
+            .into());
+        }
+        let config = validated_config(ctx, &plugin.manifest.id, input.config.map_or(serde_json::json!({}), |c| c.0)).await?;
+        let fields = MethodFields { name, kind, plugin: plugin.manifest.id.clone(), config };
+        let key = state(ctx).store.create_payment_method(&m, fields).await?;
+        Ok(load_method(ctx, &key).await?)
+    }
+
+    /// Renames or reconfigures a payment method (ADMIN).
+    async fn update_payment_method(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: PaymentMethodChange,
+        idempotency_key: Option<String>,
+    ) -> Result<PaymentMethod> {
+        let m = mutation(ctx, Role::Admin, "updatePaymentMethod", idempotency_key, &(&id.0, &input)).await?;
+        let current = load_method(ctx, &id).await?.0;
+        let name = match &input.name {
+            Some(name) => Some(required_text("name", name, NAME_MAX_CHARS)?),
+            None => None,
+        };
+        let config = match input.config {
+            None => None,
+            Some(Json(mut config)) => {
+                // Secrets are write-only: one left out keeps its stored value.
+                let stored: serde_json::Value =
+                    current.config.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+                if let (Some(plugin), Some(object)) = (state(ctx).charging.host().plugin(&current.plugin), config.as_object_mut()) {
+                    for secret in plugin.manifest.secret_fields() {
+                        if !object.contains_key(&secret) {
+                            if let Some(value) = stored.get(&secret) {
+                                object.insert(secret, value.clone());
+                            }
+                        }
+                    }
+                }
+                Some(validated_config(ctx, &current.plugin, config).await?)
+            }
+        };
+        let key = state(ctx).store.change_payment_method(&m, &id, name, config, None).await?;
+        Ok(load_method(ctx, &key).await?)
+    }
+
+    /// Archives a payment method: it takes no new payments (P1) (ADMIN).
+    async fn archive_payment_method(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> Result<PaymentMethod> {
+        let m = mutation(ctx, Role::Admin, "archivePaymentMethod", idempotency_key, &id.0).await?;
+        let key = state(ctx).store.change_payment_method(&m, &id, None, None, Some(true)).await?;
+        Ok(load_method(ctx, &key).await?)
+    }
+
+    /// Restores an archived payment method (ADMIN).
+    async fn restore_payment_method(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> Result<PaymentMethod> {
+        let m = mutation(ctx, Role::Admin, "restorePaymentMethod", idempotency_key, &id.0).await?;
+        let key = state(ctx).store.change_payment_method(&m, &id, None, None, Some(false)).await?;
+        Ok(load_method(ctx, &key).await?)
+    }
+}
