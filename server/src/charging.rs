@@ -16,6 +16,7 @@ use rust_decimal::Decimal;
 use settle_plugin::{Capability, ChargeRequest, Operation, Outcome, RefundRequest, StatusRequest};
 
 use crate::auth::TenantId;
+use crate::ledger::Money;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::plugins::{CallError, PluginHost};
 use crate::store::Store;
@@ -131,6 +132,34 @@ impl Charging {
         match self.store.settle_charge(mutation.tenant, &attempt.idempotency_key, settlement, mutation.actor).await? {
             Settled::Succeeded(payment) => Ok(payment),
             Settled::Declined(reason) => Err(declined(&reason)),
+        }
+    }
+
+    /// Has the plugin of a method that only records payments check a new payment's details (a
+    /// cheque needs its number); returns the reference it gives, such as the cheque number.
+    pub async fn check_recorded_details(
+        &self,
+        mutation: &Mutation<'_>,
+        method: &PaymentMethodRow,
+        amount: Money,
+        details: &serde_json::Value,
+    ) -> AppResult<Option<String>> {
+        let request = ChargeRequest {
+            tenant: mutation.tenant.as_str().to_owned(),
+            idempotency_key: mutation.idempotency.as_ref().map(|i| i.key.clone()).unwrap_or_default(),
+            amount: amount.amount(),
+            currency: amount.currency().code().to_owned(),
+            method_type: method.kind.clone(),
+            config: json(method.config.as_deref()),
+            details: details.clone(),
+            description: None,
+        };
+        match self.host.charge(&method.plugin, &request).await {
+            Ok(Outcome::Succeeded { reference }) => Ok(reference),
+            Ok(Outcome::Declined { reason }) => Err(AppError::new(ErrorCode::PluginRejected, reason)),
+            Ok(_) => Ok(None),
+            Err(CallError::Plugin(error)) => Err(AppError::new(ErrorCode::PluginRejected, error.message)),
+            Err(other) => Err(AppError::new(ErrorCode::PluginUnavailable, other.to_string())),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod charging;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod graphql;

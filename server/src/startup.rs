@@ -11,6 +11,7 @@ use settle_plugin::PaymentMethodPlugin;
 
 use crate::auth::TokenKeys;
 use crate::charging::Charging;
+use crate::commands::Commands;
 use crate::plugins::{HostSettings, PluginHost};
 use crate::config::{JwtAlgorithm, Settings};
 use crate::graphql::context::AppState;
@@ -39,7 +40,12 @@ impl Application {
         let grace = Duration::from_millis(settings.limits.plugin_call_timeout_ms) + Duration::from_secs(1);
         charging.clone().spawn_reconciler(Duration::from_millis(settings.reconcile_interval_ms.max(100)), grace);
         let schema = build_schema(
-            Some(AppState { store: store.clone(), charging, limits: settings.limits.clone() }),
+            Some(AppState {
+                store: store.clone(),
+                commands: Commands::new(store.clone(), charging.clone()),
+                charging,
+                limits: settings.limits.clone(),
+            }),
             &settings.limits,
         );
         let tcp = TcpListener::bind(settings.listen).into_acceptor().await?;

@@ -17,6 +17,7 @@ use crate::store::rows::TenantRow;
 pub struct AppState {
     pub store: Store,
     pub charging: crate::charging::Charging,
+    pub commands: crate::commands::Commands,
     pub limits: Limits,
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::context::{caller, mutation, state, tenant, today};
 use super::invoices_and_payments::{DiscountType, Invoice, InvoiceStatus};
 use super::pagination::{Page, connection_types, wants_total};
-use super::payments::{PayInvoiceInput, checked_manual_details, manual_method};
+use super::payments::PayInvoiceInput;
 use super::scalars::{Amount, Date};
 use super::text::{NAME_MAX_CHARS, NOTES_MAX_CHARS, TEXT_MAX_CHARS, optional_text, plain_decimal, required_text};
 use crate::auth::Role;
@@ -234,7 +234,7 @@ impl InvoiceMutation {
         #[graphql(default)] input: FinalizeInvoiceInput,
         idempotency_key: String,
     ) -> Result<Invoice> {
-        let m = mutation(ctx, Role::Billing, "finalizeInvoice", Some(idempotency_key.clone()), &(&id.0, &input)).await?;
+        let m = mutation(ctx, Role::Billing, "finalizeInvoice", Some(idempotency_key), &(&id.0, &input)).await?;
         if let Some(key) = state(ctx).store.replay::<String>(&m).await? {
             return Ok(load_invoice(ctx, &key).await?);
         }
@@ -252,32 +252,11 @@ impl InvoiceMutation {
             })
         };
         let today = today(tenant(ctx).await?);
+        let commands = &state(ctx).commands;
         let key = match input.payment_option {
             PaymentOption::RequestPayment => state(ctx).store.finalize_invoice(&m, &id).await?,
-            PaymentOption::ApplyPayment => {
-                let payment = payment("APPLY_PAYMENT")?;
-                let mut draft = payment.parse(today)?;
-                if let Some(method) = manual_method(ctx, &payment.method_id).await? {
-                    let request = caller(ctx, Role::Viewer)?;
-                    let invoice = state(ctx).store.invoice(&request.principal.tenant, &id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
-                    let amount = payment.amount.map_or(invoice.doc.total, |a| a.0);
-                    draft.external_reference = checked_manual_details(
-                        ctx,
-                        &method,
-                        amount,
-                        &invoice.doc.currency,
-                        payment.details.as_ref().map(|d| &d.0),
-                        &idempotency_key,
-                    )
-                    .await?;
-                }
-                state(ctx).store.finalize_and_pay(&m, &id, draft, today).await?
-            }
-            PaymentOption::Charge => {
-                let draft = payment("CHARGE")?.charge_draft(today, true)?;
-                state(ctx).charging.charge_invoice(&m, &id, draft).await?;
-                id.0.clone()
-            }
+            PaymentOption::ApplyPayment => commands.finalize_and_record(&m, &id, payment("APPLY_PAYMENT")?.request(today)?).await?,
+            PaymentOption::Charge => commands.finalize_and_charge(&m, &id, payment("CHARGE")?.request(today)?).await?,
         };
         Ok(load_invoice(ctx, &key).await?)
     }

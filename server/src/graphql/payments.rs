@@ -1,10 +1,8 @@
-//! Payments, allocations and refunds (P1-P9, F1-F4, V1-V2): their inputs, queries and mutations,
-//! and the check a manual method's plugin makes of a payment's details before it is recorded.
+//! Payments, allocations and refunds (P1-P9, F1-F4, V1-V2): their inputs, queries and mutations.
 //! The Payment, Allocation and Refund types are in invoices_and_payments.rs.
 
 use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object, Result};
 use chrono::NaiveDate;
-use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::context::{caller, mutation, state, tenant, today};
@@ -13,10 +11,11 @@ use super::pagination::{Page, connection_types, wants_total};
 use super::scalars::{Amount, Date};
 use super::text::{TEXT_MAX_CHARS, optional_text};
 use crate::auth::Role;
-use crate::error::{AppError, AppResult, ErrorCode};
+use crate::error::{AppError, AppResult};
 use crate::store::audit::Mutation;
-use crate::store::charges::ChargeDraft;
-use crate::store::payments::{InvoicePaymentDraft, NewPayment, PaymentDraft, PaymentFilter, check_payable};
+use crate::commands::payments::PayInvoice;
+use crate::ledger::{Currency, Money};
+use crate::store::payments::{NewPayment, PaymentDraft, PaymentFilter};
 use crate::store::rows::{PaymentMethodRow, key_of};
 
 connection_types!(Payment, PaymentConnection, PaymentEdge);
@@ -139,26 +138,14 @@ pub struct PayInvoiceInput {
 }
 
 impl PayInvoiceInput {
-    pub fn parse(&self, today: NaiveDate) -> AppResult<InvoicePaymentDraft> {
-        Ok(InvoicePaymentDraft {
-            external_reference: None,
-            method: self.method_id.0.clone(),
-            amount: self.amount.map(|a| a.0),
-            date: self.date.map_or(today, |d| d.0),
-            location: self.location_id.as_ref().map(|id| id.0.clone()),
-            description: optional_text("description", self.description.as_deref(), TEXT_MAX_CHARS)?,
-        })
-    }
-
-    pub fn charge_draft(&self, today: NaiveDate, finalize: bool) -> AppResult<ChargeDraft> {
-        Ok(ChargeDraft {
+    pub fn request(&self, today: NaiveDate) -> AppResult<PayInvoice> {
+        Ok(PayInvoice {
             method: self.method_id.0.clone(),
             amount: self.amount.map(|a| a.0),
             date: self.date.map_or(today, |d| d.0),
             location: self.location_id.as_ref().map(|id| id.0.clone()),
             description: optional_text("description", self.description.as_deref(), TEXT_MAX_CHARS)?,
             details: self.details.as_ref().map_or(serde_json::json!({}), |d| d.0.clone()),
-            finalize,
         })
     }
 }
@@ -172,40 +159,6 @@ pub async fn manual_method(ctx: &Context<'_>, method_key: &str) -> AppResult<Opt
         .await?
         .ok_or_else(|| AppError::not_found("payment method"))?;
     Ok((method.plugin == crate::store::payments::MANUAL_PLUGIN).then_some(method))
-}
-
-/// Asks the manual plugin to check a recorded payment's details (a cheque needs its number);
-/// returns the reference it gives, such as the cheque number.
-pub async fn checked_manual_details(
-    ctx: &Context<'_>,
-    method: &PaymentMethodRow,
-    amount: Decimal,
-    currency: &str,
-    details: Option<&serde_json::Value>,
-    idempotency_key: &str,
-) -> AppResult<Option<String>> {
-    let request = caller(ctx, Role::Viewer)?;
-    // The ledger's own checks on the amount come first (M2), so their codes do not depend on
-    // the plugin.
-    let currency_code = crate::ledger::Currency::parse(currency)?;
-    crate::ledger::Money::from_decimal(amount, currency_code)?.require_positive()?;
-    let charge = settle_plugin::ChargeRequest {
-        tenant: request.principal.tenant.to_string(),
-        idempotency_key: idempotency_key.to_owned(),
-        amount,
-        currency: currency.to_owned(),
-        method_type: method.kind.clone(),
-        config: method.config.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or(serde_json::json!({})),
-        details: details.cloned().unwrap_or(serde_json::json!({})),
-        description: None,
-    };
-    match state(ctx).charging.host().charge(&method.plugin, &charge).await {
-        Ok(settle_plugin::Outcome::Succeeded { reference }) => Ok(reference),
-        Ok(settle_plugin::Outcome::Declined { reason }) => Err(AppError::new(ErrorCode::PluginRejected, reason)),
-        Ok(_) => Ok(None),
-        Err(crate::plugins::CallError::Plugin(error)) => Err(AppError::new(ErrorCode::PluginRejected, error.message)),
-        Err(other) => Err(AppError::new(ErrorCode::PluginUnavailable, other.to_string())),
-    }
 }
 
 #[derive(InputObject, Serialize)]
@@ -250,7 +203,7 @@ async fn new_payment_or_replay(ctx: &Context<'_>, m: &Mutation<'_>, attempt: App
 impl PaymentMutation {
     /// Records a standalone payment (P1, P2) and any allocations given, in one transaction.
     async fn record_payment(&self, ctx: &Context<'_>, input: RecordPaymentInput, idempotency_key: String) -> Result<Payment> {
-        let m = mutation(ctx, Role::Billing, "recordPayment", Some(idempotency_key.clone()), &input).await?;
+        let m = mutation(ctx, Role::Billing, "recordPayment", Some(idempotency_key), &input).await?;
         let attempt = async {
             if input.allocations.len() > ALLOCATIONS_MAX {
                 return Err(AppError::invalid(format!("a payment takes at most {ALLOCATIONS_MAX} allocations at once")));
@@ -260,8 +213,11 @@ impl PaymentMutation {
             let currency = input.currency.as_deref().map_or(settings.currency.as_str(), str::trim).to_owned();
             let reference = match manual_method(ctx, &input.method_id).await? {
                 Some(method) => {
-                    checked_manual_details(ctx, &method, input.amount.0, &currency, input.details.as_ref().map(|d| &d.0), &idempotency_key)
-                        .await?
+                    // The ledger's own checks on the amount come first (M2), so their codes do
+                    // not depend on the plugin.
+                    let amount = Money::from_decimal(input.amount.0, Currency::parse(&currency)?)?.require_positive()?;
+                    let details = input.details.as_ref().map_or(serde_json::json!({}), |d| d.0.clone());
+                    state(ctx).charging.check_recorded_details(&m, &method, amount, &details).await?
                 }
                 None => None,
             };
@@ -282,32 +238,13 @@ impl PaymentMutation {
         Ok(new_payment_or_replay(ctx, &m, attempt).await?)
     }
 
-    /// Pays an OPEN invoice with a new manual payment (P3).
+    /// Pays an OPEN invoice with a new payment (P3): recorded for a method that only records,
+    /// charged through its plugin otherwise (never above the balance).
     async fn pay_invoice(&self, ctx: &Context<'_>, invoice_id: ID, input: PayInvoiceInput, idempotency_key: String) -> Result<Payment> {
-        let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key.clone()), &(&invoice_id.0, &input)).await?;
-        let today = today(tenant(ctx).await?);
-        let Some(method) = manual_method(ctx, &input.method_id).await? else {
-            // A charge goes to a plugin: a repeated request is answered before anything is sent.
-            if let Some(key) = state(ctx).store.replay::<String>(&m).await? {
-                return Ok(load_payment(ctx, &key).await?);
-            }
-            let key = state(ctx).charging.charge_invoice(&m, &invoice_id, input.charge_draft(today, false)?).await?;
-            return Ok(load_payment(ctx, &key).await?);
-        };
-        let attempt = async {
-            let mut draft = input.parse(today)?;
-            let request = caller(ctx, Role::Viewer)?;
-            let invoice = state(ctx).store.invoice(&request.principal.tenant, &invoice_id).await?.ok_or_else(|| AppError::not_found("invoice"))?;
-            // Checked again in the transaction; here so that a paid invoice is reported as such
-            // rather than as a payment of its balance, 0.
-            check_payable(&invoice)?;
-            let amount = input.amount.map_or(invoice.doc.facts().balance(), |a| a.0);
-            let details = input.details.as_ref().map(|d| &d.0);
-            draft.external_reference = checked_manual_details(ctx, &method, amount, &invoice.doc.currency, details, &idempotency_key).await?;
-            state(ctx).store.pay_invoice(&m, &invoice_id, draft, today).await
-        }
-        .await;
-        Ok(new_payment_or_replay(ctx, &m, attempt).await?)
+        let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key), &(&invoice_id.0, &input)).await?;
+        let request = input.request(today(tenant(ctx).await?))?;
+        let paid = state(ctx).commands.pay_invoice(&m, &invoice_id, request).await;
+        Ok(new_payment_or_replay(ctx, &m, paid).await?)
     }
 
     /// Applies part of an existing payment to an invoice (P5); returns the allocation.

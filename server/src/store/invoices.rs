@@ -127,7 +127,7 @@ pub(super) fn summary(doc: &InvoiceDoc) -> serde_json::Value {
     })
 }
 
-pub(super) async fn read_invoice(tx: &TxRef, store: &Store, tenant: &TenantId, key: &str) -> AppResult<InvoiceRow> {
+pub(crate) async fn read_invoice(tx: &TxRef, store: &Store, tenant: &TenantId, key: &str) -> AppResult<InvoiceRow> {
     read_owned::<InvoiceRow>(Some(tx), store, tenant, "invoice", key)
         .await?
         .ok_or_else(|| AppError::not_found("invoice"))
@@ -294,7 +294,7 @@ impl Store {
     }
 
     /// Finalizes inside a caller's transaction; returns the invoice after and the audit entry.
-    pub(super) async fn finalize_in(&self, tx: &TxRef, mutation: &Mutation<'_>, key: &str) -> AppResult<(InvoiceRow, AuditEntry)> {
+    pub(crate) async fn finalize_in(&self, tx: &TxRef, mutation: &Mutation<'_>, key: &str) -> AppResult<(InvoiceRow, AuditEntry)> {
         let before = read_invoice(tx, self, mutation.tenant, key).await?;
         let facts = before.doc.facts();
         rules::check_finalize(&facts)?;

@@ -17,7 +17,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use crate::auth::TenantId;
 
 /// The queue of writers of a tenant's record, which holds its invoice counter and settings.
-pub(super) fn tenant_lock(tenant: &TenantId) -> String {
+pub(crate) fn tenant_lock(tenant: &TenantId) -> String {
     format!("tenant:{tenant}")
 }
 
@@ -27,7 +27,7 @@ pub(super) fn counter_lock(tenant: &TenantId, kind: &str) -> String {
 }
 
 /// The queue of writers of one record, such as an invoice or a payment.
-pub(super) fn record_lock(table: &str, key: &str) -> String {
+pub(crate) fn record_lock(table: &str, key: &str) -> String {
     format!("{table}:{key}")
 }
 

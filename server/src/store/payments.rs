@@ -8,15 +8,15 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
-use super::invoices::{date_string, parse_status, read_invoice, status_str, summary};
-use super::locks::{record_lock, tenant_lock};
+use super::invoices::{date_string, read_invoice, status_str, summary};
+use super::locks::record_lock;
 use super::rows::{AllocationRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, page_key, record};
 use super::tenants::read_tenant;
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::ledger::numbering::format_number;
-use crate::ledger::payment::{self as rules, AllocationState, PaymentFacts, PaymentStatus};
+use crate::ledger::payment::{self as rules, AllocationEffect, AllocationState, InvoicePaymentEffect, MethodFacts, PaymentFacts, PaymentStatus};
 use crate::ledger::{Currency, Money};
 
 /// The plugin that only records payments (cash, EFTPOS, cheque, direct deposit, other).
@@ -39,18 +39,47 @@ pub struct PaymentDraft {
     pub external_reference: Option<String>,
 }
 
-/// A new manual payment against one invoice (P3): client and currency come from the invoice.
+/// What a new recorded payment takes from its request, besides its method and amount.
 #[derive(Debug, Clone)]
-pub struct InvoicePaymentDraft {
-    pub method: String,
-    /// The invoice balance when not given.
-    pub amount: Option<Decimal>,
+pub struct NewRecordedPayment {
+    pub location: String,
     pub date: NaiveDate,
-    /// The invoice's location when not given.
-    pub location: Option<String>,
     pub description: Option<String>,
     /// What the method's plugin returned as reference (a cheque number, ...).
     pub external_reference: Option<String>,
+}
+
+/// The record of a new payment: no number yet and nothing allocated.
+fn new_payment_row(tenant: &TenantId, client: &str, method: &PaymentMethodRow, new: NewRecordedPayment, amount: Decimal, currency: &str) -> PaymentRow {
+    let now = Utc::now();
+    let key = new_key();
+    let doc = PaymentDoc {
+        tenant: tenant.as_str().to_owned(),
+        page_key: page_key(tenant.as_str(), &key),
+        key: key.clone(),
+        number: None,
+        client: client.to_owned(),
+        location: new.location,
+        method: key_of(&method.id),
+        method_name: method.name.clone(),
+        plugin: method.plugin.clone(),
+        date: date_string(new.date),
+        amount,
+        currency: currency.to_owned(),
+        description: new.description,
+        external_reference: new.external_reference,
+        charge_reference: None,
+        allocated: Decimal::ZERO,
+        refunded: Decimal::ZERO,
+        refund_pending: Decimal::ZERO,
+        allocation_count: 0,
+        void: false,
+        voided_at: None,
+        void_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    PaymentRow { id: record("payment", &key), doc }
 }
 
 /// A payment a mutation made: its key, and the record as this call wrote and numbered it. The
@@ -65,14 +94,14 @@ pub struct NewPayment {
 /// The payment a transaction body wrote, kept across retries of the body: only the attempt that
 /// committed counts, and it is the one whose key the mutation returns.
 #[derive(Default)]
-struct Written(std::sync::Mutex<Option<PaymentRow>>);
+pub struct Written(std::sync::Mutex<Option<PaymentRow>>);
 
 impl Written {
-    fn set(&self, row: &PaymentRow) {
+    pub fn set(&self, row: &PaymentRow) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(row.clone());
     }
 
-    fn take(self) -> Option<PaymentRow> {
+    pub fn take(self) -> Option<PaymentRow> {
         self.0.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -109,6 +138,12 @@ impl PaymentDoc {
     /// PAY-0001, or None in the moment between commit and numbering.
     pub fn display_number(&self) -> Option<String> {
         self.number.map(|n| format_number("PAY", n))
+    }
+}
+
+impl PaymentMethodRow {
+    pub fn facts(&self) -> MethodFacts {
+        MethodFacts { name: self.name.clone(), archived: self.archived, records_only: self.plugin == MANUAL_PLUGIN }
     }
 }
 
@@ -174,31 +209,8 @@ pub(super) fn positive_money(amount: Decimal, currency: &str) -> AppResult<Decim
     Ok(Money::from_decimal(amount, currency)?.require_positive()?.amount())
 }
 
-/// A payment method that can take a new manual payment (P1): active, and only recording.
-fn check_manual(method: PaymentMethodRow) -> AppResult<PaymentMethodRow> {
-    if method.archived {
-        return Err(AppError::new(ErrorCode::PaymentMethodArchived, format!("the payment method '{}' is archived", method.name)));
-    }
-    if method.plugin != MANUAL_PLUGIN {
-        return Err(AppError::new(
-            ErrorCode::PaymentMethodNeedsCharge,
-            format!("'{}' takes payments by charging through its plugin, not by recording them", method.name),
-        ));
-    }
-    Ok(method)
-}
-
-/// An invoice that can take a new payment (P3): OPEN; a void one says so (I7).
-pub fn check_payable(invoice: &InvoiceRow) -> AppResult<()> {
-    match invoice.doc.facts().status {
-        crate::ledger::invoice::InvoiceStatus::Open => Ok(()),
-        crate::ledger::invoice::InvoiceStatus::Void => Err(AppError::new(ErrorCode::InvoiceVoid, "the invoice is void")),
-        _ => Err(AppError::new(ErrorCode::InvoiceNotOpen, "only an open invoice can be paid")),
-    }
-}
-
 /// One allocation made inside a transaction, for the audit trail.
-struct Allocated {
+pub struct Allocated {
     key: String,
     invoice: String,
     amount: Decimal,
@@ -251,7 +263,7 @@ impl Store {
             .first::<PaymentMethodRow>(0)?
             .filter(|m| m.tenant == tenant)
             .ok_or_else(|| AppError::not_found("payment method"))?;
-        let method = check_manual(method)?;
+        rules::check_recording_method(&method.facts())?;
         let mut next = 1;
         if check_client {
             found.first::<PartyRow>(next)?.filter(|c| c.tenant == tenant).ok_or_else(|| AppError::not_found("client"))?;
@@ -261,35 +273,55 @@ impl Store {
             found.first::<LocationRow>(next)?.filter(|l| l.tenant == tenant).ok_or_else(|| AppError::not_found("location"))?;
         }
         let amount = positive_money(amount, currency)?;
-        let now = Utc::now();
-        let key = new_key();
-        let doc = PaymentDoc {
-            tenant: mutation.tenant.as_str().to_owned(),
-            page_key: page_key(mutation.tenant.as_str(), &key),
-            key: key.clone(),
-            number: None,
-            client: client.to_owned(),
-            location: location.to_owned(),
-            method: method_key.to_owned(),
-            method_name: method.name.clone(),
-            plugin: method.plugin.clone(),
-            date: date_string(date),
-            amount,
-            currency: currency.to_owned(),
-            description,
-            external_reference,
-            charge_reference: None,
-            allocated: Decimal::ZERO,
-            refunded: Decimal::ZERO,
-            refund_pending: Decimal::ZERO,
-            allocation_count: 0,
-            void: false,
-            voided_at: None,
-            void_reason: None,
-            created_at: now,
-            updated_at: now,
-        };
-        Ok(PaymentRow { id: record("payment", &key), doc })
+        let new = NewRecordedPayment { location: location.to_owned(), date, description, external_reference };
+        Ok(new_payment_row(mutation.tenant, client, &method, new, amount, currency))
+    }
+
+    /// The method a new payment for `invoice` names, read in the caller's transaction, and its
+    /// location when that is not the invoice's own: each must be the tenant's (A3).
+    pub(crate) async fn invoice_payment_records(
+        &self,
+        tx: &TxRef,
+        tenant: &TenantId,
+        invoice: &InvoiceRow,
+        method_key: &str,
+        location_key: &str,
+    ) -> AppResult<PaymentMethodRow> {
+        let check_location = invoice.doc.location != location_key;
+        let sql = if check_location { "SELECT * FROM ONLY $method; SELECT * FROM ONLY $location;" } else { "SELECT * FROM ONLY $method;" };
+        let mut found = tx
+            .query(sql, Vars::new().set("method", record("payment_method", method_key)).set("location", record("location", location_key)))
+            .await?;
+        let method = found
+            .first::<PaymentMethodRow>(0)?
+            .filter(|m| m.tenant == tenant.as_str())
+            .ok_or_else(|| AppError::not_found("payment method"))?;
+        if check_location {
+            found.first::<LocationRow>(1)?.filter(|l| l.tenant == tenant.as_str()).ok_or_else(|| AppError::not_found("location"))?;
+        }
+        Ok(method)
+    }
+
+    /// Writes a new payment for `invoice` as decided (P3): its allocation, the invoice's new sums
+    /// and status, and the payment with its final sums, all in the caller's transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn write_invoice_payment(
+        &self,
+        tx: &TxRef,
+        mutation: &Mutation<'_>,
+        invoice: &InvoiceRow,
+        method: &PaymentMethodRow,
+        new: NewRecordedPayment,
+        effect: &InvoicePaymentEffect,
+        today: NaiveDate,
+    ) -> AppResult<(PaymentRow, Vec<Allocated>)> {
+        let mut payment = new_payment_row(mutation.tenant, &invoice.doc.client, method, new, effect.amount.amount(), &invoice.doc.currency);
+        let mut allocated = Vec::new();
+        if effect.allocation.amount > Decimal::ZERO {
+            allocated.push(self.write_allocation(tx, mutation, &mut payment, invoice, &effect.allocation, today).await?);
+        }
+        self.create_payment_record(tx, &payment).await?;
+        Ok((payment, allocated))
     }
 
     /// Allocates part of `payment` to an invoice inside the caller's transaction (P4, P5, P7):
@@ -304,8 +336,22 @@ impl Store {
         amount: Decimal,
         today: NaiveDate,
     ) -> AppResult<Allocated> {
-        let invoice_key = key_of(&invoice.id);
         let effect = rules::allocate(&payment.doc.facts(), &invoice.doc.facts(), &invoice.doc.client, &invoice.doc.currency, amount)?;
+        self.write_allocation(tx, mutation, payment, invoice, &effect, today).await
+    }
+
+    /// Writes an allocation as decided: the allocation record and the invoice's new sums and
+    /// status; updates `payment` in memory for the caller to write.
+    async fn write_allocation(
+        &self,
+        tx: &TxRef,
+        mutation: &Mutation<'_>,
+        payment: &mut PaymentRow,
+        invoice: &InvoiceRow,
+        effect: &AllocationEffect,
+        today: NaiveDate,
+    ) -> AppResult<Allocated> {
+        let invoice_key = key_of(&invoice.id);
         let sequence = payment.doc.allocation_count + 1;
         let key = new_key();
         tx.query(
@@ -431,91 +477,13 @@ impl Store {
     }
 
     /// Numbers a payment just committed (see [`super::numbering`]) and gives it back as written.
-    async fn number_new_payment(&self, tenant: &TenantId, key: String, written: Written) -> NewPayment {
+    pub(crate) async fn number_new_payment(&self, tenant: &TenantId, key: String, written: Written) -> NewPayment {
         let number = self.number_payment(tenant, key.clone()).await;
         let row = written.take_for(&key).zip(number).map(|(mut row, number)| {
             row.doc.number = Some(number);
             row
         });
         NewPayment { key, row }
-    }
-
-    /// Pays an OPEN invoice with a new manual payment (P3): min(amount, balance) is allocated and
-    /// the rest stays on the payment as the client's credit.
-    pub async fn pay_invoice(
-        &self,
-        mutation: &Mutation<'_>,
-        invoice_key: &str,
-        draft: InvoicePaymentDraft,
-        today: NaiveDate,
-    ) -> AppResult<NewPayment> {
-        let turn = self.locks().lock(&record_lock("invoice", invoice_key)).await;
-        let draft = &draft;
-        let written = Written::default();
-        let written_ref = &written;
-        let key = self
-            .mutate(mutation, |tx| async move {
-                let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
-                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
-                written_ref.set(&payment);
-                Ok((key_of(&payment.id), payment_entry("payment.pay_invoice", &payment, &allocated)))
-            })
-            .await?;
-        drop(turn);
-        Ok(self.number_new_payment(mutation.tenant, key, written).await)
-    }
-
-    async fn pay_in(
-        &self,
-        tx: &TxRef,
-        mutation: &Mutation<'_>,
-        invoice: &InvoiceRow,
-        draft: &InvoicePaymentDraft,
-        today: NaiveDate,
-    ) -> AppResult<(PaymentRow, Vec<Allocated>)> {
-        check_payable(invoice)?;
-        let facts = invoice.doc.facts();
-        let amount = draft.amount.unwrap_or_else(|| facts.balance());
-        let location = draft.location.clone().unwrap_or_else(|| invoice.doc.location.clone());
-        let mut payment = self
-            .new_payment_in(tx, mutation, Some(invoice), &invoice.doc.client, &location, &draft.method, draft.date, amount,
-                &invoice.doc.currency, draft.description.clone(), draft.external_reference.clone())
-            .await?;
-        let to_allocate = rules::allocation_for_new_payment(payment.doc.amount, &facts);
-        let mut allocated = Vec::new();
-        if to_allocate > Decimal::ZERO {
-            allocated.push(self.allocate_in(tx, mutation, &mut payment, invoice, to_allocate, today).await?);
-        }
-        self.create_payment_record(tx, &payment).await?;
-        Ok((payment, allocated))
-    }
-
-    /// Finalizes a draft and pays it with a new manual payment in one transaction (I2
-    /// APPLY_PAYMENT): either both happen or neither does.
-    pub async fn finalize_and_pay(&self, mutation: &Mutation<'_>, invoice_key: &str, draft: InvoicePaymentDraft, today: NaiveDate) -> AppResult<String> {
-        let keys = [tenant_lock(mutation.tenant), record_lock("invoice", invoice_key)];
-        let turns = self.locks().lock_all(&keys).await;
-        let draft = &draft;
-        let written = Written::default();
-        let written_ref = &written;
-        let key = self.mutate(mutation, |tx| async move {
-            let (invoice, mut entry) = self.finalize_in(&tx, mutation, invoice_key).await?;
-            if parse_status(&invoice.doc.status) == crate::ledger::invoice::InvoiceStatus::Open {
-                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, draft, today).await?;
-                written_ref.set(&payment);
-                let paid = payment_entry("payment.pay_invoice", &payment, &allocated);
-                entry.action = "invoice.finalize_and_pay".into();
-                entry.records.extend(paid.records);
-                entry.after = Some(serde_json::json!({"invoice": entry.after, "payment": paid.after}));
-            }
-            Ok((invoice_key.to_owned(), entry))
-        })
-        .await?;
-        drop(turns);
-        if let Some(payment) = written.take() {
-            self.number_payment(mutation.tenant, key_of(&payment.id)).await;
-        }
-        Ok(key)
     }
 
     /// Applies existing credit to an invoice (P5): an explicit amount within the payment's
@@ -811,7 +779,7 @@ pub enum AllocationOf {
     Invoice,
 }
 
-fn payment_entry(action: &str, payment: &PaymentRow, allocated: &[Allocated]) -> AuditEntry {
+pub(crate) fn payment_entry(action: &str, payment: &PaymentRow, allocated: &[Allocated]) -> AuditEntry {
     let key = key_of(&payment.id);
     let mut records = vec![format!("payment:{key}")];
     for allocation in allocated {

@@ -1,0 +1,31 @@
+//! Commands: one place per money change, between `graphql` (which parses a request into a typed
+//! command and shapes the answer) and the parts that do the work.
+//!
+//! Each command is load -> decide -> write: it loads the facts its rules need (`store`), decides
+//! with a pure function of `ledger` (the effect, or the ErrorCode of the first rule broken), and
+//! writes the effect (`store`) in one transaction that also reads the facts, so that a concurrent
+//! change of any record the decision relied on makes the transaction conflict and run again.
+//! Plugin calls go through `charging`, never inside a transaction. The idempotency key of the
+//! request (X2) and its audit event (X3) are written by the store in the same transaction.
+//!
+//! Moved here so far: paying an invoice with a new payment (payInvoice, and finalizeInvoice with
+//! APPLY_PAYMENT or CHARGE). The other money changes still run their rules inside `store`;
+//! docs/architecture.md says where this is going.
+
+pub mod payments;
+
+use crate::charging::Charging;
+use crate::store::Store;
+
+/// What every command works with; cheap to clone.
+#[derive(Clone)]
+pub struct Commands {
+    store: Store,
+    charging: Charging,
+}
+
+impl Commands {
+    pub fn new(store: Store, charging: Charging) -> Commands {
+        Commands { store, charging }
+    }
+}

@@ -1,0 +1,202 @@
+//! Paying an invoice with a new payment (P1, P3, I2): recorded for a method whose plugin only
+//! records, charged through the plugin for any other (never above the balance).
+//!
+//! A recorded payment is decided twice: once before the transaction, because the method's plugin
+//! checks the payment's details (a cheque number) for the decided amount and a plugin is never
+//! called inside a transaction; and again inside the transaction, on the facts it commits against.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+use super::Commands;
+use crate::error::{AppError, AppResult};
+use crate::ledger::Currency;
+use crate::ledger::invoice::{InvoiceFacts, InvoiceStatus};
+use crate::ledger::payment::{self as rules};
+use crate::store::TxRef;
+use crate::store::audit::{AuditEntry, Mutation};
+use crate::store::charges::ChargeDraft;
+use crate::store::invoices::read_invoice;
+use crate::store::locks::{record_lock, tenant_lock};
+use crate::store::payments::{Allocated, NewPayment, NewRecordedPayment, Written, payment_entry};
+use crate::store::rows::{InvoiceRow, PaymentMethodRow, PaymentRow, key_of};
+
+/// A payment for one invoice, as requested.
+#[derive(Debug, Clone)]
+pub struct PayInvoice {
+    pub method: String,
+    /// The invoice balance when not given; more than the balance stays as the client's credit.
+    pub amount: Option<Decimal>,
+    pub date: NaiveDate,
+    /// The invoice's location when not given.
+    pub location: Option<String>,
+    pub description: Option<String>,
+    /// Details for the method's plugin: a card number, a cheque number.
+    pub details: serde_json::Value,
+}
+
+impl PayInvoice {
+    fn charge(&self, finalize: bool) -> ChargeDraft {
+        ChargeDraft {
+            method: self.method.clone(),
+            amount: self.amount,
+            date: self.date,
+            location: self.location.clone(),
+            description: self.description.clone(),
+            details: self.details.clone(),
+            finalize,
+        }
+    }
+
+    fn recorded(&self, invoice: &InvoiceRow, external_reference: Option<String>) -> NewRecordedPayment {
+        NewRecordedPayment {
+            location: self.location.clone().unwrap_or_else(|| invoice.doc.location.clone()),
+            date: self.date,
+            description: self.description.clone(),
+            external_reference,
+        }
+    }
+}
+
+impl Commands {
+    /// payInvoice: pays an OPEN invoice with a new payment (P3). Returns the payment's key, and
+    /// the record as written when this request wrote it.
+    pub async fn pay_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<NewPayment> {
+        let method = self.method(mutation, &request.method).await?;
+        if !method.facts().records_only {
+            let key = self.charge_invoice(mutation, invoice_key, &request, false).await?;
+            return Ok(NewPayment { key, row: None });
+        }
+        let attempt = async {
+            let invoice = self.store.invoice(mutation.tenant, invoice_key).await?.ok_or_else(|| AppError::not_found("invoice"))?;
+            let reference = self.checked_details(mutation, &invoice.doc.facts(), &invoice.doc.currency, &method, &request).await?;
+            let turn = self.store.locks().lock(&record_lock("invoice", invoice_key)).await;
+            let written = Written::default();
+            let (written_ref, request, reference) = (&written, &request, &reference);
+            let key = self
+                .store
+                .mutate(mutation, |tx| async move {
+                    let invoice = read_invoice(&tx, &self.store, mutation.tenant, invoice_key).await?;
+                    let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
+                    written_ref.set(&payment);
+                    Ok((key_of(&payment.id), payment_entry("payment.pay_invoice", &payment, &allocated)))
+                })
+                .await?;
+            drop(turn);
+            Ok(self.store.number_new_payment(mutation.tenant, key, written).await)
+        }
+        .await;
+        self.payment_or_replay(mutation, attempt).await
+    }
+
+    /// finalizeInvoice with APPLY_PAYMENT (I2): finalizes a draft and pays it with a new recorded
+    /// payment in the same transaction, so either both happen or neither does. Returns the
+    /// invoice's key.
+    pub async fn finalize_and_record(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<String> {
+        if let Some(key) = self.store.replay::<String>(mutation).await? {
+            return Ok(key);
+        }
+        let method = self.method(mutation, &request.method).await?;
+        let invoice = self.store.invoice(mutation.tenant, invoice_key).await?.ok_or_else(|| AppError::not_found("invoice"))?;
+        // The finalize's own rules come first (I2); the payment is then decided on the invoice as
+        // it will be once finalized: OPEN, owing its total.
+        let mut facts = invoice.doc.facts();
+        crate::ledger::invoice::check_finalize(&facts)?;
+        facts.status = InvoiceStatus::Open;
+        let reference = self.checked_details(mutation, &facts, &invoice.doc.currency, &method, &request).await?;
+        let keys = [tenant_lock(mutation.tenant), record_lock("invoice", invoice_key)];
+        let turns = self.store.locks().lock_all(&keys).await;
+        let written = Written::default();
+        let (written_ref, request, reference) = (&written, &request, &reference);
+        let key = self
+            .store
+            .mutate(mutation, |tx| async move {
+                let (invoice, entry) = self.store.finalize_in(&tx, mutation, invoice_key).await?;
+                // A draft that owes nothing is PAID once finalized and takes no payment.
+                if invoice.doc.facts().status != InvoiceStatus::Open {
+                    return Ok((invoice_key.to_owned(), entry));
+                }
+                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
+                written_ref.set(&payment);
+                let paid = payment_entry("payment.pay_invoice", &payment, &allocated);
+                let entry = AuditEntry {
+                    action: "invoice.finalize_and_pay".into(),
+                    records: entry.records.into_iter().chain(paid.records).collect(),
+                    after: Some(serde_json::json!({"invoice": entry.after, "payment": paid.after})),
+                    ..entry
+                };
+                Ok((invoice_key.to_owned(), entry))
+            })
+            .await?;
+        drop(turns);
+        if let Some(payment) = written.take() {
+            self.store.number_payment(mutation.tenant, key_of(&payment.id)).await;
+        }
+        Ok(key)
+    }
+
+    /// finalizeInvoice with CHARGE (I2): charges the draft's total through the method's plugin and
+    /// finalizes it when the charge succeeds. Returns the invoice's key.
+    pub async fn finalize_and_charge(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<String> {
+        self.charge_invoice(mutation, invoice_key, &request, true).await?;
+        Ok(invoice_key.to_owned())
+    }
+
+    /// Load, decide and write a new recorded payment of `invoice` inside the caller's transaction.
+    async fn pay_in(
+        &self,
+        tx: &TxRef,
+        mutation: &Mutation<'_>,
+        invoice: &InvoiceRow,
+        request: &PayInvoice,
+        external_reference: Option<String>,
+    ) -> AppResult<(PaymentRow, Vec<Allocated>)> {
+        let new = request.recorded(invoice, external_reference);
+        let method = self.store.invoice_payment_records(tx, mutation.tenant, invoice, &request.method, &new.location).await?;
+        let currency = Currency::parse(&invoice.doc.currency)?;
+        let effect = rules::pay_invoice(&invoice.doc.facts(), currency, &method.facts(), request.amount)?;
+        self.store.write_invoice_payment(tx, mutation, invoice, &method, new, &effect, request.date).await
+    }
+
+    /// Decides the payment on `invoice` as it is before the transaction, then has the method's
+    /// plugin check the payment's details for that amount; returns the reference the plugin
+    /// gives (a cheque number).
+    async fn checked_details(
+        &self,
+        mutation: &Mutation<'_>,
+        invoice: &InvoiceFacts,
+        currency: &str,
+        method: &PaymentMethodRow,
+        request: &PayInvoice,
+    ) -> AppResult<Option<String>> {
+        let effect = rules::pay_invoice(invoice, Currency::parse(currency)?, &method.facts(), request.amount)?;
+        self.charging.check_recorded_details(mutation, method, effect.amount, &request.details).await
+    }
+
+    /// A charge through the method's plugin; a repeated request is answered before anything is
+    /// sent.
+    async fn charge_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, request: &PayInvoice, finalize: bool) -> AppResult<String> {
+        if let Some(key) = self.store.replay::<String>(mutation).await? {
+            return Ok(key);
+        }
+        self.charging.charge_invoice(mutation, invoice_key, request.charge(finalize)).await
+    }
+
+    async fn method(&self, mutation: &Mutation<'_>, key: &str) -> AppResult<PaymentMethodRow> {
+        self.store.payment_method(mutation.tenant, key).await?.ok_or_else(|| AppError::not_found("payment method"))
+    }
+
+    /// The key of the payment a recorded payment made. Checks before its transaction read state
+    /// that the first of two identical requests changes (an invoice's balance is 0 once paid), so
+    /// when they fail, a repeat of a request that already succeeded still gets the first result
+    /// (X2); a repeat that passes them gets it from the transaction's own key check.
+    async fn payment_or_replay(&self, mutation: &Mutation<'_>, attempt: AppResult<NewPayment>) -> AppResult<NewPayment> {
+        match attempt {
+            Ok(payment) => Ok(payment),
+            Err(error) => match self.store.replay::<String>(mutation).await? {
+                Some(key) => Ok(NewPayment { key, row: None }),
+                None => Err(error),
+            },
+        }
+    }
+}
