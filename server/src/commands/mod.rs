@@ -8,7 +8,7 @@
 //! Plugin calls go through `charging`, never inside a transaction. The idempotency key of the
 //! request (X2) and its audit event (X3) are written by the store in the same transaction.
 //!
-//! Moved here so far: paying an invoice with a new payment (payInvoice, and finalizeInvoice with
+//! Moved here so far: new payments (recordPayment, payInvoice, and finalizeInvoice with
 //! APPLY_PAYMENT or CHARGE). The other money changes still run their rules inside `store`;
 //! docs/architecture.md says where this is going.
 

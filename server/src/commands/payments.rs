@@ -1,16 +1,19 @@
-//! Paying an invoice with a new payment (P1, P3, I2): recorded for a method whose plugin only
-//! records, charged through the plugin for any other (never above the balance).
+//! New payments (P1, P2, P3, I2): a standalone recorded payment, and paying an invoice with a new
+//! payment, recorded for a method whose plugin only records and charged through the plugin for
+//! any other (never above the balance).
 //!
 //! A recorded payment is decided twice: once before the transaction, because the method's plugin
 //! checks the payment's details (a cheque number) for the decided amount and a plugin is never
 //! called inside a transaction; and again inside the transaction, on the facts it commits against.
+
+use std::future::Future;
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::Commands;
 use crate::error::{AppError, AppResult};
-use crate::ledger::Currency;
+use crate::ledger::{Currency, Money};
 use crate::ledger::invoice::{InvoiceFacts, InvoiceStatus};
 use crate::ledger::payment::{self as rules};
 use crate::store::TxRef;
@@ -18,7 +21,7 @@ use crate::store::audit::{AuditEntry, Mutation};
 use crate::store::charges::ChargeDraft;
 use crate::store::invoices::read_invoice;
 use crate::store::locks::{record_lock, tenant_lock};
-use crate::store::payments::{Allocated, NewPayment, NewRecordedPayment, Written, payment_entry};
+use crate::store::payments::{Allocated, NewPayment, NewRecordedPayment, Written, new_payment_row, payment_entry};
 use crate::store::rows::{InvoiceRow, PaymentMethodRow, PaymentRow, key_of};
 
 /// A payment for one invoice, as requested.
@@ -58,7 +61,67 @@ impl PayInvoice {
     }
 }
 
+/// A standalone payment, as requested (P1, P2), with allocations to make at once.
+#[derive(Debug, Clone)]
+pub struct RecordPayment {
+    pub client: String,
+    pub location: String,
+    pub method: String,
+    pub date: NaiveDate,
+    pub amount: Decimal,
+    /// The tenant's currency when not given.
+    pub currency: Option<String>,
+    pub description: Option<String>,
+    /// (invoice key, amount) to allocate in the same transaction.
+    pub allocations: Vec<(String, Decimal)>,
+    /// Details for the method's plugin: a cheque number.
+    pub details: serde_json::Value,
+}
+
 impl Commands {
+    /// recordPayment: a standalone payment with a method that only records (P1, P2), allocated
+    /// to invoices in the same transaction when asked (P5). Returns the payment's key, and the
+    /// record as written when this request wrote it.
+    pub async fn record_payment(&self, mutation: &Mutation<'_>, request: RecordPayment) -> AppResult<NewPayment> {
+        let attempt = async {
+            let method = self.method(mutation, &request.method).await?;
+            let settings = self.store.tenant(mutation.tenant).await?;
+            let currency = Currency::parse(request.currency.as_deref().unwrap_or(&settings.currency))?;
+            // Decided before the plugin sees the details (it needs the amount); again in the
+            // transaction.
+            let amount = rules::new_recorded_payment(&method.facts(), request.amount, currency)?;
+            let reference = self.charging.check_recorded_details(mutation, &method, amount, &request.details).await?;
+            let locks: Vec<String> = request.allocations.iter().map(|(invoice, _)| record_lock("invoice", invoice)).collect();
+            let (request, reference) = (&request, &reference);
+            self.new_payment(mutation, &locks, |tx| async move {
+                let currency = self.store.currency_in(&tx, mutation.tenant, request.currency.as_deref()).await?;
+                let method = self.store.payment_records(&tx, mutation.tenant, &request.method, &request.client, &request.location).await?;
+                let amount = rules::new_recorded_payment(&method.facts(), request.amount, currency)?;
+                let new = NewRecordedPayment {
+                    location: request.location.clone(),
+                    date: request.date,
+                    description: request.description.clone(),
+                    external_reference: reference.clone(),
+                };
+                let mut payment = new_payment_row(mutation.tenant, &request.client, &method, new, amount.amount(), currency.code());
+                let mut allocated = Vec::new();
+                for (invoice_key, amount) in &request.allocations {
+                    let invoice = read_invoice(&tx, &self.store, mutation.tenant, invoice_key).await?;
+                    let amount = Money::from_decimal(*amount, Currency::parse(&invoice.doc.currency)?)?.require_positive()?;
+                    let effect =
+                        rules::allocate(&payment.doc.facts(), &invoice.doc.facts(), &invoice.doc.client, &invoice.doc.currency, amount.amount())?;
+                    allocated.push(self.store.write_allocation(&tx, mutation, &mut payment, &invoice, &effect, request.date).await?);
+                }
+                self.store.create_payment_record(&tx, &payment).await?;
+                let entry = payment_entry("payment.record", &payment, &allocated);
+                Ok((payment, entry))
+            })
+            .await
+        }
+        .await;
+        self.payment_or_replay(mutation, attempt).await
+    }
+
     /// payInvoice: pays an OPEN invoice with a new payment (P3). Returns the payment's key, and
     /// the record as written when this request wrote it.
     pub async fn pay_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<NewPayment> {
@@ -70,20 +133,14 @@ impl Commands {
         let attempt = async {
             let invoice = self.store.invoice(mutation.tenant, invoice_key).await?.ok_or_else(|| AppError::not_found("invoice"))?;
             let reference = self.checked_details(mutation, &invoice.doc.facts(), &invoice.doc.currency, &method, &request).await?;
-            let turn = self.store.locks().lock(&record_lock("invoice", invoice_key)).await;
-            let written = Written::default();
-            let (written_ref, request, reference) = (&written, &request, &reference);
-            let key = self
-                .store
-                .mutate(mutation, |tx| async move {
-                    let invoice = read_invoice(&tx, &self.store, mutation.tenant, invoice_key).await?;
-                    let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
-                    written_ref.set(&payment);
-                    Ok((key_of(&payment.id), payment_entry("payment.pay_invoice", &payment, &allocated)))
-                })
-                .await?;
-            drop(turn);
-            Ok(self.store.number_new_payment(mutation.tenant, key, written).await)
+            let (request, reference) = (&request, &reference);
+            self.new_payment(mutation, &[record_lock("invoice", invoice_key)], |tx| async move {
+                let invoice = read_invoice(&tx, &self.store, mutation.tenant, invoice_key).await?;
+                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
+                let entry = payment_entry("payment.pay_invoice", &payment, &allocated);
+                Ok((payment, entry))
+            })
+            .await
         }
         .await;
         self.payment_or_replay(mutation, attempt).await
@@ -140,6 +197,29 @@ impl Commands {
     pub async fn finalize_and_charge(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<String> {
         self.charge_invoice(mutation, invoice_key, &request, true).await?;
         Ok(invoice_key.to_owned())
+    }
+
+    /// Runs `body` (load, decide and write one new payment) in one transaction after taking the
+    /// in-process turns of `locks`, then numbers the payment; returns it as written.
+    async fn new_payment<F, Fut>(&self, mutation: &Mutation<'_>, locks: &[String], body: F) -> AppResult<NewPayment>
+    where
+        F: Fn(TxRef) -> Fut,
+        Fut: Future<Output = AppResult<(PaymentRow, AuditEntry)>>,
+    {
+        let turns = self.store.locks().lock_all(locks).await;
+        // The body may run more than once (write conflicts); the attempt that committed is kept.
+        let written = Written::default();
+        let (written_ref, body) = (&written, &body);
+        let key = self
+            .store
+            .mutate(mutation, |tx| async move {
+                let (payment, entry) = body(tx).await?;
+                written_ref.set(&payment);
+                Ok((key_of(&payment.id), entry))
+            })
+            .await?;
+        drop(turns);
+        Ok(self.store.number_new_payment(mutation.tenant, key, written).await)
     }
 
     /// Load, decide and write a new recorded payment of `invoice` inside the caller's transaction.

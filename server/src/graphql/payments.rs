@@ -13,9 +13,8 @@ use super::text::{TEXT_MAX_CHARS, optional_text};
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::store::audit::Mutation;
-use crate::commands::payments::PayInvoice;
-use crate::ledger::{Currency, Money};
-use crate::store::payments::{NewPayment, PaymentDraft, PaymentFilter};
+use crate::commands::payments::{PayInvoice, RecordPayment};
+use crate::store::payments::{NewPayment, PaymentFilter};
 use crate::store::rows::{PaymentMethodRow, key_of};
 
 connection_types!(Payment, PaymentConnection, PaymentEdge);
@@ -204,37 +203,22 @@ impl PaymentMutation {
     /// Records a standalone payment (P1, P2) and any allocations given, in one transaction.
     async fn record_payment(&self, ctx: &Context<'_>, input: RecordPaymentInput, idempotency_key: String) -> Result<Payment> {
         let m = mutation(ctx, Role::Billing, "recordPayment", Some(idempotency_key), &input).await?;
-        let attempt = async {
-            if input.allocations.len() > ALLOCATIONS_MAX {
-                return Err(AppError::invalid(format!("a payment takes at most {ALLOCATIONS_MAX} allocations at once")));
-            }
-            let settings = tenant(ctx).await?;
-            let today = today(settings);
-            let currency = input.currency.as_deref().map_or(settings.currency.as_str(), str::trim).to_owned();
-            let reference = match manual_method(ctx, &input.method_id).await? {
-                Some(method) => {
-                    // The ledger's own checks on the amount come first (M2), so their codes do
-                    // not depend on the plugin.
-                    let amount = Money::from_decimal(input.amount.0, Currency::parse(&currency)?)?.require_positive()?;
-                    let details = input.details.as_ref().map_or(serde_json::json!({}), |d| d.0.clone());
-                    state(ctx).charging.check_recorded_details(&m, &method, amount, &details).await?
-                }
-                None => None,
-            };
-            let draft = PaymentDraft {
-                client: input.client_id.0.clone(),
-                location: input.location_id.0.clone(),
-                method: input.method_id.0.clone(),
-                date: input.date.map_or(today, |d| d.0),
-                amount: input.amount.0,
-                currency: input.currency.as_deref().map(str::trim).map(str::to_owned),
-                description: optional_text("description", input.description.as_deref(), TEXT_MAX_CHARS)?,
-                allocations: input.allocations.iter().map(|a| (a.invoice_id.0.clone(), a.amount.0)).collect(),
-                external_reference: reference,
-            };
-            state(ctx).store.record_payment(&m, draft, today).await
+        let settings = tenant(ctx).await?;
+        if input.allocations.len() > ALLOCATIONS_MAX {
+            return Err(AppError::invalid(format!("a payment takes at most {ALLOCATIONS_MAX} allocations at once")).into());
         }
-        .await;
+        let request = RecordPayment {
+            client: input.client_id.0.clone(),
+            location: input.location_id.0.clone(),
+            method: input.method_id.0.clone(),
+            date: input.date.map_or_else(|| today(settings), |d| d.0),
+            amount: input.amount.0,
+            currency: input.currency.as_deref().map(str::trim).map(str::to_owned),
+            description: optional_text("description", input.description.as_deref(), TEXT_MAX_CHARS)?,
+            allocations: input.allocations.iter().map(|a| (a.invoice_id.0.clone(), a.amount.0)).collect(),
+            details: input.details.as_ref().map_or(serde_json::json!({}), |d| d.0.clone()),
+        };
+        let attempt = state(ctx).commands.record_payment(&m, request).await;
         Ok(new_payment_or_replay(ctx, &m, attempt).await?)
     }
 

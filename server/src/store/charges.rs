@@ -14,8 +14,8 @@ use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
 use super::invoices::{date_string, parse_status, read_invoice};
 use super::locks::{record_lock, tenant_lock};
-use super::payments::{positive_money, read_payment};
-use super::rows::{ChargeAttemptRow, InvoiceRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, new_key, page_key, record};
+use super::payments::{NewRecordedPayment, new_payment_row, positive_money, read_payment};
+use super::rows::{ChargeAttemptRow, InvoiceRow, PaymentMethodRow, RefundRow, key_of};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -280,47 +280,26 @@ impl Store {
             invoice = finalized;
         }
         let method = self.method_of(tx, mutation.tenant, &attempt.method).await?;
-        let now = Utc::now();
-        let key = new_key();
-        let mut payment = PaymentRow {
-            id: record("payment", &key),
-            doc: PaymentDoc {
-                tenant: mutation.tenant.as_str().to_owned(),
-                page_key: page_key(mutation.tenant.as_str(), &key),
-                key: key.clone(),
-                number: None,
-                client: attempt.client.clone(),
-                location: attempt.location.clone(),
-                method: attempt.method.clone(),
-                method_name: method.name.clone(),
-                plugin: attempt.plugin.clone(),
-                date: attempt.date.clone(),
-                amount: attempt.amount,
-                currency: attempt.currency.clone(),
-                description: attempt.description.clone(),
-                external_reference: reference.clone(),
-                charge_reference: reference,
-                allocated: Decimal::ZERO,
-                refunded: Decimal::ZERO,
-                refund_pending: Decimal::ZERO,
-                allocation_count: 0,
-                void: false,
-                voided_at: None,
-                void_reason: None,
-                created_at: now,
-                updated_at: now,
-            },
+        let date = chrono::NaiveDate::parse_from_str(&attempt.date, "%Y-%m-%d").unwrap_or_else(|_| Utc::now().date_naive());
+        let new = NewRecordedPayment {
+            location: attempt.location.clone(),
+            date,
+            description: attempt.description.clone(),
+            external_reference: reference.clone(),
         };
+        let mut payment = new_payment_row(mutation.tenant, &attempt.client, &method, new, attempt.amount, &attempt.currency);
+        // The plugin that took the money, and its charge id for refunds (never edited, P9).
+        payment.doc.plugin = attempt.plugin.clone();
+        payment.doc.charge_reference = reference;
         let facts = invoice.doc.facts();
         if facts.status == InvoiceStatus::Open {
             let amount = rules::allocation_for_new_payment(attempt.amount, &facts);
             if amount > Decimal::ZERO {
-                let today = chrono::NaiveDate::parse_from_str(&attempt.date, "%Y-%m-%d").unwrap_or_else(|_| now.date_naive());
-                self.allocate_in_tx(tx, mutation, &mut payment, &invoice, amount, today).await?;
+                self.allocate_in_tx(tx, mutation, &mut payment, &invoice, amount, date).await?;
             }
         }
         self.create_payment_record(tx, &payment).await?;
-        Ok(key)
+        Ok(key_of(&payment.id))
     }
 
     pub async fn refund(&self, tenant: &TenantId, key: &str) -> AppResult<Option<RefundRow>> {

@@ -22,23 +22,6 @@ use crate::ledger::{Currency, Money};
 /// The plugin that only records payments (cash, EFTPOS, cheque, direct deposit, other).
 pub const MANUAL_PLUGIN: &str = "manual";
 
-/// A new manual payment, as entered.
-#[derive(Debug, Clone)]
-pub struct PaymentDraft {
-    pub client: String,
-    pub location: String,
-    pub method: String,
-    pub date: NaiveDate,
-    pub amount: Decimal,
-    /// The tenant's currency when not given.
-    pub currency: Option<String>,
-    pub description: Option<String>,
-    /// Allocations to make in the same transaction: (invoice key, amount).
-    pub allocations: Vec<(String, Decimal)>,
-    /// What the method's plugin returned as reference (a cheque number, ...).
-    pub external_reference: Option<String>,
-}
-
 /// What a new recorded payment takes from its request, besides its method and amount.
 #[derive(Debug, Clone)]
 pub struct NewRecordedPayment {
@@ -50,7 +33,7 @@ pub struct NewRecordedPayment {
 }
 
 /// The record of a new payment: no number yet and nothing allocated.
-fn new_payment_row(tenant: &TenantId, client: &str, method: &PaymentMethodRow, new: NewRecordedPayment, amount: Decimal, currency: &str) -> PaymentRow {
+pub(crate) fn new_payment_row(tenant: &TenantId, client: &str, method: &PaymentMethodRow, new: NewRecordedPayment, amount: Decimal, currency: &str) -> PaymentRow {
     let now = Utc::now();
     let key = new_key();
     let doc = PaymentDoc {
@@ -217,64 +200,43 @@ pub struct Allocated {
 }
 
 impl Store {
-    /// A new payment (P1, P2), checked against the records it names but not written yet: the
-    /// caller allocates it and then writes it once with [`Store::create_payment_record`], so a
-    /// new payment is written with its final sums in one statement.
-    ///
-    /// The client and location are looked up only when they do not come from `invoice`: an
-    /// invoice names its client and location, which exist and are the tenant's, and neither
-    /// clients nor locations are ever deleted.
-    #[allow(clippy::too_many_arguments)]
-    async fn new_payment_in(
+    /// The records a standalone payment names, read in the caller's transaction in one round
+    /// trip: its method (returned), client and location, each the tenant's (A3).
+    pub(crate) async fn payment_records(
         &self,
         tx: &TxRef,
-        mutation: &Mutation<'_>,
-        invoice: Option<&InvoiceRow>,
-        client: &str,
-        location: &str,
+        tenant: &TenantId,
         method_key: &str,
-        date: NaiveDate,
-        amount: Decimal,
-        currency: &str,
-        description: Option<String>,
-        external_reference: Option<String>,
-    ) -> AppResult<PaymentRow> {
-        let check_client = invoice.is_none_or(|i| i.doc.client != client);
-        let check_location = invoice.is_none_or(|i| i.doc.location != location);
-        // The records a payment names, in one round trip; another tenant's is not found (A3).
-        let mut sql = String::from("SELECT * FROM ONLY $method;");
-        if check_client {
-            sql.push_str("SELECT * FROM ONLY $client;");
-        }
-        if check_location {
-            sql.push_str("SELECT * FROM ONLY $location;");
-        }
+        client_key: &str,
+        location_key: &str,
+    ) -> AppResult<PaymentMethodRow> {
         let mut found = tx
             .query(
-                &sql,
+                "SELECT * FROM ONLY $method; SELECT * FROM ONLY $client; SELECT * FROM ONLY $location;",
                 Vars::new()
                     .set("method", record("payment_method", method_key))
-                    .set("client", record("client", client))
-                    .set("location", record("location", location)),
+                    .set("client", record("client", client_key))
+                    .set("location", record("location", location_key)),
             )
             .await?;
-        let tenant = mutation.tenant.as_str();
-        let method = found
-            .first::<PaymentMethodRow>(0)?
-            .filter(|m| m.tenant == tenant)
-            .ok_or_else(|| AppError::not_found("payment method"))?;
-        rules::check_recording_method(&method.facts())?;
-        let mut next = 1;
-        if check_client {
-            found.first::<PartyRow>(next)?.filter(|c| c.tenant == tenant).ok_or_else(|| AppError::not_found("client"))?;
-            next += 1;
+        let tenant = tenant.as_str();
+        let method =
+            found.first::<PaymentMethodRow>(0)?.filter(|m| m.tenant == tenant).ok_or_else(|| AppError::not_found("payment method"))?;
+        found.first::<PartyRow>(1)?.filter(|c| c.tenant == tenant).ok_or_else(|| AppError::not_found("client"))?;
+        found.first::<LocationRow>(2)?.filter(|l| l.tenant == tenant).ok_or_else(|| AppError::not_found("location"))?;
+        Ok(method)
+    }
+
+    /// The currency of a new payment, read in the caller's transaction: the one asked for, else
+    /// the tenant's.
+    pub(crate) async fn currency_in(&self, tx: &TxRef, tenant: &TenantId, asked: Option<&str>) -> AppResult<Currency> {
+        match asked {
+            Some(code) => Ok(Currency::parse(code)?),
+            None => {
+                let settings = read_tenant(tx, tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
+                Ok(Currency::parse(&settings.currency)?)
+            }
         }
-        if check_location {
-            found.first::<LocationRow>(next)?.filter(|l| l.tenant == tenant).ok_or_else(|| AppError::not_found("location"))?;
-        }
-        let amount = positive_money(amount, currency)?;
-        let new = NewRecordedPayment { location: location.to_owned(), date, description, external_reference };
-        Ok(new_payment_row(mutation.tenant, client, &method, new, amount, currency))
     }
 
     /// The method a new payment for `invoice` names, read in the caller's transaction, and its
@@ -342,7 +304,7 @@ impl Store {
 
     /// Writes an allocation as decided: the allocation record and the invoice's new sums and
     /// status; updates `payment` in memory for the caller to write.
-    async fn write_allocation(
+    pub(crate) async fn write_allocation(
         &self,
         tx: &TxRef,
         mutation: &Mutation<'_>,
@@ -381,7 +343,7 @@ impl Store {
     }
 
     /// Writes a new payment, with its sums but without its number (see [`super::numbering`]).
-    pub(super) async fn create_payment_record(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
+    pub(crate) async fn create_payment_record(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
         tx.query("CREATE $id CONTENT $doc RETURN NONE", Vars::new().set("id", payment.id.clone()).set("doc", payment.doc.clone())).await?;
         Ok(())
     }
@@ -444,36 +406,6 @@ impl Store {
         )
         .await?;
         Ok(())
-    }
-
-    /// Records a standalone manual payment (P1, P2), optionally allocated to invoices at once.
-    pub async fn record_payment(&self, mutation: &Mutation<'_>, draft: PaymentDraft, today: NaiveDate) -> AppResult<NewPayment> {
-        let keys: Vec<String> = draft.allocations.iter().map(|(invoice, _)| record_lock("invoice", invoice)).collect();
-        let turns = self.locks().lock_all(&keys).await;
-        let draft = &draft;
-        let written = Written::default();
-        let written_ref = &written;
-        let key = self.mutate(mutation, |tx| async move {
-            let settings = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
-            let currency = Currency::parse(draft.currency.as_deref().unwrap_or(&settings.currency))?;
-            let mut payment = self
-                .new_payment_in(&tx, mutation, None, &draft.client, &draft.location, &draft.method, draft.date, draft.amount,
-                    currency.code(), draft.description.clone(), draft.external_reference.clone())
-                .await?;
-            let mut allocated = Vec::new();
-            for (invoice_key, amount) in &draft.allocations {
-                let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
-                let amount = positive_money(*amount, &invoice.doc.currency)?;
-                allocated.push(self.allocate_in(&tx, mutation, &mut payment, &invoice, amount, today).await?);
-            }
-            self.create_payment_record(&tx, &payment).await?;
-            written_ref.set(&payment);
-            let key = key_of(&payment.id);
-            Ok((key.clone(), payment_entry("payment.record", &payment, &allocated)))
-        })
-        .await?;
-        drop(turns);
-        Ok(self.number_new_payment(mutation.tenant, key, written).await)
     }
 
     /// Numbers a payment just committed (see [`super::numbering`]) and gives it back as written.
