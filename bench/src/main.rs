@@ -20,11 +20,13 @@ use clap::Parser;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use settle::auth::{Role, TenantId, TokenKeys};
+use settle::charging::Charging;
+use settle::commands::Commands;
+use settle::commands::payments::PayInvoice;
 use settle::metrics::Metrics;
 use settle::store::audit::{IdempotencyKey, Mutation};
 use settle::store::directory::{LocationFields, PartyFields, PartyKind};
 use settle::store::invoices::{InvoiceDraft, LineDraft};
-use settle::store::payments::InvoicePaymentDraft;
 use settle::store::Store;
 
 #[derive(Parser, Clone)]
@@ -162,14 +164,24 @@ fn mutation<'a>(tenant: &'a TenantId, operation: &'static str) -> Mutation<'a> {
     Mutation { tenant, actor: "bench", request_id: "bench", operation, idempotency: Some(IdempotencyKey { key: key.clone(), request_hash: key }) }
 }
 
-/// The pay-an-invoice transaction straight on the store: each task pays 1.00 at a time on its
-/// own invoice, exactly what payInvoice does inside the server.
+/// Paying an invoice straight through the settle library's commands, without HTTP and GraphQL:
+/// each task pays 1.00 at a time on its own invoice with Cash, exactly what payInvoice does inside
+/// the server (including the manual plugin's check of the payment's details).
 async fn store_baseline(dir: &Path, tasks: usize, length: Duration) -> anyhow::Result<f64> {
     // The server's own defaults (caches, retries, transactions at once), on a database of its own.
     let mut defaults = settle::config::Settings::defaults();
     defaults.database = Some(format!("surrealkv://{}", dir.display()));
     let settings = defaults.store_settings();
     let store = Store::open(&settings, Metrics::new()).await?;
+    let host = settle::plugins::PluginHost::start(
+        &settle::plugins::HostSettings {
+            dir: dir.join("plugins"),
+            call_timeout: Duration::from_millis(defaults.limits.plugin_call_timeout_ms),
+            concurrency_max: defaults.limits.plugin_concurrency_max,
+        },
+        settle::startup::built_in_plugins(),
+    );
+    let commands = Commands::new(store.clone(), Charging::new(store.clone(), Arc::new(host)));
     let tenant = TenantId::parse("bench").expect("valid tenant");
     store.tenant(&tenant).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let err = |e: settle::error::AppError| anyhow::anyhow!("{e}");
@@ -218,18 +230,18 @@ async fn store_baseline(dir: &Path, tasks: usize, length: Duration) -> anyhow::R
     let stop = Instant::now() + length;
     let mut handles = Vec::new();
     for invoice in invoices {
-        let (store, tenant, count, cash) = (store.clone(), tenant.clone(), count.clone(), cash.clone());
+        let (commands, tenant, count, cash) = (commands.clone(), tenant.clone(), count.clone(), cash.clone());
         handles.push(tokio::spawn(async move {
             while Instant::now() < stop {
-                let draft = InvoicePaymentDraft {
+                let request = PayInvoice {
                     method: cash.clone(),
                     amount: Some(Decimal::ONE),
                     date: today,
                     location: None,
                     description: None,
-                    external_reference: None,
+                    details: json!({}),
                 };
-                if store.pay_invoice(&mutation(&tenant, "payInvoice"), &invoice, draft, today).await.is_ok() {
+                if commands.pay_invoice(&mutation(&tenant, "payInvoice"), &invoice, request).await.is_ok() {
                     count.fetch_add(1, Ordering::Relaxed);
                 }
             }
