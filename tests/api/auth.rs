@@ -664,7 +664,7 @@ async fn records(app: &TestApp) -> Records {
     );
     let method = id(
         &admin
-            .ok(r#"mutation { createPaymentMethod(input: {name: "Bank cheque", type: "CHEQUE", plugin: "manual"}) { id } }"#, json!({}))
+            .ok(r#"mutation { createPaymentMethod(input: {name: "Bank cheque", type: CHEQUE, plugin: "manual"}) { id } }"#, json!({}))
             .await,
         "createPaymentMethod",
     );
@@ -860,7 +860,7 @@ fn mutation_cases(r: &Records) -> Vec<Case> {
         case(
             "createPaymentMethod",
             Role::Admin,
-            r#"mutation { createPaymentMethod(input: {name: "Gift voucher", type: "OTHER", plugin: "manual"}) { id } }"#,
+            r#"mutation { createPaymentMethod(input: {name: "Gift voucher", type: OTHER, plugin: "manual"}) { id } }"#,
             json!({}),
         ),
         case(

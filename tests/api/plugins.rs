@@ -360,7 +360,7 @@ async fn install_plugin_loads_a_library_copied_into_the_plugin_directory_and_rep
     let card_sim = plugin(&app, "card-sim").await;
     assert_eq!(card_sim["source"], CARD_SIM, "the library replaced the built-in: {card_sim:#}");
     assert_eq!(card_sim["healthy"], true);
-    assert_eq!(card_sim["capabilities"], json!(["charge", "refund", "status"]));
+    assert_eq!(card_sim["capabilities"], json!(["CHARGE", "REFUND", "STATUS"]));
     assert_eq!(card_sim["methodTypes"], json!(["CARD"]));
     assert_eq!(card_sim["protocolVersion"], 1);
     assert_eq!(card_sim["faults"], 0);
@@ -1033,6 +1033,11 @@ async fn payment_method_configs_and_types_are_checked_by_the_plugin_and_only_adm
     )
     .await;
     assert_error_code(&cash, "INVALID_INPUT");
+    // A type is one of PaymentMethodType's values, spelled as the schema spells it.
+    for kind in ["card", "VOUCHER"] {
+        let unknown_type = create_method(&app, json!({"name": "Visa", "type": kind, "plugin": "card-sim", "config": {}})).await;
+        assert_error_code(&unknown_type, "QUERY_REJECTED");
+    }
 
     let unknown = create_method(&app, json!({"name": "Visa", "type": "CARD", "plugin": "no-such-plugin", "config": {}})).await;
     assert_error_code(&unknown, "PLUGIN_UNAVAILABLE");
@@ -1116,7 +1121,7 @@ async fn the_manual_library_requires_a_cheque_number_and_records_it_as_the_refer
     let seed = app.seed().await;
     let manual = plugin(&app, "manual").await;
     assert_eq!(manual["source"], MANUAL, "the manual library replaced the built-in");
-    assert_eq!(manual["capabilities"], json!(["charge", "refund"]));
+    assert_eq!(manual["capabilities"], json!(["CHARGE", "REFUND"]));
     let cheque = method_id(&app, "Cheque").await;
     let record = |details: Option<Value>| {
         let mut input = json!({"clientId": seed.client, "locationId": seed.location, "methodId": cheque, "amount": "55.00"});

@@ -1,11 +1,12 @@
 //! Credit notes (C1-C4): a credit against lines of one invoice, issued and voided; their types,
 //! inputs, query and mutations.
 
-use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::context::{caller, mutation, state, tenant, today};
+use super::errors::unknown_state;
 use super::money::Money;
 use super::scalars::{Amount, Date};
 use super::text::{TEXT_MAX_CHARS, optional_text, required_text};
@@ -17,6 +18,34 @@ use crate::store::rows::{CreditNoteRow, key_of};
 
 /// A credit against one invoice: it lowers that invoice's balance only (C3).
 pub struct CreditNote(pub CreditNoteRow);
+
+// Stored as text on the credit note; converted here and nowhere else.
+/// Whether a credit note counts against its invoice (C4).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum CreditNoteStatus {
+    /// Lowers its invoice's balance.
+    Issued,
+    /// Voided: its invoice owes the amount again.
+    Void,
+}
+
+impl CreditNoteStatus {
+    pub fn parse(stored: &str) -> Option<CreditNoteStatus> {
+        match stored {
+            "ISSUED" => Some(CreditNoteStatus::Issued),
+            "VOID" => Some(CreditNoteStatus::Void),
+            _ => None,
+        }
+    }
+
+    /// The text the store keeps.
+    pub fn as_stored(self) -> &'static str {
+        match self {
+            CreditNoteStatus::Issued => "ISSUED",
+            CreditNoteStatus::Void => "VOID",
+        }
+    }
+}
 
 #[derive(SimpleObject)]
 pub struct CreditNoteLine {
@@ -47,9 +76,9 @@ impl CreditNote {
     async fn reason(&self) -> &str {
         &self.0.reason
     }
-    /// ISSUED or VOID.
-    async fn status(&self) -> &str {
-        &self.0.status
+    async fn status(&self) -> Result<CreditNoteStatus> {
+        let found_in = format!("credit_note:{}", key_of(&self.0.id));
+        Ok(CreditNoteStatus::parse(&self.0.status).ok_or_else(|| unknown_state(&found_in, "status", &self.0.status))?)
     }
     async fn lines(&self) -> Vec<CreditNoteLine> {
         let currency = &self.0.currency;
@@ -160,4 +189,17 @@ async fn load_credit_note(ctx: &Context<'_>, key: &str) -> Result<CreditNote> {
     let request = caller(ctx, Role::Viewer)?;
     let row = state(ctx).store.credit_note(&request.principal.tenant, key).await?.ok_or_else(|| AppError::not_found("credit note"))?;
     Ok(CreditNote(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CreditNoteStatus;
+
+    #[test]
+    fn credit_note_statuses_round_trip_through_their_stored_text() {
+        for status in [CreditNoteStatus::Issued, CreditNoteStatus::Void] {
+            assert_eq!(CreditNoteStatus::parse(status.as_stored()), Some(status));
+        }
+        assert_eq!(CreditNoteStatus::parse("issued"), None, "stored text is matched exactly");
+    }
 }

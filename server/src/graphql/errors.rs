@@ -15,6 +15,14 @@ impl From<AppError> for async_graphql::Error {
     }
 }
 
+/// A state read from the database or a plugin's manifest that this Settle does not know. Settle
+/// writes only the values its schema's ASSERTs (and the plugin SDK's manifest check) allow, so
+/// another value is a defect or a database written by something else: logged with where it was
+/// found, and INTERNAL for the client rather than a guess.
+pub fn unknown_state(found_in: &str, field: &str, value: &str) -> AppError {
+    AppError::internal(format!("{found_in} has {field} {value:?}, which this Settle does not know"))
+}
+
 /// Messages may quote what a client sent (a file name, a field value): control characters in
 /// them are written as escapes, so a message never carries a raw newline, escape sequence or NUL
 /// into a client's screen or log.

@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 use super::context::{caller, state, tenant, today};
 use super::credit_notes::CreditNote;
 use super::directory::{Client, Contact, Location};
+use super::errors::unknown_state;
 use super::loader::{Record, RecordKey, RecordLoader};
 use super::methods::PaymentMethod;
 use super::money::Money;
@@ -468,6 +469,38 @@ impl Allocation {
     }
 }
 
+// Stored as text on the refund; converted here and nowhere else.
+/// How a refund ended, as the payment method's plugin reported it (F3).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum RefundOutcome {
+    /// The money went back to the client.
+    Succeeded,
+    /// The plugin refused the refund; no balance changed.
+    Declined,
+    /// Sent to the plugin and not settled yet; the amount is held back on the payment.
+    Pending,
+}
+
+impl RefundOutcome {
+    pub fn parse(stored: &str) -> Option<RefundOutcome> {
+        match stored {
+            "SUCCEEDED" => Some(RefundOutcome::Succeeded),
+            "DECLINED" => Some(RefundOutcome::Declined),
+            "PENDING" => Some(RefundOutcome::Pending),
+            _ => None,
+        }
+    }
+
+    /// The text the store keeps.
+    pub fn as_stored(self) -> &'static str {
+        match self {
+            RefundOutcome::Succeeded => "SUCCEEDED",
+            RefundOutcome::Declined => "DECLINED",
+            RefundOutcome::Pending => "PENDING",
+        }
+    }
+}
+
 /// Money returned to a client from a payment's unallocated amount.
 pub struct Refund(pub RefundRow);
 
@@ -488,14 +521,28 @@ impl Refund {
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
     }
-    /// SUCCEEDED, DECLINED or PENDING, as the payment method's plugin reported.
-    async fn outcome(&self) -> &str {
-        &self.0.outcome
+    /// As the payment method's plugin reported.
+    async fn outcome(&self) -> Result<RefundOutcome> {
+        let found_in = format!("refund:{}", key_of(&self.0.id));
+        Ok(RefundOutcome::parse(&self.0.outcome).ok_or_else(|| unknown_state(&found_in, "outcome", &self.0.outcome))?)
     }
     async fn outcome_reason(&self) -> Option<&str> {
         self.0.outcome_reason.as_deref()
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefundOutcome;
+
+    #[test]
+    fn refund_outcomes_round_trip_through_their_stored_text() {
+        for outcome in [RefundOutcome::Succeeded, RefundOutcome::Declined, RefundOutcome::Pending] {
+            assert_eq!(RefundOutcome::parse(outcome.as_stored()), Some(outcome));
+        }
+        assert_eq!(RefundOutcome::parse("FAILED"), None, "a charge attempt's status is not a refund outcome");
     }
 }
