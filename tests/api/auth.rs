@@ -644,7 +644,7 @@ async fn records(app: &TestApp) -> Records {
     let allocation = id(
         &admin
             .ok(
-                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { id } }",
+                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { id } }",
                 json!({"p": credit, "i": allocation_target, "key": new_key()}),
             )
             .await,
@@ -805,37 +805,37 @@ fn mutation_cases(r: &Records) -> Vec<Case> {
         case(
             "payInvoice",
             Role::Billing,
-            "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(invoiceId: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
+            "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
             json!({"id": r.to_pay, "m": r.cash, "key": new_key()}),
         ),
         case(
             "applyPayment",
             Role::Billing,
-            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"10.00\", idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"10.00\", idempotencyKey: $key) { id } }",
             json!({"p": r.credit, "i": r.to_apply, "key": new_key()}),
         ),
         case(
             "removeAllocation",
             Role::Billing,
-            "mutation($a: ID!, $key: String!) { removeAllocation(allocationId: $a, idempotencyKey: $key) { id } }",
+            "mutation($a: ID!, $key: String!) { removeAllocation(id: $a, idempotencyKey: $key) { id } }",
             json!({"a": r.allocation, "key": new_key()}),
         ),
         case(
             "refundPayment",
             Role::Billing,
-            "mutation($p: ID!, $key: String!) { refundPayment(paymentId: $p, input: {amount: \"5.00\"}, idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $key: String!) { refundPayment(id: $p, input: {amount: \"5.00\"}, idempotencyKey: $key) { id } }",
             json!({"p": r.credit, "key": new_key()}),
         ),
         case(
             "voidPayment",
             Role::Billing,
-            "mutation($p: ID!, $key: String!) { voidPayment(paymentId: $p, reason: \"Entered twice\", idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $key: String!) { voidPayment(id: $p, reason: \"Entered twice\", idempotencyKey: $key) { id } }",
             json!({"p": r.to_void, "key": new_key()}),
         ),
         case(
             "updatePayment",
             Role::Billing,
-            "mutation($p: ID!, $key: String!) { updatePayment(paymentId: $p, description: \"Paid at reception\", idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $key: String!) { updatePayment(id: $p, description: \"Paid at reception\", idempotencyKey: $key) { id } }",
             json!({"p": r.credit, "key": new_key()}),
         ),
         case(
@@ -848,7 +848,7 @@ fn mutation_cases(r: &Records) -> Vec<Case> {
         case(
             "voidCreditNote",
             Role::Billing,
-            "mutation($c: ID!, $key: String!) { voidCreditNote(creditNoteId: $c, idempotencyKey: $key) { id } }",
+            "mutation($c: ID!, $key: String!) { voidCreditNote(id: $c, idempotencyKey: $key) { id } }",
             json!({"c": r.credit_note, "key": new_key()}),
         ),
         case(

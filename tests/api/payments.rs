@@ -35,37 +35,37 @@ fn record_query() -> String {
 
 fn pay_query() -> String {
     format!(
-        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(invoiceId: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(id: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
     )
 }
 
 fn apply_query() -> String {
     format!(
-        "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) {{ applyPayment(paymentId: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
+        "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) {{ applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
     )
 }
 
 fn remove_query() -> String {
     format!(
-        "mutation($allocation: ID!, $key: String!) {{ removeAllocation(allocationId: $allocation, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
+        "mutation($allocation: ID!, $key: String!) {{ removeAllocation(id: $allocation, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
     )
 }
 
 fn refund_query() -> String {
     format!(
-        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(paymentId: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
+        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(id: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
     )
 }
 
 fn void_payment_query() -> String {
     format!(
-        "mutation($payment: ID!, $reason: String, $key: String!) {{ voidPayment(paymentId: $payment, reason: $reason, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($payment: ID!, $reason: String, $key: String!) {{ voidPayment(id: $payment, reason: $reason, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
     )
 }
 
 fn update_payment_query() -> String {
     format!(
-        "mutation($payment: ID!, $description: String, $reference: String, $key: String!) {{ updatePayment(paymentId: $payment, description: $description, externalReference: $reference, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($payment: ID!, $description: String, $reference: String, $key: String!) {{ updatePayment(id: $payment, description: $description, externalReference: $reference, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
     )
 }
 
@@ -77,7 +77,7 @@ fn issue_credit_query() -> String {
 
 fn void_credit_query() -> String {
     format!(
-        "mutation($note: ID!, $reason: String, $key: String!) {{ voidCreditNote(creditNoteId: $note, reason: $reason, idempotencyKey: $key) {{ {CREDIT_NOTE_FIELDS} }} }}"
+        "mutation($note: ID!, $reason: String, $key: String!) {{ voidCreditNote(id: $note, reason: $reason, idempotencyKey: $key) {{ {CREDIT_NOTE_FIELDS} }} }}"
     )
 }
 
@@ -1159,7 +1159,7 @@ async fn p9_update_payment_changes_only_description_and_reference() {
     // Amount, client, method and currency are not even arguments.
     for (argument, value) in [("amount", "\"1.00\""), ("clientId", "\"x\""), ("methodId", "\"x\""), ("currency", "\"NZD\"")] {
         let query =
-            format!("mutation {{ updatePayment(paymentId: \"{id}\", {argument}: {value}, idempotencyKey: \"{}\") {{ id }} }}", new_key());
+            format!("mutation {{ updatePayment(id: \"{id}\", {argument}: {value}, idempotencyKey: \"{}\") {{ id }} }}", new_key());
         app.billing().fails(&query, json!({}), "QUERY_REJECTED").await;
     }
     assert_eq!(read_payment(&app, &id).await, expected, "refused updates changed nothing");
@@ -1185,7 +1185,7 @@ async fn p9_update_payment_keeps_a_field_that_is_left_out() {
         .billing()
         .post(
             &format!(
-                "mutation($payment: ID!, $key: String!) {{ updatePayment(paymentId: $payment, description: \"second\", idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+                "mutation($payment: ID!, $key: String!) {{ updatePayment(id: $payment, description: \"second\", idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
             ),
             json!({"payment": id, "key": new_key()}),
         )

@@ -164,13 +164,13 @@ fn install_query() -> String {
 
 fn pay_query() -> String {
     format!(
-        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(invoiceId: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(id: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
     )
 }
 
 fn refund_query() -> String {
     format!(
-        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(paymentId: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
+        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(id: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
     )
 }
 
@@ -286,7 +286,7 @@ async fn refund_ok(app: &TestApp, payment: &str, amount: &str) -> Value {
 async fn remove_allocation(app: &TestApp, allocation: &str) {
     app.billing()
         .ok(
-            "mutation($id: ID!, $key: String!) { removeAllocation(allocationId: $id, idempotencyKey: $key) { id active } }",
+            "mutation($id: ID!, $key: String!) { removeAllocation(id: $id, idempotencyKey: $key) { id active } }",
             json!({"id": allocation, "key": new_key()}),
         )
         .await;
@@ -810,7 +810,7 @@ async fn f3_a_refund_the_plugin_declines_changes_no_balance() {
     let invoice = app.open_invoice(&seed, "100.00").await;
     app.billing()
         .ok(
-            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"100.00\", idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"100.00\", idempotencyKey: $key) { id } }",
             json!({"p": payment_id, "i": invoice["id"], "key": new_key()}),
         )
         .await;
@@ -832,7 +832,7 @@ async fn f3_a_refund_goes_to_the_charge_that_took_the_payment_even_after_its_ref
     let edit = app
         .billing()
         .post(
-            "mutation($p: ID!, $r: String, $key: String!) { updatePayment(paymentId: $p, externalReference: $r, idempotencyKey: $key) { id externalReference } }",
+            "mutation($p: ID!, $r: String, $key: String!) { updatePayment(id: $p, externalReference: $r, idempotencyKey: $key) { id externalReference } }",
             json!({"p": first["id"], "r": other_charge, "key": new_key()}),
         )
         .await;

@@ -133,7 +133,7 @@ async fn a_database_from_schema_version_1_gets_its_page_keys() {
     // More audit events than one upgrade batch holds (100), so the upgrade runs several batches.
     for i in 0..40 {
         let id = open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], i).await;
-        gql(&http, &url, &token, "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(invoiceId: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
+        gql(&http, &url, &token, "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
             json!({"id": id, "m": cash, "key": format!("pay-{i}")})).await;
     }
     let lists = "{ invoices(first: 2) { totalCount edges { node { id } } pageInfo { endCursor } }

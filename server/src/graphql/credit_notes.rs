@@ -177,7 +177,13 @@ impl CreditNoteMutation {
     }
 
     /// Voids a credit note (C4): the invoice owes its amount again.
-    async fn void_credit_note(&self, ctx: &Context<'_>, credit_note_id: ID, reason: Option<String>, idempotency_key: String) -> Result<CreditNote> {
+    async fn void_credit_note(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "id")] credit_note_id: ID,
+        reason: Option<String>,
+        idempotency_key: String,
+    ) -> Result<CreditNote> {
         let m = mutation(ctx, Role::Billing, "voidCreditNote", Some(idempotency_key), &(&credit_note_id.0, &reason)).await?;
         let reason = optional_text("reason", reason.as_deref(), TEXT_MAX_CHARS)?;
         let key = state(ctx).store.void_credit_note(&m, &credit_note_id, reason).await?;

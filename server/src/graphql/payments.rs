@@ -283,7 +283,13 @@ impl PaymentMutation {
     }
 
     /// Pays an OPEN invoice with a new manual payment (P3).
-    async fn pay_invoice(&self, ctx: &Context<'_>, invoice_id: ID, input: PayInvoiceInput, idempotency_key: String) -> Result<Payment> {
+    async fn pay_invoice(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "id", desc = "The invoice to pay.")] invoice_id: ID,
+        input: PayInvoiceInput,
+        idempotency_key: String,
+    ) -> Result<Payment> {
         let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key.clone()), &(&invoice_id.0, &input)).await?;
         let today = today(tenant(ctx).await?);
         let Some(method) = manual_method(ctx, &input.method_id).await? else {
@@ -314,8 +320,8 @@ impl PaymentMutation {
     async fn apply_payment(
         &self,
         ctx: &Context<'_>,
-        payment_id: ID,
-        invoice_id: ID,
+        #[graphql(name = "id", desc = "The payment to apply.")] payment_id: ID,
+        #[graphql(desc = "The invoice it is applied to.")] invoice_id: ID,
         amount: Amount,
         idempotency_key: String,
     ) -> Result<Allocation> {
@@ -326,14 +332,20 @@ impl PaymentMutation {
     }
 
     /// Removes an allocation (P6); it stays on record, marked removed.
-    async fn remove_allocation(&self, ctx: &Context<'_>, allocation_id: ID, idempotency_key: String) -> Result<Allocation> {
+    async fn remove_allocation(&self, ctx: &Context<'_>, #[graphql(name = "id")] allocation_id: ID, idempotency_key: String) -> Result<Allocation> {
         let m = mutation(ctx, Role::Billing, "removeAllocation", Some(idempotency_key), &allocation_id.0).await?;
         let key = state(ctx).store.remove_allocation(&m, &allocation_id).await?;
         load_allocation(ctx, &key).await
     }
 
     /// Refunds unallocated money of a payment (F1-F4); returns the refund.
-    async fn refund_payment(&self, ctx: &Context<'_>, payment_id: ID, input: RefundInput, idempotency_key: String) -> Result<Refund> {
+    async fn refund_payment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "id")] payment_id: ID,
+        input: RefundInput,
+        idempotency_key: String,
+    ) -> Result<Refund> {
         let m = mutation(ctx, Role::Billing, "refundPayment", Some(idempotency_key), &(&payment_id.0, &input)).await?;
         let today = today(tenant(ctx).await?);
         let description = optional_text("description", input.description.as_deref(), TEXT_MAX_CHARS)?;
@@ -347,7 +359,13 @@ impl PaymentMutation {
     }
 
     /// Voids a payment with no allocations and no refunds (V1, V2).
-    async fn void_payment(&self, ctx: &Context<'_>, payment_id: ID, reason: Option<String>, idempotency_key: String) -> Result<Payment> {
+    async fn void_payment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "id")] payment_id: ID,
+        reason: Option<String>,
+        idempotency_key: String,
+    ) -> Result<Payment> {
         let m = mutation(ctx, Role::Billing, "voidPayment", Some(idempotency_key), &(&payment_id.0, &reason)).await?;
         let reason = optional_text("reason", reason.as_deref(), TEXT_MAX_CHARS)?;
         let key = state(ctx).store.void_payment(&m, &payment_id, reason).await?;
@@ -358,7 +376,7 @@ impl PaymentMutation {
     async fn update_payment(
         &self,
         ctx: &Context<'_>,
-        payment_id: ID,
+        #[graphql(name = "id")] payment_id: ID,
         #[graphql(desc = "Left out: unchanged; null: cleared.")] description: MaybeUndefined<String>,
         #[graphql(desc = "Left out: unchanged; null: cleared.")] external_reference: MaybeUndefined<String>,
         idempotency_key: String,
