@@ -534,7 +534,7 @@ async fn p2_standalone_payment_starts_fully_unallocated() {
     assert_eq!(amount(&payment, "refunded"), "0.00");
     assert_eq!(amount(&payment, "unallocated"), "50.00");
     assert_eq!(payment["allocationState"], "UNALLOCATED");
-    assert_eq!(payment["status"], "PAID");
+    assert_eq!(payment["status"], "RECEIVED");
     assert_eq!(payment["description"], "Deposit");
     assert_eq!(payment["allocations"], json!([]));
     assert_eq!(payment["refunds"], json!([]));
@@ -625,7 +625,7 @@ async fn p3_excess_over_balance_stays_as_credit() {
     assert_eq!(amount(&payment, "allocated"), "120.00", "min(amount, balance) is allocated");
     assert_eq!(amount(&payment, "unallocated"), "30.00", "the excess stays on the payment");
     assert_eq!(payment["allocationState"], "PARTIALLY_ALLOCATED");
-    assert_eq!(payment["status"], "PAID");
+    assert_eq!(payment["status"], "RECEIVED");
     assert_eq!(payment["client"]["id"], json!(seed.client), "the invoice's client");
     assert_eq!(payment["locationId"], json!(seed.location), "the invoice's location when none is given");
     assert_eq!(payment["currency"], "AUD");
@@ -1046,8 +1046,8 @@ async fn p8_status_and_allocation_state_transitions() {
     let mut allocation = String::new();
     // (step, status, allocation state)
     let steps = [
-        ("recorded", "PAID", "UNALLOCATED"),
-        ("apply 40", "PAID", "PARTIALLY_ALLOCATED"),
+        ("recorded", "RECEIVED", "UNALLOCATED"),
+        ("apply 40", "RECEIVED", "PARTIALLY_ALLOCATED"),
         ("refund 60", "PARTIALLY_REFUNDED", "ALLOCATED"),
         ("remove the allocation", "PARTIALLY_REFUNDED", "UNALLOCATED"),
         ("apply 10", "PARTIALLY_REFUNDED", "PARTIALLY_ALLOCATED"),
@@ -1110,7 +1110,7 @@ async fn p8_payments_filter_by_status_state_client_method_and_dates() {
     // (filter, expected numbers newest first, why)
     let cases = [
         (json!({}), all.to_vec(), "no filter: all, newest first"),
-        (json!({"status": "PAID"}), vec!["PAY-0003", "PAY-0002", "PAY-0001"], "not refunded, not void"),
+        (json!({"status": "RECEIVED"}), vec!["PAY-0003", "PAY-0002", "PAY-0001"], "not refunded, not void"),
         (json!({"status": "PARTIALLY_REFUNDED"}), vec!["PAY-0004"], "part refunded"),
         (json!({"status": "REFUNDED"}), vec!["PAY-0005"], "fully refunded"),
         (json!({"status": "VOID"}), vec!["PAY-0006"], "void"),
@@ -1126,7 +1126,7 @@ async fn p8_payments_filter_by_status_state_client_method_and_dates() {
         (json!({"from": "2024-05-01"}), vec!["PAY-0006", "PAY-0005"], "on or after"),
         (json!({"to": "2024-01-31"}), vec!["PAY-0001"], "on or before"),
         (json!({"from": "2025-01-01"}), vec![], "nothing that late"),
-        (json!({"clientId": seed.client, "status": "PAID", "allocationState": "UNALLOCATED"}), vec!["PAY-0001"], "all conditions hold"),
+        (json!({"clientId": seed.client, "status": "RECEIVED", "allocationState": "UNALLOCATED"}), vec!["PAY-0001"], "all conditions hold"),
         (json!({"clientId": other, "methodId": eftpos}), vec![], "no match for both"),
     ];
     for (filter, expected, why) in cases {

@@ -798,7 +798,7 @@ async fn f3_a_refund_the_plugin_declines_changes_no_balance() {
     let read = read_payment(&app, &payment_id).await;
     assert_eq!(amount(&read, "refunded"), "0.00", "F3: a declined refund changes no balance");
     assert_eq!(amount(&read, "unallocated"), "100.00");
-    assert_eq!(read["status"], "PAID");
+    assert_eq!(read["status"], "RECEIVED");
     assert_eq!(read["refunds"].as_array().unwrap().len(), 1, "the declined refund stays on record");
     assert_eq!(read["refunds"][0]["outcome"], "DECLINED");
 

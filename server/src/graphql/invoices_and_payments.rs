@@ -272,19 +272,24 @@ impl Invoice {
     }
 }
 
-/// Payment status (P8).
+/// What became of the money a payment received (P8). Where that money sits, on invoices or as
+/// the client's credit, is the payment's `allocationState`.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum PaymentStatus {
-    Paid,
+    /// Received, none of it refunded: on invoices, held as credit, or both.
+    Received,
+    /// Part of the money was refunded.
     PartiallyRefunded,
+    /// All of the money was refunded.
     Refunded,
+    /// Voided: a record corrected, no money moved (V2).
     Void,
 }
 
 impl From<payment_rules::PaymentStatus> for PaymentStatus {
     fn from(status: payment_rules::PaymentStatus) -> Self {
         match status {
-            payment_rules::PaymentStatus::Paid => PaymentStatus::Paid,
+            payment_rules::PaymentStatus::Received => PaymentStatus::Received,
             payment_rules::PaymentStatus::PartiallyRefunded => PaymentStatus::PartiallyRefunded,
             payment_rules::PaymentStatus::Refunded => PaymentStatus::Refunded,
             payment_rules::PaymentStatus::Void => PaymentStatus::Void,
@@ -295,7 +300,7 @@ impl From<payment_rules::PaymentStatus> for PaymentStatus {
 impl From<PaymentStatus> for payment_rules::PaymentStatus {
     fn from(status: PaymentStatus) -> Self {
         match status {
-            PaymentStatus::Paid => payment_rules::PaymentStatus::Paid,
+            PaymentStatus::Received => payment_rules::PaymentStatus::Received,
             PaymentStatus::PartiallyRefunded => payment_rules::PaymentStatus::PartiallyRefunded,
             PaymentStatus::Refunded => payment_rules::PaymentStatus::Refunded,
             PaymentStatus::Void => payment_rules::PaymentStatus::Void,
@@ -303,7 +308,8 @@ impl From<PaymentStatus> for payment_rules::PaymentStatus {
     }
 }
 
-/// How much of a payment sits on invoices (P8).
+/// How much of a payment's money (what was not refunded) sits on invoices (P8); the rest is the
+/// client's credit.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum AllocationState {
     Unallocated,

@@ -770,7 +770,7 @@ impl Store {
         match filter.status {
             None => {}
             Some(PaymentStatus::Void) => conditions.push("void = true"),
-            Some(PaymentStatus::Paid) => conditions.push("void = false AND refunded = 0"),
+            Some(PaymentStatus::Received) => conditions.push("void = false AND refunded = 0"),
             Some(PaymentStatus::Refunded) => conditions.push("void = false AND refunded > 0 AND refunded >= amount"),
             Some(PaymentStatus::PartiallyRefunded) => conditions.push("void = false AND refunded > 0 AND refunded < amount"),
         }
