@@ -11,7 +11,7 @@ use crate::helpers::*;
 // ---------------------------------------------------------------------------------------------
 
 /// The payment fields the tests read.
-const PAYMENT_FIELDS: &str = "id number client { id } locationId method { id name plugin } methodName date \
+const PAYMENT_FIELDS: &str = "id number client { id } location { id name } method { id name type plugin } methodName date \
     amount { amount currency } allocated { amount } refunded { amount } unallocated { amount } \
     status allocationState currency description externalReference voidedAt voidReason \
     allocations { id number paymentId invoiceId amount { amount } active createdBy removedAt removedBy } \
@@ -19,7 +19,7 @@ const PAYMENT_FIELDS: &str = "id number client { id } locationId method { id nam
 
 const ALLOCATION_FIELDS: &str = "id number paymentId invoiceId amount { amount currency } active createdBy removedAt removedBy";
 
-const REFUND_FIELDS: &str = "id paymentId amount { amount currency } date description outcome outcomeReason";
+const REFUND_FIELDS: &str = "id paymentId amount { amount currency } date description outcome outcomeReason externalReference";
 
 const CREDIT_NOTE_FIELDS: &str = "id number invoiceId date reason status \
     lines { lineIndex description quantity subtotal { amount } tax { amount } total { amount } } \
@@ -428,7 +428,7 @@ async fn p1_payment_needs_known_client_location_and_a_recordable_method() {
     assert_eq!(payment["methodName"], "Cash");
     assert_eq!(payment["method"]["id"], json!(cash));
     assert_eq!(payment["client"]["id"], json!(seed.client));
-    assert_eq!(payment["locationId"], json!(seed.location));
+    assert_eq!(payment["location"]["id"], json!(seed.location));
 }
 
 #[tokio::test]
@@ -627,7 +627,7 @@ async fn p3_excess_over_balance_stays_as_credit() {
     assert_eq!(payment["allocationState"], "PARTIALLY_ALLOCATED");
     assert_eq!(payment["status"], "RECEIVED");
     assert_eq!(payment["client"]["id"], json!(seed.client), "the invoice's client");
-    assert_eq!(payment["locationId"], json!(seed.location), "the invoice's location when none is given");
+    assert_eq!(payment["location"]["id"], json!(seed.location), "the invoice's location when none is given");
     assert_eq!(payment["currency"], "AUD");
     let allocation = &payment["allocations"][0];
     assert_eq!((allocation["invoiceId"].as_str(), amount(allocation, "amount")), (invoice["id"].as_str(), "120.00"));
@@ -1134,6 +1134,53 @@ async fn p8_payments_filter_by_status_state_client_method_and_dates() {
     }
 }
 
+#[tokio::test]
+async fn a_page_of_payments_names_each_payments_own_client_location_and_method() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let other_client = second_client(&app).await;
+    let data = app.admin().ok("mutation { createLocation(input: {name: \"Hill St Clinic\"}) { id } }", json!({})).await;
+    let other_location = data["createLocation"]["id"].as_str().unwrap().to_owned();
+    let (cash, eftpos) = (cash_method(&app).await, method_id(&app, "EFTPOS").await);
+    record_ok(&app, payment_input(&seed, &cash, "10.00", json!({}))).await;
+    record_ok(&app, payment_input(&seed, &eftpos, "20.00", json!({"clientId": other_client, "locationId": other_location}))).await;
+    record_ok(&app, payment_input(&seed, &cash, "30.00", json!({"locationId": other_location}))).await;
+
+    let data = app
+        .viewer()
+        .ok(
+            "{ payments(first: 10) { edges { node { number client { id name } location { id name } method { id name type } } } } }",
+            json!({}),
+        )
+        .await;
+    let rows: Vec<Value> = data["payments"]["edges"].as_array().unwrap().iter().map(|e| e["node"].clone()).collect();
+    let seen: Vec<(&str, &str, &str, &str, &str)> = rows
+        .iter()
+        .map(|p| {
+            (
+                p["number"].as_str().unwrap(),
+                p["client"]["name"].as_str().unwrap(),
+                p["location"]["name"].as_str().unwrap(),
+                p["method"]["name"].as_str().unwrap(),
+                p["method"]["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("PAY-0003", "Ann Lee", "Hill St Clinic", "Cash", "CASH"),
+            ("PAY-0002", "Bo Chen", "Hill St Clinic", "EFTPOS", "EFTPOS"),
+            ("PAY-0001", "Ann Lee", "Main St Clinic", "Cash", "CASH"),
+        ],
+        "each row its own records, looked up together: {data:#}"
+    );
+    assert_eq!(rows[1]["client"]["id"], json!(other_client));
+    assert_eq!(rows[1]["location"]["id"], json!(other_location));
+    assert_eq!(rows[1]["method"]["id"], json!(eftpos));
+    assert_eq!(rows[2]["location"]["id"], json!(seed.location));
+}
+
 // ---------------------------------------------------------------------------------------------
 // P9: only description and external reference change.
 // ---------------------------------------------------------------------------------------------
@@ -1269,6 +1316,7 @@ async fn f3_a_manual_refund_succeeds_at_once() {
     let refund = &response.data()["refundPayment"];
     assert_eq!(refund["outcome"], "SUCCEEDED", "a manual method only records the refund");
     assert_eq!(refund["outcomeReason"], Value::Null);
+    assert_eq!(refund["externalReference"], Value::Null, "no gateway was asked");
     assert_eq!(refund["amount"], json!({"amount": "20.00", "currency": "AUD"}));
     assert_eq!(refund["date"], "2024-08-01");
     assert_eq!(refund["description"], "overpaid");

@@ -156,7 +156,7 @@ const PAYMENT_FIELDS: &str = "id number amount { amount currency } allocated { a
 
 const METHOD_FIELDS: &str = "id name type plugin archived configuration secretFieldsSet";
 
-const REFUND_FIELDS: &str = "id paymentId amount { amount currency } outcome outcomeReason";
+const REFUND_FIELDS: &str = "id paymentId amount { amount currency } outcome outcomeReason externalReference";
 
 fn install_query() -> String {
     format!("mutation($file: String!) {{ installPlugin(file: $file) {{ {PLUGIN_FIELDS} }} }}")
@@ -757,6 +757,8 @@ async fn f3_a_refund_of_a_card_payment_goes_through_the_plugin() {
     let first = refund_ok(&app, &payment_id, "40.00").await;
     assert_eq!(first["outcome"], "SUCCEEDED", "{first:#}");
     assert_eq!(amount(&first, "amount"), "40.00");
+    let gateway_refund = first["externalReference"].as_str().unwrap_or_default();
+    assert!(gateway_refund.starts_with("re_sim_"), "the gateway's refund id, not the charge's: {first:#}");
     assert!(calls(&plugin(&app, "card-sim").await) > calls_before, "the plugin refunded");
     let read = read_payment(&app, &payment_id).await;
     assert_eq!(amount(&read, "refunded"), "40.00");
@@ -794,6 +796,7 @@ async fn f3_a_refund_the_plugin_declines_changes_no_balance() {
 
     let declined = refund_ok(&app, &payment_id, "30.00").await;
     assert_eq!(declined["outcome"], "DECLINED", "{declined:#}");
+    assert_eq!(declined["externalReference"], Value::Null, "a declined refund has no gateway refund id");
     assert!(declined["outcomeReason"].as_str().unwrap_or_default().contains("unknown charge reference"), "{declined:#}");
     let read = read_payment(&app, &payment_id).await;
     assert_eq!(amount(&read, "refunded"), "0.00", "F3: a declined refund changes no balance");

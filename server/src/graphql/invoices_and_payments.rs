@@ -4,7 +4,6 @@
 //! of its fields, so they share this file rather than make invoices.rs and payments.rs import
 //! each other. The queries, mutations and inputs of each are in those two files.
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, Object, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -13,7 +12,7 @@ use super::context::{caller, state, tenant, today};
 use super::credit_notes::CreditNote;
 use super::directory::{Client, Contact, Location};
 use super::errors::unknown_state;
-use super::loader::{Record, RecordKey, RecordLoader};
+use super::loader;
 use super::methods::PaymentMethod;
 use super::money::Money;
 use super::practice::TaxMode;
@@ -23,7 +22,6 @@ use crate::error::AppError;
 use crate::ledger::invoice::{self as invoice_rules, DisplayStatus};
 use crate::ledger::numbering::format_number;
 use crate::ledger::payment as payment_rules;
-use crate::store::directory::PartyKind;
 use crate::store::invoices::parse_status;
 use crate::store::payments::AllocationOf;
 use crate::store::rows::{AllocationRow, InvoiceRow, LineRow, PaymentRow, RefundRow, key_of};
@@ -164,28 +162,17 @@ impl Invoice {
         self.status_value() == DisplayStatus::Overdue
     }
     async fn client(&self, ctx: &Context<'_>) -> Result<Client> {
-        let loader = ctx.data_unchecked::<DataLoader<RecordLoader>>();
-        let row = loader.load_one(RecordKey::client(&self.row.doc.client)).await.map_err(|e| (*e).clone())?;
-        match row {
-            Some(Record::Party(row)) => Ok(Client(row)),
-            _ => Err(AppError::not_found("client").into()),
-        }
+        let row = loader::client(ctx, &self.row.doc.client).await?;
+        Ok(Client(row.ok_or_else(|| AppError::not_found("client"))?))
     }
     /// The third party the invoice is addressed to, if any.
     async fn bill_to(&self, ctx: &Context<'_>) -> Result<Option<Contact>> {
         let Some(contact) = &self.row.doc.contact else { return Ok(None) };
-        let loader = ctx.data_unchecked::<DataLoader<RecordLoader>>();
-        match loader.load_one(RecordKey::contact(contact)).await.map_err(|e| (*e).clone())? {
-            Some(Record::Party(row)) => Ok(Some(Contact(row))),
-            _ => Ok(None),
-        }
+        Ok(loader::contact(ctx, contact).await?.map(Contact))
     }
     async fn location(&self, ctx: &Context<'_>) -> Result<Location> {
-        let loader = ctx.data_unchecked::<DataLoader<RecordLoader>>();
-        match loader.load_one(RecordKey::location(&self.row.doc.location)).await.map_err(|e| (*e).clone())? {
-            Some(Record::Location(row)) => Ok(Location(row)),
-            _ => Err(AppError::not_found("location").into()),
-        }
+        let row = loader::location(ctx, &self.row.doc.location).await?;
+        Ok(Location(row.ok_or_else(|| AppError::not_found("location"))?))
     }
     async fn practitioner(&self) -> Option<&str> {
         self.row.doc.practitioner.as_deref()
@@ -355,16 +342,19 @@ impl Payment {
     async fn number(&self) -> Option<String> {
         self.0.doc.display_number()
     }
-    async fn client(&self, ctx: &Context<'_>) -> Result<Option<Client>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.party(&request.principal.tenant, PartyKind::Client, &self.0.doc.client).await?.map(Client))
+    async fn client(&self, ctx: &Context<'_>) -> Result<Client> {
+        let row = loader::client(ctx, &self.0.doc.client).await?;
+        Ok(Client(row.ok_or_else(|| AppError::not_found("client"))?))
     }
-    async fn location_id(&self) -> ID {
-        ID(self.0.doc.location.clone())
+    /// Where the money was received.
+    async fn location(&self, ctx: &Context<'_>) -> Result<Location> {
+        let row = loader::location(ctx, &self.0.doc.location).await?;
+        Ok(Location(row.ok_or_else(|| AppError::not_found("location"))?))
     }
-    async fn method(&self, ctx: &Context<'_>) -> Result<Option<PaymentMethod>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.payment_method(&request.principal.tenant, &self.0.doc.method).await?.map(PaymentMethod))
+    /// The payment method as it is now; `methodName` keeps its name when the payment was taken.
+    async fn method(&self, ctx: &Context<'_>) -> Result<PaymentMethod> {
+        let row = loader::payment_method(ctx, &self.0.doc.method).await?;
+        Ok(PaymentMethod(row.ok_or_else(|| AppError::not_found("payment method"))?))
     }
     /// The method's name when the payment was taken.
     async fn method_name(&self) -> &str {
@@ -436,8 +426,7 @@ impl Allocation {
     }
     /// The payment's number and the allocation's place on it: PAY-0007-2.
     async fn number(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let payment = state(ctx).store.payment(&request.principal.tenant, &self.0.payment).await?;
+        let payment = loader::payment(ctx, &self.0.payment).await?;
         Ok(payment.and_then(|p| p.doc.display_number()).map(|number| format!("{number}-{}", self.0.sequence)))
     }
     async fn payment_id(&self) -> ID {
@@ -447,13 +436,11 @@ impl Allocation {
         ID(self.0.invoice.clone())
     }
     async fn payment(&self, ctx: &Context<'_>) -> Result<Option<Payment>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.payment(&request.principal.tenant, &self.0.payment).await?.map(Payment))
+        Ok(loader::payment(ctx, &self.0.payment).await?.map(Payment))
     }
     async fn invoice(&self, ctx: &Context<'_>) -> Result<Option<Invoice>> {
-        let request = caller(ctx, Role::Viewer)?;
         let today = today(tenant(ctx).await?);
-        Ok(state(ctx).store.invoice(&request.principal.tenant, &self.0.invoice).await?.map(|row| Invoice { row, today }))
+        Ok(loader::invoice(ctx, &self.0.invoice).await?.map(|row| Invoice { row, today }))
     }
     async fn amount(&self) -> Money {
         Money::of(self.0.amount, &self.0.currency)
@@ -534,6 +521,11 @@ impl Refund {
     }
     async fn outcome_reason(&self) -> Option<&str> {
         self.0.outcome_reason.as_deref()
+    }
+    /// The gateway's id of the refund, given by the plugin when the refund succeeds; null for a
+    /// refund that is only recorded (a manual method) or did not succeed.
+    async fn external_reference(&self) -> Option<&str> {
+        self.0.external_reference.as_deref()
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
