@@ -976,7 +976,11 @@ async fn a2_viewer_may_run_every_query() {
                taxRates(includeArchived: true) { name }
                invoice(id: $invoice) { status }
                invoices { totalCount }
-               auditEvents(recordId: $record) { totalCount } }",
+               auditEvents(recordId: $record) { totalCount }
+               payments { totalCount }
+               refunds { totalCount }
+               allocations { totalCount }
+               creditNotes { totalCount } }",
             json!({"client": r.seed.client, "contact": r.contact, "invoice": r.open, "record": format!("invoice:{}", r.open)}),
         )
         .await;
@@ -988,6 +992,9 @@ async fn a2_viewer_may_run_every_query() {
     assert_eq!(data["contacts"]["totalCount"], 1);
     assert_eq!(data["invoices"]["totalCount"], 9);
     assert!(data["auditEvents"]["totalCount"].as_i64().unwrap() >= 1, "{data:#}");
+    for list in ["payments", "refunds", "allocations", "creditNotes"] {
+        assert!(data[list]["totalCount"].is_i64(), "{list}: {data:#}");
+    }
     assert!(data["taxRates"].as_array().unwrap().len() >= 3, "{data:#}");
     assert_eq!(data["locations"], json!([{"name": "Main St Clinic"}]));
     assert!(data["limits"]["pageSizeMax"].as_i64().unwrap() > 0);
@@ -1103,7 +1110,11 @@ async fn a3_other_tenants_records_are_invisible() {
                    locations { id }
                    taxRates(includeArchived: true) { id }
                    auditEvents { totalCount }
-                   recordEvents: auditEvents(recordId: $record) { totalCount } }",
+                   recordEvents: auditEvents(recordId: $record) { totalCount }
+                   payments { totalCount }
+                   refunds { totalCount }
+                   allocations { totalCount }
+                   creditNotes { totalCount } }",
                 json!({
                     "client": r.seed.client, "contact": r.contact, "open": r.open, "draft": r.draft,
                     "record": format!("invoice:{}", r.open),
@@ -1114,7 +1125,7 @@ async fn a3_other_tenants_records_are_invisible() {
         for field in ["client", "contact", "open", "draft"] {
             assert!(data[field].is_null(), "{why}: A's {field} is not visible: {data:#}");
         }
-        for field in ["clients", "contacts", "invoices", "byClient", "auditEvents", "recordEvents"] {
+        for field in ["clients", "contacts", "invoices", "byClient", "auditEvents", "recordEvents", "payments", "refunds", "allocations", "creditNotes"] {
             assert_eq!(data[field]["totalCount"], 0, "{why}: A's {field} are not listed: {data:#}");
         }
         assert_eq!(data["locations"], json!([]), "{why}: A's location is not listed");

@@ -808,6 +808,11 @@ async fn f3_a_refund_the_plugin_declines_changes_no_balance() {
     // Nothing stays reserved: the whole amount can still be asked for (and is declined again).
     let whole = refund_ok(&app, &payment_id, "100.00").await;
     assert_eq!(whole["outcome"], "DECLINED", "{whole:#}");
+    let listed = app
+        .viewer()
+        .ok("{ declined: refunds(filter: {outcome: DECLINED}) { totalCount } succeeded: refunds(filter: {outcome: SUCCEEDED}) { totalCount } }", json!({}))
+        .await;
+    assert_eq!((listed["declined"]["totalCount"].as_i64(), listed["succeeded"]["totalCount"].as_i64()), (Some(2), Some(0)), "{listed:#}");
     assert_eq!(amount(&read_payment(&app, &payment_id).await, "unallocated"), "100.00");
     // And the money can still be used.
     let invoice = app.open_invoice(&seed, "100.00").await;

@@ -8,16 +8,20 @@ use serde::Serialize;
 use super::context::{caller, mutation, state, tenant, today};
 use super::errors::unknown_state;
 use super::money::Money;
+use super::pagination::{Page, connection_types, wants_total};
 use super::scalars::{Amount, Date};
 use super::text::{TEXT_MAX_CHARS, optional_text, required_text};
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::ledger::credit_note::{CreditBy, CreditRequest};
 use crate::ledger::numbering::format_number;
+use crate::store::credit_notes::CreditNoteFilter;
 use crate::store::rows::{CreditNoteRow, key_of};
 
 /// A credit against one invoice: it lowers that invoice's balance only (C3).
 pub struct CreditNote(pub CreditNoteRow);
+
+connection_types!(CreditNote, CreditNoteConnection, CreditNoteEdge);
 
 // Stored as text on the credit note; converted here and nowhere else.
 /// Whether a credit note counts against its invoice (C4).
@@ -129,6 +133,18 @@ pub struct CreditNoteInput {
     pub lines: Vec<CreditNoteLineInput>,
 }
 
+/// Which credit notes to list; all conditions must hold.
+#[derive(InputObject, Default)]
+pub struct CreditNoteFilterInput {
+    pub client_id: Option<ID>,
+    pub invoice_id: Option<ID>,
+    pub status: Option<CreditNoteStatus>,
+    /// Credit note date on or after.
+    pub from: Option<Date>,
+    /// Credit note date on or before.
+    pub to: Option<Date>,
+}
+
 #[derive(Default)]
 pub struct CreditNoteQuery;
 
@@ -138,6 +154,32 @@ impl CreditNoteQuery {
     async fn credit_note(&self, ctx: &Context<'_>, id: ID) -> Result<Option<CreditNote>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.credit_note(&request.principal.tenant, &id).await?.map(CreditNote))
+    }
+
+    /// Credit notes, newest first, void ones included unless the filter says otherwise.
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn credit_notes(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<CreditNoteFilterInput>,
+    ) -> Result<CreditNoteConnection> {
+        let request = caller(ctx, Role::Viewer)?;
+        let page = Page::parse(first, after, "credit_note", state(ctx).limits.page_size_max)?;
+        let filter = filter.unwrap_or_default();
+        let filter = CreditNoteFilter {
+            client: filter.client_id.map(|id| id.0),
+            invoice: filter.invoice_id.map(|id| id.0),
+            status: filter.status.map(CreditNoteStatus::as_stored),
+            from: filter.from.map(|d| d.0),
+            to: filter.to.map(|d| d.0),
+        };
+        let (rows, total) = state(ctx)
+            .store
+            .credit_notes(&request.principal.tenant, &filter, page.after.clone(), page.fetch_limit(), wants_total(ctx))
+            .await?;
+        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), CreditNote(row))).collect(), total.unwrap_or(0)))
     }
 }
 

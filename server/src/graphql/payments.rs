@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::context::{caller, mutation, state, tenant, today};
-use super::invoices_and_payments::{Allocation, AllocationState, Payment, PaymentStatus, Refund};
+use super::invoices_and_payments::{Allocation, AllocationState, Payment, PaymentStatus, Refund, RefundOutcome};
 use super::pagination::{Page, connection_types, wants_total};
 use super::scalars::{Amount, Date};
 use super::text::{TEXT_MAX_CHARS, optional_text};
@@ -16,10 +16,14 @@ use crate::auth::Role;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::audit::Mutation;
 use crate::store::charges::ChargeDraft;
-use crate::store::payments::{InvoicePaymentDraft, NewPayment, PaymentDraft, PaymentFilter, check_payable};
+use crate::store::payments::{
+    AllocationFilter, InvoicePaymentDraft, NewPayment, PaymentDraft, PaymentFilter, RefundFilter, check_payable,
+};
 use crate::store::rows::{PaymentMethodRow, key_of};
 
 connection_types!(Payment, PaymentConnection, PaymentEdge);
+connection_types!(Refund, RefundConnection, RefundEdge);
+connection_types!(Allocation, AllocationConnection, AllocationEdge);
 
 /// Which payments to list; all conditions must hold.
 #[derive(InputObject, Default)]
@@ -32,6 +36,32 @@ pub struct PaymentFilterInput {
     /// Payment date on or after.
     pub from: Option<Date>,
     /// Payment date on or before.
+    pub to: Option<Date>,
+}
+
+/// Which refunds to list; all conditions must hold.
+#[derive(InputObject, Default)]
+pub struct RefundFilterInput {
+    pub client_id: Option<ID>,
+    pub payment_id: Option<ID>,
+    pub outcome: Option<RefundOutcome>,
+    /// Refund date on or after.
+    pub from: Option<Date>,
+    /// Refund date on or before.
+    pub to: Option<Date>,
+}
+
+/// Which allocations to list; all conditions must hold.
+#[derive(InputObject, Default)]
+pub struct AllocationFilterInput {
+    pub client_id: Option<ID>,
+    pub payment_id: Option<ID>,
+    pub invoice_id: Option<ID>,
+    /// true: active allocations only; false: removed ones only.
+    pub active: Option<bool>,
+    /// Made on or after this day (in the practice's timezone).
+    pub from: Option<Date>,
+    /// Made on or before this day.
     pub to: Option<Date>,
 }
 
@@ -79,10 +109,40 @@ impl PaymentQuery {
         let rows = state(ctx).store.unallocated_payments(&request.principal.tenant, &client_id).await?;
         Ok(rows.into_iter().map(Payment).collect())
     }
+
+    #[graphql(complexity = "10 + child_complexity")]
+    async fn refund(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Refund>> {
+        let request = caller(ctx, Role::Viewer)?;
+        Ok(state(ctx).store.refund(&request.principal.tenant, &id).await?.map(Refund))
+    }
+
+    /// Refunds, newest first, whatever their outcome unless the filter says.
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn refunds(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<RefundFilterInput>,
+    ) -> Result<RefundConnection> {
+        let request = caller(ctx, Role::Viewer)?;
+        let page = Page::parse(first, after, "refund", state(ctx).limits.page_size_max)?;
+        let filter = filter.unwrap_or_default();
+        let filter = RefundFilter {
+            client: filter.client_id.map(|id| id.0),
+            payment: filter.payment_id.map(|id| id.0),
+            outcome: filter.outcome.map(RefundOutcome::as_stored),
+            from: filter.from.map(|d| d.0),
+            to: filter.to.map(|d| d.0),
+        };
+        let (rows, total) =
+            state(ctx).store.refunds(&request.principal.tenant, &filter, page.after.clone(), page.fetch_limit(), wants_total(ctx)).await?;
+        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Refund(row))).collect(), total.unwrap_or(0)))
+    }
 }
 
-/// Looks up one allocation. A query object of its own only so that the schema keeps listing
-/// `allocation` after `paymentMethods` (see `Query` in mod.rs).
+/// Looks up and lists allocations. A query object of its own only so that the schema keeps
+/// listing `allocation` after `paymentMethods` (see `Query` in mod.rs).
 #[derive(Default)]
 pub struct AllocationQuery;
 
@@ -92,6 +152,33 @@ impl AllocationQuery {
     async fn allocation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Allocation>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.allocation(&request.principal.tenant, &id).await?.map(Allocation))
+    }
+
+    /// Allocations, newest first, removed ones included unless the filter says otherwise.
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn allocations(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<AllocationFilterInput>,
+    ) -> Result<AllocationConnection> {
+        let request = caller(ctx, Role::Viewer)?;
+        let page = Page::parse(first, after, "allocation", state(ctx).limits.page_size_max)?;
+        let filter = filter.unwrap_or_default();
+        let filter = AllocationFilter {
+            client: filter.client_id.map(|id| id.0),
+            payment: filter.payment_id.map(|id| id.0),
+            invoice: filter.invoice_id.map(|id| id.0),
+            active: filter.active,
+            from: filter.from.map(|d| d.0),
+            to: filter.to.map(|d| d.0),
+        };
+        let (rows, total) = state(ctx)
+            .store
+            .allocations(&request.principal.tenant, &filter, page.after.clone(), page.fetch_limit(), wants_total(ctx))
+            .await?;
+        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Allocation(row))).collect(), total.unwrap_or(0)))
     }
 }
 
