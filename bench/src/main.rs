@@ -357,7 +357,7 @@ impl Api {
 }
 
 const PAY: &str = "mutation($id: ID!, $m: ID!, $amount: Amount!, $key: String!) {
-    payInvoice(invoiceId: $id, input: {methodId: $m, amount: $amount}, idempotencyKey: $key) { id } }";
+    payInvoice(id: $id, input: {methodId: $m, amount: $amount}, idempotencyKey: $key) { id } }";
 
 /// Runs `workers` tasks of `op` for `length`, collecting latencies.
 async fn measure<F, Fut>(workers: usize, length: Duration, op: F) -> Samples
@@ -606,7 +606,7 @@ async fn clinic_op(api: &Api, op: usize, client: &str, location: &str, cash: &st
                 .await?;
             let invoice = api.invoice(client, location, "30.00").await?;
             api.call(
-                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { id } }",
+                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { id } }",
                 json!({"p": payment["recordPayment"]["id"], "i": invoice, "key": key()}),
             )
             .await
@@ -621,7 +621,7 @@ async fn clinic_op(api: &Api, op: usize, client: &str, location: &str, cash: &st
                 )
                 .await?;
             api.call(
-                "mutation($p: ID!, $key: String!) { refundPayment(paymentId: $p, input: {amount: \"20.00\"}, idempotencyKey: $key) { id } }",
+                "mutation($p: ID!, $key: String!) { refundPayment(id: $p, input: {amount: \"20.00\"}, idempotencyKey: $key) { id } }",
                 json!({"p": payment["recordPayment"]["id"], "key": key()}),
             )
             .await

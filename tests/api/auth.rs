@@ -644,7 +644,7 @@ async fn records(app: &TestApp) -> Records {
     let allocation = id(
         &admin
             .ok(
-                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { id } }",
+                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { id } }",
                 json!({"p": credit, "i": allocation_target, "key": new_key()}),
             )
             .await,
@@ -664,7 +664,7 @@ async fn records(app: &TestApp) -> Records {
     );
     let method = id(
         &admin
-            .ok(r#"mutation { createPaymentMethod(input: {name: "Bank cheque", type: "CHEQUE", plugin: "manual"}) { id } }"#, json!({}))
+            .ok(r#"mutation { createPaymentMethod(input: {name: "Bank cheque", type: CHEQUE, plugin: "manual"}) { id } }"#, json!({}))
             .await,
         "createPaymentMethod",
     );
@@ -805,37 +805,37 @@ fn mutation_cases(r: &Records) -> Vec<Case> {
         case(
             "payInvoice",
             Role::Billing,
-            "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(invoiceId: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
+            "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
             json!({"id": r.to_pay, "m": r.cash, "key": new_key()}),
         ),
         case(
             "applyPayment",
             Role::Billing,
-            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"10.00\", idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"10.00\", idempotencyKey: $key) { id } }",
             json!({"p": r.credit, "i": r.to_apply, "key": new_key()}),
         ),
         case(
             "removeAllocation",
             Role::Billing,
-            "mutation($a: ID!, $key: String!) { removeAllocation(allocationId: $a, idempotencyKey: $key) { id } }",
+            "mutation($a: ID!, $key: String!) { removeAllocation(id: $a, idempotencyKey: $key) { id } }",
             json!({"a": r.allocation, "key": new_key()}),
         ),
         case(
             "refundPayment",
             Role::Billing,
-            "mutation($p: ID!, $key: String!) { refundPayment(paymentId: $p, input: {amount: \"5.00\"}, idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $key: String!) { refundPayment(id: $p, input: {amount: \"5.00\"}, idempotencyKey: $key) { id } }",
             json!({"p": r.credit, "key": new_key()}),
         ),
         case(
             "voidPayment",
             Role::Billing,
-            "mutation($p: ID!, $key: String!) { voidPayment(paymentId: $p, reason: \"Entered twice\", idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $key: String!) { voidPayment(id: $p, reason: \"Entered twice\", idempotencyKey: $key) { id } }",
             json!({"p": r.to_void, "key": new_key()}),
         ),
         case(
             "updatePayment",
             Role::Billing,
-            "mutation($p: ID!, $key: String!) { updatePayment(paymentId: $p, description: \"Paid at reception\", idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $key: String!) { updatePayment(id: $p, description: \"Paid at reception\", idempotencyKey: $key) { id } }",
             json!({"p": r.credit, "key": new_key()}),
         ),
         case(
@@ -848,7 +848,7 @@ fn mutation_cases(r: &Records) -> Vec<Case> {
         case(
             "voidCreditNote",
             Role::Billing,
-            "mutation($c: ID!, $key: String!) { voidCreditNote(creditNoteId: $c, idempotencyKey: $key) { id } }",
+            "mutation($c: ID!, $key: String!) { voidCreditNote(id: $c, idempotencyKey: $key) { id } }",
             json!({"c": r.credit_note, "key": new_key()}),
         ),
         case(
@@ -860,7 +860,7 @@ fn mutation_cases(r: &Records) -> Vec<Case> {
         case(
             "createPaymentMethod",
             Role::Admin,
-            r#"mutation { createPaymentMethod(input: {name: "Gift voucher", type: "OTHER", plugin: "manual"}) { id } }"#,
+            r#"mutation { createPaymentMethod(input: {name: "Gift voucher", type: OTHER, plugin: "manual"}) { id } }"#,
             json!({}),
         ),
         case(
@@ -976,7 +976,11 @@ async fn a2_viewer_may_run_every_query() {
                taxRates(includeArchived: true) { name }
                invoice(id: $invoice) { status }
                invoices { totalCount }
-               auditEvents(recordId: $record) { totalCount } }",
+               auditEvents(recordId: $record) { totalCount }
+               payments { totalCount }
+               refunds { totalCount }
+               allocations { totalCount }
+               creditNotes { totalCount } }",
             json!({"client": r.seed.client, "contact": r.contact, "invoice": r.open, "record": format!("invoice:{}", r.open)}),
         )
         .await;
@@ -988,6 +992,9 @@ async fn a2_viewer_may_run_every_query() {
     assert_eq!(data["contacts"]["totalCount"], 1);
     assert_eq!(data["invoices"]["totalCount"], 9);
     assert!(data["auditEvents"]["totalCount"].as_i64().unwrap() >= 1, "{data:#}");
+    for list in ["payments", "refunds", "allocations", "creditNotes"] {
+        assert!(data[list]["totalCount"].is_i64(), "{list}: {data:#}");
+    }
     assert!(data["taxRates"].as_array().unwrap().len() >= 3, "{data:#}");
     assert_eq!(data["locations"], json!([{"name": "Main St Clinic"}]));
     assert!(data["limits"]["pageSizeMax"].as_i64().unwrap() > 0);
@@ -1103,7 +1110,11 @@ async fn a3_other_tenants_records_are_invisible() {
                    locations { id }
                    taxRates(includeArchived: true) { id }
                    auditEvents { totalCount }
-                   recordEvents: auditEvents(recordId: $record) { totalCount } }",
+                   recordEvents: auditEvents(recordId: $record) { totalCount }
+                   payments { totalCount }
+                   refunds { totalCount }
+                   allocations { totalCount }
+                   creditNotes { totalCount } }",
                 json!({
                     "client": r.seed.client, "contact": r.contact, "open": r.open, "draft": r.draft,
                     "record": format!("invoice:{}", r.open),
@@ -1114,7 +1125,7 @@ async fn a3_other_tenants_records_are_invisible() {
         for field in ["client", "contact", "open", "draft"] {
             assert!(data[field].is_null(), "{why}: A's {field} is not visible: {data:#}");
         }
-        for field in ["clients", "contacts", "invoices", "byClient", "auditEvents", "recordEvents"] {
+        for field in ["clients", "contacts", "invoices", "byClient", "auditEvents", "recordEvents", "payments", "refunds", "allocations", "creditNotes"] {
             assert_eq!(data[field]["totalCount"], 0, "{why}: A's {field} are not listed: {data:#}");
         }
         assert_eq!(data["locations"], json!([]), "{why}: A's location is not listed");

@@ -556,7 +556,7 @@ async fn x2_same_key_concurrent_pay_invoice_allocates_once() {
         app.billing()
             .post(
                 "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {
-                    payInvoice(invoiceId: $invoice, input: $input, idempotencyKey: $key) { id number allocated { amount } }
+                    payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { id number allocated { amount } }
                 }",
                 variables.clone(),
             )
@@ -703,7 +703,7 @@ async fn apply(app: &TestApp, payment: &str, invoice: &str, amount: &str) -> Gql
     app.billing()
         .post(
             "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) {
-                applyPayment(paymentId: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {
+                applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {
                     id number paymentId invoiceId amount { amount } active
                 }
             }",
@@ -716,7 +716,7 @@ async fn refund(app: &TestApp, payment: &str, amount: &str) -> Gql {
     app.billing()
         .post(
             "mutation($payment: ID!, $input: RefundInput!, $key: String!) {
-                refundPayment(paymentId: $payment, input: $input, idempotencyKey: $key) { id amount { amount } outcome }
+                refundPayment(id: $payment, input: $input, idempotencyKey: $key) { id amount { amount } outcome }
             }",
             json!({"payment": payment, "input": {"amount": amount}, "key": new_key()}),
         )
@@ -726,7 +726,7 @@ async fn refund(app: &TestApp, payment: &str, amount: &str) -> Gql {
 async fn void_payment(app: &TestApp, payment: &str) -> Gql {
     app.billing()
         .post(
-            "mutation($payment: ID!, $key: String!) { voidPayment(paymentId: $payment, reason: \"entered twice\", idempotencyKey: $key) { id status } }",
+            "mutation($payment: ID!, $key: String!) { voidPayment(id: $payment, reason: \"entered twice\", idempotencyKey: $key) { id status } }",
             json!({"payment": payment, "key": new_key()}),
         )
         .await
@@ -735,7 +735,7 @@ async fn void_payment(app: &TestApp, payment: &str) -> Gql {
 async fn remove_allocation(app: &TestApp, allocation: &str) -> Gql {
     app.billing()
         .post(
-            "mutation($allocation: ID!, $key: String!) { removeAllocation(allocationId: $allocation, idempotencyKey: $key) { id active } }",
+            "mutation($allocation: ID!, $key: String!) { removeAllocation(id: $allocation, idempotencyKey: $key) { id active } }",
             json!({"allocation": allocation, "key": new_key()}),
         )
         .await

@@ -101,16 +101,16 @@ impl Kind {
                 "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id number status total { amount } } }"
             }
             Kind::PayInvoice => {
-                "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) { payInvoice(invoiceId: $invoice, input: $input, idempotencyKey: $key) { id number amount { amount } allocations { id invoiceId amount { amount } active } } }"
+                "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) { payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { id number amount { amount } allocations { id invoiceId amount { amount } active } } }"
             }
             Kind::RecordPayment => {
                 "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id number amount { amount } allocations { id invoiceId amount { amount } active } } }"
             }
             Kind::ApplyPayment => {
-                "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) { applyPayment(paymentId: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) { id paymentId invoiceId amount { amount } active } }"
+                "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) { applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) { id paymentId invoiceId amount { amount } active } }"
             }
             Kind::RefundPayment => {
-                "mutation($payment: ID!, $input: RefundInput!, $key: String!) { refundPayment(paymentId: $payment, input: $input, idempotencyKey: $key) { id paymentId amount { amount } outcome } }"
+                "mutation($payment: ID!, $input: RefundInput!, $key: String!) { refundPayment(id: $payment, input: $input, idempotencyKey: $key) { id paymentId amount { amount } outcome } }"
             }
             Kind::IssueCreditNote => {
                 "mutation($invoice: ID!, $input: CreditNoteInput!, $key: String!) { issueCreditNote(invoiceId: $invoice, input: $input, idempotencyKey: $key) { id number invoiceId status total { amount } } }"
@@ -897,7 +897,7 @@ async fn x2_replay_of_pay_invoice_without_amount_returns_the_first_payment() {
     let invoice = app.open_invoice(&seed, "80.00").await;
     let methods = app.viewer().ok("{ paymentMethods { id name } }", json!({})).await;
     let cash = id(methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").unwrap());
-    let query = "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) { payInvoice(invoiceId: $invoice, input: $input, idempotencyKey: $key) { id amount { amount } } }";
+    let query = "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) { payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { id amount { amount } } }";
     let variables = json!({"invoice": invoice["id"], "input": {"methodId": cash}, "key": new_key()});
     let first = app.billing().ok(query, variables.clone()).await;
     assert_eq!(first["payInvoice"]["amount"]["amount"], "80.00");

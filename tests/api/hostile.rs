@@ -19,9 +19,9 @@ const CREATE_INVOICE: &str =
 const RECORD_PAYMENT: &str =
     "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id } }";
 const APPLY_PAYMENT: &str = "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) { \
-    applyPayment(paymentId: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) { id } }";
+    applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) { id } }";
 const REFUND_PAYMENT: &str = "mutation($payment: ID!, $amount: Amount!, $key: String!) { \
-    refundPayment(paymentId: $payment, input: {amount: $amount}, idempotencyKey: $key) { id } }";
+    refundPayment(id: $payment, input: {amount: $amount}, idempotencyKey: $key) { id } }";
 const CREATE_CLIENT: &str = "mutation($name: String!, $key: String) { createClient(input: {name: $name}, idempotencyKey: $key) { id name } }";
 
 /// Everything a tenant holds that a hostile request could touch, read in one query.
@@ -300,7 +300,7 @@ async fn m1_m2_hostile_amounts_are_refused_and_change_nothing() {
     // Literals written into the document go through the same scalar as variables.
     for (literal, code) in [("\"NaN\"", "INVALID_AMOUNT"), ("10", "INVALID_AMOUNT"), ("\"-5\"", "AMOUNT_NOT_POSITIVE"), ("\"10.001\"", "AMOUNT_TOO_PRECISE")] {
         let query = format!(
-            "mutation($key: String!) {{ applyPayment(paymentId: \"{}\", invoiceId: \"{}\", amount: {literal}, idempotencyKey: $key) {{ id }} }}",
+            "mutation($key: String!) {{ applyPayment(id: \"{}\", invoiceId: \"{}\", amount: {literal}, idempotencyKey: $key) {{ id }} }}",
             fx.payment, fx.invoice
         );
         probe.gql(&format!("applyPayment literal amount {literal}"), &query, json!({"key": new_key()}), code).await;
@@ -418,7 +418,7 @@ async fn x4_long_strings_control_characters_and_bad_bodies_are_refused() {
     probe
         .gql(
             "refundPayment description \"a\\u{8}b\"",
-            "mutation($payment: ID!, $key: String!) { refundPayment(paymentId: $payment, input: {amount: \"1.00\", description: \"a\\bb\"}, idempotencyKey: $key) { id } }",
+            "mutation($payment: ID!, $key: String!) { refundPayment(id: $payment, input: {amount: \"1.00\", description: \"a\\bb\"}, idempotencyKey: $key) { id } }",
             json!({"payment": fx.payment, "key": new_key()}),
             "INVALID_INPUT",
         )
@@ -434,7 +434,7 @@ async fn x4_long_strings_control_characters_and_bad_bodies_are_refused() {
     probe
         .gql(
             "updatePayment description \"\\u{1b}[31m\"",
-            "mutation($payment: ID!, $key: String!) { updatePayment(paymentId: $payment, description: \"\\u001b[31m\", idempotencyKey: $key) { id } }",
+            "mutation($payment: ID!, $key: String!) { updatePayment(id: $payment, description: \"\\u001b[31m\", idempotencyKey: $key) { id } }",
             json!({"payment": fx.payment, "key": new_key()}),
             "INVALID_INPUT",
         )
@@ -442,7 +442,7 @@ async fn x4_long_strings_control_characters_and_bad_bodies_are_refused() {
     probe
         .gql(
             "voidPayment reason \"\\u{7}\"",
-            "mutation($payment: ID!, $key: String!) { voidPayment(paymentId: $payment, reason: \"\\u0007\", idempotencyKey: $key) { id } }",
+            "mutation($payment: ID!, $key: String!) { voidPayment(id: $payment, reason: \"\\u0007\", idempotencyKey: $key) { id } }",
             json!({"payment": fx.payment, "key": new_key()}),
             "INVALID_INPUT",
         )
@@ -833,13 +833,13 @@ async fn a3_hostile_ids_and_injection_strings_find_nothing_and_change_nothing() 
             ("finalizeInvoice(id)", "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }", json!({"id": id, "key": new_key()})),
             ("voidInvoice(id)", "mutation($id: ID!, $key: String!) { voidInvoice(id: $id, idempotencyKey: $key) { id } }", json!({"id": id, "key": new_key()})),
             ("deleteInvoice(id)", "mutation($id: ID!, $key: String!) { deleteInvoice(id: $id, idempotencyKey: $key) }", json!({"id": id, "key": new_key()})),
-            ("applyPayment(paymentId)", APPLY_PAYMENT, json!({"payment": id, "invoice": fx.invoice, "amount": "1.00", "key": new_key()})),
+            ("applyPayment(id)", APPLY_PAYMENT, json!({"payment": id, "invoice": fx.invoice, "amount": "1.00", "key": new_key()})),
             ("applyPayment(invoiceId)", APPLY_PAYMENT, json!({"payment": fx.payment, "invoice": id, "amount": "1.00", "key": new_key()})),
-            ("refundPayment(paymentId)", REFUND_PAYMENT, json!({"payment": id, "amount": "1.00", "key": new_key()})),
-            ("voidPayment(paymentId)", "mutation($id: ID!, $key: String!) { voidPayment(paymentId: $id, idempotencyKey: $key) { id } }", json!({"id": id, "key": new_key()})),
+            ("refundPayment(id)", REFUND_PAYMENT, json!({"payment": id, "amount": "1.00", "key": new_key()})),
+            ("voidPayment(id)", "mutation($id: ID!, $key: String!) { voidPayment(id: $id, idempotencyKey: $key) { id } }", json!({"id": id, "key": new_key()})),
             (
-                "payInvoice(invoiceId)",
-                "mutation($id: ID!, $method: ID!, $key: String!) { payInvoice(invoiceId: $id, input: {methodId: $method, amount: \"1.00\"}, idempotencyKey: $key) { id } }",
+                "payInvoice(id)",
+                "mutation($id: ID!, $method: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $method, amount: \"1.00\"}, idempotencyKey: $key) { id } }",
                 json!({"id": id, "method": fx.cash, "key": new_key()}),
             ),
             (

@@ -11,7 +11,7 @@ use crate::helpers::*;
 // ---------------------------------------------------------------------------------------------
 
 /// The payment fields the tests read.
-const PAYMENT_FIELDS: &str = "id number client { id } locationId method { id name plugin } methodName date \
+const PAYMENT_FIELDS: &str = "id number client { id } location { id name } method { id name type plugin } methodName date \
     amount { amount currency } allocated { amount } refunded { amount } unallocated { amount } \
     status allocationState currency description externalReference voidedAt voidReason \
     allocations { id number paymentId invoiceId amount { amount } active createdBy removedAt removedBy } \
@@ -19,7 +19,7 @@ const PAYMENT_FIELDS: &str = "id number client { id } locationId method { id nam
 
 const ALLOCATION_FIELDS: &str = "id number paymentId invoiceId amount { amount currency } active createdBy removedAt removedBy";
 
-const REFUND_FIELDS: &str = "id paymentId amount { amount currency } date description outcome outcomeReason";
+const REFUND_FIELDS: &str = "id paymentId amount { amount currency } date description outcome outcomeReason externalReference";
 
 const CREDIT_NOTE_FIELDS: &str = "id number invoiceId date reason status \
     lines { lineIndex description quantity subtotal { amount } tax { amount } total { amount } } \
@@ -35,37 +35,37 @@ fn record_query() -> String {
 
 fn pay_query() -> String {
     format!(
-        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(invoiceId: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(id: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
     )
 }
 
 fn apply_query() -> String {
     format!(
-        "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) {{ applyPayment(paymentId: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
+        "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) {{ applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
     )
 }
 
 fn remove_query() -> String {
     format!(
-        "mutation($allocation: ID!, $key: String!) {{ removeAllocation(allocationId: $allocation, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
+        "mutation($allocation: ID!, $key: String!) {{ removeAllocation(id: $allocation, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
     )
 }
 
 fn refund_query() -> String {
     format!(
-        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(paymentId: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
+        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(id: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
     )
 }
 
 fn void_payment_query() -> String {
     format!(
-        "mutation($payment: ID!, $reason: String, $key: String!) {{ voidPayment(paymentId: $payment, reason: $reason, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($payment: ID!, $reason: String, $key: String!) {{ voidPayment(id: $payment, reason: $reason, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
     )
 }
 
 fn update_payment_query() -> String {
     format!(
-        "mutation($payment: ID!, $description: String, $reference: String, $key: String!) {{ updatePayment(paymentId: $payment, description: $description, externalReference: $reference, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($payment: ID!, $description: String, $reference: String, $key: String!) {{ updatePayment(id: $payment, description: $description, externalReference: $reference, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
     )
 }
 
@@ -77,7 +77,7 @@ fn issue_credit_query() -> String {
 
 fn void_credit_query() -> String {
     format!(
-        "mutation($note: ID!, $reason: String, $key: String!) {{ voidCreditNote(creditNoteId: $note, reason: $reason, idempotencyKey: $key) {{ {CREDIT_NOTE_FIELDS} }} }}"
+        "mutation($note: ID!, $reason: String, $key: String!) {{ voidCreditNote(id: $note, reason: $reason, idempotencyKey: $key) {{ {CREDIT_NOTE_FIELDS} }} }}"
     )
 }
 
@@ -428,7 +428,7 @@ async fn p1_payment_needs_known_client_location_and_a_recordable_method() {
     assert_eq!(payment["methodName"], "Cash");
     assert_eq!(payment["method"]["id"], json!(cash));
     assert_eq!(payment["client"]["id"], json!(seed.client));
-    assert_eq!(payment["locationId"], json!(seed.location));
+    assert_eq!(payment["location"]["id"], json!(seed.location));
 }
 
 #[tokio::test]
@@ -534,7 +534,7 @@ async fn p2_standalone_payment_starts_fully_unallocated() {
     assert_eq!(amount(&payment, "refunded"), "0.00");
     assert_eq!(amount(&payment, "unallocated"), "50.00");
     assert_eq!(payment["allocationState"], "UNALLOCATED");
-    assert_eq!(payment["status"], "PAID");
+    assert_eq!(payment["status"], "RECEIVED");
     assert_eq!(payment["description"], "Deposit");
     assert_eq!(payment["allocations"], json!([]));
     assert_eq!(payment["refunds"], json!([]));
@@ -625,9 +625,9 @@ async fn p3_excess_over_balance_stays_as_credit() {
     assert_eq!(amount(&payment, "allocated"), "120.00", "min(amount, balance) is allocated");
     assert_eq!(amount(&payment, "unallocated"), "30.00", "the excess stays on the payment");
     assert_eq!(payment["allocationState"], "PARTIALLY_ALLOCATED");
-    assert_eq!(payment["status"], "PAID");
+    assert_eq!(payment["status"], "RECEIVED");
     assert_eq!(payment["client"]["id"], json!(seed.client), "the invoice's client");
-    assert_eq!(payment["locationId"], json!(seed.location), "the invoice's location when none is given");
+    assert_eq!(payment["location"]["id"], json!(seed.location), "the invoice's location when none is given");
     assert_eq!(payment["currency"], "AUD");
     let allocation = &payment["allocations"][0];
     assert_eq!((allocation["invoiceId"].as_str(), amount(allocation, "amount")), (invoice["id"].as_str(), "120.00"));
@@ -1046,8 +1046,8 @@ async fn p8_status_and_allocation_state_transitions() {
     let mut allocation = String::new();
     // (step, status, allocation state)
     let steps = [
-        ("recorded", "PAID", "UNALLOCATED"),
-        ("apply 40", "PAID", "PARTIALLY_ALLOCATED"),
+        ("recorded", "RECEIVED", "UNALLOCATED"),
+        ("apply 40", "RECEIVED", "PARTIALLY_ALLOCATED"),
         ("refund 60", "PARTIALLY_REFUNDED", "ALLOCATED"),
         ("remove the allocation", "PARTIALLY_REFUNDED", "UNALLOCATED"),
         ("apply 10", "PARTIALLY_REFUNDED", "PARTIALLY_ALLOCATED"),
@@ -1110,7 +1110,7 @@ async fn p8_payments_filter_by_status_state_client_method_and_dates() {
     // (filter, expected numbers newest first, why)
     let cases = [
         (json!({}), all.to_vec(), "no filter: all, newest first"),
-        (json!({"status": "PAID"}), vec!["PAY-0003", "PAY-0002", "PAY-0001"], "not refunded, not void"),
+        (json!({"status": "RECEIVED"}), vec!["PAY-0003", "PAY-0002", "PAY-0001"], "not refunded, not void"),
         (json!({"status": "PARTIALLY_REFUNDED"}), vec!["PAY-0004"], "part refunded"),
         (json!({"status": "REFUNDED"}), vec!["PAY-0005"], "fully refunded"),
         (json!({"status": "VOID"}), vec!["PAY-0006"], "void"),
@@ -1126,12 +1126,59 @@ async fn p8_payments_filter_by_status_state_client_method_and_dates() {
         (json!({"from": "2024-05-01"}), vec!["PAY-0006", "PAY-0005"], "on or after"),
         (json!({"to": "2024-01-31"}), vec!["PAY-0001"], "on or before"),
         (json!({"from": "2025-01-01"}), vec![], "nothing that late"),
-        (json!({"clientId": seed.client, "status": "PAID", "allocationState": "UNALLOCATED"}), vec!["PAY-0001"], "all conditions hold"),
+        (json!({"clientId": seed.client, "status": "RECEIVED", "allocationState": "UNALLOCATED"}), vec!["PAY-0001"], "all conditions hold"),
         (json!({"clientId": other, "methodId": eftpos}), vec![], "no match for both"),
     ];
     for (filter, expected, why) in cases {
         assert_eq!(payment_numbers(&app, filter.clone()).await, expected, "{why}: {filter}");
     }
+}
+
+#[tokio::test]
+async fn a_page_of_payments_names_each_payments_own_client_location_and_method() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let other_client = second_client(&app).await;
+    let data = app.admin().ok("mutation { createLocation(input: {name: \"Hill St Clinic\"}) { id } }", json!({})).await;
+    let other_location = data["createLocation"]["id"].as_str().unwrap().to_owned();
+    let (cash, eftpos) = (cash_method(&app).await, method_id(&app, "EFTPOS").await);
+    record_ok(&app, payment_input(&seed, &cash, "10.00", json!({}))).await;
+    record_ok(&app, payment_input(&seed, &eftpos, "20.00", json!({"clientId": other_client, "locationId": other_location}))).await;
+    record_ok(&app, payment_input(&seed, &cash, "30.00", json!({"locationId": other_location}))).await;
+
+    let data = app
+        .viewer()
+        .ok(
+            "{ payments(first: 10) { edges { node { number client { id name } location { id name } method { id name type } } } } }",
+            json!({}),
+        )
+        .await;
+    let rows: Vec<Value> = data["payments"]["edges"].as_array().unwrap().iter().map(|e| e["node"].clone()).collect();
+    let seen: Vec<(&str, &str, &str, &str, &str)> = rows
+        .iter()
+        .map(|p| {
+            (
+                p["number"].as_str().unwrap(),
+                p["client"]["name"].as_str().unwrap(),
+                p["location"]["name"].as_str().unwrap(),
+                p["method"]["name"].as_str().unwrap(),
+                p["method"]["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("PAY-0003", "Ann Lee", "Hill St Clinic", "Cash", "CASH"),
+            ("PAY-0002", "Bo Chen", "Hill St Clinic", "EFTPOS", "EFTPOS"),
+            ("PAY-0001", "Ann Lee", "Main St Clinic", "Cash", "CASH"),
+        ],
+        "each row its own records, looked up together: {data:#}"
+    );
+    assert_eq!(rows[1]["client"]["id"], json!(other_client));
+    assert_eq!(rows[1]["location"]["id"], json!(other_location));
+    assert_eq!(rows[1]["method"]["id"], json!(eftpos));
+    assert_eq!(rows[2]["location"]["id"], json!(seed.location));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1159,7 +1206,7 @@ async fn p9_update_payment_changes_only_description_and_reference() {
     // Amount, client, method and currency are not even arguments.
     for (argument, value) in [("amount", "\"1.00\""), ("clientId", "\"x\""), ("methodId", "\"x\""), ("currency", "\"NZD\"")] {
         let query =
-            format!("mutation {{ updatePayment(paymentId: \"{id}\", {argument}: {value}, idempotencyKey: \"{}\") {{ id }} }}", new_key());
+            format!("mutation {{ updatePayment(id: \"{id}\", {argument}: {value}, idempotencyKey: \"{}\") {{ id }} }}", new_key());
         app.billing().fails(&query, json!({}), "QUERY_REJECTED").await;
     }
     assert_eq!(read_payment(&app, &id).await, expected, "refused updates changed nothing");
@@ -1185,7 +1232,7 @@ async fn p9_update_payment_keeps_a_field_that_is_left_out() {
         .billing()
         .post(
             &format!(
-                "mutation($payment: ID!, $key: String!) {{ updatePayment(paymentId: $payment, description: \"second\", idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+                "mutation($payment: ID!, $key: String!) {{ updatePayment(id: $payment, description: \"second\", idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
             ),
             json!({"payment": id, "key": new_key()}),
         )
@@ -1269,6 +1316,7 @@ async fn f3_a_manual_refund_succeeds_at_once() {
     let refund = &response.data()["refundPayment"];
     assert_eq!(refund["outcome"], "SUCCEEDED", "a manual method only records the refund");
     assert_eq!(refund["outcomeReason"], Value::Null);
+    assert_eq!(refund["externalReference"], Value::Null, "no gateway was asked");
     assert_eq!(refund["amount"], json!({"amount": "20.00", "currency": "AUD"}));
     assert_eq!(refund["date"], "2024-08-01");
     assert_eq!(refund["description"], "overpaid");
@@ -2131,4 +2179,242 @@ async fn a2_viewer_cannot_change_payments_or_credit_notes() {
     }
     assert_eq!(snapshot().await, before, "nothing changed and nothing was audited");
     assert_eq!(payment_count(&app).await, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lists of refunds, allocations and credit notes: newest first, paged, filtered, per tenant.
+// ---------------------------------------------------------------------------------------------
+
+/// The ids `list` (`refunds`, `allocations`, `creditNotes`) gives for `filter`, newest first, on
+/// one page; its totalCount must agree.
+async fn listed(caller: &Caller<'_>, list: &str, filter_type: &str, filter: Value) -> Vec<String> {
+    let query = format!("query($filter: {filter_type}) {{ {list}(first: 100, filter: $filter) {{ totalCount edges {{ node {{ id }} }} }} }}");
+    let data = caller.ok(&query, json!({"filter": filter})).await;
+    let ids: Vec<String> = data[list]["edges"].as_array().unwrap().iter().map(|e| id_of(&e["node"])).collect();
+    assert_eq!(data[list]["totalCount"].as_i64().unwrap(), ids.len() as i64, "totalCount of {list} for {filter}");
+    ids
+}
+
+/// Walks `list` two rows at a time, following `endCursor`; returns the ids in the order seen.
+async fn walked_two_at_a_time(app: &TestApp, list: &str) -> Vec<String> {
+    let query = format!(
+        "query($after: String) {{ {list}(first: 2, after: $after) {{ totalCount pageInfo {{ hasNextPage hasPreviousPage endCursor }} edges {{ node {{ id }} }} }} }}"
+    );
+    let (mut ids, mut after) = (Vec::new(), Value::Null);
+    loop {
+        let data = app.viewer().ok(&query, json!({"after": after})).await;
+        let page = &data[list];
+        ids.extend(page["edges"].as_array().unwrap().iter().map(|e| id_of(&e["node"])));
+        assert_eq!(page["pageInfo"]["hasPreviousPage"], json!(!after.is_null()), "{list}: {page:#}");
+        if page["pageInfo"]["hasNextPage"] == json!(false) {
+            return ids;
+        }
+        assert_eq!(page["edges"].as_array().unwrap().len(), 2, "{list}: a page before the last is full: {page:#}");
+        after = page["pageInfo"]["endCursor"].clone();
+        assert!(ids.len() < 100, "{list}: the walk ends");
+    }
+}
+
+/// Days around today, wide enough for any practice timezone and a test that crosses midnight.
+fn days_from_today(days: i64) -> String {
+    (chrono::Utc::now().date_naive() + chrono::Duration::days(days)).format("%Y-%m-%d").to_string()
+}
+
+#[tokio::test]
+async fn refunds_list_newest_first_in_pages_and_filters_by_client_payment_outcome_and_dates() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let other = second_client(&app).await;
+    let cash = cash_method(&app).await;
+    let first = id_of(&record_payment(&app, &seed, "100.00").await);
+    let for_other = id_of(&record_ok(&app, payment_input(&seed, &cash, "50.00", json!({"clientId": other}))).await);
+    let third = id_of(&record_payment(&app, &seed, "30.00").await);
+    let mut refunds = Vec::new();
+    for (payment, value, date) in [(&first, "10.00", "2024-01-10"), (&first, "20.00", "2024-02-10"), (&for_other, "5.00", "2024-03-10"), (&third, "30.00", "2024-04-10")] {
+        let response = refund(&app, payment, value, Some(date)).await;
+        assert!(response.body["errors"].is_null(), "{:#}", response.body);
+        refunds.push(id_of(&response.data()["refundPayment"]));
+    }
+    let [r1, r2, r3, r4] = [0, 1, 2, 3].map(|i| refunds[i].clone());
+
+    // (filter, expected newest first, why)
+    let cases = [
+        (json!({}), vec![r4.as_str(), r3.as_str(), r2.as_str(), r1.as_str()], "no filter: all, newest first"),
+        (json!({"clientId": seed.client}), vec![r4.as_str(), r2.as_str(), r1.as_str()], "the seed client's"),
+        (json!({"clientId": other}), vec![r3.as_str()], "the other client's"),
+        (json!({"paymentId": first}), vec![r2.as_str(), r1.as_str()], "one payment's"),
+        (json!({"outcome": "SUCCEEDED"}), vec![r4.as_str(), r3.as_str(), r2.as_str(), r1.as_str()], "a manual refund succeeds at once"),
+        (json!({"outcome": "DECLINED"}), vec![], "none declined"),
+        (json!({"outcome": "PENDING"}), vec![], "none pending"),
+        (json!({"from": "2024-02-10", "to": "2024-03-10"}), vec![r3.as_str(), r2.as_str()], "both bounds inclusive"),
+        (json!({"from": "2024-04-01"}), vec![r4.as_str()], "on or after"),
+        (json!({"to": "2024-01-31"}), vec![r1.as_str()], "on or before"),
+        (json!({"clientId": seed.client, "paymentId": for_other}), vec![], "no match for both"),
+    ];
+    for (filter, expected, why) in cases {
+        assert_eq!(listed(&app.viewer(), "refunds", "RefundFilterInput", filter.clone()).await, expected, "{why}: {filter}");
+    }
+    assert_eq!(walked_two_at_a_time(&app, "refunds").await, vec![r4.clone(), r3, r2, r1], "pages of two, in order, none twice");
+
+    let data = app
+        .viewer()
+        .ok("query($id: ID!) { refund(id: $id) { id paymentId outcome amount { amount } date } }", json!({"id": r4}))
+        .await;
+    assert_eq!(data["refund"], json!({"id": r4, "paymentId": third, "outcome": "SUCCEEDED", "amount": {"amount": "30.00"}, "date": "2024-04-10"}));
+    // A cursor belongs to its list.
+    let payments = app.viewer().ok("{ payments(first: 1) { pageInfo { endCursor } } }", json!({})).await;
+    app.viewer()
+        .fails(
+            "query($after: String) { refunds(after: $after) { totalCount } }",
+            json!({"after": payments["payments"]["pageInfo"]["endCursor"]}),
+            "INVALID_INPUT",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn allocations_list_newest_first_in_pages_and_filters_by_client_payment_invoice_state_and_dates() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let other = second_client(&app).await;
+    let cash = cash_method(&app).await;
+    let invoice_1 = id_of(&app.open_invoice(&seed, "100.00").await);
+    let invoice_2 = id_of(&app.open_invoice(&seed, "50.00").await);
+    let others_invoice = id_of(&open_invoice_with(&app, &seed, one_line("40.00"), json!({"clientId": other})).await);
+    let credit = id_of(&record_payment(&app, &seed, "150.00").await);
+    let a1 = id_of(&apply_ok(&app, &credit, &invoice_1, "100.00").await);
+    let a2 = id_of(&apply_ok(&app, &credit, &invoice_2, "30.00").await);
+    let others_payment = id_of(&record_ok(&app, payment_input(&seed, &cash, "40.00", json!({"clientId": other}))).await);
+    let a3 = id_of(&apply_ok(&app, &others_payment, &others_invoice, "40.00").await);
+    remove_ok(&app, &a2).await;
+    let paid = pay_invoice(&app, &invoice_2, Some("20.00")).await;
+    let a4 = id_of(&paid["allocations"][0]);
+
+    let (before, after) = (days_from_today(-2), days_from_today(2));
+    // (filter, expected newest first, why)
+    let cases = [
+        (json!({}), vec![a4.as_str(), a3.as_str(), a2.as_str(), a1.as_str()], "no filter: all, newest first, the removed one too"),
+        (json!({"clientId": seed.client}), vec![a4.as_str(), a2.as_str(), a1.as_str()], "the seed client's"),
+        (json!({"clientId": other}), vec![a3.as_str()], "the other client's"),
+        (json!({"paymentId": credit}), vec![a2.as_str(), a1.as_str()], "one payment's"),
+        (json!({"invoiceId": invoice_2}), vec![a4.as_str(), a2.as_str()], "one invoice's, payInvoice's allocation too"),
+        (json!({"active": true}), vec![a4.as_str(), a3.as_str(), a1.as_str()], "active ones"),
+        (json!({"active": false}), vec![a2.as_str()], "removed ones"),
+        (json!({"paymentId": credit, "active": true}), vec![a1.as_str()], "all conditions hold"),
+        (json!({"from": before, "to": after}), vec![a4.as_str(), a3.as_str(), a2.as_str(), a1.as_str()], "made around today"),
+        (json!({"from": after}), vec![], "none made after today"),
+        (json!({"to": before}), vec![], "none made before today"),
+    ];
+    for (filter, expected, why) in cases {
+        assert_eq!(listed(&app.viewer(), "allocations", "AllocationFilterInput", filter.clone()).await, expected, "{why}: {filter}");
+    }
+    assert_eq!(walked_two_at_a_time(&app, "allocations").await, vec![a4.clone(), a3, a2, a1], "pages of two, in order, none twice");
+
+    let data = app
+        .viewer()
+        .ok("{ allocations(first: 1) { edges { node { number paymentId invoiceId active payment { id } invoice { id } } } } }", json!({}))
+        .await;
+    let newest = &data["allocations"]["edges"][0]["node"];
+    let payment_number = paid["number"].as_str().unwrap();
+    assert_eq!(newest["number"], format!("{payment_number}-1"), "{newest:#}");
+    assert_eq!((&newest["payment"]["id"], &newest["invoice"]["id"]), (&paid["id"], &json!(invoice_2)));
+}
+
+#[tokio::test]
+async fn credit_notes_list_newest_first_in_pages_and_filters_by_client_invoice_status_and_dates() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let other = second_client(&app).await;
+    let invoice_1 = id_of(&app.open_invoice(&seed, "100.00").await);
+    let invoice_2 = id_of(&app.open_invoice(&seed, "100.00").await);
+    let others_invoice = id_of(&open_invoice_with(&app, &seed, one_line("100.00"), json!({"clientId": other})).await);
+    let mut notes = Vec::new();
+    for (invoice, date) in [(&invoice_1, "2024-01-10"), (&invoice_1, "2024-02-10"), (&others_invoice, "2024-03-10"), (&invoice_2, "2024-04-10")] {
+        let input = json!({"reason": "goodwill", "date": date, "lines": [{"lineIndex": 0, "amount": "10.00"}]});
+        notes.push(id_of(&issue_credit_ok(&app, invoice, input).await));
+    }
+    let [c1, c2, c3, c4] = [0, 1, 2, 3].map(|i| notes[i].clone());
+    let voided = void_credit(&app, &c2).await;
+    assert!(voided.body["errors"].is_null(), "{:#}", voided.body);
+
+    // (filter, expected newest first, why)
+    let cases = [
+        (json!({}), vec![c4.as_str(), c3.as_str(), c2.as_str(), c1.as_str()], "no filter: all, newest first, the void one too"),
+        (json!({"clientId": seed.client}), vec![c4.as_str(), c2.as_str(), c1.as_str()], "the seed client's"),
+        (json!({"clientId": other}), vec![c3.as_str()], "the other client's"),
+        (json!({"invoiceId": invoice_1}), vec![c2.as_str(), c1.as_str()], "one invoice's"),
+        (json!({"status": "ISSUED"}), vec![c4.as_str(), c3.as_str(), c1.as_str()], "issued ones"),
+        (json!({"status": "VOID"}), vec![c2.as_str()], "void ones"),
+        (json!({"from": "2024-02-10", "to": "2024-03-10"}), vec![c3.as_str(), c2.as_str()], "both bounds inclusive"),
+        (json!({"from": "2024-04-01"}), vec![c4.as_str()], "on or after"),
+        (json!({"to": "2024-01-31"}), vec![c1.as_str()], "on or before"),
+        (json!({"invoiceId": invoice_1, "status": "VOID"}), vec![c2.as_str()], "all conditions hold"),
+        (json!({"clientId": other, "invoiceId": invoice_1}), vec![], "no match for both"),
+    ];
+    for (filter, expected, why) in cases {
+        assert_eq!(listed(&app.viewer(), "creditNotes", "CreditNoteFilterInput", filter.clone()).await, expected, "{why}: {filter}");
+    }
+    assert_eq!(walked_two_at_a_time(&app, "creditNotes").await, vec![c4, c3, c2.clone(), c1], "pages of two, in order, none twice");
+
+    let data = app.viewer().ok("{ creditNotes(filter: {status: VOID}) { edges { node { id number status invoiceId } } } }", json!({})).await;
+    assert_eq!(data["creditNotes"]["edges"][0]["node"], json!({"id": c2, "number": "CN-0002", "status": "VOID", "invoiceId": invoice_1}));
+}
+
+/// A3: another tenant's refunds, allocations and credit notes never appear in these lists, not
+/// even when a filter names that tenant's client, payment or invoice; and that tenant's own do.
+#[tokio::test]
+async fn a3_lists_of_refunds_allocations_and_credit_notes_never_show_another_tenants_records() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let invoice = id_of(&app.open_invoice(&seed, "100.00").await);
+    let payment = id_of(&record_payment(&app, &seed, "60.00").await);
+    apply_ok(&app, &payment, &invoice, "20.00").await;
+    refund_ok(&app, &payment, "10.00").await;
+    credit_amount(&app, &invoice, "5.00").await;
+
+    let tenant_b = format!("b{}", uuid::Uuid::new_v4().simple());
+    let b_admin = app.with_token(Some(app.token_for(&tenant_b, Role::Admin)));
+    let b_client = b_admin.ok("mutation { createClient(input: {name: \"Cy Dao\"}) { id } }", json!({})).await["createClient"]["id"].clone();
+    let b_location = b_admin.ok("mutation { createLocation(input: {name: \"Elsewhere\"}) { id } }", json!({})).await["createLocation"]["id"].clone();
+    let b_methods = b_admin.ok("{ paymentMethods { id name } }", json!({})).await;
+    let b_cash = b_methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").unwrap()["id"].clone();
+    let b_payment = b_admin
+        .ok(
+            &record_query(),
+            json!({"input": {"clientId": b_client, "locationId": b_location, "methodId": b_cash, "amount": "8.00"}, "key": new_key()}),
+        )
+        .await["recordPayment"]["id"]
+        .clone();
+    let b_refund = b_admin
+        .ok(&refund_query(), json!({"payment": b_payment, "input": {"amount": "3.00"}, "key": new_key()}))
+        .await["refundPayment"]["id"]
+        .clone();
+
+    for role in [Role::Viewer, Role::Billing, Role::Admin] {
+        let b = app.with_token(Some(app.token_for(&tenant_b, role)));
+        let why = format!("tenant B with {role}");
+        // (list, filter type, filter, B's own ids)
+        let cases = [
+            ("refunds", "RefundFilterInput", json!({}), vec![b_refund.as_str().unwrap().to_owned()]),
+            ("refunds", "RefundFilterInput", json!({"clientId": seed.client}), vec![]),
+            ("refunds", "RefundFilterInput", json!({"paymentId": payment}), vec![]),
+            ("allocations", "AllocationFilterInput", json!({}), vec![]),
+            ("allocations", "AllocationFilterInput", json!({"clientId": seed.client}), vec![]),
+            ("allocations", "AllocationFilterInput", json!({"paymentId": payment}), vec![]),
+            ("allocations", "AllocationFilterInput", json!({"invoiceId": invoice}), vec![]),
+            ("creditNotes", "CreditNoteFilterInput", json!({}), vec![]),
+            ("creditNotes", "CreditNoteFilterInput", json!({"clientId": seed.client}), vec![]),
+            ("creditNotes", "CreditNoteFilterInput", json!({"invoiceId": invoice}), vec![]),
+        ];
+        for (list, filter_type, filter, expected) in cases {
+            assert_eq!(listed(&b, list, filter_type, filter.clone()).await, expected, "{why}: {list} {filter}");
+        }
+        let refund_id = listed(&app.viewer(), "refunds", "RefundFilterInput", json!({})).await.remove(0);
+        let data = b.ok("query($id: ID!) { refund(id: $id) { id } }", json!({"id": refund_id})).await;
+        assert!(data["refund"].is_null(), "{why}: A's refund is not found by id");
+    }
+    // And tenant A's lists hold only A's records.
+    assert_eq!(listed(&app.viewer(), "refunds", "RefundFilterInput", json!({})).await.len(), 1);
+    assert_eq!(listed(&app.viewer(), "allocations", "AllocationFilterInput", json!({})).await.len(), 1);
+    assert_eq!(listed(&app.viewer(), "creditNotes", "CreditNoteFilterInput", json!({})).await.len(), 1);
 }

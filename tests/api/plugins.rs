@@ -156,7 +156,7 @@ const PAYMENT_FIELDS: &str = "id number amount { amount currency } allocated { a
 
 const METHOD_FIELDS: &str = "id name type plugin archived configuration secretFieldsSet";
 
-const REFUND_FIELDS: &str = "id paymentId amount { amount currency } outcome outcomeReason";
+const REFUND_FIELDS: &str = "id paymentId amount { amount currency } outcome outcomeReason externalReference";
 
 fn install_query() -> String {
     format!("mutation($file: String!) {{ installPlugin(file: $file) {{ {PLUGIN_FIELDS} }} }}")
@@ -164,13 +164,13 @@ fn install_query() -> String {
 
 fn pay_query() -> String {
     format!(
-        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(invoiceId: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(id: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
     )
 }
 
 fn refund_query() -> String {
     format!(
-        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(paymentId: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
+        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(id: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
     )
 }
 
@@ -286,7 +286,7 @@ async fn refund_ok(app: &TestApp, payment: &str, amount: &str) -> Value {
 async fn remove_allocation(app: &TestApp, allocation: &str) {
     app.billing()
         .ok(
-            "mutation($id: ID!, $key: String!) { removeAllocation(allocationId: $id, idempotencyKey: $key) { id active } }",
+            "mutation($id: ID!, $key: String!) { removeAllocation(id: $id, idempotencyKey: $key) { id active } }",
             json!({"id": allocation, "key": new_key()}),
         )
         .await;
@@ -360,7 +360,7 @@ async fn install_plugin_loads_a_library_copied_into_the_plugin_directory_and_rep
     let card_sim = plugin(&app, "card-sim").await;
     assert_eq!(card_sim["source"], CARD_SIM, "the library replaced the built-in: {card_sim:#}");
     assert_eq!(card_sim["healthy"], true);
-    assert_eq!(card_sim["capabilities"], json!(["charge", "refund", "status"]));
+    assert_eq!(card_sim["capabilities"], json!(["CHARGE", "REFUND", "STATUS"]));
     assert_eq!(card_sim["methodTypes"], json!(["CARD"]));
     assert_eq!(card_sim["protocolVersion"], 1);
     assert_eq!(card_sim["faults"], 0);
@@ -757,6 +757,8 @@ async fn f3_a_refund_of_a_card_payment_goes_through_the_plugin() {
     let first = refund_ok(&app, &payment_id, "40.00").await;
     assert_eq!(first["outcome"], "SUCCEEDED", "{first:#}");
     assert_eq!(amount(&first, "amount"), "40.00");
+    let gateway_refund = first["externalReference"].as_str().unwrap_or_default();
+    assert!(gateway_refund.starts_with("re_sim_"), "the gateway's refund id, not the charge's: {first:#}");
     assert!(calls(&plugin(&app, "card-sim").await) > calls_before, "the plugin refunded");
     let read = read_payment(&app, &payment_id).await;
     assert_eq!(amount(&read, "refunded"), "40.00");
@@ -794,23 +796,29 @@ async fn f3_a_refund_the_plugin_declines_changes_no_balance() {
 
     let declined = refund_ok(&app, &payment_id, "30.00").await;
     assert_eq!(declined["outcome"], "DECLINED", "{declined:#}");
+    assert_eq!(declined["externalReference"], Value::Null, "a declined refund has no gateway refund id");
     assert!(declined["outcomeReason"].as_str().unwrap_or_default().contains("unknown charge reference"), "{declined:#}");
     let read = read_payment(&app, &payment_id).await;
     assert_eq!(amount(&read, "refunded"), "0.00", "F3: a declined refund changes no balance");
     assert_eq!(amount(&read, "unallocated"), "100.00");
-    assert_eq!(read["status"], "PAID");
+    assert_eq!(read["status"], "RECEIVED");
     assert_eq!(read["refunds"].as_array().unwrap().len(), 1, "the declined refund stays on record");
     assert_eq!(read["refunds"][0]["outcome"], "DECLINED");
 
     // Nothing stays reserved: the whole amount can still be asked for (and is declined again).
     let whole = refund_ok(&app, &payment_id, "100.00").await;
     assert_eq!(whole["outcome"], "DECLINED", "{whole:#}");
+    let listed = app
+        .viewer()
+        .ok("{ declined: refunds(filter: {outcome: DECLINED}) { totalCount } succeeded: refunds(filter: {outcome: SUCCEEDED}) { totalCount } }", json!({}))
+        .await;
+    assert_eq!((listed["declined"]["totalCount"].as_i64(), listed["succeeded"]["totalCount"].as_i64()), (Some(2), Some(0)), "{listed:#}");
     assert_eq!(amount(&read_payment(&app, &payment_id).await, "unallocated"), "100.00");
     // And the money can still be used.
     let invoice = app.open_invoice(&seed, "100.00").await;
     app.billing()
         .ok(
-            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(paymentId: $p, invoiceId: $i, amount: \"100.00\", idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"100.00\", idempotencyKey: $key) { id } }",
             json!({"p": payment_id, "i": invoice["id"], "key": new_key()}),
         )
         .await;
@@ -832,7 +840,7 @@ async fn f3_a_refund_goes_to_the_charge_that_took_the_payment_even_after_its_ref
     let edit = app
         .billing()
         .post(
-            "mutation($p: ID!, $r: String, $key: String!) { updatePayment(paymentId: $p, externalReference: $r, idempotencyKey: $key) { id externalReference } }",
+            "mutation($p: ID!, $r: String, $key: String!) { updatePayment(id: $p, externalReference: $r, idempotencyKey: $key) { id externalReference } }",
             json!({"p": first["id"], "r": other_charge, "key": new_key()}),
         )
         .await;
@@ -1033,6 +1041,11 @@ async fn payment_method_configs_and_types_are_checked_by_the_plugin_and_only_adm
     )
     .await;
     assert_error_code(&cash, "INVALID_INPUT");
+    // A type is one of PaymentMethodType's values, spelled as the schema spells it.
+    for kind in ["card", "VOUCHER"] {
+        let unknown_type = create_method(&app, json!({"name": "Visa", "type": kind, "plugin": "card-sim", "config": {}})).await;
+        assert_error_code(&unknown_type, "QUERY_REJECTED");
+    }
 
     let unknown = create_method(&app, json!({"name": "Visa", "type": "CARD", "plugin": "no-such-plugin", "config": {}})).await;
     assert_error_code(&unknown, "PLUGIN_UNAVAILABLE");
@@ -1116,7 +1129,7 @@ async fn the_manual_library_requires_a_cheque_number_and_records_it_as_the_refer
     let seed = app.seed().await;
     let manual = plugin(&app, "manual").await;
     assert_eq!(manual["source"], MANUAL, "the manual library replaced the built-in");
-    assert_eq!(manual["capabilities"], json!(["charge", "refund"]));
+    assert_eq!(manual["capabilities"], json!(["CHARGE", "REFUND"]));
     let cheque = method_id(&app, "Cheque").await;
     let record = |details: Option<Value>| {
         let mut input = json!({"clientId": seed.client, "locationId": seed.location, "methodId": cheque, "amount": "55.00"});

@@ -105,18 +105,25 @@ async fn open_store(dir: &std::path::Path) -> settle::store::Store {
     settle::store::Store::open(&settings.store_settings(), settle::metrics::Metrics::new()).await.unwrap()
 }
 
-/// Makes the database under `dir` look as Settle left it before schema version 2: no `page_key`
-/// on invoices, payments and audit events, and version 1 recorded.
-async fn downgrade_to_schema_version_1(dir: &std::path::Path) {
+/// Makes the database under `dir` look as Settle left it before schema version `version` + 1
+/// added `page_key` to `tables` (table, index on page_key): none of them has the field or its
+/// index, and `version` is recorded.
+async fn downgrade_page_keys(dir: &std::path::Path, version: i64, tables: &[(&str, &str)]) {
     let store = open_store(dir).await;
-    for (table, index) in [("invoice", "invoice_page"), ("payment", "payment_page"), ("audit_event", "audit_page")] {
+    for (table, index) in tables {
         let sql = format!("REMOVE INDEX {index} ON {table}; REMOVE FIELD page_key ON {table}; UPDATE {table} UNSET page_key RETURN NONE;");
         store.query(&sql, settle::store::Vars::new()).await.unwrap();
+        let sql = format!("SELECT count() FROM {table} WHERE page_key != NONE GROUP ALL");
+        let mut left = store.query(&sql, settle::store::Vars::new()).await.unwrap();
+        assert_eq!(left.first::<settle::store::rows::CountRow>(0).unwrap().map_or(0, |c| c.count), 0, "{table}: page keys removed");
     }
-    store.query("UPDATE settle_meta:schema SET version = 1", settle::store::Vars::new()).await.unwrap();
-    let mut left = store.query("SELECT count() FROM invoice WHERE page_key != NONE GROUP ALL", settle::store::Vars::new()).await.unwrap();
-    assert_eq!(left.first::<settle::store::rows::CountRow>(0).unwrap().map_or(0, |c| c.count), 0, "page keys removed");
+    store.query("UPDATE settle_meta:schema SET version = $version", settle::store::Vars::new().set("version", version)).await.unwrap();
     store.close().await;
+}
+
+/// Before schema version 2: no `page_key` on invoices, payments and audit events.
+async fn downgrade_to_schema_version_1(dir: &std::path::Path) {
+    downgrade_page_keys(dir, 1, &[("invoice", "invoice_page"), ("payment", "payment_page"), ("audit_event", "audit_page")]).await;
 }
 
 #[tokio::test]
@@ -133,7 +140,7 @@ async fn a_database_from_schema_version_1_gets_its_page_keys() {
     // More audit events than one upgrade batch holds (100), so the upgrade runs several batches.
     for i in 0..40 {
         let id = open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], i).await;
-        gql(&http, &url, &token, "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(invoiceId: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
+        gql(&http, &url, &token, "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
             json!({"id": id, "m": cash, "key": format!("pay-{i}")})).await;
     }
     let lists = "{ invoices(first: 2) { totalCount edges { node { id } } pageInfo { endCursor } }
@@ -153,6 +160,50 @@ async fn a_database_from_schema_version_1_gets_its_page_keys() {
         json!({"after": after["invoices"]["pageInfo"]["endCursor"]})).await;
     assert_eq!(rest["invoices"]["edges"].as_array().unwrap().len(), 38, "the second page holds the older invoices");
     assert_eq!(rest["auditEvents"]["edges"].as_array().unwrap().len(), 100, "audit events of both upgrade batches are listed");
+    server.stop("-TERM");
+}
+
+#[tokio::test]
+async fn a_database_from_schema_version_2_gets_page_keys_for_allocations_refunds_and_credit_notes() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
+    let token = keys.mint("upgrade-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
+    let setup = gql(&http, &url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
+    let methods = gql(&http, &url, &token, "{ paymentMethods { id name } }", json!({})).await;
+    let cash = methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").unwrap()["id"].clone();
+    for i in 0..3 {
+        let id = open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], i).await;
+        // 100.00 pays the 80.00 invoice and leaves 20.00 to refund.
+        let paid = gql(&http, &url, &token,
+            "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m, amount: \"100.00\"}, idempotencyKey: $key) { id } }",
+            json!({"id": id, "m": cash, "key": format!("pay-{i}")})).await;
+        gql(&http, &url, &token,
+            "mutation($id: ID!, $key: String!) { refundPayment(id: $id, input: {amount: \"5.00\"}, idempotencyKey: $key) { id } }",
+            json!({"id": paid["payInvoice"]["id"], "key": format!("refund-{i}")})).await;
+    }
+    let unpaid = open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], 3).await;
+    for i in 0..2 {
+        gql(&http, &url, &token,
+            "mutation($id: ID!, $key: String!) { issueCreditNote(invoiceId: $id, input: {reason: \"goodwill\", lines: [{lineIndex: 0, amount: \"10.00\"}]}, idempotencyKey: $key) { id } }",
+            json!({"id": unpaid, "key": format!("credit-{i}")})).await;
+    }
+    let lists = "{ allocations(first: 2) { totalCount edges { node { id } } pageInfo { hasNextPage } }
+        refunds(first: 10) { totalCount edges { node { id } } } creditNotes(first: 10) { totalCount edges { node { id } } } }";
+    let before = gql(&http, &url, &token, lists, json!({})).await;
+    assert_eq!((before["allocations"]["totalCount"].as_i64(), before["refunds"]["totalCount"].as_i64(), before["creditNotes"]["totalCount"].as_i64()), (Some(3), Some(3), Some(2)), "{before:#}");
+    server.stop("-TERM");
+
+    downgrade_page_keys(dir.path(), 2, &[("allocation", "allocation_page"), ("refund", "refund_page"), ("credit_note", "credit_note_page")]).await;
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let after = gql(&http, &url, &token, lists, json!({})).await;
+    assert_eq!(after, before, "every list pages as before the upgrade");
+    assert_eq!(after["allocations"]["edges"].as_array().unwrap().len(), 2);
+    assert_eq!(after["refunds"]["edges"].as_array().unwrap().len(), 3);
+    assert_eq!(after["creditNotes"]["edges"].as_array().unwrap().len(), 2);
     server.stop("-TERM");
 }
 

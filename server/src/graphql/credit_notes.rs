@@ -1,22 +1,55 @@
 //! Credit notes (C1-C4): a credit against lines of one invoice, issued and voided; their types,
 //! inputs, query and mutations.
 
-use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::context::{caller, mutation, state, tenant, today};
+use super::errors::unknown_state;
 use super::money::Money;
+use super::pagination::{Page, connection_types, wants_total};
 use super::scalars::{Amount, Date};
 use super::text::{TEXT_MAX_CHARS, optional_text, required_text};
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::ledger::credit_note::{CreditBy, CreditRequest};
 use crate::ledger::numbering::format_number;
+use crate::store::credit_notes::CreditNoteFilter;
 use crate::store::rows::{CreditNoteRow, key_of};
 
 /// A credit against one invoice: it lowers that invoice's balance only (C3).
 pub struct CreditNote(pub CreditNoteRow);
+
+connection_types!(CreditNote, CreditNoteConnection, CreditNoteEdge);
+
+// Stored as text on the credit note; converted here and nowhere else.
+/// Whether a credit note counts against its invoice (C4).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum CreditNoteStatus {
+    /// Lowers its invoice's balance.
+    Issued,
+    /// Voided: its invoice owes the amount again.
+    Void,
+}
+
+impl CreditNoteStatus {
+    pub fn parse(stored: &str) -> Option<CreditNoteStatus> {
+        match stored {
+            "ISSUED" => Some(CreditNoteStatus::Issued),
+            "VOID" => Some(CreditNoteStatus::Void),
+            _ => None,
+        }
+    }
+
+    /// The text the store keeps.
+    pub fn as_stored(self) -> &'static str {
+        match self {
+            CreditNoteStatus::Issued => "ISSUED",
+            CreditNoteStatus::Void => "VOID",
+        }
+    }
+}
 
 #[derive(SimpleObject)]
 pub struct CreditNoteLine {
@@ -47,9 +80,9 @@ impl CreditNote {
     async fn reason(&self) -> &str {
         &self.0.reason
     }
-    /// ISSUED or VOID.
-    async fn status(&self) -> &str {
-        &self.0.status
+    async fn status(&self) -> Result<CreditNoteStatus> {
+        let found_in = format!("credit_note:{}", key_of(&self.0.id));
+        Ok(CreditNoteStatus::parse(&self.0.status).ok_or_else(|| unknown_state(&found_in, "status", &self.0.status))?)
     }
     async fn lines(&self) -> Vec<CreditNoteLine> {
         let currency = &self.0.currency;
@@ -100,6 +133,18 @@ pub struct CreditNoteInput {
     pub lines: Vec<CreditNoteLineInput>,
 }
 
+/// Which credit notes to list; all conditions must hold.
+#[derive(InputObject, Default)]
+pub struct CreditNoteFilterInput {
+    pub client_id: Option<ID>,
+    pub invoice_id: Option<ID>,
+    pub status: Option<CreditNoteStatus>,
+    /// Credit note date on or after.
+    pub from: Option<Date>,
+    /// Credit note date on or before.
+    pub to: Option<Date>,
+}
+
 #[derive(Default)]
 pub struct CreditNoteQuery;
 
@@ -109,6 +154,32 @@ impl CreditNoteQuery {
     async fn credit_note(&self, ctx: &Context<'_>, id: ID) -> Result<Option<CreditNote>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.credit_note(&request.principal.tenant, &id).await?.map(CreditNote))
+    }
+
+    /// Credit notes, newest first, void ones included unless the filter says otherwise.
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn credit_notes(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<CreditNoteFilterInput>,
+    ) -> Result<CreditNoteConnection> {
+        let request = caller(ctx, Role::Viewer)?;
+        let page = Page::parse(first, after, "credit_note", state(ctx).limits.page_size_max)?;
+        let filter = filter.unwrap_or_default();
+        let filter = CreditNoteFilter {
+            client: filter.client_id.map(|id| id.0),
+            invoice: filter.invoice_id.map(|id| id.0),
+            status: filter.status.map(CreditNoteStatus::as_stored),
+            from: filter.from.map(|d| d.0),
+            to: filter.to.map(|d| d.0),
+        };
+        let (rows, total) = state(ctx)
+            .store
+            .credit_notes(&request.principal.tenant, &filter, page.after.clone(), page.fetch_limit(), wants_total(ctx))
+            .await?;
+        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), CreditNote(row))).collect(), total.unwrap_or(0)))
     }
 }
 
@@ -148,7 +219,13 @@ impl CreditNoteMutation {
     }
 
     /// Voids a credit note (C4): the invoice owes its amount again.
-    async fn void_credit_note(&self, ctx: &Context<'_>, credit_note_id: ID, reason: Option<String>, idempotency_key: String) -> Result<CreditNote> {
+    async fn void_credit_note(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "id")] credit_note_id: ID,
+        reason: Option<String>,
+        idempotency_key: String,
+    ) -> Result<CreditNote> {
         let m = mutation(ctx, Role::Billing, "voidCreditNote", Some(idempotency_key), &(&credit_note_id.0, &reason)).await?;
         let reason = optional_text("reason", reason.as_deref(), TEXT_MAX_CHARS)?;
         let key = state(ctx).store.void_credit_note(&m, &credit_note_id, reason).await?;
@@ -160,4 +237,17 @@ async fn load_credit_note(ctx: &Context<'_>, key: &str) -> Result<CreditNote> {
     let request = caller(ctx, Role::Viewer)?;
     let row = state(ctx).store.credit_note(&request.principal.tenant, key).await?.ok_or_else(|| AppError::not_found("credit note"))?;
     Ok(CreditNote(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CreditNoteStatus;
+
+    #[test]
+    fn credit_note_statuses_round_trip_through_their_stored_text() {
+        for status in [CreditNoteStatus::Issued, CreditNoteStatus::Void] {
+            assert_eq!(CreditNoteStatus::parse(status.as_stored()), Some(status));
+        }
+        assert_eq!(CreditNoteStatus::parse("issued"), None, "stored text is matched exactly");
+    }
 }

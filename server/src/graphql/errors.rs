@@ -15,6 +15,14 @@ impl From<AppError> for async_graphql::Error {
     }
 }
 
+/// A state read from the database or a plugin's manifest that this Settle does not know. Settle
+/// writes only the values its schema's ASSERTs (and the plugin SDK's manifest check) allow, so
+/// another value is a defect or a database written by something else: logged with where it was
+/// found, and INTERNAL for the client rather than a guess.
+pub fn unknown_state(found_in: &str, field: &str, value: &str) -> AppError {
+    AppError::internal(format!("{found_in} has {field} {value:?}, which this Settle does not know"))
+}
+
 /// Messages may quote what a client sent (a file name, a field value): control characters in
 /// them are written as escapes, so a message never carries a raw newline, escape sequence or NUL
 /// into a client's screen or log.
@@ -72,7 +80,7 @@ mod tests {
         use crate::error::ErrorCode;
 
         let schema = super::super::build_schema(None, &crate::config::Settings::defaults().limits);
-        let apply = "mutation($amount: Amount!) { applyPayment(paymentId: \"p\", invoiceId: \"i\", amount: $amount, idempotencyKey: \"k\") { id } }";
+        let apply = "mutation($amount: Amount!) { applyPayment(id: \"p\", invoiceId: \"i\", amount: $amount, idempotencyKey: \"k\") { id } }";
         let discount = "mutation { createInvoice(idempotencyKey: \"k\", input: {clientId: \"c\", locationId: \"l\", lines: [{description: \"x\", unitPrice: \"1\", discount: {type: Amount, value: \"1\"}}]}) { id } }";
         let cases = [
             (apply, json!({"amount": 10.5}), ErrorCode::InvalidAmount, "a JSON number, refused by validation"),

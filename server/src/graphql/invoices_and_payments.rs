@@ -4,7 +4,6 @@
 //! of its fields, so they share this file rather than make invoices.rs and payments.rs import
 //! each other. The queries, mutations and inputs of each are in those two files.
 
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, Object, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -12,7 +11,8 @@ use rust_decimal::Decimal;
 use super::context::{caller, state, tenant, today};
 use super::credit_notes::CreditNote;
 use super::directory::{Client, Contact, Location};
-use super::loader::{Record, RecordKey, RecordLoader};
+use super::errors::unknown_state;
+use super::loader;
 use super::methods::PaymentMethod;
 use super::money::Money;
 use super::practice::TaxMode;
@@ -22,7 +22,6 @@ use crate::error::AppError;
 use crate::ledger::invoice::{self as invoice_rules, DisplayStatus};
 use crate::ledger::numbering::format_number;
 use crate::ledger::payment as payment_rules;
-use crate::store::directory::PartyKind;
 use crate::store::invoices::parse_status;
 use crate::store::payments::AllocationOf;
 use crate::store::rows::{AllocationRow, InvoiceRow, LineRow, PaymentRow, RefundRow, key_of};
@@ -163,28 +162,17 @@ impl Invoice {
         self.status_value() == DisplayStatus::Overdue
     }
     async fn client(&self, ctx: &Context<'_>) -> Result<Client> {
-        let loader = ctx.data_unchecked::<DataLoader<RecordLoader>>();
-        let row = loader.load_one(RecordKey::client(&self.row.doc.client)).await.map_err(|e| (*e).clone())?;
-        match row {
-            Some(Record::Party(row)) => Ok(Client(row)),
-            _ => Err(AppError::not_found("client").into()),
-        }
+        let row = loader::client(ctx, &self.row.doc.client).await?;
+        Ok(Client(row.ok_or_else(|| AppError::not_found("client"))?))
     }
     /// The third party the invoice is addressed to, if any.
     async fn bill_to(&self, ctx: &Context<'_>) -> Result<Option<Contact>> {
         let Some(contact) = &self.row.doc.contact else { return Ok(None) };
-        let loader = ctx.data_unchecked::<DataLoader<RecordLoader>>();
-        match loader.load_one(RecordKey::contact(contact)).await.map_err(|e| (*e).clone())? {
-            Some(Record::Party(row)) => Ok(Some(Contact(row))),
-            _ => Ok(None),
-        }
+        Ok(loader::contact(ctx, contact).await?.map(Contact))
     }
     async fn location(&self, ctx: &Context<'_>) -> Result<Location> {
-        let loader = ctx.data_unchecked::<DataLoader<RecordLoader>>();
-        match loader.load_one(RecordKey::location(&self.row.doc.location)).await.map_err(|e| (*e).clone())? {
-            Some(Record::Location(row)) => Ok(Location(row)),
-            _ => Err(AppError::not_found("location").into()),
-        }
+        let row = loader::location(ctx, &self.row.doc.location).await?;
+        Ok(Location(row.ok_or_else(|| AppError::not_found("location"))?))
     }
     async fn practitioner(&self) -> Option<&str> {
         self.row.doc.practitioner.as_deref()
@@ -271,19 +259,24 @@ impl Invoice {
     }
 }
 
-/// Payment status (P8).
+/// What became of the money a payment received (P8). Where that money sits, on invoices or as
+/// the client's credit, is the payment's `allocationState`.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum PaymentStatus {
-    Paid,
+    /// Received, none of it refunded: on invoices, held as credit, or both.
+    Received,
+    /// Part of the money was refunded.
     PartiallyRefunded,
+    /// All of the money was refunded.
     Refunded,
+    /// Voided: a record corrected, no money moved (V2).
     Void,
 }
 
 impl From<payment_rules::PaymentStatus> for PaymentStatus {
     fn from(status: payment_rules::PaymentStatus) -> Self {
         match status {
-            payment_rules::PaymentStatus::Paid => PaymentStatus::Paid,
+            payment_rules::PaymentStatus::Received => PaymentStatus::Received,
             payment_rules::PaymentStatus::PartiallyRefunded => PaymentStatus::PartiallyRefunded,
             payment_rules::PaymentStatus::Refunded => PaymentStatus::Refunded,
             payment_rules::PaymentStatus::Void => PaymentStatus::Void,
@@ -294,7 +287,7 @@ impl From<payment_rules::PaymentStatus> for PaymentStatus {
 impl From<PaymentStatus> for payment_rules::PaymentStatus {
     fn from(status: PaymentStatus) -> Self {
         match status {
-            PaymentStatus::Paid => payment_rules::PaymentStatus::Paid,
+            PaymentStatus::Received => payment_rules::PaymentStatus::Received,
             PaymentStatus::PartiallyRefunded => payment_rules::PaymentStatus::PartiallyRefunded,
             PaymentStatus::Refunded => payment_rules::PaymentStatus::Refunded,
             PaymentStatus::Void => payment_rules::PaymentStatus::Void,
@@ -302,7 +295,8 @@ impl From<PaymentStatus> for payment_rules::PaymentStatus {
     }
 }
 
-/// How much of a payment sits on invoices (P8).
+/// How much of a payment's money (what was not refunded) sits on invoices (P8); the rest is the
+/// client's credit.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum AllocationState {
     Unallocated,
@@ -348,16 +342,19 @@ impl Payment {
     async fn number(&self) -> Option<String> {
         self.0.doc.display_number()
     }
-    async fn client(&self, ctx: &Context<'_>) -> Result<Option<Client>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.party(&request.principal.tenant, PartyKind::Client, &self.0.doc.client).await?.map(Client))
+    async fn client(&self, ctx: &Context<'_>) -> Result<Client> {
+        let row = loader::client(ctx, &self.0.doc.client).await?;
+        Ok(Client(row.ok_or_else(|| AppError::not_found("client"))?))
     }
-    async fn location_id(&self) -> ID {
-        ID(self.0.doc.location.clone())
+    /// Where the money was received.
+    async fn location(&self, ctx: &Context<'_>) -> Result<Location> {
+        let row = loader::location(ctx, &self.0.doc.location).await?;
+        Ok(Location(row.ok_or_else(|| AppError::not_found("location"))?))
     }
-    async fn method(&self, ctx: &Context<'_>) -> Result<Option<PaymentMethod>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.payment_method(&request.principal.tenant, &self.0.doc.method).await?.map(PaymentMethod))
+    /// The payment method as it is now; `methodName` keeps its name when the payment was taken.
+    async fn method(&self, ctx: &Context<'_>) -> Result<PaymentMethod> {
+        let row = loader::payment_method(ctx, &self.0.doc.method).await?;
+        Ok(PaymentMethod(row.ok_or_else(|| AppError::not_found("payment method"))?))
     }
     /// The method's name when the payment was taken.
     async fn method_name(&self) -> &str {
@@ -429,8 +426,7 @@ impl Allocation {
     }
     /// The payment's number and the allocation's place on it: PAY-0007-2.
     async fn number(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let payment = state(ctx).store.payment(&request.principal.tenant, &self.0.payment).await?;
+        let payment = loader::payment(ctx, &self.0.payment).await?;
         Ok(payment.and_then(|p| p.doc.display_number()).map(|number| format!("{number}-{}", self.0.sequence)))
     }
     async fn payment_id(&self) -> ID {
@@ -440,13 +436,11 @@ impl Allocation {
         ID(self.0.invoice.clone())
     }
     async fn payment(&self, ctx: &Context<'_>) -> Result<Option<Payment>> {
-        let request = caller(ctx, Role::Viewer)?;
-        Ok(state(ctx).store.payment(&request.principal.tenant, &self.0.payment).await?.map(Payment))
+        Ok(loader::payment(ctx, &self.0.payment).await?.map(Payment))
     }
     async fn invoice(&self, ctx: &Context<'_>) -> Result<Option<Invoice>> {
-        let request = caller(ctx, Role::Viewer)?;
         let today = today(tenant(ctx).await?);
-        Ok(state(ctx).store.invoice(&request.principal.tenant, &self.0.invoice).await?.map(|row| Invoice { row, today }))
+        Ok(loader::invoice(ctx, &self.0.invoice).await?.map(|row| Invoice { row, today }))
     }
     async fn amount(&self) -> Money {
         Money::of(self.0.amount, &self.0.currency)
@@ -465,6 +459,38 @@ impl Allocation {
     }
     async fn removed_by(&self) -> Option<&str> {
         self.0.removed_by.as_deref()
+    }
+}
+
+// Stored as text on the refund; converted here and nowhere else.
+/// How a refund ended, as the payment method's plugin reported it (F3).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum RefundOutcome {
+    /// The money went back to the client.
+    Succeeded,
+    /// The plugin refused the refund; no balance changed.
+    Declined,
+    /// Sent to the plugin and not settled yet; the amount is held back on the payment.
+    Pending,
+}
+
+impl RefundOutcome {
+    pub fn parse(stored: &str) -> Option<RefundOutcome> {
+        match stored {
+            "SUCCEEDED" => Some(RefundOutcome::Succeeded),
+            "DECLINED" => Some(RefundOutcome::Declined),
+            "PENDING" => Some(RefundOutcome::Pending),
+            _ => None,
+        }
+    }
+
+    /// The text the store keeps.
+    pub fn as_stored(self) -> &'static str {
+        match self {
+            RefundOutcome::Succeeded => "SUCCEEDED",
+            RefundOutcome::Declined => "DECLINED",
+            RefundOutcome::Pending => "PENDING",
+        }
     }
 }
 
@@ -488,14 +514,33 @@ impl Refund {
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
     }
-    /// SUCCEEDED, DECLINED or PENDING, as the payment method's plugin reported.
-    async fn outcome(&self) -> &str {
-        &self.0.outcome
+    /// As the payment method's plugin reported.
+    async fn outcome(&self) -> Result<RefundOutcome> {
+        let found_in = format!("refund:{}", key_of(&self.0.id));
+        Ok(RefundOutcome::parse(&self.0.outcome).ok_or_else(|| unknown_state(&found_in, "outcome", &self.0.outcome))?)
     }
     async fn outcome_reason(&self) -> Option<&str> {
         self.0.outcome_reason.as_deref()
     }
+    /// The gateway's id of the refund, given by the plugin when the refund succeeds; null for a
+    /// refund that is only recorded (a manual method) or did not succeed.
+    async fn external_reference(&self) -> Option<&str> {
+        self.0.external_reference.as_deref()
+    }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RefundOutcome;
+
+    #[test]
+    fn refund_outcomes_round_trip_through_their_stored_text() {
+        for outcome in [RefundOutcome::Succeeded, RefundOutcome::Declined, RefundOutcome::Pending] {
+            assert_eq!(RefundOutcome::parse(outcome.as_stored()), Some(outcome));
+        }
+        assert_eq!(RefundOutcome::parse("FAILED"), None, "a charge attempt's status is not a refund outcome");
     }
 }

@@ -1,10 +1,11 @@
 //! Payment methods: each bound to a plugin, with a configuration that plugin validates; only an
 //! ADMIN changes them. Secret configuration fields are never returned.
 
-use async_graphql::{Context, ID, InputObject, Json, Object, Result};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, Result};
 use serde::Serialize;
 
 use super::context::{caller, mutation, state, tenant};
+use super::errors::unknown_state;
 use super::text::{NAME_MAX_CHARS, required_text};
 use crate::auth::Role;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -15,6 +16,45 @@ use crate::store::rows::{PaymentMethodRow, key_of};
 /// A way of paying, handled by a plugin.
 pub struct PaymentMethod(pub PaymentMethodRow);
 
+// Stored as text on the method and named as text in plugin manifests (the plugin SDK's
+// `METHOD_TYPES`); converted here and nowhere else.
+/// The kind of a payment method.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Serialize)]
+pub enum PaymentMethodType {
+    Card,
+    Eftpos,
+    Cash,
+    DirectDeposit,
+    Cheque,
+    Other,
+}
+
+impl PaymentMethodType {
+    pub fn parse(stored: &str) -> Option<PaymentMethodType> {
+        match stored {
+            "CARD" => Some(PaymentMethodType::Card),
+            "EFTPOS" => Some(PaymentMethodType::Eftpos),
+            "CASH" => Some(PaymentMethodType::Cash),
+            "DIRECT_DEPOSIT" => Some(PaymentMethodType::DirectDeposit),
+            "CHEQUE" => Some(PaymentMethodType::Cheque),
+            "OTHER" => Some(PaymentMethodType::Other),
+            _ => None,
+        }
+    }
+
+    /// The text the store keeps and plugins use.
+    pub fn as_stored(self) -> &'static str {
+        match self {
+            PaymentMethodType::Card => "CARD",
+            PaymentMethodType::Eftpos => "EFTPOS",
+            PaymentMethodType::Cash => "CASH",
+            PaymentMethodType::DirectDeposit => "DIRECT_DEPOSIT",
+            PaymentMethodType::Cheque => "CHEQUE",
+            PaymentMethodType::Other => "OTHER",
+        }
+    }
+}
+
 #[Object]
 impl PaymentMethod {
     async fn id(&self) -> ID {
@@ -23,10 +63,10 @@ impl PaymentMethod {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    /// CARD, EFTPOS, CASH, DIRECT_DEPOSIT, CHEQUE or OTHER.
     #[graphql(name = "type")]
-    async fn kind(&self) -> &str {
-        &self.0.kind
+    async fn kind(&self) -> Result<PaymentMethodType> {
+        let found_in = format!("payment_method:{}", key_of(&self.0.id));
+        Ok(PaymentMethodType::parse(&self.0.kind).ok_or_else(|| unknown_state(&found_in, "type", &self.0.kind))?)
     }
     /// The plugin that handles it: "manual" only records payments.
     async fn plugin(&self) -> &str {
@@ -65,9 +105,9 @@ pub fn public_config(ctx: &Context<'_>, plugin: &str, config: Option<&str>) -> (
 #[derive(InputObject, Serialize)]
 pub struct PaymentMethodInput {
     pub name: String,
-    /// CARD, EFTPOS, CASH, DIRECT_DEPOSIT, CHEQUE or OTHER; the plugin must handle it.
+    /// One of the types the plugin handles (its `methodTypes`).
     #[graphql(name = "type")]
-    pub kind: String,
+    pub kind: PaymentMethodType,
     /// The plugin's id, e.g. "manual" or "card-sim".
     pub plugin: String,
     /// The plugin's configuration, checked by the plugin.
@@ -130,7 +170,7 @@ impl MethodMutation {
     ) -> Result<PaymentMethod> {
         let m = mutation(ctx, Role::Admin, "createPaymentMethod", idempotency_key, &input).await?;
         let name = required_text("name", &input.name, NAME_MAX_CHARS)?;
-        let kind = input.kind.trim().to_uppercase();
+        let kind = input.kind.as_stored().to_owned();
         let plugin = state(ctx).charging.host().plugin(input.plugin.trim()).ok_or_else(|| {
             AppError::new(ErrorCode::PluginUnavailable, format!("the plugin '{}' is not installed", input.plugin.trim()))
         })?;
@@ -196,5 +236,22 @@ impl MethodMutation {
         let m = mutation(ctx, Role::Admin, "restorePaymentMethod", idempotency_key, &id.0).await?;
         let key = state(ctx).store.change_payment_method(&m, &id, None, None, Some(false)).await?;
         Ok(load_method(ctx, &key).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PaymentMethodType;
+
+    /// The API's types are exactly the plugin SDK's, which manifests are checked against.
+    #[test]
+    fn payment_method_types_are_the_plugin_sdks_and_round_trip_through_their_text() {
+        use PaymentMethodType::*;
+        let types = [Card, Eftpos, Cash, DirectDeposit, Cheque, Other];
+        assert_eq!(types.map(PaymentMethodType::as_stored), settle_plugin::METHOD_TYPES);
+        for kind in types {
+            assert_eq!(PaymentMethodType::parse(kind.as_stored()), Some(kind));
+        }
+        assert_eq!(PaymentMethodType::parse("cash"), None, "stored text is matched exactly");
     }
 }

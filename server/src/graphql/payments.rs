@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use super::context::{caller, mutation, state, tenant, today};
-use super::invoices_and_payments::{Allocation, AllocationState, Payment, PaymentStatus, Refund};
+use super::invoices_and_payments::{Allocation, AllocationState, Payment, PaymentStatus, Refund, RefundOutcome};
 use super::pagination::{Page, connection_types, wants_total};
 use super::scalars::{Amount, Date};
 use super::text::{TEXT_MAX_CHARS, optional_text};
@@ -14,10 +14,12 @@ use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::store::audit::Mutation;
 use crate::commands::payments::{PayInvoice, RecordPayment};
-use crate::store::payments::{NewPayment, PaymentFilter};
-use crate::store::rows::{PaymentMethodRow, key_of};
+use crate::store::payments::{AllocationFilter, NewPayment, PaymentFilter, RefundFilter};
+use crate::store::rows::key_of;
 
 connection_types!(Payment, PaymentConnection, PaymentEdge);
+connection_types!(Refund, RefundConnection, RefundEdge);
+connection_types!(Allocation, AllocationConnection, AllocationEdge);
 
 /// Which payments to list; all conditions must hold.
 #[derive(InputObject, Default)]
@@ -30,6 +32,32 @@ pub struct PaymentFilterInput {
     /// Payment date on or after.
     pub from: Option<Date>,
     /// Payment date on or before.
+    pub to: Option<Date>,
+}
+
+/// Which refunds to list; all conditions must hold.
+#[derive(InputObject, Default)]
+pub struct RefundFilterInput {
+    pub client_id: Option<ID>,
+    pub payment_id: Option<ID>,
+    pub outcome: Option<RefundOutcome>,
+    /// Refund date on or after.
+    pub from: Option<Date>,
+    /// Refund date on or before.
+    pub to: Option<Date>,
+}
+
+/// Which allocations to list; all conditions must hold.
+#[derive(InputObject, Default)]
+pub struct AllocationFilterInput {
+    pub client_id: Option<ID>,
+    pub payment_id: Option<ID>,
+    pub invoice_id: Option<ID>,
+    /// true: active allocations only; false: removed ones only.
+    pub active: Option<bool>,
+    /// Made on or after this day (in the practice's timezone).
+    pub from: Option<Date>,
+    /// Made on or before this day.
     pub to: Option<Date>,
 }
 
@@ -77,10 +105,40 @@ impl PaymentQuery {
         let rows = state(ctx).store.unallocated_payments(&request.principal.tenant, &client_id).await?;
         Ok(rows.into_iter().map(Payment).collect())
     }
+
+    #[graphql(complexity = "10 + child_complexity")]
+    async fn refund(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Refund>> {
+        let request = caller(ctx, Role::Viewer)?;
+        Ok(state(ctx).store.refund(&request.principal.tenant, &id).await?.map(Refund))
+    }
+
+    /// Refunds, newest first, whatever their outcome unless the filter says.
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn refunds(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<RefundFilterInput>,
+    ) -> Result<RefundConnection> {
+        let request = caller(ctx, Role::Viewer)?;
+        let page = Page::parse(first, after, "refund", state(ctx).limits.page_size_max)?;
+        let filter = filter.unwrap_or_default();
+        let filter = RefundFilter {
+            client: filter.client_id.map(|id| id.0),
+            payment: filter.payment_id.map(|id| id.0),
+            outcome: filter.outcome.map(RefundOutcome::as_stored),
+            from: filter.from.map(|d| d.0),
+            to: filter.to.map(|d| d.0),
+        };
+        let (rows, total) =
+            state(ctx).store.refunds(&request.principal.tenant, &filter, page.after.clone(), page.fetch_limit(), wants_total(ctx)).await?;
+        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Refund(row))).collect(), total.unwrap_or(0)))
+    }
 }
 
-/// Looks up one allocation. A query object of its own only so that the schema keeps listing
-/// `allocation` after `paymentMethods` (see `Query` in mod.rs).
+/// Looks up and lists allocations. A query object of its own only so that the schema keeps
+/// listing `allocation` after `paymentMethods` (see `Query` in mod.rs).
 #[derive(Default)]
 pub struct AllocationQuery;
 
@@ -90,6 +148,33 @@ impl AllocationQuery {
     async fn allocation(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Allocation>> {
         let request = caller(ctx, Role::Viewer)?;
         Ok(state(ctx).store.allocation(&request.principal.tenant, &id).await?.map(Allocation))
+    }
+
+    /// Allocations, newest first, removed ones included unless the filter says otherwise.
+    #[graphql(complexity = "25 + first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn allocations(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<AllocationFilterInput>,
+    ) -> Result<AllocationConnection> {
+        let request = caller(ctx, Role::Viewer)?;
+        let page = Page::parse(first, after, "allocation", state(ctx).limits.page_size_max)?;
+        let filter = filter.unwrap_or_default();
+        let filter = AllocationFilter {
+            client: filter.client_id.map(|id| id.0),
+            payment: filter.payment_id.map(|id| id.0),
+            invoice: filter.invoice_id.map(|id| id.0),
+            active: filter.active,
+            from: filter.from.map(|d| d.0),
+            to: filter.to.map(|d| d.0),
+        };
+        let (rows, total) = state(ctx)
+            .store
+            .allocations(&request.principal.tenant, &filter, page.after.clone(), page.fetch_limit(), wants_total(ctx))
+            .await?;
+        Ok(page.connection(rows.into_iter().map(|row| (key_of(&row.id), Allocation(row))).collect(), total.unwrap_or(0)))
     }
 }
 
@@ -147,17 +232,6 @@ impl PayInvoiceInput {
             details: self.details.as_ref().map_or(serde_json::json!({}), |d| d.0.clone()),
         })
     }
-}
-
-/// The payment method, when it only records payments (manual); None when its plugin charges.
-pub async fn manual_method(ctx: &Context<'_>, method_key: &str) -> AppResult<Option<PaymentMethodRow>> {
-    let request = caller(ctx, Role::Viewer)?;
-    let method = state(ctx)
-        .store
-        .payment_method(&request.principal.tenant, method_key)
-        .await?
-        .ok_or_else(|| AppError::not_found("payment method"))?;
-    Ok((method.plugin == crate::store::payments::MANUAL_PLUGIN).then_some(method))
 }
 
 #[derive(InputObject, Serialize)]
@@ -224,7 +298,13 @@ impl PaymentMutation {
 
     /// Pays an OPEN invoice with a new payment (P3): recorded for a method that only records,
     /// charged through its plugin otherwise (never above the balance).
-    async fn pay_invoice(&self, ctx: &Context<'_>, invoice_id: ID, input: PayInvoiceInput, idempotency_key: String) -> Result<Payment> {
+    async fn pay_invoice(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "id", desc = "The invoice to pay.")] invoice_id: ID,
+        input: PayInvoiceInput,
+        idempotency_key: String,
+    ) -> Result<Payment> {
         let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key), &(&invoice_id.0, &input)).await?;
         let request = input.request(today(tenant(ctx).await?))?;
         let paid = state(ctx).commands.pay_invoice(&m, &invoice_id, request).await;
@@ -235,8 +315,8 @@ impl PaymentMutation {
     async fn apply_payment(
         &self,
         ctx: &Context<'_>,
-        payment_id: ID,
-        invoice_id: ID,
+        #[graphql(name = "id", desc = "The payment to apply.")] payment_id: ID,
+        #[graphql(desc = "The invoice it is applied to.")] invoice_id: ID,
         amount: Amount,
         idempotency_key: String,
     ) -> Result<Allocation> {
@@ -247,14 +327,20 @@ impl PaymentMutation {
     }
 
     /// Removes an allocation (P6); it stays on record, marked removed.
-    async fn remove_allocation(&self, ctx: &Context<'_>, allocation_id: ID, idempotency_key: String) -> Result<Allocation> {
+    async fn remove_allocation(&self, ctx: &Context<'_>, #[graphql(name = "id")] allocation_id: ID, idempotency_key: String) -> Result<Allocation> {
         let m = mutation(ctx, Role::Billing, "removeAllocation", Some(idempotency_key), &allocation_id.0).await?;
         let key = state(ctx).store.remove_allocation(&m, &allocation_id).await?;
         load_allocation(ctx, &key).await
     }
 
     /// Refunds unallocated money of a payment (F1-F4); returns the refund.
-    async fn refund_payment(&self, ctx: &Context<'_>, payment_id: ID, input: RefundInput, idempotency_key: String) -> Result<Refund> {
+    async fn refund_payment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "id")] payment_id: ID,
+        input: RefundInput,
+        idempotency_key: String,
+    ) -> Result<Refund> {
         let m = mutation(ctx, Role::Billing, "refundPayment", Some(idempotency_key), &(&payment_id.0, &input)).await?;
         let today = today(tenant(ctx).await?);
         let description = optional_text("description", input.description.as_deref(), TEXT_MAX_CHARS)?;
@@ -268,7 +354,13 @@ impl PaymentMutation {
     }
 
     /// Voids a payment with no allocations and no refunds (V1, V2).
-    async fn void_payment(&self, ctx: &Context<'_>, payment_id: ID, reason: Option<String>, idempotency_key: String) -> Result<Payment> {
+    async fn void_payment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "id")] payment_id: ID,
+        reason: Option<String>,
+        idempotency_key: String,
+    ) -> Result<Payment> {
         let m = mutation(ctx, Role::Billing, "voidPayment", Some(idempotency_key), &(&payment_id.0, &reason)).await?;
         let reason = optional_text("reason", reason.as_deref(), TEXT_MAX_CHARS)?;
         let key = state(ctx).store.void_payment(&m, &payment_id, reason).await?;
@@ -279,7 +371,7 @@ impl PaymentMutation {
     async fn update_payment(
         &self,
         ctx: &Context<'_>,
-        payment_id: ID,
+        #[graphql(name = "id")] payment_id: ID,
         #[graphql(desc = "Left out: unchanged; null: cleared.")] description: MaybeUndefined<String>,
         #[graphql(desc = "Left out: unchanged; null: cleared.")] external_reference: MaybeUndefined<String>,
         idempotency_key: String,

@@ -2,9 +2,12 @@
 //! installing a library from the plugin directory. Payment methods bound to them are in
 //! methods.rs.
 
-use async_graphql::{Context, Json, Object, Result};
+use async_graphql::{Context, Enum, Json, Object, Result};
+use settle_plugin::Capability;
 
 use super::context::{caller, mutation, state};
+use super::errors::unknown_state;
+use super::methods::PaymentMethodType;
 use crate::auth::Role;
 use crate::error::{AppError, ErrorCode};
 use crate::plugins::{Plugin, Source};
@@ -12,6 +15,27 @@ use crate::store::audit::AuditEntry;
 
 /// An installed payment-method plugin and its health.
 pub struct PluginInfo(pub std::sync::Arc<Plugin>);
+
+/// An operation a plugin supports.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum PluginCapability {
+    /// Takes payments.
+    Charge,
+    /// Gives money back.
+    Refund,
+    /// Answers what became of an earlier charge or refund, so unknown outcomes can be settled.
+    Status,
+}
+
+impl From<Capability> for PluginCapability {
+    fn from(capability: Capability) -> Self {
+        match capability {
+            Capability::Charge => PluginCapability::Charge,
+            Capability::Refund => PluginCapability::Refund,
+            Capability::Status => PluginCapability::Status,
+        }
+    }
+}
 
 #[Object(name = "Plugin")]
 impl PluginInfo {
@@ -27,21 +51,20 @@ impl PluginInfo {
     async fn protocol_version(&self) -> u32 {
         self.0.manifest.protocol_version
     }
-    /// charge, refund, status.
-    async fn capabilities(&self) -> Vec<String> {
-        self.0
-            .manifest
-            .capabilities
-            .iter()
-            .map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default())
-            .collect()
+    async fn capabilities(&self) -> Vec<PluginCapability> {
+        self.0.manifest.capabilities.iter().copied().map(PluginCapability::from).collect()
     }
     /// ISO 4217 codes; empty means any.
     async fn currencies(&self) -> &[String] {
         &self.0.manifest.currencies
     }
-    async fn method_types(&self) -> &[String] {
-        &self.0.manifest.method_types
+    /// The payment method types it serves.
+    async fn method_types(&self) -> Result<Vec<PaymentMethodType>> {
+        let found_in = format!("the manifest of plugin {}", self.0.manifest.id);
+        let types = self.0.manifest.method_types.iter().map(|kind| {
+            PaymentMethodType::parse(kind).ok_or_else(|| unknown_state(&found_in, "method type", kind))
+        });
+        Ok(types.collect::<Result<Vec<_>, _>>()?)
     }
     /// JSON Schema of the configuration; secret properties carry "secret": true.
     async fn config_schema(&self) -> Json<serde_json::Value> {

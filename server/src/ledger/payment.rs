@@ -24,10 +24,13 @@ pub struct PaymentFacts {
     pub void: bool,
 }
 
-/// Payment status (P8).
+/// Payment status (P8): what became of the money received, whatever part of it sits on
+/// invoices (that is the allocation state). P8 calls the first state PAID; Settle says RECEIVED
+/// (docs/rules.md, "Payments").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentStatus {
-    Paid,
+    /// Received and none of it refunded.
+    Received,
     PartiallyRefunded,
     Refunded,
     Void,
@@ -52,7 +55,7 @@ impl PaymentFacts {
         if self.void {
             PaymentStatus::Void
         } else if self.refunded.is_zero() {
-            PaymentStatus::Paid
+            PaymentStatus::Received
         } else if self.refunded >= self.amount {
             PaymentStatus::Refunded
         } else {
@@ -358,7 +361,7 @@ mod tests {
     #[test]
     fn p8_status_and_allocation_state() {
         let mut p = payment(100);
-        assert_eq!((p.status(), p.allocation_state()), (PaymentStatus::Paid, AllocationState::Unallocated));
+        assert_eq!((p.status(), p.allocation_state()), (PaymentStatus::Received, AllocationState::Unallocated));
         p.allocated = Decimal::from(40);
         assert_eq!(p.allocation_state(), AllocationState::PartiallyAllocated);
         p.refunded = Decimal::from(60);

@@ -8,12 +8,25 @@ use super::directory::read_owned;
 use super::invoices::{date_string, read_invoice, status_str, summary};
 use super::locks::{counter_lock, record_lock};
 use super::payments::next_number;
-use super::rows::{CreditLineRow, CreditNoteRow, LineRow, new_key, record};
+use super::rows::{CreditLineRow, CreditNoteRow, LineRow, new_key, page_key, record};
 use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
 use crate::ledger::credit_note::{self as rules, CreditRequest, CreditableLine};
 use crate::ledger::{Currency, Money};
+
+/// Which credit notes to list.
+#[derive(Debug, Clone, Default)]
+pub struct CreditNoteFilter {
+    pub client: Option<String>,
+    pub invoice: Option<String>,
+    /// As stored: ISSUED or VOID.
+    pub status: Option<&'static str>,
+    /// The credit note's date, on or after.
+    pub from: Option<NaiveDate>,
+    /// The credit note's date, on or before.
+    pub to: Option<NaiveDate>,
+}
 
 impl super::directory::Owned for CreditNoteRow {
     fn tenant(&self) -> &str {
@@ -75,14 +88,15 @@ impl Store {
                 .collect();
             let key = new_key();
             tx.query(
-                "CREATE $id SET tenant = $tenant, number = $number, invoice = $invoice, client = $client, currency = $currency,
-                    date = $date, reason = $reason, lines = $lines, subtotal = $subtotal, tax = $tax, total = $total,
-                    status = 'ISSUED', created_at = time::now();
+                "CREATE $id SET tenant = $tenant, page_key = $page_key, number = $number, invoice = $invoice, client = $client,
+                    currency = $currency, date = $date, reason = $reason, lines = $lines, subtotal = $subtotal, tax = $tax,
+                    total = $total, status = 'ISSUED', created_at = time::now();
                  UPDATE $invoice_id SET lines = $invoice_lines, credited = $credited, issued_credit_notes += 1,
                     status = $status, updated_at = time::now();",
                 Vars::new()
                     .set("id", record("credit_note", &key))
                     .set("tenant", mutation.tenant.as_str().to_owned())
+                    .set("page_key", page_key(mutation.tenant.as_str(), &key))
                     .set("number", number)
                     .set("invoice", invoice_key.to_owned())
                     .set("client", invoice.doc.client.clone())
@@ -159,6 +173,42 @@ impl Store {
 
     pub async fn credit_note(&self, tenant: &TenantId, key: &str) -> AppResult<Option<CreditNoteRow>> {
         read_owned(None, self, tenant, "credit_note", key).await
+    }
+
+    /// A page of credit notes, newest first, void ones included unless the filter says
+    /// otherwise, and (when `count`) how many match the filter.
+    pub async fn credit_notes(
+        &self,
+        tenant: &TenantId,
+        filter: &CreditNoteFilter,
+        after: Option<String>,
+        limit: usize,
+        count: bool,
+    ) -> AppResult<(Vec<CreditNoteRow>, Option<i64>)> {
+        let mut conditions = vec!["tenant = $tenant"];
+        if filter.client.is_some() {
+            conditions.push("client = $client");
+        }
+        if filter.invoice.is_some() {
+            conditions.push("invoice = $invoice");
+        }
+        if filter.status.is_some() {
+            conditions.push("status = $status");
+        }
+        if filter.from.is_some() {
+            conditions.push("date >= $from");
+        }
+        if filter.to.is_some() {
+            conditions.push("date <= $to");
+        }
+        let vars = Vars::new()
+            .set("tenant", tenant.as_str().to_owned())
+            .set("client", filter.client.clone())
+            .set("invoice", filter.invoice.clone())
+            .set("status", filter.status.map(str::to_owned))
+            .set("from", filter.from.map(date_string))
+            .set("to", filter.to.map(date_string));
+        self.page("credit_note", tenant, &conditions.join(" AND "), after, limit, count, vars).await
     }
 
     pub async fn credit_notes_of(&self, tenant: &TenantId, invoice_key: &str) -> AppResult<Vec<CreditNoteRow>> {

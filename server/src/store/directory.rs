@@ -335,22 +335,4 @@ impl Store {
         })
         .await
     }
-
-    /// Several parties of one tenant by key, in one query (for the GraphQL data loader).
-    pub async fn parties_by_keys(&self, tenant: &TenantId, kind: PartyKind, keys: Vec<String>) -> AppResult<Vec<PartyRow>> {
-        let ids: Vec<_> = keys.iter().map(|key| record(kind.table(), key)).collect();
-        let mut results = self
-            .query("SELECT * FROM $ids WHERE tenant = $tenant", Vars::new().set("ids", ids).set("tenant", tenant_var(tenant)))
-            .await?;
-        results.rows(0)
-    }
-
-    /// Several locations of one tenant by key, in one query.
-    pub async fn locations_by_keys(&self, tenant: &TenantId, keys: Vec<String>) -> AppResult<Vec<LocationRow>> {
-        let ids: Vec<_> = keys.iter().map(|key| record("location", key)).collect();
-        let mut results = self
-            .query("SELECT * FROM $ids WHERE tenant = $tenant", Vars::new().set("ids", ids).set("tenant", tenant_var(tenant)))
-            .await?;
-        results.rows(0)
-    }
 }

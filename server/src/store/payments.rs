@@ -93,6 +93,31 @@ impl Written {
     }
 }
 
+/// Which allocations to list.
+#[derive(Debug, Clone, Default)]
+pub struct AllocationFilter {
+    pub client: Option<String>,
+    pub payment: Option<String>,
+    pub invoice: Option<String>,
+    /// true: active ones only; false: removed ones only.
+    pub active: Option<bool>,
+    /// The day it was made, on or after.
+    pub from: Option<NaiveDate>,
+    /// The day it was made, on or before.
+    pub to: Option<NaiveDate>,
+}
+
+/// Which refunds to list.
+#[derive(Debug, Clone, Default)]
+pub struct RefundFilter {
+    pub client: Option<String>,
+    pub payment: Option<String>,
+    /// As stored: SUCCEEDED, DECLINED or PENDING.
+    pub outcome: Option<&'static str>,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
 /// Which payments to list.
 #[derive(Debug, Clone, Default)]
 pub struct PaymentFilter {
@@ -317,13 +342,14 @@ impl Store {
         let sequence = payment.doc.allocation_count + 1;
         let key = new_key();
         tx.query(
-            "CREATE $id SET tenant = $tenant, sequence = $sequence, payment = $payment, invoice = $invoice, client = $client,
-                amount = $amount, currency = $currency, date = $date, active = true, created_at = time::now(),
+            "CREATE $id SET tenant = $tenant, page_key = $page_key, sequence = $sequence, payment = $payment, invoice = $invoice,
+                client = $client, amount = $amount, currency = $currency, date = $date, active = true, created_at = time::now(),
                 created_by = $actor RETURN NONE;
              UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now() RETURN NONE;",
             Vars::new()
                 .set("id", record("allocation", &key))
                 .set("tenant", mutation.tenant.as_str().to_owned())
+                .set("page_key", page_key(mutation.tenant.as_str(), &key))
                 .set("sequence", sequence)
                 .set("payment", key_of(&payment.id))
                 .set("invoice", invoice_key.clone())
@@ -363,12 +389,13 @@ impl Store {
     ) -> AppResult<String> {
         let key = new_key();
         tx.query(
-            "CREATE $id SET tenant = $tenant, payment = $payment, client = $client, amount = $amount, currency = $currency,
-                date = $date, description = $description, outcome = $outcome, plugin = $plugin, created_at = time::now(),
-                created_by = $actor",
+            "CREATE $id SET tenant = $tenant, page_key = $page_key, payment = $payment, client = $client, amount = $amount,
+                currency = $currency, date = $date, description = $description, outcome = $outcome, plugin = $plugin,
+                created_at = time::now(), created_by = $actor",
             Vars::new()
                 .set("id", record("refund", &key))
                 .set("tenant", mutation.tenant.as_str().to_owned())
+                .set("page_key", page_key(mutation.tenant.as_str(), &key))
                 .set("payment", key_of(&payment.id))
                 .set("client", payment.doc.client.clone())
                 .set("amount", amount)
@@ -670,7 +697,7 @@ impl Store {
         match filter.status {
             None => {}
             Some(PaymentStatus::Void) => conditions.push("void = true"),
-            Some(PaymentStatus::Paid) => conditions.push("void = false AND refunded = 0"),
+            Some(PaymentStatus::Received) => conditions.push("void = false AND refunded = 0"),
             Some(PaymentStatus::Refunded) => conditions.push("void = false AND refunded > 0 AND refunded >= amount"),
             Some(PaymentStatus::PartiallyRefunded) => conditions.push("void = false AND refunded > 0 AND refunded < amount"),
         }
@@ -688,6 +715,82 @@ impl Store {
             .set("from", filter.from.map(date_string))
             .set("to", filter.to.map(date_string));
         self.page("payment", tenant, &conditions.join(" AND "), after, limit, count, vars).await
+    }
+
+    /// A page of allocations, newest first, removed ones included unless the filter says
+    /// otherwise, and (when `count`) how many match the filter.
+    pub async fn allocations(
+        &self,
+        tenant: &TenantId,
+        filter: &AllocationFilter,
+        after: Option<String>,
+        limit: usize,
+        count: bool,
+    ) -> AppResult<(Vec<AllocationRow>, Option<i64>)> {
+        let mut conditions = vec!["tenant = $tenant"];
+        if filter.client.is_some() {
+            conditions.push("client = $client");
+        }
+        if filter.payment.is_some() {
+            conditions.push("payment = $payment");
+        }
+        if filter.invoice.is_some() {
+            conditions.push("invoice = $invoice");
+        }
+        if filter.active.is_some() {
+            conditions.push("active = $active");
+        }
+        if filter.from.is_some() {
+            conditions.push("date >= $from");
+        }
+        if filter.to.is_some() {
+            conditions.push("date <= $to");
+        }
+        let vars = Vars::new()
+            .set("tenant", tenant.as_str().to_owned())
+            .set("client", filter.client.clone())
+            .set("payment", filter.payment.clone())
+            .set("invoice", filter.invoice.clone())
+            .set("active", filter.active)
+            .set("from", filter.from.map(date_string))
+            .set("to", filter.to.map(date_string));
+        self.page("allocation", tenant, &conditions.join(" AND "), after, limit, count, vars).await
+    }
+
+    /// A page of refunds, newest first, whatever their outcome unless the filter says, and (when
+    /// `count`) how many match the filter.
+    pub async fn refunds(
+        &self,
+        tenant: &TenantId,
+        filter: &RefundFilter,
+        after: Option<String>,
+        limit: usize,
+        count: bool,
+    ) -> AppResult<(Vec<RefundRow>, Option<i64>)> {
+        let mut conditions = vec!["tenant = $tenant"];
+        if filter.client.is_some() {
+            conditions.push("client = $client");
+        }
+        if filter.payment.is_some() {
+            conditions.push("payment = $payment");
+        }
+        if filter.outcome.is_some() {
+            conditions.push("outcome = $outcome");
+        }
+        if filter.from.is_some() {
+            conditions.push("date >= $from");
+        }
+        if filter.to.is_some() {
+            conditions.push("date <= $to");
+        }
+        let vars = Vars::new()
+            .set("tenant", tenant.as_str().to_owned())
+            .set("client", filter.client.clone())
+            .set("payment", filter.payment.clone())
+            .set("outcome", filter.outcome.map(str::to_owned))
+            .set("from", filter.from.map(date_string))
+            .set("to", filter.to.map(date_string));
+        self.page("refund", tenant, &conditions.join(" AND "), after, limit, count, vars).await
     }
 
     /// A client's payments with money left to apply, oldest first: what the front desk picks

@@ -17,12 +17,19 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
             backfill_page_keys(store, table).await?;
         }
     }
+    if from_version < 3 {
+        for table in ["allocation", "refund", "credit_note"] {
+            backfill_page_keys(store, table).await?;
+        }
+    }
     Ok(())
 }
 
-/// Version 2 added `page_key` ([`rows::page_key`]) to the tables that page. Records written
-/// before it lack the field and so would be missing from every page. The batches walk the table in
-/// key order.
+/// Version 2 added `page_key` ([`rows::page_key`]) to invoices, payments and audit events, and
+/// version 3 to allocations, refunds and credit notes, when they got lists that page. Records
+/// written before lack the field and so would be missing from every page. The batches walk the
+/// table in key order; the key is the record's own (the `key` field only some tables have is the
+/// same text).
 async fn backfill_page_keys(store: &Store, table: &str) -> AppResult<()> {
     let mut start = std::ops::Bound::Unbounded;
     loop {
@@ -31,12 +38,12 @@ async fn backfill_page_keys(store: &Store, table: &str) -> AppResult<()> {
             key: RecordIdKey::Range(Box::new(RecordIdKeyRange { start: start.clone(), end: std::ops::Bound::Unbounded })),
         };
         let mut found = store
-            .query("SELECT id, tenant, key FROM $range LIMIT $batch", Vars::new().set("range", range).set("batch", BATCH))
+            .query("SELECT id, tenant FROM $range LIMIT $batch", Vars::new().set("range", range).set("batch", BATCH))
             .await?;
         let batch: Vec<Keyed> = found.rows(0)?;
         let Some(last) = batch.last().map(|row| row.id.clone()) else { return Ok(()) };
         let updates: Vec<PageKeyUpdate> =
-            batch.iter().map(|row| PageKeyUpdate { id: row.id.clone(), page_key: rows::page_key(&row.tenant, &row.key) }).collect();
+            batch.iter().map(|row| PageKeyUpdate { id: row.id.clone(), page_key: rows::page_key(&row.tenant, &rows::key_of(&row.id)) }).collect();
         store
             .query(
                 "BEGIN; FOR $row IN $updates { UPDATE $row.id SET page_key = $row.page_key RETURN NONE; }; COMMIT;",
@@ -54,7 +61,6 @@ async fn backfill_page_keys(store: &Store, table: &str) -> AppResult<()> {
 struct Keyed {
     id: RecordId,
     tenant: String,
-    key: String,
 }
 
 #[derive(SurrealValue)]
