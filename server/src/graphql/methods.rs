@@ -20,6 +20,9 @@ pub struct PaymentMethod(pub PaymentMethodRow);
 // `METHOD_TYPES`); converted here and nowhere else.
 /// The kind of a payment method.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Serialize)]
+// Spelled as the text the input was before it was an enum, so a request's fingerprint for its
+// idempotency key stays the same.
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentMethodType {
     Card,
     Eftpos,
@@ -253,5 +256,6 @@ mod tests {
             assert_eq!(PaymentMethodType::parse(kind.as_stored()), Some(kind));
         }
         assert_eq!(PaymentMethodType::parse("cash"), None, "stored text is matched exactly");
+        assert_eq!(serde_json::to_value(DirectDeposit).unwrap(), "DIRECT_DEPOSIT", "fingerprinted as the text it was");
     }
 }
