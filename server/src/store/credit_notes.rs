@@ -119,7 +119,7 @@ impl Store {
                 before: Some(summary(&invoice.doc)),
                 after: Some(serde_json::json!({"total": effect.total.to_string(), "invoiceStatus": status_str(effect.invoice_status)})),
                 reason: Some(reason.trim().to_owned()),
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((key, entry))
         })
@@ -164,7 +164,7 @@ impl Store {
                 before: Some(summary(&invoice.doc)),
                 after: Some(serde_json::json!({"invoiceStatus": status_str(status), "credited": credited.to_string()})),
                 reason: reason.clone(),
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((key.to_owned(), entry))
         })

@@ -329,7 +329,7 @@ impl Store {
                     "archived": archived.unwrap_or(before.archived),
                 })),
                 reason: None,
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((key_of(&before.id), entry))
         })

@@ -181,7 +181,7 @@ impl Store {
                 before: Some(summary(&before.doc)),
                 after: Some(summary(&doc)),
                 reason: None,
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((key.to_owned(), entry))
         })
@@ -331,7 +331,7 @@ impl Store {
             before: Some(summary(&before.doc)),
             after: Some(summary(&after.doc)),
             reason: None,
-            idempotency_key: None,
+            ..AuditEntry::default()
         };
         Ok((after, entry))
     }
@@ -386,7 +386,7 @@ impl Store {
                 before: Some(summary(&before.doc)),
                 after: Some(summary(&after)),
                 reason: reason.clone(),
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((key.to_owned(), entry))
         })

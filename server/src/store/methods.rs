@@ -86,7 +86,7 @@ impl Store {
                     "configChanged": config.is_some(),
                 })),
                 reason: None,
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((key_of(&before.id), entry))
         })

@@ -473,7 +473,7 @@ impl Store {
                 before: Some(serde_json::json!({"invoice": summary(&invoice.doc)})),
                 after: Some(serde_json::json!({"amount": allocated.amount.to_string(), "payment": payment_summary(&payment.doc)})),
                 reason: None,
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((allocated.key, entry))
         })
@@ -516,7 +516,7 @@ impl Store {
                 before: Some(serde_json::json!({"amount": allocation.amount.to_string(), "invoice": summary(&invoice.doc)})),
                 after: Some(serde_json::json!({"payment": payment_summary(&payment.doc), "invoiceStatus": status_str(effect.invoice_status)})),
                 reason: None,
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((allocation_key.to_owned(), entry))
         })
@@ -555,7 +555,7 @@ impl Store {
                 before: Some(before),
                 after: Some(payment_summary(&payment.doc)),
                 reason: description.clone(),
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((key, entry))
         })
@@ -582,7 +582,7 @@ impl Store {
                 before: Some(payment_summary(&payment.doc)),
                 after: Some(payment_summary(&after)),
                 reason: reason.clone(),
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((payment_key.to_owned(), entry))
         })
@@ -619,7 +619,7 @@ impl Store {
                 before: Some(serde_json::json!({"description": payment.doc.description, "externalReference": payment.doc.external_reference})),
                 after: Some(serde_json::json!({"description": description, "externalReference": external_reference})),
                 reason: None,
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((payment_key.to_owned(), entry))
         })
@@ -830,6 +830,6 @@ pub(crate) fn payment_entry(action: &str, payment: &PaymentRow, allocated: &[All
             "allocations": allocated.iter().map(|a| serde_json::json!({"invoice": a.invoice, "amount": a.amount.to_string()})).collect::<Vec<_>>(),
         })),
         reason: None,
-        idempotency_key: None,
+        ..AuditEntry::default()
     }
 }

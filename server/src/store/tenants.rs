@@ -183,7 +183,7 @@ impl Store {
                 before: Some(settings_json(&before)),
                 after: Some(settings_json(&after)),
                 reason: None,
-                idempotency_key: None,
+                ..AuditEntry::default()
             };
             Ok((mutation.tenant.as_str().to_owned(), entry))
         })
