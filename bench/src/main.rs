@@ -28,6 +28,7 @@ use settle::store::audit::{IdempotencyKey, Mutation};
 use settle::store::directory::{LocationFields, PartyFields, PartyKind};
 use settle::store::invoices::{InvoiceDraft, LineDraft};
 use settle::store::Store;
+use settle::store::preview::Applied;
 
 #[derive(Parser, Clone)]
 #[command(about = "Settle load generator and baselines")]
@@ -161,7 +162,7 @@ fn disk_baseline(dir: &Path, threads: usize, length: Duration) -> anyhow::Result
 
 fn mutation<'a>(tenant: &'a TenantId, operation: &'static str) -> Mutation<'a> {
     let key = uuid::Uuid::new_v4().to_string();
-    Mutation { tenant, actor: "bench", request_id: "bench", operation, idempotency: Some(IdempotencyKey { key: key.clone(), request_hash: key }) }
+    Mutation { tenant, actor: "bench", request_id: "bench", operation, idempotency: Some(IdempotencyKey { key: key.clone(), request_hash: key }), dry_run: false }
 }
 
 /// Paying an invoice straight through the settle library's commands, without HTTP and GraphQL:
@@ -181,7 +182,7 @@ async fn store_baseline(dir: &Path, tasks: usize, length: Duration) -> anyhow::R
         },
         settle::startup::built_in_plugins(),
     );
-    let commands = Commands::new(store.clone(), Charging::new(store.clone(), Arc::new(host)));
+    let commands = Commands::new(store.clone(), Charging::new(Arc::new(host)));
     let tenant = TenantId::parse("bench").expect("valid tenant");
     store.tenant(&tenant).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let err = |e: settle::error::AppError| anyhow::anyhow!("{e}");
@@ -222,8 +223,10 @@ async fn store_baseline(dir: &Path, tasks: usize, length: Duration) -> anyhow::R
                 tax_rate: None,
             }],
         };
-        let key = store.create_invoice(&mutation(&tenant, "createInvoice"), draft).await.map_err(err)?;
-        store.finalize_invoice(&mutation(&tenant, "finalizeInvoice"), &key).await.map_err(err)?;
+        let Applied::Done(key) = commands.create_invoice(&mutation(&tenant, "createInvoice"), draft).await.map_err(err)? else {
+            anyhow::bail!("a request that is not a dry-run was answered with a preview");
+        };
+        commands.finalize_invoice(&mutation(&tenant, "finalizeInvoice"), &key).await.map_err(err)?;
         invoices.push(key);
     }
     let count = Arc::new(AtomicU64::new(0));
@@ -341,14 +344,14 @@ impl Api {
     async fn invoice(&self, client: &str, location: &str, amount: &str) -> anyhow::Result<String> {
         let created = self
             .call(
-                "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
+                "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }",
                 json!({"key": uuid::Uuid::new_v4().to_string(), "input": {"clientId": client, "locationId": location,
                     "lines": [{"description": "Consultation", "unitPrice": amount}]}}),
             )
             .await?;
-        let id = created["createInvoice"]["id"].as_str().unwrap_or_default().to_owned();
+        let id = created["createInvoice"]["invoice"]["id"].as_str().unwrap_or_default().to_owned();
         self.call(
-            "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
+            "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }",
             json!({"id": id, "key": uuid::Uuid::new_v4().to_string()}),
         )
         .await?;
@@ -357,7 +360,7 @@ impl Api {
 }
 
 const PAY: &str = "mutation($id: ID!, $m: ID!, $amount: Amount!, $key: String!) {
-    payInvoice(id: $id, input: {methodId: $m, amount: $amount}, idempotencyKey: $key) { id } }";
+    payInvoice(id: $id, input: {methodId: $m, amount: $amount}, idempotencyKey: $key) { payment { id } } }";
 
 /// Runs `workers` tasks of `op` for `length`, collecting latencies.
 async fn measure<F, Fut>(workers: usize, length: Duration, op: F) -> Samples
@@ -430,7 +433,7 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
                     let _ = api
                         .call(
                             "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!) { recordPayment(idempotencyKey: $key,
-                                input: {clientId: $c, locationId: $l, methodId: $m, amount: \"25.00\"}) { id } }",
+                                input: {clientId: $c, locationId: $l, methodId: $m, amount: \"25.00\"}) { payment { id } } }",
                             json!({"c": client, "l": location, "m": cash, "key": uuid::Uuid::new_v4().to_string()}),
                         )
                         .await;
@@ -591,7 +594,7 @@ async fn clinic_op(api: &Api, op: usize, client: &str, location: &str, cash: &st
         2 => api
             .call(
                 "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!) { recordPayment(idempotencyKey: $key,
-                    input: {clientId: $c, locationId: $l, methodId: $m, amount: \"40.00\"}) { id } }",
+                    input: {clientId: $c, locationId: $l, methodId: $m, amount: \"40.00\"}) { payment { id } } }",
                 json!({"c": client, "l": location, "m": cash, "key": key()}),
             )
             .await
@@ -600,14 +603,14 @@ async fn clinic_op(api: &Api, op: usize, client: &str, location: &str, cash: &st
             let payment = api
                 .call(
                     "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!) { recordPayment(idempotencyKey: $key,
-                        input: {clientId: $c, locationId: $l, methodId: $m, amount: \"30.00\"}) { id } }",
+                        input: {clientId: $c, locationId: $l, methodId: $m, amount: \"30.00\"}) { payment { id } } }",
                     json!({"c": client, "l": location, "m": cash, "key": key()}),
                 )
                 .await?;
             let invoice = api.invoice(client, location, "30.00").await?;
             api.call(
-                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { id } }",
-                json!({"p": payment["recordPayment"]["id"], "i": invoice, "key": key()}),
+                "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"30.00\", idempotencyKey: $key) { allocation { id } } }",
+                json!({"p": payment["recordPayment"]["payment"]["id"], "i": invoice, "key": key()}),
             )
             .await
             .map(drop)
@@ -616,13 +619,13 @@ async fn clinic_op(api: &Api, op: usize, client: &str, location: &str, cash: &st
             let payment = api
                 .call(
                     "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!) { recordPayment(idempotencyKey: $key,
-                        input: {clientId: $c, locationId: $l, methodId: $m, amount: \"50.00\"}) { id } }",
+                        input: {clientId: $c, locationId: $l, methodId: $m, amount: \"50.00\"}) { payment { id } } }",
                     json!({"c": client, "l": location, "m": cash, "key": key()}),
                 )
                 .await?;
             api.call(
-                "mutation($p: ID!, $key: String!) { refundPayment(id: $p, input: {amount: \"20.00\"}, idempotencyKey: $key) { id } }",
-                json!({"p": payment["recordPayment"]["id"], "key": key()}),
+                "mutation($p: ID!, $key: String!) { refundPayment(id: $p, input: {amount: \"20.00\"}, idempotencyKey: $key) { refund { id } } }",
+                json!({"p": payment["recordPayment"]["payment"]["id"], "key": key()}),
             )
             .await
             .map(drop)
@@ -631,7 +634,7 @@ async fn clinic_op(api: &Api, op: usize, client: &str, location: &str, cash: &st
             let invoice = api.invoice(client, location, "60.00").await?;
             api.call(
                 "mutation($i: ID!, $key: String!) { issueCreditNote(invoiceId: $i, idempotencyKey: $key,
-                    input: {reason: \"goodwill\", lines: [{lineIndex: 0, amount: \"10.00\"}]}) { id } }",
+                    input: {reason: \"goodwill\", lines: [{lineIndex: 0, amount: \"10.00\"}]}) { creditNote { id } } }",
                 json!({"i": invoice, "key": key()}),
             )
             .await

@@ -35,14 +35,15 @@ impl Application {
         let metrics = Metrics::new();
         let store = Store::open(&settings.store_settings(), metrics.clone()).await?;
         let host = Arc::new(PluginHost::start(&host_settings(&settings), built_in_plugins()));
-        let charging = Charging::new(store.clone(), host);
+        let charging = Charging::new(host);
+        let commands = Commands::new(store.clone(), charging.clone());
         // Settles charges and refunds left unknown by a timeout or a crash: now, then periodically.
         let grace = Duration::from_millis(settings.limits.plugin_call_timeout_ms) + Duration::from_secs(1);
-        charging.clone().spawn_reconciler(Duration::from_millis(settings.reconcile_interval_ms.max(100)), grace);
+        commands.clone().spawn_reconciler(Duration::from_millis(settings.reconcile_interval_ms.max(100)), grace);
         let schema = build_schema(
             Some(AppState {
                 store: store.clone(),
-                commands: Commands::new(store.clone(), charging.clone()),
+                commands,
                 charging,
                 limits: settings.limits.clone(),
             }),

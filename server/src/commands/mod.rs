@@ -8,11 +8,18 @@
 //! Plugin calls go through `charging`, never inside a transaction. The idempotency key of the
 //! request (X2) and its audit event (X3) are written by the store in the same transaction.
 //!
-//! Moved here so far: new payments (recordPayment, payInvoice, and finalizeInvoice with
-//! APPLY_PAYMENT or CHARGE). The other money changes still run their rules inside `store`;
-//! docs/architecture.md says where this is going.
+//! Every money change of the API is a command here, one file per subject; so are the changes
+//! Settle makes on its own (settling a charge or refund whose outcome arrives later, in
+//! charges.rs and refunds.rs, driven by reconcile.rs). Every command passes the idempotency gate
+//! and can be a dry-run (`Store::apply`).
 
+pub mod allocations;
+pub mod charges;
+pub mod credit_notes;
+pub mod invoices;
 pub mod payments;
+pub mod reconcile;
+pub mod refunds;
 
 use crate::charging::Charging;
 use crate::store::Store;

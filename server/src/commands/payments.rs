@@ -12,17 +12,17 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::Commands;
+use super::charges::Claimed;
 use crate::error::{AppError, AppResult};
 use crate::ledger::{Currency, Money};
 use crate::ledger::invoice::{InvoiceFacts, InvoiceStatus};
 use crate::ledger::payment::{self as rules};
 use crate::store::TxRef;
 use crate::store::audit::{AuditEntry, Mutation};
-use crate::store::charges::ChargeDraft;
-use crate::store::invoices::read_invoice;
 use crate::store::locks::{record_lock, tenant_lock};
-use crate::store::payments::{Allocated, NewPayment, NewRecordedPayment, Written, new_payment_row, payment_entry};
-use crate::store::rows::{InvoiceRow, PaymentMethodRow, PaymentRow, key_of};
+use crate::store::payments::{Allocated, NewPayment, NewRecordedPayment, Written, new_payment_row, payment_entry, payment_summary};
+use crate::store::preview::Applied;
+use crate::store::rows::{InvoiceRow, PaymentDoc, PaymentMethodRow, PaymentRow, key_of};
 
 /// A payment for one invoice, as requested.
 #[derive(Debug, Clone)]
@@ -39,18 +39,6 @@ pub struct PayInvoice {
 }
 
 impl PayInvoice {
-    fn charge(&self, finalize: bool) -> ChargeDraft {
-        ChargeDraft {
-            method: self.method.clone(),
-            amount: self.amount,
-            date: self.date,
-            location: self.location.clone(),
-            description: self.description.clone(),
-            details: self.details.clone(),
-            finalize,
-        }
-    }
-
     fn recorded(&self, invoice: &InvoiceRow, external_reference: Option<String>) -> NewRecordedPayment {
         NewRecordedPayment {
             location: self.location.clone().unwrap_or_else(|| invoice.doc.location.clone()),
@@ -82,7 +70,7 @@ impl Commands {
     /// recordPayment: a standalone payment with a method that only records (P1, P2), allocated
     /// to invoices in the same transaction when asked (P5). Returns the payment's key, and the
     /// record as written when this request wrote it.
-    pub async fn record_payment(&self, mutation: &Mutation<'_>, request: RecordPayment) -> AppResult<NewPayment> {
+    pub async fn record_payment(&self, mutation: &Mutation<'_>, request: RecordPayment) -> AppResult<Applied<NewPayment>> {
         let attempt = async {
             let method = self.method(mutation, &request.method).await?;
             let settings = self.store.tenant(mutation.tenant).await?;
@@ -90,7 +78,7 @@ impl Commands {
             // Decided before the plugin sees the details (it needs the amount); again in the
             // transaction.
             let amount = rules::new_recorded_payment(&method.facts(), request.amount, currency)?;
-            let reference = self.charging.check_recorded_details(mutation, &method, amount, &request.details).await?;
+            let reference = self.checked_details(mutation, &method, amount, &request.details).await?;
             let locks: Vec<String> = request.allocations.iter().map(|(invoice, _)| record_lock("invoice", invoice)).collect();
             let (request, reference) = (&request, &reference);
             self.new_payment(mutation, &locks, |tx| async move {
@@ -106,8 +94,8 @@ impl Commands {
                 let mut payment = new_payment_row(mutation.tenant, &request.client, &method, new, amount.amount(), currency.code());
                 let mut allocated = Vec::new();
                 for (invoice_key, amount) in &request.allocations {
-                    let invoice = read_invoice(&tx, &self.store, mutation.tenant, invoice_key).await?;
-                    let amount = Money::from_decimal(*amount, Currency::parse(&invoice.doc.currency)?)?.require_positive()?;
+                    let invoice = self.store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
+                    let amount = Money::positive_in(*amount, &invoice.doc.currency)?;
                     let effect =
                         rules::allocate(&payment.doc.facts(), &invoice.doc.facts(), &invoice.doc.client, &invoice.doc.currency, amount.amount())?;
                     allocated.push(self.store.write_allocation(&tx, mutation, &mut payment, &invoice, &effect, request.date).await?);
@@ -122,20 +110,21 @@ impl Commands {
         self.payment_or_replay(mutation, attempt).await
     }
 
-    /// payInvoice: pays an OPEN invoice with a new payment (P3). Returns the payment's key, and
-    /// the record as written when this request wrote it.
-    pub async fn pay_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<NewPayment> {
+    /// payInvoice: pays an OPEN invoice with a new payment (P3), recorded for a method that only
+    /// records and charged through its plugin otherwise. Returns the payment's key, and the record
+    /// as written when this request wrote it.
+    pub async fn pay_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<Applied<NewPayment>> {
         let method = self.method(mutation, &request.method).await?;
         if !method.facts().records_only {
-            let key = self.charge_invoice(mutation, invoice_key, &request, false).await?;
-            return Ok(NewPayment { key, row: None });
+            let charged = self.charge_invoice(mutation, invoice_key, &request, false).await?;
+            return Ok(charged.map(|key| NewPayment { key, row: None }));
         }
         let attempt = async {
             let invoice = self.store.invoice(mutation.tenant, invoice_key).await?.ok_or_else(|| AppError::not_found("invoice"))?;
-            let reference = self.checked_details(mutation, &invoice.doc.facts(), &invoice.doc.currency, &method, &request).await?;
+            let reference = self.checked_invoice_details(mutation, &invoice.doc.facts(), &invoice.doc.currency, &method, &request).await?;
             let (request, reference) = (&request, &reference);
             self.new_payment(mutation, &[record_lock("invoice", invoice_key)], |tx| async move {
-                let invoice = read_invoice(&tx, &self.store, mutation.tenant, invoice_key).await?;
+                let invoice = self.store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
                 let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
                 let entry = payment_entry("payment.pay_invoice", &payment, &allocated);
                 Ok((payment, entry))
@@ -149,9 +138,9 @@ impl Commands {
     /// finalizeInvoice with APPLY_PAYMENT (I2): finalizes a draft and pays it with a new recorded
     /// payment in the same transaction, so either both happen or neither does. Returns the
     /// invoice's key.
-    pub async fn finalize_and_record(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<String> {
+    pub async fn finalize_and_record(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<Applied<String>> {
         if let Some(key) = self.store.replay::<String>(mutation).await? {
-            return Ok(key);
+            return Ok(replayed(mutation, key));
         }
         let method = self.method(mutation, &request.method).await?;
         let invoice = self.store.invoice(mutation.tenant, invoice_key).await?.ok_or_else(|| AppError::not_found("invoice"))?;
@@ -160,15 +149,15 @@ impl Commands {
         let mut facts = invoice.doc.facts();
         crate::ledger::invoice::check_finalize(&facts)?;
         facts.status = InvoiceStatus::Open;
-        let reference = self.checked_details(mutation, &facts, &invoice.doc.currency, &method, &request).await?;
+        let reference = self.checked_invoice_details(mutation, &facts, &invoice.doc.currency, &method, &request).await?;
         let keys = [tenant_lock(mutation.tenant), record_lock("invoice", invoice_key)];
         let turns = self.store.locks().lock_all(&keys).await;
         let written = Written::default();
         let (written_ref, request, reference) = (&written, &request, &reference);
-        let key = self
+        let applied = self
             .store
-            .mutate(mutation, |tx| async move {
-                let (invoice, entry) = self.store.finalize_in(&tx, mutation, invoice_key).await?;
+            .apply(mutation, |tx| async move {
+                let (invoice, entry) = self.finalize_in(&tx, mutation, invoice_key).await?;
                 // A draft that owes nothing is PAID once finalized and takes no payment.
                 if invoice.doc.facts().status != InvoiceStatus::Open {
                     return Ok((invoice_key.to_owned(), entry));
@@ -186,22 +175,78 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        if let Some(payment) = written.take() {
+        if let (Applied::Done(_), Some(payment)) = (&applied, written.take()) {
             self.store.number_payment(mutation.tenant, key_of(&payment.id)).await;
         }
-        Ok(key)
+        Ok(applied)
     }
 
     /// finalizeInvoice with CHARGE (I2): charges the draft's total through the method's plugin and
     /// finalizes it when the charge succeeds. Returns the invoice's key.
-    pub async fn finalize_and_charge(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<String> {
-        self.charge_invoice(mutation, invoice_key, &request, true).await?;
-        Ok(invoice_key.to_owned())
+    pub async fn finalize_and_charge(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<Applied<String>> {
+        let charged = self.charge_invoice(mutation, invoice_key, &request, true).await?;
+        Ok(charged.map(|_| invoice_key.to_owned()))
+    }
+
+    /// voidPayment: a payment with no active allocations and no refunds (V1). Final; it moves no
+    /// money and leaves balances and totals (V2), but stays readable.
+    pub async fn void_payment(&self, mutation: &Mutation<'_>, payment_key: &str, reason: Option<String>) -> AppResult<Applied<String>> {
+        let store = &self.store;
+        let _turn = store.locks().lock(&record_lock("payment", payment_key)).await;
+        let reason = &reason;
+        store
+            .apply(mutation, |tx| async move {
+                let payment = store.load_payment(&tx, mutation.tenant, payment_key).await?;
+                rules::check_void(&payment.doc.facts())?;
+                store.write_payment_void(&tx, &payment, reason.clone()).await?;
+                let after = PaymentDoc { void: true, ..payment.doc.clone() };
+                let entry = AuditEntry {
+                    action: "payment.void".into(),
+                    records: vec![format!("payment:{payment_key}")],
+                    before: Some(payment_summary(&payment.doc)),
+                    after: Some(payment_summary(&after)),
+                    reason: reason.clone(),
+                    ..AuditEntry::default()
+                };
+                Ok((payment_key.to_owned(), entry))
+            })
+            .await
+    }
+
+    /// updatePayment: only the description and external reference change (P9); `None` keeps a
+    /// field, `Some(None)` clears it.
+    pub async fn update_payment(
+        &self,
+        mutation: &Mutation<'_>,
+        payment_key: &str,
+        description: Option<Option<String>>,
+        external_reference: Option<Option<String>>,
+    ) -> AppResult<Applied<String>> {
+        let store = &self.store;
+        let _turn = store.locks().lock(&record_lock("payment", payment_key)).await;
+        let (description, external_reference) = (&description, &external_reference);
+        store
+            .apply(mutation, |tx| async move {
+                let payment = store.load_payment(&tx, mutation.tenant, payment_key).await?;
+                rules::check_update(&payment.doc.facts())?;
+                let description = description.clone().unwrap_or_else(|| payment.doc.description.clone());
+                let external_reference = external_reference.clone().unwrap_or_else(|| payment.doc.external_reference.clone());
+                store.write_payment_details(&tx, &payment, description.clone(), external_reference.clone()).await?;
+                let entry = AuditEntry {
+                    action: "payment.update".into(),
+                    records: vec![format!("payment:{payment_key}")],
+                    before: Some(serde_json::json!({"description": payment.doc.description, "externalReference": payment.doc.external_reference})),
+                    after: Some(serde_json::json!({"description": description, "externalReference": external_reference})),
+                    ..AuditEntry::default()
+                };
+                Ok((payment_key.to_owned(), entry))
+            })
+            .await
     }
 
     /// Runs `body` (load, decide and write one new payment) in one transaction after taking the
     /// in-process turns of `locks`, then numbers the payment; returns it as written.
-    async fn new_payment<F, Fut>(&self, mutation: &Mutation<'_>, locks: &[String], body: F) -> AppResult<NewPayment>
+    async fn new_payment<F, Fut>(&self, mutation: &Mutation<'_>, locks: &[String], body: F) -> AppResult<Applied<NewPayment>>
     where
         F: Fn(TxRef) -> Fut,
         Fut: Future<Output = AppResult<(PaymentRow, AuditEntry)>>,
@@ -210,16 +255,19 @@ impl Commands {
         // The body may run more than once (write conflicts); the attempt that committed is kept.
         let written = Written::default();
         let (written_ref, body) = (&written, &body);
-        let key = self
+        let applied = self
             .store
-            .mutate(mutation, |tx| async move {
+            .apply(mutation, |tx| async move {
                 let (payment, entry) = body(tx).await?;
                 written_ref.set(&payment);
-                Ok((key_of(&payment.id), entry))
+                Ok((Claimed::Record(key_of(&payment.id)), entry))
             })
             .await?;
         drop(turns);
-        Ok(self.store.number_new_payment(mutation.tenant, key, written).await)
+        match applied {
+            Applied::Previewed(preview) => Ok(Applied::Previewed(preview)),
+            Applied::Done(claimed) => Ok(Applied::Done(self.store.number_new_payment(mutation.tenant, claimed.key(), written).await)),
+        }
     }
 
     /// Load, decide and write a new recorded payment of `invoice` inside the caller's transaction.
@@ -239,9 +287,8 @@ impl Commands {
     }
 
     /// Decides the payment on `invoice` as it is before the transaction, then has the method's
-    /// plugin check the payment's details for that amount; returns the reference the plugin
-    /// gives (a cheque number).
-    async fn checked_details(
+    /// plugin check the payment's details for that amount.
+    async fn checked_invoice_details(
         &self,
         mutation: &Mutation<'_>,
         invoice: &InvoiceFacts,
@@ -250,33 +297,40 @@ impl Commands {
         request: &PayInvoice,
     ) -> AppResult<Option<String>> {
         let effect = rules::pay_invoice(invoice, Currency::parse(currency)?, &method.facts(), request.amount)?;
-        self.charging.check_recorded_details(mutation, method, effect.amount, &request.details).await
+        self.checked_details(mutation, method, effect.amount, &request.details).await
     }
 
-    /// A charge through the method's plugin; a repeated request is answered before anything is
-    /// sent.
-    async fn charge_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, request: &PayInvoice, finalize: bool) -> AppResult<String> {
-        if let Some(key) = self.store.replay::<String>(mutation).await? {
-            return Ok(key);
+    /// Has the method's plugin check a recorded payment's details (a cheque needs its number);
+    /// returns the reference it gives. A dry-run calls no plugin (D1) and assumes the details
+    /// pass.
+    async fn checked_details(&self, mutation: &Mutation<'_>, method: &PaymentMethodRow, amount: Money, details: &serde_json::Value) -> AppResult<Option<String>> {
+        if mutation.dry_run {
+            return Ok(None);
         }
-        self.charging.charge_invoice(mutation, invoice_key, request.charge(finalize)).await
+        self.charging.check_recorded_details(mutation, method, amount, details).await
     }
 
     async fn method(&self, mutation: &Mutation<'_>, key: &str) -> AppResult<PaymentMethodRow> {
         self.store.payment_method(mutation.tenant, key).await?.ok_or_else(|| AppError::not_found("payment method"))
     }
 
-    /// The key of the payment a recorded payment made. Checks before its transaction read state
-    /// that the first of two identical requests changes (an invoice's balance is 0 once paid), so
-    /// when they fail, a repeat of a request that already succeeded still gets the first result
-    /// (X2); a repeat that passes them gets it from the transaction's own key check.
-    async fn payment_or_replay(&self, mutation: &Mutation<'_>, attempt: AppResult<NewPayment>) -> AppResult<NewPayment> {
+    /// The payment a recorded payment made. Checks before its transaction read state that the
+    /// first of two identical requests changes (an invoice's balance is 0 once paid), so when
+    /// they fail, a repeat of a request that already succeeded still gets the first result (X2);
+    /// a repeat that passes them gets it from the idempotency gate in the transaction.
+    async fn payment_or_replay(&self, mutation: &Mutation<'_>, attempt: AppResult<Applied<NewPayment>>) -> AppResult<Applied<NewPayment>> {
         match attempt {
             Ok(payment) => Ok(payment),
-            Err(error) => match self.store.replay::<String>(mutation).await? {
-                Some(key) => Ok(NewPayment { key, row: None }),
+            Err(error) => match self.store.replay::<Claimed>(mutation).await? {
+                Some(claimed) => Ok(replayed(mutation, NewPayment { key: claimed.key(), row: None })),
                 None => Err(error),
             },
         }
     }
+}
+
+/// The answer to a request the idempotency gate has seen before: its first result, or for a
+/// dry-run, a preview saying so.
+fn replayed<T>(mutation: &Mutation<'_>, first: T) -> Applied<T> {
+    if mutation.dry_run { Applied::Previewed(crate::store::preview::Preview::replay()) } else { Applied::Done(first) }
 }

@@ -89,5 +89,6 @@ pub async fn mutation<'a>(
         request_id: &request.request_id,
         operation,
         idempotency,
+        dry_run: false,
     })
 }

@@ -5,6 +5,8 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+use super::preview::{PreviewOut, answer, payload};
+use crate::store::preview::Applied;
 use super::context::{caller, mutation, state, tenant, today};
 use super::errors::unknown_state;
 use super::money::Money;
@@ -183,14 +185,28 @@ impl CreditNoteQuery {
     }
 }
 
+payload!(IssueCreditNotePayload, credit_note: CreditNote, "issueCreditNote");
+payload!(VoidCreditNotePayload, credit_note: CreditNote, "voidCreditNote");
+
+async fn credit_note_payload<P: From<(Option<CreditNote>, Option<PreviewOut>)>>(ctx: &Context<'_>, applied: Applied<String>) -> Result<P> {
+    Ok(answer(ctx, applied, |key| async move { load_credit_note(ctx, &key).await }).await?.into())
+}
+
 #[derive(Default)]
 pub struct CreditNoteMutation;
 
 #[Object]
 impl CreditNoteMutation {
     /// Issues a credit note for lines of an OPEN invoice (C1, C2).
-    async fn issue_credit_note(&self, ctx: &Context<'_>, invoice_id: ID, input: CreditNoteInput, idempotency_key: String) -> Result<CreditNote> {
-        let m = mutation(ctx, Role::Billing, "issueCreditNote", Some(idempotency_key), &(&invoice_id.0, &input)).await?;
+    async fn issue_credit_note(
+        &self,
+        ctx: &Context<'_>,
+        invoice_id: ID,
+        input: CreditNoteInput,
+        idempotency_key: String,
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<IssueCreditNotePayload> {
+        let m = mutation(ctx, Role::Billing, "issueCreditNote", Some(idempotency_key), &(&invoice_id.0, &input)).await?.dry_run(dry_run);
         let today = today(tenant(ctx).await?);
         let reason = input.reason.trim();
         let reason = if reason.is_empty() { String::new() } else { required_text("reason", reason, TEXT_MAX_CHARS)? };
@@ -211,11 +227,8 @@ impl CreditNoteMutation {
                 Ok(CreditRequest { line: line_index, by })
             })
             .collect::<AppResult<Vec<_>>>()?;
-        let key = state(ctx)
-            .store
-            .issue_credit_note(&m, &invoice_id, reason, requests, input.date.map_or(today, |d| d.0))
-            .await?;
-        load_credit_note(ctx, &key).await
+        let applied = state(ctx).commands.issue_credit_note(&m, &invoice_id, reason, requests, input.date.map_or(today, |d| d.0)).await?;
+        credit_note_payload(ctx, applied).await
     }
 
     /// Voids a credit note (C4): the invoice owes its amount again.
@@ -225,11 +238,11 @@ impl CreditNoteMutation {
         #[graphql(name = "id")] credit_note_id: ID,
         reason: Option<String>,
         idempotency_key: String,
-    ) -> Result<CreditNote> {
-        let m = mutation(ctx, Role::Billing, "voidCreditNote", Some(idempotency_key), &(&credit_note_id.0, &reason)).await?;
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<VoidCreditNotePayload> {
+        let m = mutation(ctx, Role::Billing, "voidCreditNote", Some(idempotency_key), &(&credit_note_id.0, &reason)).await?.dry_run(dry_run);
         let reason = optional_text("reason", reason.as_deref(), TEXT_MAX_CHARS)?;
-        let key = state(ctx).store.void_credit_note(&m, &credit_note_id, reason).await?;
-        load_credit_note(ctx, &key).await
+        credit_note_payload(ctx, state(ctx).commands.void_credit_note(&m, &credit_note_id, reason).await?).await
     }
 }
 

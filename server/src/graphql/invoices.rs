@@ -5,6 +5,8 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, Result};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::preview::{PreviewOut, answer, payload};
+use crate::store::preview::Applied;
 use super::context::{caller, mutation, state, tenant, today};
 use super::invoices_and_payments::{DiscountType, Invoice, InvoiceStatus};
 use super::pagination::{Page, connection_types, wants_total};
@@ -205,25 +207,48 @@ async fn load_invoice(ctx: &Context<'_>, key: &str) -> AppResult<Invoice> {
     Ok(Invoice { row, today })
 }
 
+payload!(CreateInvoicePayload, invoice: Invoice, "createInvoice");
+payload!(UpdateInvoicePayload, invoice: Invoice, "updateInvoice");
+payload!(FinalizeInvoicePayload, invoice: Invoice, "finalizeInvoice");
+payload!(RevertInvoiceToDraftPayload, invoice: Invoice, "revertInvoiceToDraft");
+payload!(VoidInvoicePayload, invoice: Invoice, "voidInvoice");
+payload!(DeleteInvoicePayload, deleted_invoice_id: ID, "deleteInvoice");
+
+/// The invoice a mutation wrote, for its payload.
+async fn invoice_payload<P: From<(Option<Invoice>, Option<PreviewOut>)>>(ctx: &Context<'_>, applied: Applied<String>) -> Result<P> {
+    Ok(answer(ctx, applied, |key| async move { Ok(load_invoice(ctx, &key).await?) }).await?.into())
+}
+
 #[derive(Default)]
 pub struct InvoiceMutation;
 
 #[Object]
 impl InvoiceMutation {
     /// Creates a DRAFT invoice (I1) (BILLING).
-    async fn create_invoice(&self, ctx: &Context<'_>, input: InvoiceInput, idempotency_key: String) -> Result<Invoice> {
-        let m = mutation(ctx, Role::Billing, "createInvoice", Some(idempotency_key), &input).await?;
+    async fn create_invoice(
+        &self,
+        ctx: &Context<'_>,
+        input: InvoiceInput,
+        idempotency_key: String,
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<CreateInvoicePayload> {
+        let m = mutation(ctx, Role::Billing, "createInvoice", Some(idempotency_key), &input).await?.dry_run(dry_run);
         let draft = input.parse(today(tenant(ctx).await?))?;
-        let key = state(ctx).store.create_invoice(&m, draft).await?;
-        Ok(load_invoice(ctx, &key).await?)
+        invoice_payload(ctx, state(ctx).commands.create_invoice(&m, draft).await?).await
     }
 
     /// Replaces a DRAFT invoice's fields and lines (I1, I8) (BILLING).
-    async fn update_invoice(&self, ctx: &Context<'_>, id: ID, input: InvoiceInput, idempotency_key: String) -> Result<Invoice> {
-        let m = mutation(ctx, Role::Billing, "updateInvoice", Some(idempotency_key), &(&id.0, &input)).await?;
+    async fn update_invoice(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: InvoiceInput,
+        idempotency_key: String,
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<UpdateInvoicePayload> {
+        let m = mutation(ctx, Role::Billing, "updateInvoice", Some(idempotency_key), &(&id.0, &input)).await?.dry_run(dry_run);
         let draft = input.parse(today(tenant(ctx).await?))?;
-        let key = state(ctx).store.update_invoice(&m, &id, draft).await?;
-        Ok(load_invoice(ctx, &key).await?)
+        invoice_payload(ctx, state(ctx).commands.update_invoice(&m, &id, draft).await?).await
     }
 
     /// Finalizes a DRAFT: it gets its number and becomes OPEN, or PAID when nothing is owed (I2).
@@ -233,11 +258,9 @@ impl InvoiceMutation {
         id: ID,
         #[graphql(default)] input: FinalizeInvoiceInput,
         idempotency_key: String,
-    ) -> Result<Invoice> {
-        let m = mutation(ctx, Role::Billing, "finalizeInvoice", Some(idempotency_key), &(&id.0, &input)).await?;
-        if let Some(key) = state(ctx).store.replay::<String>(&m).await? {
-            return Ok(load_invoice(ctx, &key).await?);
-        }
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<FinalizeInvoicePayload> {
+        let m = mutation(ctx, Role::Billing, "finalizeInvoice", Some(idempotency_key), &(&id.0, &input)).await?.dry_run(dry_run);
         let payment = |option: &str| {
             input.payment.as_ref().map(|payment| PayInvoiceInput {
                 method_id: payment.method_id.clone(),
@@ -253,32 +276,50 @@ impl InvoiceMutation {
         };
         let today = today(tenant(ctx).await?);
         let commands = &state(ctx).commands;
-        let key = match input.payment_option {
-            PaymentOption::RequestPayment => state(ctx).store.finalize_invoice(&m, &id).await?,
+        let applied = match input.payment_option {
+            PaymentOption::RequestPayment => commands.finalize_invoice(&m, &id).await?,
             PaymentOption::ApplyPayment => commands.finalize_and_record(&m, &id, payment("APPLY_PAYMENT")?.request(today)?).await?,
             PaymentOption::Charge => commands.finalize_and_charge(&m, &id, payment("CHARGE")?.request(today)?).await?,
         };
-        Ok(load_invoice(ctx, &key).await?)
+        invoice_payload(ctx, applied).await
     }
 
     /// Returns an invoice to DRAFT; it keeps its number (I5, I8) (BILLING).
-    async fn revert_invoice_to_draft(&self, ctx: &Context<'_>, id: ID, idempotency_key: String) -> Result<Invoice> {
-        let m = mutation(ctx, Role::Billing, "revertInvoiceToDraft", Some(idempotency_key), &id.0).await?;
-        let key = state(ctx).store.revert_invoice(&m, &id).await?;
-        Ok(load_invoice(ctx, &key).await?)
+    async fn revert_invoice_to_draft(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        idempotency_key: String,
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<RevertInvoiceToDraftPayload> {
+        let m = mutation(ctx, Role::Billing, "revertInvoiceToDraft", Some(idempotency_key), &id.0).await?.dry_run(dry_run);
+        invoice_payload(ctx, state(ctx).commands.revert_invoice(&m, &id).await?).await
     }
 
     /// Voids an OPEN invoice with nothing allocated or credited (I7). Final (BILLING).
-    async fn void_invoice(&self, ctx: &Context<'_>, id: ID, reason: Option<String>, idempotency_key: String) -> Result<Invoice> {
-        let m = mutation(ctx, Role::Billing, "voidInvoice", Some(idempotency_key), &(&id.0, &reason)).await?;
+    async fn void_invoice(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: Option<String>,
+        idempotency_key: String,
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<VoidInvoicePayload> {
+        let m = mutation(ctx, Role::Billing, "voidInvoice", Some(idempotency_key), &(&id.0, &reason)).await?.dry_run(dry_run);
         let reason = optional_text("reason", reason.as_deref(), TEXT_MAX_CHARS)?;
-        let key = state(ctx).store.void_invoice(&m, &id, reason).await?;
-        Ok(load_invoice(ctx, &key).await?)
+        invoice_payload(ctx, state(ctx).commands.void_invoice(&m, &id, reason).await?).await
     }
 
-    /// Deletes a DRAFT that never had a number (I6); returns its id (BILLING).
-    async fn delete_invoice(&self, ctx: &Context<'_>, id: ID, idempotency_key: String) -> Result<ID> {
-        let m = mutation(ctx, Role::Billing, "deleteInvoice", Some(idempotency_key), &id.0).await?;
-        Ok(ID(state(ctx).store.delete_invoice(&m, &id).await?))
+    /// Deletes a DRAFT that never had a number (I6) (BILLING).
+    async fn delete_invoice(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        idempotency_key: String,
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<DeleteInvoicePayload> {
+        let m = mutation(ctx, Role::Billing, "deleteInvoice", Some(idempotency_key), &id.0).await?.dry_run(dry_run);
+        let applied = state(ctx).commands.delete_invoice(&m, &id).await?;
+        Ok(answer(ctx, applied, |key| async move { Ok(ID(key)) }).await?.into())
     }
 }

@@ -139,7 +139,7 @@ impl Invoice {
         Money::of(amount, &self.row.doc.currency)
     }
 
-    fn status_value(&self) -> DisplayStatus {
+    pub(super) fn status_value(&self) -> DisplayStatus {
         let due = NaiveDate::parse_from_str(&self.row.doc.due_date, "%Y-%m-%d").unwrap_or(self.today);
         invoice_rules::display_status(parse_status(&self.row.doc.status), due, self.today)
     }

@@ -26,6 +26,7 @@ pub mod money;
 pub mod pagination;
 pub mod payments;
 pub mod plugins;
+pub mod preview;
 pub mod practice;
 pub mod scalars;
 pub mod text;

@@ -12,7 +12,8 @@ use super::scalars::{Amount, Date};
 use super::text::{TEXT_MAX_CHARS, optional_text};
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
-use crate::store::audit::Mutation;
+use super::preview::{PreviewOut, answer, payload};
+use crate::store::preview::Applied;
 use crate::commands::payments::{PayInvoice, RecordPayment};
 use crate::store::payments::{AllocationFilter, NewPayment, PaymentFilter, RefundFilter};
 use crate::store::rows::key_of;
@@ -257,26 +258,45 @@ async fn load_payment(ctx: &Context<'_>, key: &str) -> AppResult<Payment> {
     Ok(Payment(row))
 }
 
-/// The answer to a manual payment mutation. Its checks before the transaction read state that
-/// the first of two identical requests changes (an invoice's balance is 0 once paid), so when
-/// they fail, a repeat of a request that already succeeded still gets the first result (X2). A
-/// repeat that passes them gets the first result from the transaction's own key check.
-async fn new_payment_or_replay(ctx: &Context<'_>, m: &Mutation<'_>, attempt: AppResult<NewPayment>) -> AppResult<Payment> {
-    match attempt {
-        Ok(NewPayment { row: Some(row), .. }) => Ok(Payment(row)),
-        Ok(NewPayment { key, row: None }) => load_payment(ctx, &key).await,
-        Err(error) => match state(ctx).store.replay::<String>(m).await? {
-            Some(key) => load_payment(ctx, &key).await,
-            None => Err(error),
-        },
-    }
+payload!(RecordPaymentPayload, payment: Payment, "recordPayment");
+payload!(PayInvoicePayload, payment: Payment, "payInvoice");
+payload!(ApplyPaymentPayload, allocation: Allocation, "applyPayment");
+payload!(RemoveAllocationPayload, allocation: Allocation, "removeAllocation");
+payload!(RefundPaymentPayload, refund: Refund, "refundPayment");
+payload!(VoidPaymentPayload, payment: Payment, "voidPayment");
+payload!(UpdatePaymentPayload, payment: Payment, "updatePayment");
+
+/// The payload of a mutation that makes a new payment: the payment as this request wrote and
+/// numbered it, or read back (a repeated request, or one whose numbering is still to happen).
+async fn new_payment_payload<P: From<(Option<Payment>, Option<PreviewOut>)>>(ctx: &Context<'_>, applied: Applied<NewPayment>) -> Result<P> {
+    let load = |payment: NewPayment| async move {
+        Ok(match payment {
+            NewPayment { row: Some(row), .. } => Payment(row),
+            NewPayment { key, row: None } => load_payment(ctx, &key).await?,
+        })
+    };
+    Ok(answer(ctx, applied, load).await?.into())
+}
+
+async fn payment_payload<P: From<(Option<Payment>, Option<PreviewOut>)>>(ctx: &Context<'_>, applied: Applied<String>) -> Result<P> {
+    Ok(answer(ctx, applied, |key| async move { Ok(load_payment(ctx, &key).await?) }).await?.into())
+}
+
+async fn allocation_payload<P: From<(Option<Allocation>, Option<PreviewOut>)>>(ctx: &Context<'_>, applied: Applied<String>) -> Result<P> {
+    Ok(answer(ctx, applied, |key| async move { load_allocation(ctx, &key).await }).await?.into())
 }
 
 #[Object]
 impl PaymentMutation {
     /// Records a standalone payment (P1, P2) and any allocations given, in one transaction.
-    async fn record_payment(&self, ctx: &Context<'_>, input: RecordPaymentInput, idempotency_key: String) -> Result<Payment> {
-        let m = mutation(ctx, Role::Billing, "recordPayment", Some(idempotency_key), &input).await?;
+    async fn record_payment(
+        &self,
+        ctx: &Context<'_>,
+        input: RecordPaymentInput,
+        idempotency_key: String,
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<RecordPaymentPayload> {
+        let m = mutation(ctx, Role::Billing, "recordPayment", Some(idempotency_key), &input).await?.dry_run(dry_run);
         let settings = tenant(ctx).await?;
         if input.allocations.len() > ALLOCATIONS_MAX {
             return Err(AppError::invalid(format!("a payment takes at most {ALLOCATIONS_MAX} allocations at once")).into());
@@ -292,8 +312,7 @@ impl PaymentMutation {
             allocations: input.allocations.iter().map(|a| (a.invoice_id.0.clone(), a.amount.0)).collect(),
             details: input.details.as_ref().map_or(serde_json::json!({}), |d| d.0.clone()),
         };
-        let attempt = state(ctx).commands.record_payment(&m, request).await;
-        Ok(new_payment_or_replay(ctx, &m, attempt).await?)
+        new_payment_payload(ctx, state(ctx).commands.record_payment(&m, request).await?).await
     }
 
     /// Pays an OPEN invoice with a new payment (P3): recorded for a method that only records,
@@ -304,14 +323,14 @@ impl PaymentMutation {
         #[graphql(name = "id", desc = "The invoice to pay.")] invoice_id: ID,
         input: PayInvoiceInput,
         idempotency_key: String,
-    ) -> Result<Payment> {
-        let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key), &(&invoice_id.0, &input)).await?;
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<PayInvoicePayload> {
+        let m = mutation(ctx, Role::Billing, "payInvoice", Some(idempotency_key), &(&invoice_id.0, &input)).await?.dry_run(dry_run);
         let request = input.request(today(tenant(ctx).await?))?;
-        let paid = state(ctx).commands.pay_invoice(&m, &invoice_id, request).await;
-        Ok(new_payment_or_replay(ctx, &m, paid).await?)
+        new_payment_payload(ctx, state(ctx).commands.pay_invoice(&m, &invoice_id, request).await?).await
     }
 
-    /// Applies part of an existing payment to an invoice (P5); returns the allocation.
+    /// Applies part of an existing payment to an invoice (P5).
     async fn apply_payment(
         &self,
         ctx: &Context<'_>,
@@ -319,38 +338,44 @@ impl PaymentMutation {
         #[graphql(desc = "The invoice it is applied to.")] invoice_id: ID,
         amount: Amount,
         idempotency_key: String,
-    ) -> Result<Allocation> {
-        let m = mutation(ctx, Role::Billing, "applyPayment", Some(idempotency_key), &(&payment_id.0, &invoice_id.0, amount)).await?;
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<ApplyPaymentPayload> {
+        let m = mutation(ctx, Role::Billing, "applyPayment", Some(idempotency_key), &(&payment_id.0, &invoice_id.0, amount)).await?.dry_run(dry_run);
         let today = today(tenant(ctx).await?);
-        let key = state(ctx).store.apply_payment(&m, &payment_id, &invoice_id, amount.0, today).await?;
-        load_allocation(ctx, &key).await
+        allocation_payload(ctx, state(ctx).commands.apply_payment(&m, &payment_id, &invoice_id, amount.0, today).await?).await
     }
 
     /// Removes an allocation (P6); it stays on record, marked removed.
-    async fn remove_allocation(&self, ctx: &Context<'_>, #[graphql(name = "id")] allocation_id: ID, idempotency_key: String) -> Result<Allocation> {
-        let m = mutation(ctx, Role::Billing, "removeAllocation", Some(idempotency_key), &allocation_id.0).await?;
-        let key = state(ctx).store.remove_allocation(&m, &allocation_id).await?;
-        load_allocation(ctx, &key).await
+    async fn remove_allocation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "id")] allocation_id: ID,
+        idempotency_key: String,
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<RemoveAllocationPayload> {
+        let m = mutation(ctx, Role::Billing, "removeAllocation", Some(idempotency_key), &allocation_id.0).await?.dry_run(dry_run);
+        allocation_payload(ctx, state(ctx).commands.remove_allocation(&m, &allocation_id).await?).await
     }
 
-    /// Refunds unallocated money of a payment (F1-F4); returns the refund.
+    /// Refunds unallocated money of a payment (F1-F4).
     async fn refund_payment(
         &self,
         ctx: &Context<'_>,
         #[graphql(name = "id")] payment_id: ID,
         input: RefundInput,
         idempotency_key: String,
-    ) -> Result<Refund> {
-        let m = mutation(ctx, Role::Billing, "refundPayment", Some(idempotency_key), &(&payment_id.0, &input)).await?;
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<RefundPaymentPayload> {
+        let m = mutation(ctx, Role::Billing, "refundPayment", Some(idempotency_key), &(&payment_id.0, &input)).await?.dry_run(dry_run);
         let today = today(tenant(ctx).await?);
         let description = optional_text("description", input.description.as_deref(), TEXT_MAX_CHARS)?;
-        let key = state(ctx)
-            .charging
-            .refund(&m, &payment_id, input.amount.0, input.date.map_or(today, |d| d.0), description)
-            .await?;
-        let request = caller(ctx, Role::Viewer)?;
-        let refund = state(ctx).store.refund(&request.principal.tenant, &key).await?.ok_or_else(|| AppError::not_found("refund"))?;
-        Ok(Refund(refund))
+        let applied = state(ctx).commands.refund_payment(&m, &payment_id, input.amount.0, input.date.map_or(today, |d| d.0), description).await?;
+        let load = |key: String| async move {
+            let request = caller(ctx, Role::Viewer)?;
+            let refund = state(ctx).store.refund(&request.principal.tenant, &key).await?.ok_or_else(|| AppError::not_found("refund"))?;
+            Ok(Refund(refund))
+        };
+        Ok(answer(ctx, applied, load).await?.into())
     }
 
     /// Voids a payment with no allocations and no refunds (V1, V2).
@@ -360,11 +385,11 @@ impl PaymentMutation {
         #[graphql(name = "id")] payment_id: ID,
         reason: Option<String>,
         idempotency_key: String,
-    ) -> Result<Payment> {
-        let m = mutation(ctx, Role::Billing, "voidPayment", Some(idempotency_key), &(&payment_id.0, &reason)).await?;
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<VoidPaymentPayload> {
+        let m = mutation(ctx, Role::Billing, "voidPayment", Some(idempotency_key), &(&payment_id.0, &reason)).await?.dry_run(dry_run);
         let reason = optional_text("reason", reason.as_deref(), TEXT_MAX_CHARS)?;
-        let key = state(ctx).store.void_payment(&m, &payment_id, reason).await?;
-        Ok(load_payment(ctx, &key).await?)
+        payment_payload(ctx, state(ctx).commands.void_payment(&m, &payment_id, reason).await?).await
     }
 
     /// Changes a payment's description and external reference, the only editable fields (P9).
@@ -375,9 +400,10 @@ impl PaymentMutation {
         #[graphql(desc = "Left out: unchanged; null: cleared.")] description: MaybeUndefined<String>,
         #[graphql(desc = "Left out: unchanged; null: cleared.")] external_reference: MaybeUndefined<String>,
         idempotency_key: String,
-    ) -> Result<Payment> {
+        #[graphql(default, desc = "Answer what the request would do, and change nothing (D1).")] dry_run: bool,
+    ) -> Result<UpdatePaymentPayload> {
         let fingerprint = (&payment_id.0, description.as_opt_ref(), description.is_undefined(), external_reference.as_opt_ref(), external_reference.is_undefined());
-        let m = mutation(ctx, Role::Billing, "updatePayment", Some(idempotency_key), &fingerprint).await?;
+        let m = mutation(ctx, Role::Billing, "updatePayment", Some(idempotency_key), &fingerprint).await?.dry_run(dry_run);
         let change = |field: &str, value: MaybeUndefined<String>, max: usize| -> AppResult<Option<Option<String>>> {
             Ok(match value {
                 MaybeUndefined::Undefined => None,
@@ -387,8 +413,7 @@ impl PaymentMutation {
         };
         let description = change("description", description, TEXT_MAX_CHARS)?;
         let external_reference = change("external reference", external_reference, 200)?;
-        let key = state(ctx).store.update_payment(&m, &payment_id, description, external_reference).await?;
-        Ok(load_payment(ctx, &key).await?)
+        payment_payload(ctx, state(ctx).commands.update_payment(&m, &payment_id, description, external_reference).await?).await
     }
 }
 

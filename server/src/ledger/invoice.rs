@@ -147,6 +147,16 @@ pub fn check_void(invoice: &InvoiceFacts) -> AppResult<()> {
     Ok(())
 }
 
+/// The due date of an invoice: the one given, else the issue date plus the practice's payment
+/// terms in days; never before the issue date (decided, docs/rules.md).
+pub fn due_date(issue_date: NaiveDate, given: Option<NaiveDate>, terms_days: i64) -> AppResult<NaiveDate> {
+    let due = given.unwrap_or_else(|| issue_date + chrono::Days::new(terms_days.max(0) as u64));
+    if due < issue_date {
+        return Err(AppError::invalid("the due date cannot be before the issue date"));
+    }
+    Ok(due)
+}
+
 /// I4: OPEN with a due date before today (in the tenant's timezone) shows as OVERDUE.
 pub fn display_status(status: InvoiceStatus, due_date: NaiveDate, today: NaiveDate) -> DisplayStatus {
     match status {

@@ -113,6 +113,12 @@ impl Money {
         self.amount.is_zero()
     }
 
+    /// A payment, refund or allocation amount in the currency named by `code`: checked for
+    /// precision (M2) and sign.
+    pub fn positive_in(amount: Decimal, code: &str) -> Result<Money, MoneyError> {
+        Money::from_decimal(amount, Currency::parse(code)?)?.require_positive()
+    }
+
     /// Refuses zero and negative amounts: payments, refunds, allocations and credits (M2).
     pub fn require_positive(self) -> Result<Money, MoneyError> {
         if self.amount <= Decimal::ZERO { Err(MoneyError::NotPositive) } else { Ok(self) }

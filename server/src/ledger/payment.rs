@@ -221,6 +221,58 @@ pub fn pay_invoice(
     Ok(InvoicePaymentEffect { amount, allocation })
 }
 
+/// P3, I2: what a charge through a plugin-backed method takes: `amount`, or the invoice balance
+/// when not given, and never more than the balance. With `finalize` (finalizeInvoice with CHARGE)
+/// the invoice is a draft to be finalized and owes its balance once OPEN. Checked in this order:
+/// the invoice (I2 or P4, I7), the method is active and charges (P1), the amount (M2, positive,
+/// P3).
+pub fn charge_invoice(
+    invoice: &InvoiceFacts,
+    currency: Currency,
+    method: &MethodFacts,
+    amount: Option<Decimal>,
+    finalize: bool,
+) -> AppResult<Money> {
+    if finalize {
+        super::invoice::check_finalize(invoice)?;
+    } else {
+        require_open(invoice)?;
+    }
+    if method.archived {
+        return Err(AppError::new(ErrorCode::PaymentMethodArchived, format!("the payment method '{}' is archived", method.name)));
+    }
+    if method.records_only {
+        return Err(AppError::new(
+            ErrorCode::InvalidInput,
+            format!("'{}' only records payments; record the payment instead of charging", method.name),
+        ));
+    }
+    let owed = invoice.balance();
+    let amount = Money::from_decimal(amount.unwrap_or(owed), currency)?.require_positive()?;
+    if amount.amount() > owed {
+        return Err(AppError::new(
+            ErrorCode::AmountExceedsBalance,
+            format!("a charge can never exceed the invoice balance ({})", display_amount(owed, currency.code())),
+        ));
+    }
+    Ok(amount)
+}
+
+/// How a refund is made (F3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundRoute {
+    /// A payment of a method that only records: the refund is recorded and succeeds at once.
+    Record,
+    /// A payment taken through a plugin: the plugin gives the money back (the gateway refunds
+    /// the card), and a refund it declines changes no balance.
+    Plugin,
+}
+
+/// F3: how a refund of a payment is made, by whether its method's plugin only records.
+pub fn refund_route(records_only: bool) -> RefundRoute {
+    if records_only { RefundRoute::Record } else { RefundRoute::Plugin }
+}
+
 /// What removing an allocation changes (P6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemovalEffect {

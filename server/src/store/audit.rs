@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::rows::{AuditRow, IdempotencyRow, new_key, page_key, record};
+use super::preview::{Applied, Preview};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -29,6 +30,8 @@ pub struct Mutation<'m> {
     pub request_id: &'m str,
     pub operation: &'static str,
     pub idempotency: Option<IdempotencyKey>,
+    /// Run to the point of committing, then cancel and answer what would have happened (D1).
+    pub dry_run: bool,
 }
 
 /// What a mutation appends to the audit trail.
@@ -44,6 +47,13 @@ pub struct AuditEntry {
     /// that request's own transaction (a charge settled after its plugin call); otherwise the
     /// mutation's own key is recorded.
     pub idempotency_key: Option<String>,
+}
+
+impl Mutation<'_> {
+    /// The same mutation as a dry-run when `dry_run` (D1).
+    pub fn dry_run(self, dry_run: bool) -> Self {
+        Mutation { dry_run, ..self }
+    }
 }
 
 fn idempotency_id(tenant: &TenantId, key: &str) -> RecordId {
@@ -88,6 +98,32 @@ impl Store {
                 .await?;
             }
             Ok(value)
+        })
+        .await
+    }
+
+    /// Runs a money change through [`Store::mutate`], or, for a dry-run, runs the same body and
+    /// audit event in a transaction that is then cancelled, and answers what it would have
+    /// changed (see [`super::preview`]). A dry-run claims no idempotency key; with a key already
+    /// used it answers as the real request would: a replay for the same request,
+    /// IDEMPOTENCY_KEY_REUSED for another.
+    pub async fn apply<T, F, Fut>(&self, mutation: &Mutation<'_>, body: F) -> AppResult<Applied<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(TxRef) -> Fut,
+        Fut: Future<Output = AppResult<(T, AuditEntry)>>,
+    {
+        if !mutation.dry_run {
+            return self.mutate(mutation, body).await.map(Applied::Done);
+        }
+        let body = &body;
+        self.cancelled(|tx| async move {
+            if self.replay::<serde_json::Value>(mutation).await?.is_some() {
+                return Ok(Applied::Previewed(Preview::replay()));
+            }
+            let (_, entry) = body(tx.clone()).await?;
+            append_audit(&tx, mutation, entry.clone()).await?;
+            Ok(Applied::Previewed(self.preview_of(&tx, entry).await?))
         })
         .await
     }

@@ -1,19 +1,19 @@
-//! Credit notes (C1-C4): issued against one OPEN invoice, lowering only that invoice's balance.
+//! Credit notes as stored: reading them, and writing what the commands decide
+//! (commands/credit_notes.rs).
 
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use super::audit::{AuditEntry, Mutation};
+use super::audit::Mutation;
 use super::directory::read_owned;
-use super::invoices::{date_string, read_invoice, status_str, summary};
-use super::locks::{counter_lock, record_lock};
+use super::invoices::{date_string, status_str};
 use super::payments::next_number;
-use super::rows::{CreditLineRow, CreditNoteRow, LineRow, new_key, page_key, record};
-use super::{Store, Vars};
+use super::rows::{CreditLineRow, CreditNoteRow, InvoiceRow, LineRow, key_of, new_key, page_key, record};
+use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
-use crate::ledger::credit_note::{self as rules, CreditRequest, CreditableLine};
-use crate::ledger::{Currency, Money};
+use crate::ledger::credit_note::{CreditNoteEffect, CreditableLine};
+use crate::ledger::invoice::InvoiceStatus;
 
 /// Which credit notes to list.
 #[derive(Debug, Clone, Default)]
@@ -34,7 +34,8 @@ impl super::directory::Owned for CreditNoteRow {
     }
 }
 
-fn creditable(line: &LineRow) -> CreditableLine {
+/// What the credit-note rules need of an invoice line.
+pub(crate) fn creditable(line: &LineRow) -> CreditableLine {
     CreditableLine {
         quantity: line.quantity,
         subtotal: line.subtotal,
@@ -45,130 +46,103 @@ fn creditable(line: &LineRow) -> CreditableLine {
 }
 
 impl Store {
-    /// Issues a credit note for chosen lines of an OPEN invoice (C1, C2); the invoice may become
-    /// PAID when nothing is left owing (I3).
-    pub async fn issue_credit_note(
+    /// Writes an issued credit note as decided (C1, C2): the note with the tenant's next
+    /// credit-note number, and its invoice's credited lines, sums and status. Returns its key.
+    pub(crate) async fn write_credit_note_issued(
         &self,
+        tx: &TxRef,
         mutation: &Mutation<'_>,
-        invoice_key: &str,
-        reason: String,
-        requests: Vec<CreditRequest>,
+        invoice: &InvoiceRow,
+        reason: &str,
+        effect: &CreditNoteEffect,
         date: NaiveDate,
     ) -> AppResult<String> {
-        let keys = [counter_lock(mutation.tenant, "credit_note"), record_lock("invoice", invoice_key)];
-        let _turns = self.locks().lock_all(&keys).await;
-        let (reason, requests) = (&reason, &requests);
-        self.mutate(mutation, |tx| async move {
-            let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
-            let currency = Currency::parse(&invoice.doc.currency)?;
-            for request in requests.iter() {
-                if let rules::CreditBy::Amount(amount) = request.by {
-                    Money::from_decimal(amount, currency)?;
+        let number = next_number(tx, mutation.tenant, "credit_note").await?;
+        let mut invoice_lines = invoice.doc.lines.clone();
+        let credit_lines: Vec<CreditLineRow> = effect
+            .lines
+            .iter()
+            .map(|credited| {
+                let line = &mut invoice_lines[credited.line];
+                line.credited = Some(line.credited.unwrap_or(Decimal::ZERO) + credited.total);
+                CreditLineRow {
+                    line: credited.line as i64,
+                    description: line.description.clone(),
+                    quantity: credited.quantity,
+                    subtotal: credited.subtotal,
+                    tax: credited.tax,
+                    total: credited.total,
                 }
-            }
-            let lines: Vec<CreditableLine> = invoice.doc.lines.iter().map(creditable).collect();
-            let effect = rules::issue(&invoice.doc.facts(), &lines, reason, requests, currency)?;
-            let number = next_number(&tx, mutation.tenant, "credit_note").await?;
-            let mut invoice_lines = invoice.doc.lines.clone();
-            let credit_lines: Vec<CreditLineRow> = effect
-                .lines
-                .iter()
-                .map(|credited| {
-                    let line = &mut invoice_lines[credited.line];
-                    line.credited = Some(line.credited.unwrap_or(Decimal::ZERO) + credited.total);
-                    CreditLineRow {
-                        line: credited.line as i64,
-                        description: line.description.clone(),
-                        quantity: credited.quantity,
-                        subtotal: credited.subtotal,
-                        tax: credited.tax,
-                        total: credited.total,
-                    }
-                })
-                .collect();
-            let key = new_key();
-            tx.query(
-                "CREATE $id SET tenant = $tenant, page_key = $page_key, number = $number, invoice = $invoice, client = $client,
-                    currency = $currency, date = $date, reason = $reason, lines = $lines, subtotal = $subtotal, tax = $tax,
-                    total = $total, status = 'ISSUED', created_at = time::now();
-                 UPDATE $invoice_id SET lines = $invoice_lines, credited = $credited, issued_credit_notes += 1,
-                    status = $status, updated_at = time::now();",
-                Vars::new()
-                    .set("id", record("credit_note", &key))
-                    .set("tenant", mutation.tenant.as_str().to_owned())
-                    .set("page_key", page_key(mutation.tenant.as_str(), &key))
-                    .set("number", number)
-                    .set("invoice", invoice_key.to_owned())
-                    .set("client", invoice.doc.client.clone())
-                    .set("currency", invoice.doc.currency.clone())
-                    .set("date", date_string(date))
-                    .set("reason", reason.trim().to_owned())
-                    .set("lines", credit_lines)
-                    .set("subtotal", effect.subtotal)
-                    .set("tax", effect.tax)
-                    .set("total", effect.total)
-                    .set("invoice_id", invoice.id.clone())
-                    .set("invoice_lines", invoice_lines)
-                    .set("credited", effect.invoice_credited)
-                    .set("status", status_str(effect.invoice_status).to_owned()),
-            )
-            .await?;
-            let entry = AuditEntry {
-                action: "credit_note.issue".into(),
-                records: vec![format!("credit_note:{key}"), format!("invoice:{invoice_key}")],
-                before: Some(summary(&invoice.doc)),
-                after: Some(serde_json::json!({"total": effect.total.to_string(), "invoiceStatus": status_str(effect.invoice_status)})),
-                reason: Some(reason.trim().to_owned()),
-                ..AuditEntry::default()
-            };
-            Ok((key, entry))
-        })
-        .await
+            })
+            .collect();
+        let key = new_key();
+        tx.query(
+            "CREATE $id SET tenant = $tenant, page_key = $page_key, number = $number, invoice = $invoice, client = $client,
+                currency = $currency, date = $date, reason = $reason, lines = $lines, subtotal = $subtotal, tax = $tax,
+                total = $total, status = 'ISSUED', created_at = time::now() RETURN NONE;
+             UPDATE $invoice_id SET lines = $invoice_lines, credited = $credited, issued_credit_notes += 1,
+                status = $status, updated_at = time::now() RETURN NONE;",
+            Vars::new()
+                .set("id", record("credit_note", &key))
+                .set("tenant", mutation.tenant.as_str().to_owned())
+                .set("page_key", page_key(mutation.tenant.as_str(), &key))
+                .set("number", number)
+                .set("invoice", key_of(&invoice.id))
+                .set("client", invoice.doc.client.clone())
+                .set("currency", invoice.doc.currency.clone())
+                .set("date", date_string(date))
+                .set("reason", reason.to_owned())
+                .set("lines", credit_lines)
+                .set("subtotal", effect.subtotal)
+                .set("tax", effect.tax)
+                .set("total", effect.total)
+                .set("invoice_id", invoice.id.clone())
+                .set("invoice_lines", invoice_lines)
+                .set("credited", effect.invoice_credited)
+                .set("status", status_str(effect.invoice_status).to_owned()),
+        )
+        .await?;
+        Ok(key)
     }
 
-    /// Voids a credit note (C4): the invoice balance is restored and a PAID invoice is OPEN again.
-    pub async fn void_credit_note(&self, mutation: &Mutation<'_>, key: &str, reason: Option<String>) -> AppResult<String> {
-        let note = self.credit_note(mutation.tenant, key).await?.ok_or_else(|| AppError::not_found("credit note"))?;
-        let _turn = self.locks().lock(&record_lock("invoice", &note.invoice)).await;
-        let reason = &reason;
-        self.mutate(mutation, |tx| async move {
-            let note = read_owned::<CreditNoteRow>(Some(&tx), self, mutation.tenant, "credit_note", key)
-                .await?
-                .ok_or_else(|| AppError::not_found("credit note"))?;
-            let invoice = read_invoice(&tx, self, mutation.tenant, &note.invoice).await?;
-            let (credited, status) = rules::void(&invoice.doc.facts(), note.total, note.status == "VOID")?;
-            let mut invoice_lines = invoice.doc.lines.clone();
-            for credited_line in &note.lines {
-                if let Some(line) = invoice_lines.get_mut(credited_line.line as usize) {
-                    let left = line.credited.unwrap_or(Decimal::ZERO) - credited_line.total;
-                    line.credited = Some(left.max(Decimal::ZERO));
-                }
+    /// A credit note of the tenant, read in the caller's transaction.
+    pub(crate) async fn load_credit_note(&self, tx: &TxRef, tenant: &TenantId, key: &str) -> AppResult<CreditNoteRow> {
+        read_owned::<CreditNoteRow>(Some(tx), self, tenant, "credit_note", key).await?.ok_or_else(|| AppError::not_found("credit note"))
+    }
+
+    /// Writes a voided credit note as decided (C4): the note VOID, and its invoice's credited
+    /// lines, sums and status restored.
+    pub(crate) async fn write_credit_note_voided(
+        &self,
+        tx: &TxRef,
+        note: &CreditNoteRow,
+        invoice: &InvoiceRow,
+        credited: Decimal,
+        status: InvoiceStatus,
+        reason: Option<String>,
+    ) -> AppResult<()> {
+        let mut invoice_lines = invoice.doc.lines.clone();
+        for credited_line in &note.lines {
+            if let Some(line) = invoice_lines.get_mut(credited_line.line as usize) {
+                let left = line.credited.unwrap_or(Decimal::ZERO) - credited_line.total;
+                line.credited = Some(left.max(Decimal::ZERO));
             }
-            tx.query(
-                "UPDATE $id SET status = 'VOID', voided_at = $now, void_reason = $reason;
-                 UPDATE $invoice_id SET lines = $invoice_lines, credited = $credited, issued_credit_notes -= 1,
-                    status = $status, updated_at = time::now();",
-                Vars::new()
-                    .set("id", note.id.clone())
-                    .set("now", Utc::now())
-                    .set("reason", reason.clone())
-                    .set("invoice_id", invoice.id.clone())
-                    .set("invoice_lines", invoice_lines)
-                    .set("credited", credited)
-                    .set("status", status_str(status).to_owned()),
-            )
-            .await?;
-            let entry = AuditEntry {
-                action: "credit_note.void".into(),
-                records: vec![format!("credit_note:{key}"), format!("invoice:{}", note.invoice)],
-                before: Some(summary(&invoice.doc)),
-                after: Some(serde_json::json!({"invoiceStatus": status_str(status), "credited": credited.to_string()})),
-                reason: reason.clone(),
-                ..AuditEntry::default()
-            };
-            Ok((key.to_owned(), entry))
-        })
-        .await
+        }
+        tx.query(
+            "UPDATE $id SET status = 'VOID', voided_at = $now, void_reason = $reason RETURN NONE;
+             UPDATE $invoice_id SET lines = $invoice_lines, credited = $credited, issued_credit_notes -= 1,
+                status = $status, updated_at = time::now() RETURN NONE;",
+            Vars::new()
+                .set("id", note.id.clone())
+                .set("now", Utc::now())
+                .set("reason", reason)
+                .set("invoice_id", invoice.id.clone())
+                .set("invoice_lines", invoice_lines)
+                .set("credited", credited)
+                .set("status", status_str(status).to_owned()),
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn credit_note(&self, tenant: &TenantId, key: &str) -> AppResult<Option<CreditNoteRow>> {

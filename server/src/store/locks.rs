@@ -22,7 +22,7 @@ pub(crate) fn tenant_lock(tenant: &TenantId) -> String {
 }
 
 /// The queue of writers of one of a tenant's counters (payment and credit note numbers).
-pub(super) fn counter_lock(tenant: &TenantId, kind: &str) -> String {
+pub fn counter_lock(tenant: &TenantId, kind: &str) -> String {
     format!("counter:{tenant}:{kind}")
 }
 

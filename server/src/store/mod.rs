@@ -18,6 +18,7 @@ pub mod locks;
 pub mod methods;
 pub mod numbering;
 pub mod payments;
+pub mod preview;
 pub mod rows;
 pub mod tenants;
 mod upgrade;
@@ -41,7 +42,7 @@ use crate::metrics::Metrics;
 /// The schema, applied at every start; each statement is idempotent.
 const SCHEMA: &str = include_str!("schema.surql");
 /// Bumped whenever schema.surql changes meaning; recorded in the database.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The transaction a body works in; shared so the body's future can own its handle.
 pub type TxRef = Arc<Tx>;
@@ -368,6 +369,21 @@ impl Store {
                 other => return other,
             }
         }
+    }
+
+    /// Runs `body` once in a transaction that is cancelled whatever it returns: a dry-run.
+    pub(crate) async fn cancelled<T, F, Fut>(&self, body: F) -> AppResult<T>
+    where
+        F: FnOnce(TxRef) -> Fut,
+        Fut: Future<Output = AppResult<T>>,
+    {
+        let tx = Arc::new(self.begin().await?);
+        let outcome = body(Arc::clone(&tx)).await;
+        match Arc::try_unwrap(tx) {
+            Ok(tx) => tx.cancel().await,
+            Err(_) => return Err(AppError::internal("a transaction body kept its transaction handle")),
+        }
+        outcome
     }
 
     /// Opens a transaction; [`Store::transaction`] commits or cancels it.

@@ -8,16 +8,15 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
-use super::invoices::{date_string, read_invoice, status_str, summary};
-use super::locks::record_lock;
+use super::invoices::{date_string, status_str};
 use super::rows::{AllocationRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, page_key, record};
 use super::tenants::read_tenant;
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
-use crate::error::{AppError, AppResult, ErrorCode};
+use crate::error::{AppError, AppResult};
 use crate::ledger::numbering::format_number;
-use crate::ledger::payment::{self as rules, AllocationEffect, AllocationState, InvoicePaymentEffect, MethodFacts, PaymentFacts, PaymentStatus};
-use crate::ledger::{Currency, Money};
+use crate::ledger::payment::{AllocationEffect, RemovalEffect, AllocationState, InvoicePaymentEffect, MethodFacts, PaymentFacts, PaymentStatus};
+use crate::ledger::Currency;
 
 /// The plugin that only records payments (cash, EFTPOS, cheque, direct deposit, other).
 pub const MANUAL_PLUGIN: &str = "manual";
@@ -143,6 +142,12 @@ impl PaymentDoc {
         }
     }
 
+    /// Whether its method's plugin only records payments (cash, cheque, ...) rather than
+    /// taking them through a gateway.
+    pub fn records_only(&self) -> bool {
+        self.plugin == MANUAL_PLUGIN
+    }
+
     /// PAY-0001, or None in the moment between commit and numbering.
     pub fn display_number(&self) -> Option<String> {
         self.number.map(|n| format_number("PAY", n))
@@ -196,11 +201,8 @@ pub(super) async fn next_numbers(tx: &TxRef, tenant: &TenantId, kind: &str, coun
     Ok(next)
 }
 
-pub(super) async fn read_payment(tx: &TxRef, store: &Store, tenant: &TenantId, key: &str) -> AppResult<PaymentRow> {
-    read_owned::<PaymentRow>(Some(tx), store, tenant, "payment", key).await?.ok_or_else(|| AppError::not_found("payment"))
-}
 
-fn payment_summary(doc: &PaymentDoc) -> serde_json::Value {
+pub(crate) fn payment_summary(doc: &PaymentDoc) -> serde_json::Value {
     serde_json::json!({
         "number": doc.display_number(),
         "amount": doc.amount.to_string(),
@@ -211,17 +213,12 @@ fn payment_summary(doc: &PaymentDoc) -> serde_json::Value {
     })
 }
 
-/// Money of the currency, checked for precision (M2) and sign.
-pub(super) fn positive_money(amount: Decimal, currency: &str) -> AppResult<Decimal> {
-    let currency = Currency::parse(currency)?;
-    Ok(Money::from_decimal(amount, currency)?.require_positive()?.amount())
-}
 
 /// One allocation made inside a transaction, for the audit trail.
 pub struct Allocated {
-    key: String,
-    invoice: String,
-    amount: Decimal,
+    pub key: String,
+    pub invoice: String,
+    pub amount: Decimal,
 }
 
 impl Store {
@@ -311,22 +308,6 @@ impl Store {
         Ok((payment, allocated))
     }
 
-    /// Allocates part of `payment` to an invoice inside the caller's transaction (P4, P5, P7):
-    /// writes the allocation and the invoice, and updates `payment` in memory; the caller writes
-    /// the payment ([`Store::create_payment_record`] for a new one, else `write_payment_sums`).
-    async fn allocate_in(
-        &self,
-        tx: &TxRef,
-        mutation: &Mutation<'_>,
-        payment: &mut PaymentRow,
-        invoice: &InvoiceRow,
-        amount: Decimal,
-        today: NaiveDate,
-    ) -> AppResult<Allocated> {
-        let effect = rules::allocate(&payment.doc.facts(), &invoice.doc.facts(), &invoice.doc.client, &invoice.doc.currency, amount)?;
-        self.write_allocation(tx, mutation, payment, invoice, &effect, today).await
-    }
-
     /// Writes an allocation as decided: the allocation record and the invoice's new sums and
     /// status; updates `payment` in memory for the caller to write.
     pub(crate) async fn write_allocation(
@@ -368,6 +349,66 @@ impl Store {
         Ok(Allocated { key, invoice: invoice_key, amount: effect.amount })
     }
 
+    /// A payment of the tenant, read in the caller's transaction.
+    pub(crate) async fn load_payment(&self, tx: &TxRef, tenant: &TenantId, key: &str) -> AppResult<PaymentRow> {
+        read_owned::<PaymentRow>(Some(tx), self, tenant, "payment", key).await?.ok_or_else(|| AppError::not_found("payment"))
+    }
+
+    /// An allocation of the tenant, read in the caller's transaction.
+    pub(crate) async fn load_allocation(&self, tx: &TxRef, tenant: &TenantId, key: &str) -> AppResult<AllocationRow> {
+        read_owned::<AllocationRow>(Some(tx), self, tenant, "allocation", key).await?.ok_or_else(|| AppError::not_found("allocation"))
+    }
+
+    /// Writes a removed allocation as decided (P6): marked removed with actor and time, and the
+    /// invoice's new sums and status. The caller writes the payment's sums.
+    pub(crate) async fn write_allocation_removed(
+        &self,
+        tx: &TxRef,
+        mutation: &Mutation<'_>,
+        allocation: &AllocationRow,
+        invoice: &InvoiceRow,
+        effect: &RemovalEffect,
+    ) -> AppResult<()> {
+        tx.query(
+            "UPDATE $id SET active = false, removed_at = time::now(), removed_by = $actor RETURN NONE;
+             UPDATE $invoice SET paid = $paid, active_allocations -= 1, status = $status, updated_at = time::now() RETURN NONE;",
+            Vars::new()
+                .set("id", allocation.id.clone())
+                .set("actor", mutation.actor.to_owned())
+                .set("invoice", invoice.id.clone())
+                .set("paid", effect.invoice_paid)
+                .set("status", status_str(effect.invoice_status).to_owned()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a payment void (V1, V2), as decided.
+    pub(crate) async fn write_payment_void(&self, tx: &TxRef, payment: &PaymentRow, reason: Option<String>) -> AppResult<()> {
+        tx.query(
+            "UPDATE $id SET void = true, voided_at = time::now(), void_reason = $reason, updated_at = time::now() RETURN NONE",
+            Vars::new().set("id", payment.id.clone()).set("reason", reason),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a payment's two editable fields (P9).
+    pub(crate) async fn write_payment_details(
+        &self,
+        tx: &TxRef,
+        payment: &PaymentRow,
+        description: Option<String>,
+        external_reference: Option<String>,
+    ) -> AppResult<()> {
+        tx.query(
+            "UPDATE $id SET description = $description, external_reference = $reference, updated_at = time::now() RETURN NONE",
+            Vars::new().set("id", payment.id.clone()).set("description", description).set("reference", external_reference),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Writes a new payment, with its sums but without its number (see [`super::numbering`]).
     pub(crate) async fn create_payment_record(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
         tx.query("CREATE $id CONTENT $doc RETURN NONE", Vars::new().set("id", payment.id.clone()).set("doc", payment.doc.clone())).await?;
@@ -377,7 +418,7 @@ impl Store {
     /// Writes a refund record of `payment` with the given outcome (SUCCEEDED for a recorded
     /// refund, PENDING for one sent to a plugin); returns its key.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn create_refund_in(
+    pub(crate) async fn create_refund_in(
         &self,
         tx: &TxRef,
         mutation: &Mutation<'_>,
@@ -410,19 +451,7 @@ impl Store {
         Ok(key)
     }
 
-    pub(super) async fn allocate_in_tx(
-        &self,
-        tx: &TxRef,
-        mutation: &Mutation<'_>,
-        payment: &mut PaymentRow,
-        invoice: &InvoiceRow,
-        amount: Decimal,
-        today: NaiveDate,
-    ) -> AppResult<()> {
-        self.allocate_in(tx, mutation, payment, invoice, amount, today).await.map(drop)
-    }
-
-    async fn write_payment_sums(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
+    pub(crate) async fn write_payment_sums(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
         tx.query(
             "UPDATE $id SET allocated = $allocated, refunded = $refunded, allocation_count = $count, updated_at = time::now() RETURN NONE",
             Vars::new()
@@ -443,187 +472,6 @@ impl Store {
             row
         });
         NewPayment { key, row }
-    }
-
-    /// Applies existing credit to an invoice (P5): an explicit amount within the payment's
-    /// unallocated amount and the invoice balance, same client and currency.
-    pub async fn apply_payment(
-        &self,
-        mutation: &Mutation<'_>,
-        payment_key: &str,
-        invoice_key: &str,
-        amount: Decimal,
-        today: NaiveDate,
-    ) -> AppResult<String> {
-        let keys = [record_lock("payment", payment_key), record_lock("invoice", invoice_key)];
-        let _turns = self.locks().lock_all(&keys).await;
-        self.mutate(mutation, |tx| async move {
-            let mut payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
-            let invoice = read_invoice(&tx, self, mutation.tenant, invoice_key).await?;
-            let amount = positive_money(amount, &payment.doc.currency)?;
-            let allocated = self.allocate_in(&tx, mutation, &mut payment, &invoice, amount, today).await?;
-            self.write_payment_sums(&tx, &payment).await?;
-            let entry = AuditEntry {
-                action: "allocation.create".into(),
-                records: vec![
-                    format!("allocation:{}", allocated.key),
-                    format!("payment:{payment_key}"),
-                    format!("invoice:{invoice_key}"),
-                ],
-                before: Some(serde_json::json!({"invoice": summary(&invoice.doc)})),
-                after: Some(serde_json::json!({"amount": allocated.amount.to_string(), "payment": payment_summary(&payment.doc)})),
-                reason: None,
-                ..AuditEntry::default()
-            };
-            Ok((allocated.key, entry))
-        })
-        .await
-    }
-
-    /// Removes an allocation (P6): its amount returns to the payment and the invoice; the record
-    /// stays, marked removed with actor and time.
-    pub async fn remove_allocation(&self, mutation: &Mutation<'_>, allocation_key: &str) -> AppResult<String> {
-        let allocation = self.allocation(mutation.tenant, allocation_key).await?.ok_or_else(|| AppError::not_found("allocation"))?;
-        let keys = [record_lock("payment", &allocation.payment), record_lock("invoice", &allocation.invoice)];
-        let _turns = self.locks().lock_all(&keys).await;
-        self.mutate(mutation, |tx| async move {
-            let allocation = read_owned::<AllocationRow>(Some(&tx), self, mutation.tenant, "allocation", allocation_key)
-                .await?
-                .ok_or_else(|| AppError::not_found("allocation"))?;
-            let mut payment = read_payment(&tx, self, mutation.tenant, &allocation.payment).await?;
-            let invoice = read_invoice(&tx, self, mutation.tenant, &allocation.invoice).await?;
-            let effect = rules::remove_allocation(&payment.doc.facts(), &invoice.doc.facts(), allocation.amount, !allocation.active)?;
-            tx.query(
-                "UPDATE $id SET active = false, removed_at = time::now(), removed_by = $actor;
-                 UPDATE $invoice SET paid = $paid, active_allocations -= 1, status = $status, updated_at = time::now();",
-                Vars::new()
-                    .set("id", allocation.id.clone())
-                    .set("actor", mutation.actor.to_owned())
-                    .set("invoice", invoice.id.clone())
-                    .set("paid", effect.invoice_paid)
-                    .set("status", status_str(effect.invoice_status).to_owned()),
-            )
-            .await?;
-            payment.doc.allocated = effect.payment_allocated;
-            self.write_payment_sums(&tx, &payment).await?;
-            let entry = AuditEntry {
-                action: "allocation.remove".into(),
-                records: vec![
-                    format!("allocation:{allocation_key}"),
-                    format!("payment:{}", allocation.payment),
-                    format!("invoice:{}", allocation.invoice),
-                ],
-                before: Some(serde_json::json!({"amount": allocation.amount.to_string(), "invoice": summary(&invoice.doc)})),
-                after: Some(serde_json::json!({"payment": payment_summary(&payment.doc), "invoiceStatus": status_str(effect.invoice_status)})),
-                reason: None,
-                ..AuditEntry::default()
-            };
-            Ok((allocation_key.to_owned(), entry))
-        })
-        .await
-    }
-
-    /// Refunds unallocated money of a payment (F1, F2). A manual method only records the refund,
-    /// which succeeds at once; refunded money can never be allocated again (F4).
-    pub async fn refund_payment(
-        &self,
-        mutation: &Mutation<'_>,
-        payment_key: &str,
-        amount: Decimal,
-        date: NaiveDate,
-        description: Option<String>,
-    ) -> AppResult<String> {
-        let _turn = self.locks().lock(&record_lock("payment", payment_key)).await;
-        let description = &description;
-        self.mutate(mutation, |tx| async move {
-            let mut payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
-            let amount = positive_money(amount, &payment.doc.currency)?;
-            rules::check_refund(&payment.doc.facts(), amount)?;
-            if payment.doc.plugin != MANUAL_PLUGIN {
-                return Err(AppError::new(
-                    ErrorCode::PaymentMethodNeedsCharge,
-                    "refunds of this payment method go through its plugin, which this server does not run",
-                ));
-            }
-            let key = self.create_refund_in(&tx, mutation, &payment, amount, date, description.clone(), "SUCCEEDED").await?;
-            let before = payment_summary(&payment.doc);
-            payment.doc.refunded += amount;
-            self.write_payment_sums(&tx, &payment).await?;
-            let entry = AuditEntry {
-                action: "refund.create".into(),
-                records: vec![format!("refund:{key}"), format!("payment:{payment_key}")],
-                before: Some(before),
-                after: Some(payment_summary(&payment.doc)),
-                reason: description.clone(),
-                ..AuditEntry::default()
-            };
-            Ok((key, entry))
-        })
-        .await
-    }
-
-    /// Voids a payment with no active allocations and no refunds (V1). Final; it moves no money
-    /// and leaves balances and totals (V2), but stays readable.
-    pub async fn void_payment(&self, mutation: &Mutation<'_>, payment_key: &str, reason: Option<String>) -> AppResult<String> {
-        let _turn = self.locks().lock(&record_lock("payment", payment_key)).await;
-        let reason = &reason;
-        self.mutate(mutation, |tx| async move {
-            let payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
-            rules::check_void(&payment.doc.facts())?;
-            tx.query(
-                "UPDATE $id SET void = true, voided_at = time::now(), void_reason = $reason, updated_at = time::now()",
-                Vars::new().set("id", payment.id.clone()).set("reason", reason.clone()),
-            )
-            .await?;
-            let after = PaymentDoc { void: true, ..payment.doc.clone() };
-            let entry = AuditEntry {
-                action: "payment.void".into(),
-                records: vec![format!("payment:{payment_key}")],
-                before: Some(payment_summary(&payment.doc)),
-                after: Some(payment_summary(&after)),
-                reason: reason.clone(),
-                ..AuditEntry::default()
-            };
-            Ok((payment_key.to_owned(), entry))
-        })
-        .await
-    }
-
-    /// Changes only the description and external reference of a payment (P9): `None` keeps a
-    /// field, `Some(None)` clears it.
-    pub async fn update_payment(
-        &self,
-        mutation: &Mutation<'_>,
-        payment_key: &str,
-        description: Option<Option<String>>,
-        external_reference: Option<Option<String>>,
-    ) -> AppResult<String> {
-        let _turn = self.locks().lock(&record_lock("payment", payment_key)).await;
-        let (description, external_reference) = (&description, &external_reference);
-        self.mutate(mutation, |tx| async move {
-            let payment = read_payment(&tx, self, mutation.tenant, payment_key).await?;
-            rules::check_update(&payment.doc.facts())?;
-            let description = description.clone().unwrap_or_else(|| payment.doc.description.clone());
-            let external_reference = external_reference.clone().unwrap_or_else(|| payment.doc.external_reference.clone());
-            tx.query(
-                "UPDATE $id SET description = $description, external_reference = $reference, updated_at = time::now()",
-                Vars::new()
-                    .set("id", payment.id.clone())
-                    .set("description", description.clone())
-                    .set("reference", external_reference.clone()),
-            )
-            .await?;
-            let entry = AuditEntry {
-                action: "payment.update".into(),
-                records: vec![format!("payment:{payment_key}")],
-                before: Some(serde_json::json!({"description": payment.doc.description, "externalReference": payment.doc.external_reference})),
-                after: Some(serde_json::json!({"description": description, "externalReference": external_reference})),
-                reason: None,
-                ..AuditEntry::default()
-            };
-            Ok((payment_key.to_owned(), entry))
-        })
-        .await
     }
 
     pub async fn payment(&self, tenant: &TenantId, key: &str) -> AppResult<Option<PaymentRow>> {

@@ -22,6 +22,39 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
             backfill_page_keys(store, table).await?;
         }
     }
+    if from_version < 4 {
+        claim_charge_keys(store).await?;
+    }
+    Ok(())
+}
+
+/// Version 4 made the idempotency gate the one place that knows a request was made: a charge's
+/// request claims its key there, with the charge attempt as its result. Before, an attempt alone
+/// stood for its request; each such attempt gets the claim its request would make now, so that a
+/// repeat of an old charge request finds it and never charges again. Claims that exist are left
+/// as they are.
+async fn claim_charge_keys(store: &Store) -> AppResult<()> {
+    let attempts: Vec<rows::ChargeAttemptRow> = store.query("SELECT * FROM charge_attempt", Vars::new()).await?.rows(0)?;
+    for attempt in attempts {
+        let operation = if attempt.finalize { "finalizeInvoice" } else { "payInvoice" };
+        let parts = surrealdb::types::Array::from(vec![
+            surrealdb::types::Value::String(attempt.tenant.clone()),
+            surrealdb::types::Value::String(attempt.idempotency_key.clone()),
+        ]);
+        store
+            .query(
+                "IF (SELECT VALUE id FROM ONLY $id) = NONE {
+                    CREATE $id SET operation = $operation, request_hash = $hash, result = $result, created_at = $at RETURN NONE;
+                };",
+                Vars::new()
+                    .set("id", RecordId::new("idempotency", RecordIdKey::Array(parts)))
+                    .set("operation", operation.to_owned())
+                    .set("hash", attempt.request_hash.clone())
+                    .set("result", serde_json::json!({ "charge": attempt.idempotency_key }).to_string())
+                    .set("at", attempt.created_at),
+            )
+            .await?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,82 @@
+//! The reconciler: settles charges and refunds whose outcome was left unknown (a plugin timeout,
+//! a crash between the call and the commit) by asking their plugin's status look-up, at start
+//! and periodically; and numbers payments a stop left without a number.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use settle_plugin::Operation;
+
+use super::Commands;
+use crate::auth::TenantId;
+use crate::store::rows::key_of;
+
+/// Who settles attempts found by the reconciler, in audit events.
+const RECONCILER: &str = "settle-reconciler";
+
+impl Commands {
+    /// Settles every PENDING charge and refund older than `grace` whose plugin now knows the
+    /// outcome. Returns how many it settled.
+    pub async fn reconcile_once(&self, grace: Duration, first_run: bool) -> usize {
+        let before = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+        let mut settled = 0;
+        // Payments left unnumbered by a stop between their commit and their numbering (looked
+        // for at start), or by a failed numbering.
+        if let Err(error) = self.store.number_all_pending_payments(first_run).await {
+            tracing::warn!(%error, "numbering pending payments failed");
+        }
+        match self.store.pending_charges(before, 100).await {
+            Ok(attempts) => {
+                for attempt in attempts {
+                    let Some(tenant) = TenantId::parse(&attempt.tenant) else { continue };
+                    let method = self.store.payment_method(&tenant, &attempt.method).await.ok().flatten();
+                    let status = self.charging.status(&attempt.plugin, &attempt.tenant, &attempt.idempotency_key, Operation::Charge, method.as_ref());
+                    let Some(settlement) = status.await else { continue };
+                    match self.settle_charge(&tenant, &attempt.idempotency_key, settlement, RECONCILER).await {
+                        Ok(_) => settled += 1,
+                        Err(error) => tracing::warn!(%error, "reconciling a charge failed"),
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "listing pending charges failed"),
+        }
+        match self.store.pending_refunds(before, 100).await {
+            Ok(refunds) => {
+                for refund in refunds {
+                    let Some(tenant) = TenantId::parse(&refund.tenant) else { continue };
+                    let Some(plugin) = refund.plugin.clone() else { continue };
+                    let key = key_of(&refund.id);
+                    let payment = self.store.payment(&tenant, &refund.payment).await.ok().flatten();
+                    let method = match &payment {
+                        Some(p) => self.store.payment_method(&tenant, &p.doc.method).await.ok().flatten(),
+                        None => None,
+                    };
+                    let Some(settlement) = self.charging.status(&plugin, &refund.tenant, &key, Operation::Refund, method.as_ref()).await else {
+                        continue;
+                    };
+                    match self.settle_refund(&tenant, &key, settlement, RECONCILER).await {
+                        Ok(_) => settled += 1,
+                        Err(error) => tracing::warn!(%error, "reconciling a refund failed"),
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "listing pending refunds failed"),
+        }
+        settled
+    }
+
+    /// Runs the reconciler now and then every `interval`, for the life of the process.
+    pub fn spawn_reconciler(self, interval: Duration, grace: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut first_run = true;
+            loop {
+                let settled = self.reconcile_once(grace, first_run).await;
+                first_run = false;
+                if settled > 0 {
+                    tracing::info!(settled, "reconciler settled pending charges and refunds");
+                }
+                tokio::time::sleep(interval).await;
+            }
+        })
+    }
+}

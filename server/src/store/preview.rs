@@ -1,0 +1,87 @@
+//! Dry-runs (D1): a mutation run to the point of committing, then cancelled, with what it would
+//! have changed read from inside its own transaction.
+//!
+//! A dry-run goes through the same code as the real request (load, decide, write, audit event),
+//! so it answers exactly what that request would do at that moment, with the same error when it
+//! would fail. Nothing is kept: the transaction is cancelled, the idempotency key is not claimed,
+//! and no plugin is called (the commands skip plugin calls when `Mutation::dry_run` is set).
+
+use super::audit::AuditEntry;
+use super::rows::{InvoiceRow, PaymentRow, record};
+use super::{Store, TxRef, Vars};
+use crate::error::AppResult;
+
+/// What a mutation did, or, for a dry-run, what it would have done.
+#[derive(Debug, Clone)]
+pub enum Applied<T> {
+    Done(T),
+    Previewed(Preview),
+}
+
+impl<T> Applied<T> {
+    /// The result of a real call; a dry-run's preview otherwise.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Applied<U> {
+        match self {
+            Applied::Done(value) => Applied::Done(f(value)),
+            Applied::Previewed(preview) => Applied::Previewed(preview),
+        }
+    }
+}
+
+/// One record as it is and as it would be: `before` is None for a record the request would
+/// create, `after` None for one it would delete.
+#[derive(Debug, Clone)]
+pub struct Change<T> {
+    pub key: String,
+    pub before: Option<T>,
+    pub after: Option<T>,
+}
+
+/// What a request would do (D1).
+#[derive(Debug, Clone, Default)]
+pub struct Preview {
+    /// The key was already used for this same request: sending it answers the first result and
+    /// changes nothing.
+    pub replay: bool,
+    /// The audit event the request would append, `None` for a replay.
+    pub entry: Option<AuditEntry>,
+    /// Every invoice the request would touch.
+    pub invoices: Vec<Change<InvoiceRow>>,
+    /// Every payment the request would touch, new ones included.
+    pub payments: Vec<Change<PaymentRow>>,
+}
+
+impl Preview {
+    pub fn replay() -> Preview {
+        Preview { replay: true, ..Preview::default() }
+    }
+}
+
+/// The keys of `table` among an audit entry's records ("table:key").
+fn keys_of<'e>(entry: &'e AuditEntry, table: &str) -> Vec<&'e str> {
+    let prefix = format!("{table}:");
+    let mut keys: Vec<&str> = entry.records.iter().filter_map(|r| r.strip_prefix(prefix.as_str())).collect();
+    keys.dedup();
+    keys
+}
+
+impl Store {
+    /// Reads the invoices and payments `entry` names before (outside `tx`, which has not
+    /// committed) and after (inside it).
+    pub(super) async fn preview_of(&self, tx: &TxRef, entry: AuditEntry) -> AppResult<Preview> {
+        let invoices = self.changes::<InvoiceRow>(tx, "invoice", &keys_of(&entry, "invoice")).await?;
+        let payments = self.changes::<PaymentRow>(tx, "payment", &keys_of(&entry, "payment")).await?;
+        Ok(Preview { replay: false, entry: Some(entry), invoices, payments })
+    }
+
+    async fn changes<T: surrealdb::types::SurrealValue>(&self, tx: &TxRef, table: &str, keys: &[&str]) -> AppResult<Vec<Change<T>>> {
+        let mut changes = Vec::with_capacity(keys.len());
+        for key in keys {
+            let vars = || Vars::new().set("id", record(table, key));
+            let before = self.query("SELECT * FROM ONLY $id", vars()).await?.first::<T>(0)?;
+            let after = tx.query("SELECT * FROM ONLY $id", vars()).await?.first::<T>(0)?;
+            changes.push(Change { key: (*key).to_owned(), before, after });
+        }
+        Ok(changes)
+    }
+}
