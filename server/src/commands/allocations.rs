@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 
 use super::Commands;
 use crate::error::{AppError, AppResult};
-use crate::ledger::Money;
+use crate::ledger::{Currency, Money};
 use crate::ledger::payment as rules;
 use crate::store::audit::{AuditEntry, Mutation};
 use crate::store::invoices::{status_str, summary};
@@ -32,8 +32,8 @@ impl Commands {
                 let mut payment = store.load_payment(&tx, mutation.tenant, payment_key).await?;
                 let invoice = store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
                 let amount = Money::positive_in(amount, &payment.doc.currency)?.amount();
-                let effect =
-                    rules::allocate(&payment.doc.facts(), &invoice.doc.facts(), &invoice.doc.client, &invoice.doc.currency, amount)?;
+                let currency = Currency::parse(&invoice.doc.currency)?;
+                let effect = rules::allocate(&payment.doc.facts()?, &invoice.doc.facts(), &invoice.doc.client, currency, amount)?;
                 let allocated = store.write_allocation(&tx, mutation, &mut payment, &invoice, &effect, today).await?;
                 store.write_payment_sums(&tx, &payment).await?;
                 let entry = AuditEntry {
@@ -64,7 +64,7 @@ impl Commands {
                 let allocation = store.load_allocation(&tx, mutation.tenant, allocation_key).await?;
                 let mut payment = store.load_payment(&tx, mutation.tenant, &allocation.payment).await?;
                 let invoice = store.load_invoice(&tx, mutation.tenant, &allocation.invoice).await?;
-                let effect = rules::remove_allocation(&payment.doc.facts(), &invoice.doc.facts(), allocation.amount, !allocation.active)?;
+                let effect = rules::remove_allocation(&payment.doc.facts()?, &invoice.doc.facts(), allocation.amount, !allocation.active)?;
                 store.write_allocation_removed(&tx, mutation, &allocation, &invoice, &effect).await?;
                 payment.doc.allocated = effect.payment_allocated;
                 store.write_payment_sums(&tx, &payment).await?;

@@ -287,7 +287,7 @@ impl Commands {
         if facts.status == InvoiceStatus::Open {
             let amount = rules::allocation_for_new_payment(attempt.amount, &facts);
             if !amount.is_zero() {
-                let effect = rules::allocate(&payment.doc.facts(), &facts, &invoice.doc.client, &invoice.doc.currency, amount)?;
+                let effect = rules::allocate(&payment.doc.facts()?, &facts, &invoice.doc.client, Currency::parse(&invoice.doc.currency)?, amount)?;
                 allocated.push(store.write_allocation(tx, mutation, &mut payment, &invoice, &effect, date).await?);
             }
         }

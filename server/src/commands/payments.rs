@@ -97,7 +97,7 @@ impl Commands {
                     let invoice = self.store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
                     let amount = Money::positive_in(*amount, &invoice.doc.currency)?;
                     let effect =
-                        rules::allocate(&payment.doc.facts(), &invoice.doc.facts(), &invoice.doc.client, &invoice.doc.currency, amount.amount())?;
+                        rules::allocate(&payment.doc.facts()?, &invoice.doc.facts(), &invoice.doc.client, amount.currency(), amount.amount())?;
                     allocated.push(self.store.write_allocation(&tx, mutation, &mut payment, &invoice, &effect, request.date).await?);
                 }
                 self.store.create_payment_record(&tx, &payment).await?;
@@ -197,7 +197,7 @@ impl Commands {
         store
             .apply(mutation, |tx| async move {
                 let payment = store.load_payment(&tx, mutation.tenant, payment_key).await?;
-                rules::check_void(&payment.doc.facts())?;
+                rules::check_void(&payment.doc.facts()?)?;
                 store.write_payment_void(&tx, &payment, reason.clone()).await?;
                 let after = PaymentDoc { void: true, ..payment.doc.clone() };
                 let entry = AuditEntry {
@@ -228,7 +228,7 @@ impl Commands {
         store
             .apply(mutation, |tx| async move {
                 let payment = store.load_payment(&tx, mutation.tenant, payment_key).await?;
-                rules::check_update(&payment.doc.facts())?;
+                rules::check_update(&payment.doc.facts()?)?;
                 let description = description.clone().unwrap_or_else(|| payment.doc.description.clone());
                 let external_reference = external_reference.clone().unwrap_or_else(|| payment.doc.external_reference.clone());
                 store.write_payment_details(&tx, &payment, description.clone(), external_reference.clone()).await?;

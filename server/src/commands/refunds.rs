@@ -45,7 +45,7 @@ impl Commands {
                 .apply(mutation, |tx| async move {
                     let mut payment = store.load_payment(&tx, mutation.tenant, payment_key).await?;
                     let amount = Money::positive_in(amount, &payment.doc.currency)?.amount();
-                    rules::check_refund(&payment.doc.facts(), amount)?;
+                    rules::check_refund(&payment.doc.facts()?, amount)?;
                     let before = payment_summary(&payment.doc);
                     let records = |key: &str| vec![format!("refund:{key}"), format!("payment:{payment_key}")];
                     if route == RefundRoute::Record {

@@ -2,14 +2,13 @@
 //! date range (B2). Both are fields of Client (directory.rs).
 
 use async_graphql::{Context, Enum, SimpleObject};
-use chrono::NaiveDate;
 
 use super::context::{caller, state, tenant, today};
 use super::money::Money;
 use super::scalars::Date;
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
-use crate::store::accounts::EntryKind;
+use crate::ledger::account::EntryKind;
 
 /// B1: what a client owes and the credit they hold, in one currency (the practice's unless
 /// another is asked for); money of other currencies is never added in (M6).
@@ -90,7 +89,7 @@ pub async fn client_statement(ctx: &Context<'_>, client_key: &str, from: Date, t
         .entries
         .into_iter()
         .map(|entry| StatementEntry {
-            date: NaiveDate::parse_from_str(&entry.date, "%Y-%m-%d").map(Date).unwrap_or(from),
+            date: Date(entry.date),
             kind: match entry.kind {
                 EntryKind::Invoice => StatementEntryKind::Invoice,
                 EntryKind::Payment => StatementEntryKind::Payment,

@@ -80,8 +80,8 @@ mod tests {
         use crate::error::ErrorCode;
 
         let schema = super::super::build_schema(None, &crate::config::Settings::defaults().limits);
-        let apply = "mutation($amount: Amount!) { applyPayment(id: \"p\", invoiceId: \"i\", amount: $amount, idempotencyKey: \"k\") { id } }";
-        let discount = "mutation { createInvoice(idempotencyKey: \"k\", input: {clientId: \"c\", locationId: \"l\", lines: [{description: \"x\", unitPrice: \"1\", discount: {type: Amount, value: \"1\"}}]}) { id } }";
+        let apply = "mutation($amount: Amount!) { applyPayment(id: \"p\", invoiceId: \"i\", amount: $amount, idempotencyKey: \"k\") { allocation { id } } }";
+        let discount = "mutation { createInvoice(idempotencyKey: \"k\", input: {clientId: \"c\", locationId: \"l\", lines: [{description: \"x\", unitPrice: \"1\", discount: {type: Amount, value: \"1\"}}]}) { invoice { id } } }";
         let cases = [
             (apply, json!({"amount": 10.5}), ErrorCode::InvalidAmount, "a JSON number, refused by validation"),
             (apply, json!({"amount": null}), ErrorCode::InvalidAmount, "null for a required amount, refused by validation"),

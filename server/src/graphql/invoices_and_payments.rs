@@ -375,14 +375,14 @@ impl Payment {
         self.money(self.0.doc.refunded)
     }
     /// amount - allocated - refunded (M5): credit the client can still use or be refunded.
-    async fn unallocated(&self) -> Money {
-        self.money(self.0.doc.facts().unallocated())
+    async fn unallocated(&self) -> Result<Money> {
+        Ok(self.money(self.0.doc.facts()?.unallocated()))
     }
-    async fn status(&self) -> PaymentStatus {
-        self.0.doc.facts().status().into()
+    async fn status(&self) -> Result<PaymentStatus> {
+        Ok(self.0.doc.facts()?.status().into())
     }
-    async fn allocation_state(&self) -> AllocationState {
-        self.0.doc.facts().allocation_state().into()
+    async fn allocation_state(&self) -> Result<AllocationState> {
+        Ok(self.0.doc.facts()?.allocation_state().into())
     }
     async fn currency(&self) -> &str {
         &self.0.doc.currency

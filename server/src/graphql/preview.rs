@@ -97,6 +97,10 @@ impl InvoiceChange {
 pub struct PaymentChange(Change<PaymentRow>);
 
 impl PaymentChange {
+    fn facts(row: &Option<PaymentRow>) -> Result<Option<crate::ledger::payment::PaymentFacts>> {
+        Ok(row.as_ref().map(|row| row.doc.facts()).transpose()?)
+    }
+
     fn money(row: &Option<PaymentRow>, amount: impl Fn(&PaymentRow) -> rust_decimal::Decimal) -> Option<Money> {
         row.as_ref().map(|row| Money::of(amount(row), &row.doc.currency))
     }
@@ -110,25 +114,25 @@ impl PaymentChange {
     async fn amount(&self) -> Option<Money> {
         Self::money(self.0.after.as_ref().map_or(&self.0.before, |_| &self.0.after), |row| row.doc.amount)
     }
-    async fn status_before(&self) -> Option<PaymentStatus> {
-        self.0.before.as_ref().map(|row| row.doc.facts().status().into())
+    async fn status_before(&self) -> Result<Option<PaymentStatus>> {
+        Ok(Self::facts(&self.0.before)?.map(|facts| facts.status().into()))
     }
-    async fn status_after(&self) -> Option<PaymentStatus> {
-        self.0.after.as_ref().map(|row| row.doc.facts().status().into())
+    async fn status_after(&self) -> Result<Option<PaymentStatus>> {
+        Ok(Self::facts(&self.0.after)?.map(|facts| facts.status().into()))
     }
-    async fn allocation_state_before(&self) -> Option<AllocationState> {
-        self.0.before.as_ref().map(|row| row.doc.facts().allocation_state().into())
+    async fn allocation_state_before(&self) -> Result<Option<AllocationState>> {
+        Ok(Self::facts(&self.0.before)?.map(|facts| facts.allocation_state().into()))
     }
-    async fn allocation_state_after(&self) -> Option<AllocationState> {
-        self.0.after.as_ref().map(|row| row.doc.facts().allocation_state().into())
+    async fn allocation_state_after(&self) -> Result<Option<AllocationState>> {
+        Ok(Self::facts(&self.0.after)?.map(|facts| facts.allocation_state().into()))
     }
     /// Credit the client could still use or be refunded, before (M5).
-    async fn unallocated_before(&self) -> Option<Money> {
-        Self::money(&self.0.before, |row| row.doc.facts().unallocated())
+    async fn unallocated_before(&self) -> Result<Option<Money>> {
+        Ok(Self::facts(&self.0.before)?.map(|facts| Money::of(facts.unallocated(), facts.currency.code())))
     }
     /// Credit the client could still use or be refunded, after (M5).
-    async fn unallocated_after(&self) -> Option<Money> {
-        Self::money(&self.0.after, |row| row.doc.facts().unallocated())
+    async fn unallocated_after(&self) -> Result<Option<Money>> {
+        Ok(Self::facts(&self.0.after)?.map(|facts| Money::of(facts.unallocated(), facts.currency.code())))
     }
     async fn refunded_before(&self) -> Option<Money> {
         Self::money(&self.0.before, |row| row.doc.refunded)

@@ -157,6 +157,19 @@ pub fn due_date(issue_date: NaiveDate, given: Option<NaiveDate>, terms_days: i64
     Ok(due)
 }
 
+/// The next invoice number is configurable (Tenant settings); it may be lowered only while no
+/// invoice carries that number or a higher one, so numbers stay unique. `taken` is an issued
+/// number at or above `next`, if there is one.
+pub fn check_next_number(taken: Option<i64>) -> AppResult<()> {
+    if let Some(taken) = taken {
+        return Err(AppError::new(
+            ErrorCode::InvoiceNumberInUse,
+            format!("invoice number {taken} is already issued; the next number must be higher"),
+        ));
+    }
+    Ok(())
+}
+
 /// I4: OPEN with a due date before today (in the tenant's timezone) shows as OVERDUE.
 pub fn display_status(status: InvoiceStatus, due_date: NaiveDate, today: NaiveDate) -> DisplayStatus {
     match status {

@@ -4,6 +4,7 @@
 //! are stored or shown. Callers load what a decision needs, pass it in (with "now" or "today"),
 //! and persist what comes back.
 
+pub mod account;
 pub mod credit_note;
 pub mod invoice;
 #[cfg(test)]

@@ -59,7 +59,7 @@ impl Ledger {
     fn new() -> Ledger {
         let payment = |amount: i64| PaymentFacts {
             client: "c".into(),
-            currency: "AUD".into(),
+            currency: super::Currency::AUD,
             amount: cents(amount),
             allocated: Decimal::ZERO,
             refunded: Decimal::ZERO,
@@ -88,7 +88,7 @@ impl Ledger {
         match *op {
             Op::Allocate { payment, invoice, cents: c } => {
                 let effect =
-                    payment::allocate(&self.payments[payment], &self.invoices[invoice], "c", "AUD", cents(c));
+                    payment::allocate(&self.payments[payment], &self.invoices[invoice], "c", super::Currency::AUD, cents(c));
                 if let Ok(effect) = effect {
                     self.payments[payment].allocated = effect.payment_allocated;
                     let inv = &mut self.invoices[invoice];

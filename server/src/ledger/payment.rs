@@ -13,7 +13,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentFacts {
     pub client: String,
-    pub currency: String,
+    pub currency: Currency,
     pub amount: Decimal,
     /// Sum of active allocations.
     pub allocated: Decimal,
@@ -116,7 +116,7 @@ pub fn allocate(
     payment: &PaymentFacts,
     invoice: &InvoiceFacts,
     invoice_client: &str,
-    invoice_currency: &str,
+    invoice_currency: Currency,
     amount: Decimal,
 ) -> AppResult<AllocationEffect> {
     require_positive(amount)?;
@@ -125,7 +125,7 @@ pub fn allocate(
     if payment.currency != invoice_currency {
         return Err(AppError::new(
             ErrorCode::CurrencyMismatch,
-            format!("the payment is in {} and the invoice in {invoice_currency}", payment.currency),
+            format!("the payment is in {} and the invoice in {}", payment.currency.code(), invoice_currency.code()),
         ));
     }
     if payment.client != invoice_client {
@@ -134,13 +134,13 @@ pub fn allocate(
     if amount > payment.unallocated() {
         return Err(AppError::new(
             ErrorCode::AmountExceedsUnallocated,
-            format!("the payment has only {} unallocated", display_amount(payment.unallocated(), &payment.currency)),
+            format!("the payment has only {} unallocated", display_amount(payment.unallocated(), payment.currency.code())),
         ));
     }
     if amount > invoice.balance() {
         return Err(AppError::new(
             ErrorCode::AmountExceedsBalance,
-            format!("the invoice balance is only {}", display_amount(invoice.balance(), invoice_currency)),
+            format!("the invoice balance is only {}", display_amount(invoice.balance(), invoice_currency.code())),
         ));
     }
     let paid = invoice.paid + amount;
@@ -319,7 +319,7 @@ pub fn check_refund(payment: &PaymentFacts, amount: Decimal) -> AppResult<()> {
             ErrorCode::AmountExceedsUnallocated,
             format!(
                 "only unallocated money can be refunded: {} is unallocated; remove allocations first",
-                display_amount(payment.unallocated(), &payment.currency)
+                display_amount(payment.unallocated(), payment.currency.code())
             ),
         ));
     }
@@ -353,7 +353,7 @@ mod tests {
     fn payment(amount: i64) -> PaymentFacts {
         PaymentFacts {
             client: "c".into(),
-            currency: "AUD".into(),
+            currency: Currency::AUD,
             amount: Decimal::from(amount),
             allocated: Decimal::ZERO,
             refunded: Decimal::ZERO,
@@ -393,7 +393,7 @@ mod tests {
             (payment(100), invoice(50), "c", "AUD", d(50), None, "exact balance"),
         ];
         for (p, i, client, currency, amount, want, why) in cases {
-            assert_eq!(code(allocate(&p, &i, client, currency, amount)), want, "{why}");
+            assert_eq!(code(allocate(&p, &i, client, Currency::parse(currency).unwrap(), amount)), want, "{why}");
         }
     }
 
@@ -401,7 +401,7 @@ mod tests {
     fn i3_full_allocation_pays_the_invoice_and_removal_reopens_it() {
         let p = payment(100);
         let i = invoice(60);
-        let effect = allocate(&p, &i, "c", "AUD", Decimal::from(60)).unwrap();
+        let effect = allocate(&p, &i, "c", Currency::AUD, Decimal::from(60)).unwrap();
         assert_eq!(effect.invoice_status, InvoiceStatus::Paid);
         let paid_invoice = InvoiceFacts { paid: Decimal::from(60), active_allocations: 1, status: InvoiceStatus::Paid, ..i };
         let paid_payment = PaymentFacts { allocated: Decimal::from(60), ..p };

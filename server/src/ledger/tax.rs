@@ -148,6 +148,14 @@ pub fn check_rate_choice(archived: bool, uses: usize, had_it: usize, line: usize
     Ok(())
 }
 
+/// Tax rates: system rates cannot be edited or archived; custom ones can.
+pub fn check_rate_change(system: bool) -> AppResult<()> {
+    if system {
+        return Err(AppError::new(ErrorCode::TaxRateSystem, "system tax rates cannot be edited or archived; create a custom rate instead"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;

@@ -1,4 +1,5 @@
-//! A client's account: balance (B1) and statement (B2).
+//! A client's account: loading what its balance (B1) and statement (B2) are made of; the
+//! rules are ledger/account.rs.
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -8,49 +9,16 @@ use super::rows::{AllocationRow, CreditNoteRow, InvoiceRow, PaymentRow, RefundRo
 use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::AppResult;
+use crate::ledger::account::{self, ClientBalance, EntryKind, Statement, StatementEntry};
+use crate::ledger::invoice::InvoiceFacts;
 use crate::ledger::money::display_amount;
 use crate::ledger::numbering::format_number;
+use crate::ledger::payment::PaymentFacts;
 
-/// B1: what a client owes and holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientBalance {
-    /// Sum of the balances of OPEN invoices.
-    pub owing: Decimal,
-    /// Sum of the unallocated amounts of non-void payments.
-    pub unallocated_credit: Decimal,
-    /// The part of `owing` whose due date has passed.
-    pub overdue: Decimal,
-}
-
-/// One line of a statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatementEntry {
-    pub date: String,
-    pub kind: EntryKind,
-    /// The record, as "table:key".
-    pub record: String,
-    pub reference: String,
-    pub description: String,
-    /// What the entry adds to what the client owes: invoices and refunds add, payments and
-    /// credit notes take away, allocations only move money between the two and add nothing.
-    pub amount: Decimal,
-    pub balance: Decimal,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    Invoice,
-    Payment,
-    Allocation,
-    Refund,
-    CreditNote,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Statement {
-    pub opening_balance: Decimal,
-    pub entries: Vec<StatementEntry>,
-    pub closing_balance: Decimal,
+/// A stored date ("2026-11-26"); dates are written by Settle, so one that does not parse is a
+/// fault, shown as the earliest date rather than hiding the record.
+fn parse_date(text: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap_or(NaiveDate::MIN)
 }
 
 impl Store {
@@ -69,19 +37,9 @@ impl Store {
             .await?;
         let invoices: Vec<InvoiceRow> = results.rows(0)?;
         let payments: Vec<PaymentRow> = results.rows(1)?;
-        let today = date_string(today);
-        let mut balance = ClientBalance { owing: Decimal::ZERO, unallocated_credit: Decimal::ZERO, overdue: Decimal::ZERO };
-        for invoice in &invoices {
-            let owing = invoice.doc.facts().balance();
-            balance.owing += owing;
-            if invoice.doc.due_date < today {
-                balance.overdue += owing;
-            }
-        }
-        for payment in &payments {
-            balance.unallocated_credit += payment.doc.facts().unallocated();
-        }
-        Ok(balance)
+        let invoices: Vec<(InvoiceFacts, NaiveDate)> = invoices.iter().map(|i| (i.doc.facts(), parse_date(&i.doc.due_date))).collect();
+        let payments: Vec<PaymentFacts> = payments.iter().map(|p| p.doc.facts()).collect::<AppResult<_>>()?;
+        Ok(account::client_balance(invoices.iter().map(|(facts, due)| (facts, *due)), &payments, today))
     }
 
     /// B2 in one currency: invoices, payments, allocations, refunds and credit notes dated `from`
@@ -122,7 +80,7 @@ impl Store {
         }
         for payment in &payments {
             let description = format!("Payment ({})", payment.doc.method_name);
-            entries.push(entry(&payment.doc.date, EntryKind::Payment, "payment", &payment.id, payment.doc.display_number().unwrap_or_default(), description, -payment.doc.amount));
+            entries.push(entry(&payment.doc.date, EntryKind::Payment, "payment", &payment.id, payment.doc.display_number().unwrap_or_default(), description, payment.doc.amount));
         }
         for allocation in &allocations {
             let description = format!(
@@ -140,26 +98,9 @@ impl Store {
         }
         for note in &credit_notes {
             let description = format!("Credit note: {}", note.reason);
-            entries.push(entry(&note.date, EntryKind::CreditNote, "credit_note", &note.id, format_number("CN", note.number), description, -note.total));
+            entries.push(entry(&note.date, EntryKind::CreditNote, "credit_note", &note.id, format_number("CN", note.number), description, note.total));
         }
-        // Same-day entries in the order money moves: charges, then credits, then allocations.
-        let rank = |kind: EntryKind| match kind {
-            EntryKind::Invoice => 0,
-            EntryKind::Payment => 1,
-            EntryKind::CreditNote => 2,
-            EntryKind::Allocation => 3,
-            EntryKind::Refund => 4,
-        };
-        entries.sort_by(|a, b| (&a.date, rank(a.kind), &a.record).cmp(&(&b.date, rank(b.kind), &b.record)));
-        let from = date_string(from);
-        let opening_balance: Decimal = entries.iter().filter(|e| e.date < from).map(|e| e.amount).sum();
-        let mut running = opening_balance;
-        let mut in_range: Vec<StatementEntry> = entries.into_iter().filter(|e| e.date >= from).collect();
-        for entry in &mut in_range {
-            running += entry.amount;
-            entry.balance = running;
-        }
-        Ok(Statement { opening_balance, entries: in_range, closing_balance: running })
+        Ok(account::statement(entries, from))
     }
 }
 
@@ -173,12 +114,12 @@ fn entry(
     amount: Decimal,
 ) -> StatementEntry {
     StatementEntry {
-        date: date.to_owned(),
+        date: parse_date(date),
         kind,
         record: format!("{table}:{}", key_of(id)),
         reference,
         description,
-        amount,
+        amount: kind.owed(amount),
         balance: Decimal::ZERO,
     }
 }

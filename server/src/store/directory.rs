@@ -6,7 +6,7 @@ use super::audit::{AuditEntry, Mutation};
 use super::rows::{LocationRow, PartyRow, TaxRateRow, key_of, new_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
-use crate::error::{AppError, AppResult, ErrorCode};
+use crate::error::{AppError, AppResult};
 
 /// The two kinds of party a tenant keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,12 +299,7 @@ impl Store {
             let before: TaxRateRow = read_owned(Some(&tx), self, mutation.tenant, "tax_rate", key)
                 .await?
                 .ok_or_else(|| AppError::not_found("tax rate"))?;
-            if before.system {
-                return Err(AppError::new(
-                    ErrorCode::TaxRateSystem,
-                    "system tax rates cannot be edited or archived; create a custom rate instead",
-                ));
-            }
+            crate::ledger::tax::check_rate_change(before.system)?;
             tx.query(
                 "UPDATE $id SET name = $name ?? name, percent = $percent ?? percent, archived = $archived ?? archived",
                 Vars::new()

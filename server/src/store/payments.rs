@@ -130,16 +130,17 @@ pub struct PaymentFilter {
 }
 
 impl PaymentDoc {
-    pub fn facts(&self) -> PaymentFacts {
-        PaymentFacts {
+    /// What the payment rules need; fails only for a currency no Settle writes.
+    pub fn facts(&self) -> AppResult<PaymentFacts> {
+        Ok(PaymentFacts {
             client: self.client.clone(),
-            currency: self.currency.clone(),
+            currency: Currency::parse(&self.currency)?,
             amount: self.amount,
             allocated: self.allocated,
             refunded: self.refunded,
             refund_pending: self.refund_pending,
             void: self.void,
-        }
+        })
     }
 
     /// Whether its method's plugin only records payments (cash, cheque, ...) rather than

@@ -8,7 +8,7 @@ use super::locks::tenant_lock;
 use super::rows::{TenantRow, new_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
-use crate::error::{AppError, AppResult, ErrorCode};
+use crate::error::{AppError, AppResult};
 
 /// A new tenant's settings (decided): Australian dollars, prices exclusive of tax, 14 days to pay,
 /// Sydney time, invoices numbered from 1.
@@ -156,12 +156,7 @@ impl Store {
                         Vars::new().set("tenant", mutation.tenant.as_str().to_owned()).set("next", next),
                     )
                     .await?;
-                if let Some(taken) = used.rows::<i64>(0)?.first() {
-                    return Err(AppError::new(
-                        ErrorCode::InvoiceNumberInUse,
-                        format!("invoice number {taken} is already issued; the next number must be higher"),
-                    ));
-                }
+                crate::ledger::invoice::check_next_number(used.rows::<i64>(0)?.first().copied())?;
             }
             tx.query(
                 "UPDATE $id SET currency = $currency ?? currency, tax_mode = $tax_mode ?? tax_mode,
