@@ -96,7 +96,8 @@ impl Commands {
                     if mutation.dry_run {
                         // What a charge the gateway accepts would do; the plugin is not asked.
                         let (payment, allocated) = self.record_charged_payment(&tx, mutation, &attempt, None).await?;
-                        entry.records.extend(payment_entry("charge.succeeded", &payment, &allocated).records);
+                        let paid = payment_entry("charge.succeeded", &payment, &allocated).records;
+                        entry.records.extend(paid.into_iter().filter(|record| !record.starts_with("invoice:")));
                     }
                     Ok((Claimed::Charge { charge: attempt.idempotency_key.clone() }, entry))
                 })

@@ -60,8 +60,12 @@ impl Preview {
 /// The keys of `table` among an audit entry's records ("table:key").
 fn keys_of<'e>(entry: &'e AuditEntry, table: &str) -> Vec<&'e str> {
     let prefix = format!("{table}:");
-    let mut keys: Vec<&str> = entry.records.iter().filter_map(|r| r.strip_prefix(prefix.as_str())).collect();
-    keys.dedup();
+    let mut keys: Vec<&str> = Vec::new();
+    for key in entry.records.iter().filter_map(|r| r.strip_prefix(prefix.as_str())) {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
     keys
 }
 
