@@ -68,6 +68,17 @@ impl Charging {
         Ok(())
     }
 
+    /// Has a plugin check a payment method's configuration; returns it as JSON text, or
+    /// INVALID_CONFIG with the plugin's reason.
+    pub async fn validate_config(&self, plugin: &str, config: &serde_json::Value) -> AppResult<String> {
+        match self.host.validate_config(plugin, config).await {
+            Ok(()) => Ok(config.to_string()),
+            Err(CallError::Plugin(error)) => Err(AppError::new(ErrorCode::InvalidConfig, error.message)),
+            Err(CallError::NotFound(id)) => Err(AppError::new(ErrorCode::PluginUnavailable, format!("the plugin '{id}' is not installed"))),
+            Err(other) => Err(AppError::new(ErrorCode::PluginUnavailable, other.to_string())),
+        }
+    }
+
     /// Charges an attempt written PENDING through its plugin.
     pub async fn charge(&self, attempt: &ChargeAttemptRow, method: &PaymentMethodRow) -> Answer {
         let request = ChargeRequest {

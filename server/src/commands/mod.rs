@@ -8,7 +8,8 @@
 //! Plugin calls go through `charging`, never inside a transaction. The idempotency key of the
 //! request (X2) and its audit event (X3) are written by the store in the same transaction.
 //!
-//! Every money change of the API is a command here, one file per subject; so are the changes
+//! Every change of the API is a command here, one file per subject (the practice's own records,
+//! which have few rules, in practice.rs); so are the changes
 //! Settle makes on its own (settling a charge or refund whose outcome arrives later, in
 //! charges.rs and refunds.rs, driven by reconcile.rs). Every command passes the idempotency gate
 //! and can be a dry-run (`Store::apply`).
@@ -17,7 +18,9 @@ pub mod allocations;
 pub mod charges;
 pub mod credit_notes;
 pub mod invoices;
+pub mod methods;
 pub mod payments;
+pub mod practice;
 pub mod reconcile;
 pub mod refunds;
 

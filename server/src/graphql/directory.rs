@@ -282,34 +282,34 @@ impl DirectoryMutation {
     /// Adds a client (BILLING).
     async fn create_client(&self, ctx: &Context<'_>, input: ClientInput, idempotency_key: Option<String>) -> Result<Client> {
         let m = mutation(ctx, Role::Billing, "createClient", idempotency_key, &input).await?;
-        let key = state(ctx).store.create_party(&m, PartyKind::Client, input.parse()?).await?;
+        let key = state(ctx).commands.create_party(&m, PartyKind::Client, input.parse()?).await?;
         Ok(Client(load_party(ctx, PartyKind::Client, &key).await?))
     }
 
     /// Changes a client's name, email and phone (BILLING).
     async fn update_client(&self, ctx: &Context<'_>, id: ID, input: ClientInput, idempotency_key: Option<String>) -> Result<Client> {
         let m = mutation(ctx, Role::Billing, "updateClient", idempotency_key, &(&id.0, &input)).await?;
-        let key = state(ctx).store.update_party(&m, PartyKind::Client, &id, input.parse()?).await?;
+        let key = state(ctx).commands.update_party(&m, PartyKind::Client, &id, input.parse()?).await?;
         Ok(Client(load_party(ctx, PartyKind::Client, &key).await?))
     }
 
     /// Adds a contact, a third party invoices can be addressed to (BILLING).
     async fn create_contact(&self, ctx: &Context<'_>, input: ContactInput, idempotency_key: Option<String>) -> Result<Contact> {
         let m = mutation(ctx, Role::Billing, "createContact", idempotency_key, &input).await?;
-        let key = state(ctx).store.create_party(&m, PartyKind::Contact, input.parse()?).await?;
+        let key = state(ctx).commands.create_party(&m, PartyKind::Contact, input.parse()?).await?;
         Ok(Contact(load_party(ctx, PartyKind::Contact, &key).await?))
     }
 
     async fn update_contact(&self, ctx: &Context<'_>, id: ID, input: ContactInput, idempotency_key: Option<String>) -> Result<Contact> {
         let m = mutation(ctx, Role::Billing, "updateContact", idempotency_key, &(&id.0, &input)).await?;
-        let key = state(ctx).store.update_party(&m, PartyKind::Contact, &id, input.parse()?).await?;
+        let key = state(ctx).commands.update_party(&m, PartyKind::Contact, &id, input.parse()?).await?;
         Ok(Contact(load_party(ctx, PartyKind::Contact, &key).await?))
     }
 
     /// Adds a location (ADMIN).
     async fn create_location(&self, ctx: &Context<'_>, input: LocationInput, idempotency_key: Option<String>) -> Result<Location> {
         let m = mutation(ctx, Role::Admin, "createLocation", idempotency_key, &input).await?;
-        let key = state(ctx).store.create_location(&m, input.parse()?).await?;
+        let key = state(ctx).commands.create_location(&m, input.parse()?).await?;
         let request = caller(ctx, Role::Viewer)?;
         let row = state(ctx).store.location(&request.principal.tenant, &key).await?.ok_or_else(|| AppError::not_found("location"))?;
         Ok(Location(row))
@@ -317,7 +317,7 @@ impl DirectoryMutation {
 
     async fn update_location(&self, ctx: &Context<'_>, id: ID, input: LocationInput, idempotency_key: Option<String>) -> Result<Location> {
         let m = mutation(ctx, Role::Admin, "updateLocation", idempotency_key, &(&id.0, &input)).await?;
-        let key = state(ctx).store.update_location(&m, &id, input.parse()?).await?;
+        let key = state(ctx).commands.update_location(&m, &id, input.parse()?).await?;
         let request = caller(ctx, Role::Viewer)?;
         let row = state(ctx).store.location(&request.principal.tenant, &key).await?.ok_or_else(|| AppError::not_found("location"))?;
         Ok(Location(row))
@@ -327,7 +327,7 @@ impl DirectoryMutation {
     async fn create_tax_rate(&self, ctx: &Context<'_>, input: TaxRateInput, idempotency_key: Option<String>) -> Result<TaxRate> {
         let m = mutation(ctx, Role::Admin, "createTaxRate", idempotency_key, &input).await?;
         let name = required_text("name", &input.name, NAME_MAX_CHARS)?;
-        let key = state(ctx).store.create_tax_rate(&m, name, tax_percent(&input.percent)?).await?;
+        let key = state(ctx).commands.create_tax_rate(&m, name, tax_percent(&input.percent)?).await?;
         Ok(load_tax_rate(ctx, &key).await?)
     }
 
@@ -336,21 +336,21 @@ impl DirectoryMutation {
         let m = mutation(ctx, Role::Admin, "updateTaxRate", idempotency_key, &(&id.0, &input)).await?;
         let name = required_text("name", &input.name, NAME_MAX_CHARS)?;
         let percent = tax_percent(&input.percent)?;
-        let key = state(ctx).store.change_tax_rate(&m, &id, Some(name), Some(percent), None).await?;
+        let key = state(ctx).commands.change_tax_rate(&m, &id, Some(name), Some(percent), None).await?;
         Ok(load_tax_rate(ctx, &key).await?)
     }
 
     /// Archives a custom tax rate: it can no longer be chosen for new lines (ADMIN).
     async fn archive_tax_rate(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> Result<TaxRate> {
         let m = mutation(ctx, Role::Admin, "archiveTaxRate", idempotency_key, &id.0).await?;
-        let key = state(ctx).store.change_tax_rate(&m, &id, None, None, Some(true)).await?;
+        let key = state(ctx).commands.change_tax_rate(&m, &id, None, None, Some(true)).await?;
         Ok(load_tax_rate(ctx, &key).await?)
     }
 
     /// Restores an archived custom tax rate (ADMIN).
     async fn restore_tax_rate(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> Result<TaxRate> {
         let m = mutation(ctx, Role::Admin, "restoreTaxRate", idempotency_key, &id.0).await?;
-        let key = state(ctx).store.change_tax_rate(&m, &id, None, None, Some(false)).await?;
+        let key = state(ctx).commands.change_tax_rate(&m, &id, None, None, Some(false)).await?;
         Ok(load_tax_rate(ctx, &key).await?)
     }
 }

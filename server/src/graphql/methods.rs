@@ -8,9 +8,7 @@ use super::context::{caller, mutation, state, tenant};
 use super::errors::unknown_state;
 use super::text::{NAME_MAX_CHARS, required_text};
 use crate::auth::Role;
-use crate::error::{AppError, AppResult, ErrorCode};
-use crate::plugins::CallError;
-use crate::store::methods::MethodFields;
+use crate::error::{AppError, AppResult};
 use crate::store::rows::{PaymentMethodRow, key_of};
 
 /// A way of paying, handled by a plugin.
@@ -125,16 +123,6 @@ pub struct PaymentMethodChange {
     pub config: Option<Json<serde_json::Value>>,
 }
 
-/// Validates `config` with the plugin; maps the plugin's refusal to INVALID_CONFIG.
-async fn validated_config(ctx: &Context<'_>, plugin: &str, config: serde_json::Value) -> AppResult<String> {
-    match state(ctx).charging.host().validate_config(plugin, &config).await {
-        Ok(()) => Ok(config.to_string()),
-        Err(CallError::Plugin(error)) => Err(AppError::new(ErrorCode::InvalidConfig, error.message)),
-        Err(CallError::NotFound(id)) => Err(AppError::new(ErrorCode::PluginUnavailable, format!("the plugin '{id}' is not installed"))),
-        Err(other) => Err(AppError::new(ErrorCode::PluginUnavailable, other.to_string())),
-    }
-}
-
 async fn load_method(ctx: &Context<'_>, key: &str) -> AppResult<PaymentMethod> {
     let request = caller(ctx, Role::Viewer)?;
     let row = state(ctx)
@@ -174,20 +162,8 @@ impl MethodMutation {
         let m = mutation(ctx, Role::Admin, "createPaymentMethod", idempotency_key, &input).await?;
         let name = required_text("name", &input.name, NAME_MAX_CHARS)?;
         let kind = input.kind.as_stored().to_owned();
-        let plugin = state(ctx).charging.host().plugin(input.plugin.trim()).ok_or_else(|| {
-            AppError::new(ErrorCode::PluginUnavailable, format!("the plugin '{}' is not installed", input.plugin.trim()))
-        })?;
-        if !plugin.manifest.method_types.contains(&kind) {
-            return Err(AppError::invalid(format!(
-                "the plugin '{}' handles {}, not {kind:?}",
-                plugin.manifest.id,
-                plugin.manifest.method_types.join(", ")
-            ))
-            .into());
-        }
-        let config = validated_config(ctx, &plugin.manifest.id, input.config.map_or(serde_json::json!({}), |c| c.0)).await?;
-        let fields = MethodFields { name, kind, plugin: plugin.manifest.id.clone(), config };
-        let key = state(ctx).store.create_payment_method(&m, fields).await?;
+        let config = input.config.map_or(serde_json::json!({}), |c| c.0);
+        let key = state(ctx).commands.create_payment_method(&m, name, kind, input.plugin.trim(), config).await?;
         Ok(load_method(ctx, &key).await?)
     }
 
@@ -200,44 +176,25 @@ impl MethodMutation {
         idempotency_key: Option<String>,
     ) -> Result<PaymentMethod> {
         let m = mutation(ctx, Role::Admin, "updatePaymentMethod", idempotency_key, &(&id.0, &input)).await?;
-        let current = load_method(ctx, &id).await?.0;
         let name = match &input.name {
             Some(name) => Some(required_text("name", name, NAME_MAX_CHARS)?),
             None => None,
         };
-        let config = match input.config {
-            None => None,
-            Some(Json(mut config)) => {
-                // Secrets are write-only: one left out keeps its stored value.
-                let stored: serde_json::Value =
-                    current.config.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
-                if let (Some(plugin), Some(object)) = (state(ctx).charging.host().plugin(&current.plugin), config.as_object_mut()) {
-                    for secret in plugin.manifest.secret_fields() {
-                        if !object.contains_key(&secret) {
-                            if let Some(value) = stored.get(&secret) {
-                                object.insert(secret, value.clone());
-                            }
-                        }
-                    }
-                }
-                Some(validated_config(ctx, &current.plugin, config).await?)
-            }
-        };
-        let key = state(ctx).store.change_payment_method(&m, &id, name, config, None).await?;
+        let key = state(ctx).commands.update_payment_method(&m, &id, name, input.config.map(|c| c.0)).await?;
         Ok(load_method(ctx, &key).await?)
     }
 
     /// Archives a payment method: it takes no new payments (P1) (ADMIN).
     async fn archive_payment_method(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> Result<PaymentMethod> {
         let m = mutation(ctx, Role::Admin, "archivePaymentMethod", idempotency_key, &id.0).await?;
-        let key = state(ctx).store.change_payment_method(&m, &id, None, None, Some(true)).await?;
+        let key = state(ctx).commands.archive_payment_method(&m, &id, true).await?;
         Ok(load_method(ctx, &key).await?)
     }
 
     /// Restores an archived payment method (ADMIN).
     async fn restore_payment_method(&self, ctx: &Context<'_>, id: ID, idempotency_key: Option<String>) -> Result<PaymentMethod> {
         let m = mutation(ctx, Role::Admin, "restorePaymentMethod", idempotency_key, &id.0).await?;
-        let key = state(ctx).store.change_payment_method(&m, &id, None, None, Some(false)).await?;
+        let key = state(ctx).commands.archive_payment_method(&m, &id, false).await?;
         Ok(load_method(ctx, &key).await?)
     }
 }
@@ -251,7 +208,7 @@ mod tests {
     fn payment_method_types_are_the_plugin_sdks_and_round_trip_through_their_text() {
         use PaymentMethodType::*;
         let types = [Card, Eftpos, Cash, DirectDeposit, Cheque, Other];
-        assert_eq!(types.map(PaymentMethodType::as_stored), settle_plugin::METHOD_TYPES);
+        assert_eq!(types.map(PaymentMethodType::as_stored), crate::plugins::METHOD_TYPES);
         for kind in types {
             assert_eq!(PaymentMethodType::parse(kind.as_stored()), Some(kind));
         }

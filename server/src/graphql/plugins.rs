@@ -3,7 +3,7 @@
 //! methods.rs.
 
 use async_graphql::{Context, Enum, Json, Object, Result};
-use settle_plugin::Capability;
+use crate::plugins::Capability;
 
 use super::context::{caller, mutation, state};
 use super::errors::unknown_state;
@@ -125,7 +125,7 @@ impl PluginMutation {
             after: Some(serde_json::json!({"file": file.trim(), "version": manifest.version})),
             ..AuditEntry::default()
         };
-        state(ctx).store.record_event(&m, entry).await?;
+        state(ctx).commands.record_plugin_installed(&m, entry).await?;
         let plugin = host.plugin(&manifest.id).ok_or_else(|| AppError::internal("installed plugin vanished"))?;
         Ok(PluginInfo(plugin))
     }

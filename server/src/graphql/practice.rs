@@ -188,7 +188,7 @@ impl PracticeMutation {
                 None => None,
             },
         };
-        state(ctx).store.update_settings(&m, change).await?;
+        state(ctx).commands.update_settings(&m, change).await?;
         let request = caller(ctx, auth::Role::Viewer)?;
         Ok(Settings(state(ctx).store.tenant_now(&request.principal.tenant).await?))
     }

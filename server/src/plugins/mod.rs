@@ -24,6 +24,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use settle_plugin::abi::{Method, dispatch};
 use settle_plugin::{ChargeRequest, Manifest, Outcome, PaymentMethodPlugin, PluginError, RefundRequest, StatusRequest};
+
+/// What the API shows of a plugin: its capabilities and the method types a plugin may handle,
+/// as the SDK defines them.
+pub use settle_plugin::{Capability, METHOD_TYPES};
 use tokio::sync::Semaphore;
 
 use self::library::{Entry, PluginLibrary};

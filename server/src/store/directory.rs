@@ -284,8 +284,8 @@ impl Store {
         .await
     }
 
-    /// Edits, archives or restores a custom tax rate; system rates refuse every change.
-    /// Invoices keep the name and percentage their lines were saved with.
+    /// Writes a tax rate's new name, percentage or archived flag; `None` keeps a field. The
+    /// caller has checked that the rate may change (a rate's `system` flag never changes).
     pub async fn change_tax_rate(
         &self,
         mutation: &Mutation<'_>,
@@ -299,7 +299,6 @@ impl Store {
             let before: TaxRateRow = read_owned(Some(&tx), self, mutation.tenant, "tax_rate", key)
                 .await?
                 .ok_or_else(|| AppError::not_found("tax rate"))?;
-            crate::ledger::tax::check_rate_change(before.system)?;
             tx.query(
                 "UPDATE $id SET name = $name ?? name, percent = $percent ?? percent, archived = $archived ?? archived",
                 Vars::new()

@@ -3,8 +3,6 @@
 use chrono::Utc;
 use rust_decimal::Decimal;
 
-use super::audit::{AuditEntry, Mutation};
-use super::locks::tenant_lock;
 use super::rows::{TenantRow, new_key, record};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
@@ -72,7 +70,7 @@ impl Store {
         cache.insert(tenant.as_str().to_owned(), (std::time::Instant::now(), row.clone()));
     }
 
-    fn forget_tenant(&self, tenant: &TenantId) {
+    pub(crate) fn forget_tenant(&self, tenant: &TenantId) {
         self.tenant_cache().lock().unwrap_or_else(|p| p.into_inner()).remove(tenant.as_str());
     }
 
@@ -140,51 +138,41 @@ impl Store {
         results.first(0)
     }
 
-    /// Changes settings (ADMIN). The next invoice number may be lowered only while no invoice
-    /// carries that number or a higher one, so numbers stay unique.
-    pub async fn update_settings(&self, mutation: &Mutation<'_>, change: SettingsChange) -> AppResult<String> {
-        self.tenant(mutation.tenant).await?;
-        self.forget_tenant(mutation.tenant);
-        let _turn = self.locks().lock(&tenant_lock(mutation.tenant)).await;
-        let change = &change;
-        let result = self.mutate(mutation, |tx| async move {
-            let before = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
-            if let Some(next) = change.next_invoice_number {
-                let mut used = tx
-                    .query(
-                        "SELECT VALUE number FROM invoice WHERE tenant = $tenant AND number != NONE AND number >= $next LIMIT 1",
-                        Vars::new().set("tenant", mutation.tenant.as_str().to_owned()).set("next", next),
-                    )
-                    .await?;
-                crate::ledger::invoice::check_next_number(used.rows::<i64>(0)?.first().copied())?;
-            }
-            tx.query(
-                "UPDATE $id SET currency = $currency ?? currency, tax_mode = $tax_mode ?? tax_mode,
-                    payment_terms_days = $terms ?? payment_terms_days,
-                    next_invoice_number = $next ?? next_invoice_number, timezone = $timezone ?? timezone",
-                Vars::new()
-                    .set("id", record("tenant", mutation.tenant.as_str()))
-                    .set("currency", change.currency.clone())
-                    .set("tax_mode", change.tax_mode.clone())
-                    .set("terms", change.payment_terms_days)
-                    .set("next", change.next_invoice_number)
-                    .set("timezone", change.timezone.clone()),
+    /// An issued invoice number at or above `next`, if any (for the settings rule of
+    /// [`crate::ledger::invoice::check_next_number`]), read in the caller's transaction.
+    pub(crate) async fn load_invoice_number_from(&self, tx: &TxRef, tenant: &TenantId, next: i64) -> AppResult<Option<i64>> {
+        let mut used = tx
+            .query(
+                "SELECT VALUE number FROM invoice WHERE tenant = $tenant AND number != NONE AND number >= $next LIMIT 1",
+                Vars::new().set("tenant", tenant.as_str().to_owned()).set("next", next),
             )
             .await?;
-            let after = read_tenant(&tx, mutation.tenant).await?.ok_or_else(|| AppError::not_found("tenant"))?;
-            let entry = AuditEntry {
-                action: "settings.update".into(),
-                records: vec![format!("tenant:{}", mutation.tenant)],
-                before: Some(settings_json(&before)),
-                after: Some(settings_json(&after)),
-                reason: None,
-                ..AuditEntry::default()
-            };
-            Ok((mutation.tenant.as_str().to_owned(), entry))
-        })
-        .await;
-        self.forget_tenant(mutation.tenant);
-        result
+        Ok(used.rows::<i64>(0)?.first().copied())
+    }
+
+    /// The tenant's settings, read in the caller's transaction.
+    pub(crate) async fn settings_in(&self, tx: &TxRef, tenant: &TenantId) -> AppResult<TenantRow> {
+        read_tenant(tx, tenant).await?.ok_or_else(|| AppError::not_found("tenant"))
+    }
+
+    /// Writes changed settings; returns them before and after, for the audit event.
+    pub(crate) async fn write_settings(&self, tx: &TxRef, tenant: &TenantId, change: &SettingsChange) -> AppResult<(serde_json::Value, serde_json::Value)> {
+        let before = self.settings_in(tx, tenant).await?;
+        tx.query(
+            "UPDATE $id SET currency = $currency ?? currency, tax_mode = $tax_mode ?? tax_mode,
+                payment_terms_days = $terms ?? payment_terms_days,
+                next_invoice_number = $next ?? next_invoice_number, timezone = $timezone ?? timezone RETURN NONE",
+            Vars::new()
+                .set("id", record("tenant", tenant.as_str()))
+                .set("currency", change.currency.clone())
+                .set("tax_mode", change.tax_mode.clone())
+                .set("terms", change.payment_terms_days)
+                .set("next", change.next_invoice_number)
+                .set("timezone", change.timezone.clone()),
+        )
+        .await?;
+        let after = self.settings_in(tx, tenant).await?;
+        Ok((settings_json(&before), settings_json(&after)))
     }
 }
 
