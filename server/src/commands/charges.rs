@@ -11,10 +11,9 @@
 //!
 //! A dry-run makes no call: it shows what a charge the gateway accepts would do.
 
-use serde::{Deserialize, Serialize};
 use settle_plugin::Capability;
 
-use super::Commands;
+use super::{Claimed, Commands};
 use super::payments::PayInvoice;
 use crate::auth::TenantId;
 use crate::charging::Answer;
@@ -29,25 +28,6 @@ use crate::store::locks::{record_lock, tenant_lock};
 use crate::store::payments::{Allocated, NewRecordedPayment, new_payment_row, payment_entry};
 use crate::store::preview::Applied;
 use crate::store::rows::{ChargeAttemptRow, PaymentRow, key_of};
-
-/// What the idempotency gate keeps for a request that pays an invoice: the key of the record it
-/// answered with, or, for a charge, the attempt, whose state decides the answer.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(untagged)]
-pub(super) enum Claimed {
-    Charge { charge: String },
-    Record(String),
-}
-
-impl Claimed {
-    /// The key the request answered with: its record's, or its charge attempt's.
-    pub(super) fn key(self) -> String {
-        match self {
-            Claimed::Charge { charge } => charge,
-            Claimed::Record(key) => key,
-        }
-    }
-}
 
 fn declined(reason: &str) -> AppError {
     AppError::new(ErrorCode::PaymentDeclined, format!("the payment was declined: {reason}"))

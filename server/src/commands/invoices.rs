@@ -9,6 +9,7 @@ use super::Commands;
 use crate::error::{AppError, AppResult};
 use crate::ledger::invoice::{self as rules, InvoiceFacts, InvoiceStatus};
 use crate::ledger::tax::{self, Discount, LineInput};
+use crate::ledger::tax_rate;
 use crate::ledger::{Currency, Money};
 use crate::store::TxRef;
 use crate::store::audit::{AuditEntry, Mutation};
@@ -186,7 +187,7 @@ impl Commands {
                 let had_it = existing.map_or(0, |doc| doc.lines.iter().filter(|l| l.tax_rate.as_deref() == Some(rate_key.as_str())).count());
                 let used = uses.entry(line.tax_rate.as_deref().unwrap_or_default()).or_default();
                 *used += 1;
-                tax::check_rate_choice(rate.archived, *used, had_it, index + 1, &rate.name)?;
+                tax_rate::check_rate_choice(rate.archived, *used, had_it, index + 1, &rate.name)?;
             }
             lines.push(price_line(index, line, rate.as_ref(), parse_tax_mode(&tax_mode), currency)?);
         }

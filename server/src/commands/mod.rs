@@ -39,3 +39,22 @@ impl Commands {
         Commands { store, charging }
     }
 }
+
+/// What the idempotency gate keeps for a request that pays an invoice: the key of the record it
+/// answered with, or, for a charge, the attempt, whose state decides the answer.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Claimed {
+    Charge { charge: String },
+    Record(String),
+}
+
+impl Claimed {
+    /// The key the request answered with: its record's, or its charge attempt's.
+    pub(crate) fn key(self) -> String {
+        match self {
+            Claimed::Charge { charge } => charge,
+            Claimed::Record(key) => key,
+        }
+    }
+}

@@ -11,8 +11,7 @@ use std::future::Future;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::Commands;
-use super::charges::Claimed;
+use super::{Claimed, Commands};
 use crate::error::{AppError, AppResult};
 use crate::ledger::{Currency, Money};
 use crate::ledger::invoice::{InvoiceFacts, InvoiceStatus};

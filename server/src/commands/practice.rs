@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use super::Commands;
 use crate::error::{AppError, AppResult};
-use crate::ledger::{invoice, tax};
+use crate::ledger::{invoice, tax_rate};
 use crate::store::audit::{AuditEntry, Mutation};
 use crate::store::directory::{LocationFields, PartyFields, PartyKind};
 use crate::store::locks::tenant_lock;
@@ -73,7 +73,7 @@ impl Commands {
         archived: Option<bool>,
     ) -> AppResult<String> {
         let rate = self.store.tax_rate(mutation.tenant, key).await?.ok_or_else(|| AppError::not_found("tax rate"))?;
-        tax::check_rate_change(rate.system)?;
+        tax_rate::check_rate_change(rate.system)?;
         self.store.change_tax_rate(mutation, key, name, percent, archived).await
     }
 

@@ -1,122 +1,23 @@
 //! Credit notes (C1-C4): a credit against lines of one invoice, issued and voided; their types,
 //! inputs, query and mutations.
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
-use chrono::{DateTime, NaiveDate, Utc};
+use async_graphql::{Context, ID, InputObject, Object, Result};
 use serde::Serialize;
 
 use super::preview::{PreviewOut, answer, payload};
 use crate::store::preview::Applied;
 use super::context::{caller, mutation, state, tenant, today};
-use super::errors::unknown_state;
-use super::money::Money;
 use super::pagination::{Page, connection_types, wants_total};
 use super::scalars::{Amount, Date};
 use super::text::{TEXT_MAX_CHARS, optional_text, required_text};
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::ledger::credit_note::{CreditBy, CreditRequest};
-use crate::ledger::numbering::format_number;
 use crate::store::credit_notes::CreditNoteFilter;
-use crate::store::rows::{CreditNoteRow, key_of};
-
-/// A credit against one invoice: it lowers that invoice's balance only (C3).
-pub struct CreditNote(pub CreditNoteRow);
+use crate::store::rows::key_of;
+use super::invoices_and_payments::{CreditNote, CreditNoteStatus};
 
 connection_types!(CreditNote, CreditNoteConnection, CreditNoteEdge);
-
-// Stored as text on the credit note; converted here and nowhere else.
-/// Whether a credit note counts against its invoice (C4).
-#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
-pub enum CreditNoteStatus {
-    /// Lowers its invoice's balance.
-    Issued,
-    /// Voided: its invoice owes the amount again.
-    Void,
-}
-
-impl CreditNoteStatus {
-    pub fn parse(stored: &str) -> Option<CreditNoteStatus> {
-        match stored {
-            "ISSUED" => Some(CreditNoteStatus::Issued),
-            "VOID" => Some(CreditNoteStatus::Void),
-            _ => None,
-        }
-    }
-
-    /// The text the store keeps.
-    pub fn as_stored(self) -> &'static str {
-        match self {
-            CreditNoteStatus::Issued => "ISSUED",
-            CreditNoteStatus::Void => "VOID",
-        }
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct CreditNoteLine {
-    /// Index of the credited invoice line, from 0.
-    pub line_index: i32,
-    pub description: String,
-    pub quantity: Option<String>,
-    pub subtotal: Money,
-    pub tax: Money,
-    pub total: Money,
-}
-
-#[Object]
-impl CreditNote {
-    async fn id(&self) -> ID {
-        ID(key_of(&self.0.id))
-    }
-    /// CN-0001 style.
-    async fn number(&self) -> String {
-        format_number("CN", self.0.number)
-    }
-    async fn invoice_id(&self) -> ID {
-        ID(self.0.invoice.clone())
-    }
-    async fn date(&self) -> Option<Date> {
-        NaiveDate::parse_from_str(&self.0.date, "%Y-%m-%d").ok().map(Date)
-    }
-    async fn reason(&self) -> &str {
-        &self.0.reason
-    }
-    async fn status(&self) -> Result<CreditNoteStatus> {
-        let found_in = format!("credit_note:{}", key_of(&self.0.id));
-        Ok(CreditNoteStatus::parse(&self.0.status).ok_or_else(|| unknown_state(&found_in, "status", &self.0.status))?)
-    }
-    async fn lines(&self) -> Vec<CreditNoteLine> {
-        let currency = &self.0.currency;
-        self.0
-            .lines
-            .iter()
-            .map(|line| CreditNoteLine {
-                line_index: line.line as i32,
-                description: line.description.clone(),
-                quantity: line.quantity.map(|q| q.normalize().to_string()),
-                subtotal: Money::of(line.subtotal, currency),
-                tax: Money::of(line.tax, currency),
-                total: Money::of(line.total, currency),
-            })
-            .collect()
-    }
-    async fn subtotal(&self) -> Money {
-        Money::of(self.0.subtotal, &self.0.currency)
-    }
-    async fn tax(&self) -> Money {
-        Money::of(self.0.tax, &self.0.currency)
-    }
-    async fn total(&self) -> Money {
-        Money::of(self.0.total, &self.0.currency)
-    }
-    async fn voided_at(&self) -> Option<DateTime<Utc>> {
-        self.0.voided_at
-    }
-    async fn void_reason(&self) -> Option<&str> {
-        self.0.void_reason.as_deref()
-    }
-}
 
 /// One invoice line to credit: by quantity or by amount (including tax), not both.
 #[derive(InputObject, Serialize)]

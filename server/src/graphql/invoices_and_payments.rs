@@ -1,15 +1,14 @@
-//! Invoices and payments as a client sees them, with the allocations that link them: object types
-//! only. These types name each other (an invoice lists its allocations, an allocation names its
+//! Invoices and payments as a client sees them, with the allocations that link them and the
+//! credit notes of invoices: object types only. These types name each other (an invoice lists its allocations, an allocation names its
 //! invoice and its payment, a payment lists its allocations), and an object type names the types
 //! of its fields, so they share this file rather than make invoices.rs and payments.rs import
 //! each other. The queries, mutations and inputs of each are in those two files.
 
-use async_graphql::{Context, Enum, ID, Object, Result};
+use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 use super::context::{caller, state, tenant, today};
-use super::credit_notes::CreditNote;
 use super::directory::{Client, Contact, Location};
 use super::errors::unknown_state;
 use super::loader;
@@ -24,7 +23,7 @@ use crate::ledger::numbering::format_number;
 use crate::ledger::payment as payment_rules;
 use crate::store::invoices::parse_status;
 use crate::store::payments::AllocationOf;
-use crate::store::rows::{AllocationRow, InvoiceRow, LineRow, PaymentRow, RefundRow, key_of};
+use crate::store::rows::{AllocationRow, CreditNoteRow, InvoiceRow, LineRow, PaymentRow, RefundRow, key_of};
 
 /// The status a person sees. OVERDUE is derived: OPEN with a due date before today in the
 /// practice's timezone (I4).
@@ -542,5 +541,101 @@ mod tests {
             assert_eq!(RefundOutcome::parse(outcome.as_stored()), Some(outcome));
         }
         assert_eq!(RefundOutcome::parse("FAILED"), None, "a charge attempt's status is not a refund outcome");
+    }
+}
+
+/// A credit against one invoice: it lowers that invoice's balance only (C3).
+pub struct CreditNote(pub CreditNoteRow);
+
+// Stored as text on the credit note; converted here and nowhere else.
+/// Whether a credit note counts against its invoice (C4).
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum CreditNoteStatus {
+    /// Lowers its invoice's balance.
+    Issued,
+    /// Voided: its invoice owes the amount again.
+    Void,
+}
+
+impl CreditNoteStatus {
+    pub fn parse(stored: &str) -> Option<CreditNoteStatus> {
+        match stored {
+            "ISSUED" => Some(CreditNoteStatus::Issued),
+            "VOID" => Some(CreditNoteStatus::Void),
+            _ => None,
+        }
+    }
+
+    /// The text the store keeps.
+    pub fn as_stored(self) -> &'static str {
+        match self {
+            CreditNoteStatus::Issued => "ISSUED",
+            CreditNoteStatus::Void => "VOID",
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CreditNoteLine {
+    /// Index of the credited invoice line, from 0.
+    pub line_index: i32,
+    pub description: String,
+    pub quantity: Option<String>,
+    pub subtotal: Money,
+    pub tax: Money,
+    pub total: Money,
+}
+
+#[Object]
+impl CreditNote {
+    async fn id(&self) -> ID {
+        ID(key_of(&self.0.id))
+    }
+    /// CN-0001 style.
+    async fn number(&self) -> String {
+        format_number("CN", self.0.number)
+    }
+    async fn invoice_id(&self) -> ID {
+        ID(self.0.invoice.clone())
+    }
+    async fn date(&self) -> Option<Date> {
+        NaiveDate::parse_from_str(&self.0.date, "%Y-%m-%d").ok().map(Date)
+    }
+    async fn reason(&self) -> &str {
+        &self.0.reason
+    }
+    async fn status(&self) -> Result<CreditNoteStatus> {
+        let found_in = format!("credit_note:{}", key_of(&self.0.id));
+        Ok(CreditNoteStatus::parse(&self.0.status).ok_or_else(|| unknown_state(&found_in, "status", &self.0.status))?)
+    }
+    async fn lines(&self) -> Vec<CreditNoteLine> {
+        let currency = &self.0.currency;
+        self.0
+            .lines
+            .iter()
+            .map(|line| CreditNoteLine {
+                line_index: line.line as i32,
+                description: line.description.clone(),
+                quantity: line.quantity.map(|q| q.normalize().to_string()),
+                subtotal: Money::of(line.subtotal, currency),
+                tax: Money::of(line.tax, currency),
+                total: Money::of(line.total, currency),
+            })
+            .collect()
+    }
+    async fn subtotal(&self) -> Money {
+        Money::of(self.0.subtotal, &self.0.currency)
+    }
+    async fn tax(&self) -> Money {
+        Money::of(self.0.tax, &self.0.currency)
+    }
+    async fn total(&self) -> Money {
+        Money::of(self.0.total, &self.0.currency)
+    }
+    async fn voided_at(&self) -> Option<DateTime<Utc>> {
+        self.0.voided_at
+    }
+    async fn void_reason(&self) -> Option<&str> {
+        self.0.void_reason.as_deref()
     }
 }

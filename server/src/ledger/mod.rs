@@ -13,5 +13,6 @@ pub mod money;
 pub mod numbering;
 pub mod payment;
 pub mod tax;
+pub mod tax_rate;
 
 pub use money::{Currency, Money, MoneyError};

@@ -6,7 +6,6 @@
 use rust_decimal::Decimal;
 
 use super::money::{Currency, Money, MoneyError, round_to_minor_unit};
-use crate::error::{AppError, AppResult, ErrorCode};
 
 /// How a practice's prices relate to tax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,24 +135,6 @@ pub fn invoice_totals<'a>(lines: impl IntoIterator<Item = &'a LineTotals>) -> In
         tax: sum.tax + line.tax,
         total: sum.total + line.total,
     })
-}
-
-/// Tax rates: an archived rate cannot be chosen for a new line; a line that had it before the
-/// rate was archived keeps it. `uses` counts the lines of the draft with this rate so far (this
-/// one included) and `had_it` the lines that had it before the edit; `line` is 1-based.
-pub fn check_rate_choice(archived: bool, uses: usize, had_it: usize, line: usize, name: &str) -> AppResult<()> {
-    if archived && uses > had_it {
-        return Err(AppError::new(ErrorCode::TaxRateArchived, format!("line {line}: tax rate '{name}' is archived; choose an active rate")));
-    }
-    Ok(())
-}
-
-/// Tax rates: system rates cannot be edited or archived; custom ones can.
-pub fn check_rate_change(system: bool) -> AppResult<()> {
-    if system {
-        return Err(AppError::new(ErrorCode::TaxRateSystem, "system tax rates cannot be edited or archived; create a custom rate instead"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

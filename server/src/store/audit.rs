@@ -9,7 +9,6 @@ use serde::de::DeserializeOwned;
 use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::rows::{AuditRow, IdempotencyRow, new_key, page_key, record};
-use super::preview::{Applied, Preview};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -102,32 +101,6 @@ impl Store {
         .await
     }
 
-    /// Runs a money change through [`Store::mutate`], or, for a dry-run, runs the same body and
-    /// audit event in a transaction that is then cancelled, and answers what it would have
-    /// changed (see [`super::preview`]). A dry-run claims no idempotency key; with a key already
-    /// used it answers as the real request would: a replay for the same request,
-    /// IDEMPOTENCY_KEY_REUSED for another.
-    pub async fn apply<T, F, Fut>(&self, mutation: &Mutation<'_>, body: F) -> AppResult<Applied<T>>
-    where
-        T: Serialize + DeserializeOwned,
-        F: Fn(TxRef) -> Fut,
-        Fut: Future<Output = AppResult<(T, AuditEntry)>>,
-    {
-        if !mutation.dry_run {
-            return self.mutate(mutation, body).await.map(Applied::Done);
-        }
-        let body = &body;
-        self.cancelled(|tx| async move {
-            if self.replay::<serde_json::Value>(mutation).await?.is_some() {
-                return Ok(Applied::Previewed(Preview::replay()));
-            }
-            let (_, entry) = body(tx.clone()).await?;
-            append_audit(&tx, mutation, entry.clone()).await?;
-            Ok(Applied::Previewed(self.preview_of(&tx, entry).await?))
-        })
-        .await
-    }
-
     /// The first result of a mutation already made with this idempotency key and input, if any;
     /// IDEMPOTENCY_KEY_REUSED if the key was used for anything else. Lets a caller answer a
     /// repeated request before checks that only make sense the first time (an amount taken from
@@ -177,7 +150,7 @@ fn first_result<T: DeserializeOwned>(mutation: &Mutation<'_>, idempotency: &Idem
     serde_json::from_str(&previous.result).map_err(AppError::internal)
 }
 
-async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
+pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
     let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
     let key = new_key();
     tx.query(

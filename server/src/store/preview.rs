@@ -6,7 +6,12 @@
 //! would fail. Nothing is kept: the transaction is cancelled, the idempotency key is not claimed,
 //! and no plugin is called (the commands skip plugin calls when `Mutation::dry_run` is set).
 
-use super::audit::AuditEntry;
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::audit::{AuditEntry, Mutation, append_audit};
 use super::rows::{InvoiceRow, PaymentRow, record};
 use super::{Store, TxRef, Vars};
 use crate::error::AppResult;
@@ -70,6 +75,32 @@ fn keys_of<'e>(entry: &'e AuditEntry, table: &str) -> Vec<&'e str> {
 }
 
 impl Store {
+    /// Runs a money change through [`Store::mutate`], or, for a dry-run, runs the same body and
+    /// audit event in a transaction that is then cancelled, and answers what it would have
+    /// changed (see [`super::preview`]). A dry-run claims no idempotency key; with a key already
+    /// used it answers as the real request would: a replay for the same request,
+    /// IDEMPOTENCY_KEY_REUSED for another.
+    pub async fn apply<T, F, Fut>(&self, mutation: &Mutation<'_>, body: F) -> AppResult<Applied<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(TxRef) -> Fut,
+        Fut: Future<Output = AppResult<(T, AuditEntry)>>,
+    {
+        if !mutation.dry_run {
+            return self.mutate(mutation, body).await.map(Applied::Done);
+        }
+        let body = &body;
+        self.cancelled(|tx| async move {
+            if self.replay::<serde_json::Value>(mutation).await?.is_some() {
+                return Ok(Applied::Previewed(Preview::replay()));
+            }
+            let (_, entry) = body(tx.clone()).await?;
+            append_audit(&tx, mutation, entry.clone()).await?;
+            Ok(Applied::Previewed(self.preview_of(&tx, entry).await?))
+        })
+        .await
+    }
+
     /// Reads the invoices and payments `entry` names before (outside `tx`, which has not
     /// committed) and after (inside it).
     pub(super) async fn preview_of(&self, tx: &TxRef, entry: AuditEntry) -> AppResult<Preview> {
