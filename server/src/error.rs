@@ -105,12 +105,21 @@ impl fmt::Display for ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppError {
     pub code: ErrorCode,
+    /// What the client reads.
     pub message: String,
+    /// What went wrong underneath, for the log only (never sent to a client): logged with the
+    /// request id where the error leaves Settle.
+    pub cause: Option<String>,
 }
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        AppError { code, message: message.into() }
+        AppError { code, message: message.into(), cause: None }
+    }
+
+    /// The same error, keeping `cause` for the log.
+    pub fn with_cause(self, cause: impl fmt::Display) -> Self {
+        AppError { cause: Some(cause.to_string()), ..self }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -123,14 +132,17 @@ impl AppError {
 
     /// An unexpected failure: the cause goes to the log, the client gets only the code.
     pub fn internal(cause: impl fmt::Display) -> Self {
-        tracing::error!(error = %cause, "internal error");
-        AppError::new(ErrorCode::Internal, "internal error; the request was not applied; report the request id")
+        AppError::new(ErrorCode::Internal, "internal error; the request was not applied; report the request id").with_cause(cause)
     }
 }
 
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
+        write!(f, "{}: {}", self.code, self.message)?;
+        match &self.cause {
+            Some(cause) => write!(f, " ({cause})"),
+            None => Ok(()),
+        }
     }
 }
 

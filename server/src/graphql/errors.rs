@@ -5,13 +5,20 @@ use async_graphql::{ErrorExtensions, ServerError};
 
 use crate::error::{AppError, ErrorCode};
 
+/// The cause of an error, carried to [`finish_errors`] to be logged with the request id.
+struct Cause(String);
+
 impl From<AppError> for async_graphql::Error {
     fn from(error: AppError) -> Self {
         let code = error.code;
-        async_graphql::Error::new(error.message).extend_with(|_, extensions| {
+        let mut converted = async_graphql::Error::new(error.message).extend_with(|_, extensions| {
             extensions.set("code", code.as_str());
             extensions.set("retryable", code.retryable());
-        })
+        });
+        if let Some(cause) = error.cause {
+            converted.source = Some(std::sync::Arc::new(Cause(cause)));
+        }
+        converted
     }
 }
 
@@ -50,6 +57,13 @@ pub fn finish_errors(errors: &mut [ServerError], request_id: &str) -> Vec<ErrorC
         };
         extensions.set("retryable", code.retryable());
         extensions.set("requestId", request_id);
+        if let Some(Cause(cause)) = error.source.as_deref().and_then(|source| source.downcast_ref::<Cause>()) {
+            if code == ErrorCode::Internal {
+                tracing::error!(request_id, code = code.as_str(), cause, "request failed");
+            } else {
+                tracing::warn!(request_id, code = code.as_str(), cause, "request failed");
+            }
+        }
         if error.message.contains(char::is_control) {
             error.message = printable(&error.message);
         }

@@ -100,6 +100,9 @@ fn error_response(status: StatusCode, error: AppError, request_id: &str, metrics
 /// refusals hyper makes before a request reaches poem ([`parser_refusals`]).
 fn error_body(error: &AppError, request_id: &str, metrics: &Metrics) -> String {
     metrics.errors.with_label_values(&[error.code.as_str()]).inc();
+    if let Some(cause) = &error.cause {
+        tracing::warn!(request_id, code = error.code.as_str(), cause, "request refused");
+    }
     serde_json::json!({
         "errors": [{
             "message": error.message,

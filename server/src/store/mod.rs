@@ -207,11 +207,11 @@ fn db_error(error: surrealdb::Error) -> AppError {
         return conflict();
     }
     if error.is_connection() {
-        tracing::warn!(%error, "the database is unreachable");
         return AppError::new(
             ErrorCode::DatabaseUnavailable,
             "the database cannot be reached; send the same request again with the same idempotency key",
-        );
+        )
+        .with_cause(error);
     }
     AppError::internal(format!("database: {error}"))
 }
