@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::rows::{AuditRow, IdempotencyRow, new_key, page_key, record};
-use super::{Store, TxRef, Vars};
+use super::{ListFilter, Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
 
@@ -132,9 +132,8 @@ impl Store {
         limit: usize,
         count: bool,
     ) -> AppResult<(Vec<AuditRow>, Option<i64>)> {
-        let filter = "tenant = $tenant AND ($record = NONE OR $record IN records)";
-        let vars = Vars::new().set("tenant", tenant.as_str().to_owned()).set("record", record_filter);
-        self.page("audit_event", tenant, filter, after, limit, count, vars).await
+        let filter = ListFilter::of_tenant(tenant).with("$record IN records", "record", record_filter);
+        self.page("audit_event", tenant, filter, after, limit, count).await
     }
 }
 

@@ -9,7 +9,7 @@ use super::directory::read_owned;
 use super::invoices::{date_string, status_str};
 use super::payments::next_number;
 use super::rows::{CreditLineRow, CreditNoteRow, InvoiceRow, LineRow, key_of, new_key, page_key, record};
-use super::{Store, TxRef, Vars};
+use super::{ListFilter, Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
 use crate::ledger::credit_note::{CreditNoteEffect, CreditableLine};
@@ -159,30 +159,13 @@ impl Store {
         limit: usize,
         count: bool,
     ) -> AppResult<(Vec<CreditNoteRow>, Option<i64>)> {
-        let mut conditions = vec!["tenant = $tenant"];
-        if filter.client.is_some() {
-            conditions.push("client = $client");
-        }
-        if filter.invoice.is_some() {
-            conditions.push("invoice = $invoice");
-        }
-        if filter.status.is_some() {
-            conditions.push("status = $status");
-        }
-        if filter.from.is_some() {
-            conditions.push("date >= $from");
-        }
-        if filter.to.is_some() {
-            conditions.push("date <= $to");
-        }
-        let vars = Vars::new()
-            .set("tenant", tenant.as_str().to_owned())
-            .set("client", filter.client.clone())
-            .set("invoice", filter.invoice.clone())
-            .set("status", filter.status.map(str::to_owned))
-            .set("from", filter.from.map(date_string))
-            .set("to", filter.to.map(date_string));
-        self.page("credit_note", tenant, &conditions.join(" AND "), after, limit, count, vars).await
+        let filter = ListFilter::of_tenant(tenant)
+            .with("client = $client", "client", filter.client.clone())
+            .with("invoice = $invoice", "invoice", filter.invoice.clone())
+            .with("status = $status", "status", filter.status.map(str::to_owned))
+            .with("date >= $from", "from", filter.from.map(date_string))
+            .with("date <= $to", "to", filter.to.map(date_string));
+        self.page("credit_note", tenant, filter, after, limit, count).await
     }
 
     pub async fn credit_notes_of(&self, tenant: &TenantId, invoice_key: &str) -> AppResult<Vec<CreditNoteRow>> {

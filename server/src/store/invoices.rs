@@ -8,7 +8,7 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 use super::directory::{PartyKind, read_owned};
 use super::rows::{InvoiceDoc, InvoiceRow, LocationRow, PartyRow, TaxRateRow, TenantRow, record};
 use super::tenants::read_tenant;
-use super::{Store, TxRef, Vars};
+use super::{ListFilter, Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
 use crate::ledger::invoice::{self as rules, InvoiceFacts, InvoiceStatus};
@@ -250,35 +250,18 @@ impl Store {
         count: bool,
     ) -> AppResult<(Vec<InvoiceRow>, Option<i64>)> {
         use rules::DisplayStatus as S;
-        // Only fixed fragments go into the text; every value is a bound parameter.
-        let mut conditions = vec!["tenant = $tenant"];
-        match filter.status {
-            None => {}
-            Some(S::Overdue) => conditions.push("status = 'OPEN' AND due_date < $today"),
-            Some(S::Open) => conditions.push("status = 'OPEN' AND due_date >= $today"),
-            Some(S::Draft) => conditions.push("status = 'DRAFT'"),
-            Some(S::Paid) => conditions.push("status = 'PAID'"),
-            Some(S::Void) => conditions.push("status = 'VOID'"),
-        }
-        if filter.client.is_some() {
-            conditions.push("client = $client");
-        }
-        if filter.location.is_some() {
-            conditions.push("location = $location");
-        }
-        if filter.issued_from.is_some() {
-            conditions.push("issue_date >= $from");
-        }
-        if filter.issued_to.is_some() {
-            conditions.push("issue_date <= $to");
-        }
-        let vars = Vars::new()
-            .set("tenant", tenant.as_str().to_owned())
-            .set("today", date_string(today))
-            .set("client", filter.client.clone())
-            .set("location", filter.location.clone())
-            .set("from", filter.issued_from.map(date_string))
-            .set("to", filter.issued_to.map(date_string));
-        self.page("invoice", tenant, &conditions.join(" AND "), after, limit, count, vars).await
+        let status = filter.status;
+        let filter = ListFilter::of_tenant(tenant)
+            .bind("today", date_string(today))
+            .when("status = 'OPEN' AND due_date < $today", status == Some(S::Overdue))
+            .when("status = 'OPEN' AND due_date >= $today", status == Some(S::Open))
+            .when("status = 'DRAFT'", status == Some(S::Draft))
+            .when("status = 'PAID'", status == Some(S::Paid))
+            .when("status = 'VOID'", status == Some(S::Void))
+            .with("client = $client", "client", filter.client.clone())
+            .with("location = $location", "location", filter.location.clone())
+            .with("issue_date >= $from", "from", filter.issued_from.map(date_string))
+            .with("issue_date <= $to", "to", filter.issued_to.map(date_string));
+        self.page("invoice", tenant, filter, after, limit, count).await
     }
 }

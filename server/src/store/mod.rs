@@ -88,6 +88,42 @@ impl Vars {
     }
 }
 
+/// The conditions of a list's filter: fixed SurrealQL text, each with its value bound as a
+/// parameter, so no value is ever written into the query. Every list starts with its tenant.
+pub(crate) struct ListFilter {
+    conditions: Vec<&'static str>,
+    vars: Vars,
+}
+
+impl ListFilter {
+    pub fn of_tenant(tenant: &TenantId) -> Self {
+        ListFilter { conditions: vec!["tenant = $tenant"], vars: Vars::new().set("tenant", tenant.as_str().to_owned()) }
+    }
+
+    /// Adds `condition`, which reads the parameter `$name`, when there is a value for it.
+    pub fn with(mut self, condition: &'static str, name: &str, value: Option<impl SurrealValue>) -> Self {
+        if let Some(value) = value {
+            self.conditions.push(condition);
+            self.vars = self.vars.set(name, value);
+        }
+        self
+    }
+
+    /// Adds `condition`, which reads no parameter, when `applies`.
+    pub fn when(mut self, condition: &'static str, applies: bool) -> Self {
+        if applies {
+            self.conditions.push(condition);
+        }
+        self
+    }
+
+    /// Binds a parameter the conditions read.
+    pub fn bind(mut self, name: &str, value: impl SurrealValue) -> Self {
+        self.vars = self.vars.set(name, value);
+        self
+    }
+}
+
 /// One open transaction. Only [`Store::transaction`] creates it, and commits or cancels it; if
 /// the request running it is dropped halfway (its client went away), the last handle to go
 /// cancels it. The SDK's own handle does not: an abandoned transaction would stay open in the
@@ -280,20 +316,21 @@ impl Store {
         Results::checked(response)
     }
 
-    /// A page of a tenant's rows of `table`, newest first, for the rows matching `filter_sql`
-    /// (fixed text; its values are bound in `vars`), walking the index on `page_key`
+    /// A page of a tenant's rows of `table`, newest first, for the rows matching `filter`,
+    /// walking the index on `page_key`
     /// ([`rows::page_key`]) forwards from the cursor `after` and stopping after `limit` rows; and,
     /// when `count`, how many rows match in all (which counts their index entries).
     pub(crate) async fn page<T: SurrealValue>(
         &self,
         table: &str,
         tenant: &TenantId,
-        filter_sql: &str,
+        filter: ListFilter,
         after: Option<String>,
         limit: usize,
         count: bool,
-        vars: Vars,
     ) -> AppResult<(Vec<T>, Option<i64>)> {
+        let filter_sql = filter.conditions.join(" AND ");
+        let vars = filter.vars;
         // Tenant ids are `a-z A-Z 0-9 _ -`, so "<tenant>/" sorts before exactly this tenant's page
         // keys, and "<tenant>0" ('0' follows '/') after them.
         let page_from = after.map_or_else(|| format!("{tenant}/"), |after| rows::page_key(tenant.as_str(), &after));

@@ -11,7 +11,7 @@ use super::directory::read_owned;
 use super::invoices::{date_string, status_str};
 use super::rows::{AllocationRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, page_key, record};
 use super::tenants::read_tenant;
-use super::{Store, TxRef, Vars};
+use super::{ListFilter, Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
 use crate::ledger::numbering::format_number;
@@ -527,43 +527,22 @@ impl Store {
         limit: usize,
         count: bool,
     ) -> AppResult<(Vec<PaymentRow>, Option<i64>)> {
-        let mut conditions = vec!["tenant = $tenant"];
-        if filter.client.is_some() {
-            conditions.push("client = $client");
-        }
-        if filter.method.is_some() {
-            conditions.push("method = $method");
-        }
-        if filter.location.is_some() {
-            conditions.push("location = $location");
-        }
-        if filter.from.is_some() {
-            conditions.push("date >= $from");
-        }
-        if filter.to.is_some() {
-            conditions.push("date <= $to");
-        }
-        match filter.status {
-            None => {}
-            Some(PaymentStatus::Void) => conditions.push("void = true"),
-            Some(PaymentStatus::Received) => conditions.push("void = false AND refunded = 0"),
-            Some(PaymentStatus::Refunded) => conditions.push("void = false AND refunded > 0 AND refunded >= amount"),
-            Some(PaymentStatus::PartiallyRefunded) => conditions.push("void = false AND refunded > 0 AND refunded < amount"),
-        }
-        match filter.allocation_state {
-            None => {}
-            Some(AllocationState::Unallocated) => conditions.push("allocated = 0"),
-            Some(AllocationState::Allocated) => conditions.push("allocated > 0 AND allocated >= amount - refunded"),
-            Some(AllocationState::PartiallyAllocated) => conditions.push("allocated > 0 AND allocated < amount - refunded"),
-        }
-        let vars = Vars::new()
-            .set("tenant", tenant.as_str().to_owned())
-            .set("client", filter.client.clone())
-            .set("method", filter.method.clone())
-            .set("location", filter.location.clone())
-            .set("from", filter.from.map(date_string))
-            .set("to", filter.to.map(date_string));
-        self.page("payment", tenant, &conditions.join(" AND "), after, limit, count, vars).await
+        use PaymentStatus as S;
+        use AllocationState as A;
+        let filter = ListFilter::of_tenant(tenant)
+            .with("client = $client", "client", filter.client.clone())
+            .with("method = $method", "method", filter.method.clone())
+            .with("location = $location", "location", filter.location.clone())
+            .with("date >= $from", "from", filter.from.map(date_string))
+            .with("date <= $to", "to", filter.to.map(date_string))
+            .when("void = true", filter.status == Some(S::Void))
+            .when("void = false AND refunded = 0", filter.status == Some(S::Received))
+            .when("void = false AND refunded > 0 AND refunded >= amount", filter.status == Some(S::Refunded))
+            .when("void = false AND refunded > 0 AND refunded < amount", filter.status == Some(S::PartiallyRefunded))
+            .when("allocated = 0", filter.allocation_state == Some(A::Unallocated))
+            .when("allocated > 0 AND allocated >= amount - refunded", filter.allocation_state == Some(A::Allocated))
+            .when("allocated > 0 AND allocated < amount - refunded", filter.allocation_state == Some(A::PartiallyAllocated));
+        self.page("payment", tenant, filter, after, limit, count).await
     }
 
     /// A page of allocations, newest first, removed ones included unless the filter says
@@ -576,34 +555,14 @@ impl Store {
         limit: usize,
         count: bool,
     ) -> AppResult<(Vec<AllocationRow>, Option<i64>)> {
-        let mut conditions = vec!["tenant = $tenant"];
-        if filter.client.is_some() {
-            conditions.push("client = $client");
-        }
-        if filter.payment.is_some() {
-            conditions.push("payment = $payment");
-        }
-        if filter.invoice.is_some() {
-            conditions.push("invoice = $invoice");
-        }
-        if filter.active.is_some() {
-            conditions.push("active = $active");
-        }
-        if filter.from.is_some() {
-            conditions.push("date >= $from");
-        }
-        if filter.to.is_some() {
-            conditions.push("date <= $to");
-        }
-        let vars = Vars::new()
-            .set("tenant", tenant.as_str().to_owned())
-            .set("client", filter.client.clone())
-            .set("payment", filter.payment.clone())
-            .set("invoice", filter.invoice.clone())
-            .set("active", filter.active)
-            .set("from", filter.from.map(date_string))
-            .set("to", filter.to.map(date_string));
-        self.page("allocation", tenant, &conditions.join(" AND "), after, limit, count, vars).await
+        let filter = ListFilter::of_tenant(tenant)
+            .with("client = $client", "client", filter.client.clone())
+            .with("payment = $payment", "payment", filter.payment.clone())
+            .with("invoice = $invoice", "invoice", filter.invoice.clone())
+            .with("active = $active", "active", filter.active)
+            .with("date >= $from", "from", filter.from.map(date_string))
+            .with("date <= $to", "to", filter.to.map(date_string));
+        self.page("allocation", tenant, filter, after, limit, count).await
     }
 
     /// A page of refunds, newest first, whatever their outcome unless the filter says, and (when
@@ -616,30 +575,13 @@ impl Store {
         limit: usize,
         count: bool,
     ) -> AppResult<(Vec<RefundRow>, Option<i64>)> {
-        let mut conditions = vec!["tenant = $tenant"];
-        if filter.client.is_some() {
-            conditions.push("client = $client");
-        }
-        if filter.payment.is_some() {
-            conditions.push("payment = $payment");
-        }
-        if filter.outcome.is_some() {
-            conditions.push("outcome = $outcome");
-        }
-        if filter.from.is_some() {
-            conditions.push("date >= $from");
-        }
-        if filter.to.is_some() {
-            conditions.push("date <= $to");
-        }
-        let vars = Vars::new()
-            .set("tenant", tenant.as_str().to_owned())
-            .set("client", filter.client.clone())
-            .set("payment", filter.payment.clone())
-            .set("outcome", filter.outcome.map(str::to_owned))
-            .set("from", filter.from.map(date_string))
-            .set("to", filter.to.map(date_string));
-        self.page("refund", tenant, &conditions.join(" AND "), after, limit, count, vars).await
+        let filter = ListFilter::of_tenant(tenant)
+            .with("client = $client", "client", filter.client.clone())
+            .with("payment = $payment", "payment", filter.payment.clone())
+            .with("outcome = $outcome", "outcome", filter.outcome.map(str::to_owned))
+            .with("date >= $from", "from", filter.from.map(date_string))
+            .with("date <= $to", "to", filter.to.map(date_string));
+        self.page("refund", tenant, filter, after, limit, count).await
     }
 
     /// A client's payments with money left to apply, oldest first: what the front desk picks
