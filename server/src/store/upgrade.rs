@@ -22,6 +22,8 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
             backfill_page_keys(store, table).await?;
         }
     }
+    // Version 4 added ledger events and their positions to audit events. Changes recorded before
+    // have no ledger events and so get no position: nothing to fill in.
     Ok(())
 }
 
