@@ -5,6 +5,11 @@
 //! A recorded payment is decided twice: once before the transaction, because the method's plugin
 //! checks the payment's details (a cheque number) for the decided amount and a plugin is never
 //! called inside a transaction; and again inside the transaction, on the facts it commits against.
+//!
+//! Each new payment records its ledger events with its audit event (E1): PAYMENT_RECORDED, then
+//! for each allocation PAYMENT_ALLOCATED and, when the allocation changed the invoice's status,
+//! INVOICE_STATUS_CHANGED; a finalize with APPLY_PAYMENT starts with INVOICE_FINALIZED. Once its
+//! turns are released a command has its events positioned and published before it answers (E2).
 
 use std::future::Future;
 
@@ -13,6 +18,7 @@ use rust_decimal::Decimal;
 
 use super::Commands;
 use crate::error::{AppError, AppResult};
+use crate::events::LedgerEvent;
 use crate::ledger::{Currency, Money};
 use crate::ledger::invoice::{InvoiceFacts, InvoiceStatus};
 use crate::ledger::payment::{self as rules};
@@ -21,7 +27,7 @@ use crate::store::audit::{AuditEntry, Mutation};
 use crate::store::charges::ChargeDraft;
 use crate::store::invoices::read_invoice;
 use crate::store::locks::{record_lock, tenant_lock};
-use crate::store::payments::{Allocated, NewPayment, NewRecordedPayment, Written, new_payment_row, payment_entry};
+use crate::store::payments::{NewPayment, NewRecordedPayment, Written, new_payment_row, payment_entry};
 use crate::store::rows::{InvoiceRow, PaymentMethodRow, PaymentRow, key_of};
 
 /// A payment for one invoice, as requested.
@@ -105,16 +111,19 @@ impl Commands {
                 };
                 let mut payment = new_payment_row(mutation.tenant, &request.client, &method, new, amount.amount(), currency.code());
                 let mut allocated = Vec::new();
+                let mut made = Vec::new();
                 for (invoice_key, amount) in &request.allocations {
                     let invoice = read_invoice(&tx, &self.store, mutation.tenant, invoice_key).await?;
                     let amount = Money::from_decimal(*amount, Currency::parse(&invoice.doc.currency)?)?.require_positive()?;
                     let effect =
                         rules::allocate(&payment.doc.facts(), &invoice.doc.facts(), &invoice.doc.client, &invoice.doc.currency, amount.amount())?;
                     allocated.push(self.store.write_allocation(&tx, mutation, &mut payment, &invoice, &effect, request.date).await?);
+                    made.push(AllocationMade::of(&invoice, effect.amount, effect.invoice_status));
                 }
                 self.store.create_payment_record(&tx, &payment).await?;
                 let entry = payment_entry("payment.record", &payment, &allocated);
-                Ok((payment, entry))
+                let events = payment_events(&payment, &entry, made)?;
+                Ok((payment, AuditEntry { events, ..entry }))
             })
             .await
         }
@@ -136,9 +145,7 @@ impl Commands {
             let (request, reference) = (&request, &reference);
             self.new_payment(mutation, &[record_lock("invoice", invoice_key)], |tx| async move {
                 let invoice = read_invoice(&tx, &self.store, mutation.tenant, invoice_key).await?;
-                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
-                let entry = payment_entry("payment.pay_invoice", &payment, &allocated);
-                Ok((payment, entry))
+                self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await
             })
             .await
         }
@@ -168,27 +175,31 @@ impl Commands {
         let key = self
             .store
             .mutate(mutation, |tx| async move {
-                let (invoice, entry) = self.store.finalize_in(&tx, mutation, invoice_key).await?;
+                let (invoice, mut entry) = self.store.finalize_in(&tx, mutation, invoice_key).await?;
+                let finalized = finalize_events(invoice_key, std::mem::take(&mut entry.events), &invoice);
                 // A draft that owes nothing is PAID once finalized and takes no payment.
                 if invoice.doc.facts().status != InvoiceStatus::Open {
-                    return Ok((invoice_key.to_owned(), entry));
+                    return Ok((invoice_key.to_owned(), AuditEntry { events: finalized, ..entry }));
                 }
-                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
+                let (payment, paid) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
                 written_ref.set(&payment);
-                let paid = payment_entry("payment.pay_invoice", &payment, &allocated);
                 let entry = AuditEntry {
                     action: "invoice.finalize_and_pay".into(),
                     records: entry.records.into_iter().chain(paid.records).collect(),
                     after: Some(serde_json::json!({"invoice": entry.after, "payment": paid.after})),
+                    events: finalized.into_iter().chain(paid.events).collect(),
                     ..entry
                 };
                 Ok((invoice_key.to_owned(), entry))
             })
             .await?;
         drop(turns);
-        if let Some(payment) = written.take() {
-            self.store.number_payment(mutation.tenant, key_of(&payment.id)).await;
-        }
+        let numbered = async {
+            if let Some(payment) = written.take() {
+                self.store.number_payment(mutation.tenant, key_of(&payment.id)).await;
+            }
+        };
+        tokio::join!(numbered, self.store.position_events(mutation.tenant));
         Ok(key)
     }
 
@@ -200,7 +211,8 @@ impl Commands {
     }
 
     /// Runs `body` (load, decide and write one new payment) in one transaction after taking the
-    /// in-process turns of `locks`, then numbers the payment; returns it as written.
+    /// in-process turns of `locks`, then numbers the payment and positions its ledger events;
+    /// returns it as written.
     async fn new_payment<F, Fut>(&self, mutation: &Mutation<'_>, locks: &[String], body: F) -> AppResult<NewPayment>
     where
         F: Fn(TxRef) -> Fut,
@@ -219,10 +231,13 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        Ok(self.store.number_new_payment(mutation.tenant, key, written).await)
+        let (payment, ()) =
+            tokio::join!(self.store.number_new_payment(mutation.tenant, key, written), self.store.position_events(mutation.tenant));
+        Ok(payment)
     }
 
-    /// Load, decide and write a new recorded payment of `invoice` inside the caller's transaction.
+    /// Load, decide and write a new recorded payment of `invoice` inside the caller's transaction;
+    /// returns it with its audit entry and ledger events.
     async fn pay_in(
         &self,
         tx: &TxRef,
@@ -230,12 +245,22 @@ impl Commands {
         invoice: &InvoiceRow,
         request: &PayInvoice,
         external_reference: Option<String>,
-    ) -> AppResult<(PaymentRow, Vec<Allocated>)> {
+    ) -> AppResult<(PaymentRow, AuditEntry)> {
         let new = request.recorded(invoice, external_reference);
         let method = self.store.invoice_payment_records(tx, mutation.tenant, invoice, &request.method, &new.location).await?;
         let currency = Currency::parse(&invoice.doc.currency)?;
         let effect = rules::pay_invoice(&invoice.doc.facts(), currency, &method.facts(), request.amount)?;
-        self.store.write_invoice_payment(tx, mutation, invoice, &method, new, &effect, request.date).await
+        let (payment, allocated) = self.store.write_invoice_payment(tx, mutation, invoice, &method, new, &effect, request.date).await?;
+        // The store allocates only a positive amount (a payment of an invoice that owes nothing
+        // is all credit).
+        let made = if effect.allocation.amount > Decimal::ZERO {
+            vec![AllocationMade::of(invoice, effect.allocation.amount, effect.allocation.invoice_status)]
+        } else {
+            Vec::new()
+        };
+        let entry = payment_entry("payment.pay_invoice", &payment, &allocated);
+        let events = payment_events(&payment, &entry, made)?;
+        Ok((payment, AuditEntry { events, ..entry }))
     }
 
     /// Decides the payment on `invoice` as it is before the transaction, then has the method's
@@ -279,4 +304,70 @@ impl Commands {
             },
         }
     }
+}
+
+/// An allocation a new payment made, as its ledger events need it.
+struct AllocationMade {
+    invoice: String,
+    amount: Decimal,
+    currency: String,
+    /// INVOICE_STATUS_CHANGED when the allocation changed the invoice's status (I3).
+    status_changed: Option<LedgerEvent>,
+}
+
+impl AllocationMade {
+    fn of(invoice: &InvoiceRow, amount: Decimal, status_after: InvoiceStatus) -> AllocationMade {
+        let key = key_of(&invoice.id);
+        AllocationMade {
+            status_changed: LedgerEvent::invoice_status_changed(&key, invoice.doc.facts().status, status_after),
+            invoice: key,
+            amount,
+            currency: invoice.doc.currency.clone(),
+        }
+    }
+}
+
+/// The ledger events of a new payment (E1): PAYMENT_RECORDED, then for each allocation
+/// PAYMENT_ALLOCATED and any INVOICE_STATUS_CHANGED it caused, in the order they were written.
+/// The allocations' keys are read from the audit entry's records, where the store lists them in
+/// the order it wrote them.
+fn payment_events(payment: &PaymentRow, entry: &AuditEntry, made: Vec<AllocationMade>) -> AppResult<Vec<LedgerEvent>> {
+    let payment_key = key_of(&payment.id);
+    let allocation_keys: Vec<&str> = entry.records.iter().filter_map(|record| record.strip_prefix("allocation:")).collect();
+    if allocation_keys.len() != made.len() {
+        return Err(AppError::internal(format!(
+            "payment {payment_key}: {} allocations written, {} in its audit entry",
+            made.len(),
+            allocation_keys.len()
+        )));
+    }
+    let mut events = vec![LedgerEvent::PaymentRecorded {
+        payment: payment_key.clone(),
+        client: payment.doc.client.clone(),
+        amount: payment.doc.amount,
+        currency: payment.doc.currency.clone(),
+    }];
+    for (allocation, made) in allocation_keys.into_iter().zip(made) {
+        events.push(LedgerEvent::PaymentAllocated {
+            allocation: allocation.to_owned(),
+            payment: payment_key.clone(),
+            invoice: made.invoice,
+            amount: made.amount,
+            currency: made.currency,
+        });
+        events.extend(made.status_changed);
+    }
+    Ok(events)
+}
+
+/// The ledger events of finalizing `invoice` (now finalized): INVOICE_FINALIZED, and
+/// INVOICE_STATUS_CHANGED from OPEN to PAID when it owes nothing (I2, I3). `from_finalize` are
+/// the events the finalize itself reported; once it reports its own, they are taken as they are.
+fn finalize_events(invoice_key: &str, from_finalize: Vec<LedgerEvent>, invoice: &InvoiceRow) -> Vec<LedgerEvent> {
+    if !from_finalize.is_empty() {
+        return from_finalize;
+    }
+    let mut events = vec![LedgerEvent::InvoiceFinalized { invoice: invoice_key.to_owned() }];
+    events.extend(LedgerEvent::invoice_status_changed(invoice_key, InvoiceStatus::Open, invoice.doc.facts().status));
+    events
 }
