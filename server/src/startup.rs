@@ -44,6 +44,7 @@ impl Application {
                 store: store.clone(),
                 commands: Commands::new(store.clone(), charging.clone()),
                 charging,
+                events: store.events().clone(),
                 limits: settings.limits.clone(),
             }),
             &settings.limits,
