@@ -8,6 +8,7 @@ pub mod charging;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod ledger;

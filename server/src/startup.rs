@@ -45,6 +45,7 @@ impl Application {
                 store: store.clone(),
                 commands,
                 charging,
+                events: store.events().clone(),
                 limits: settings.limits.clone(),
             }),
             &settings.limits,

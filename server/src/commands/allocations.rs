@@ -4,7 +4,8 @@
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::Commands;
+use super::{Commands, events};
+use crate::events::LedgerEvent;
 use crate::error::{AppError, AppResult};
 use crate::ledger::{Currency, Money};
 use crate::ledger::payment as rules;
@@ -26,8 +27,8 @@ impl Commands {
         today: NaiveDate,
     ) -> AppResult<Applied<String>> {
         let store = &self.store;
-        let _turns = store.locks().lock_all(&[record_lock("payment", payment_key), record_lock("invoice", invoice_key)]).await;
-        store
+        let turns = store.locks().lock_all(&[record_lock("payment", payment_key), record_lock("invoice", invoice_key)]).await;
+        let applied = store
             .apply(mutation, |tx| async move {
                 let mut payment = store.load_payment(&tx, mutation.tenant, payment_key).await?;
                 let invoice = store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
@@ -37,6 +38,7 @@ impl Commands {
                 let allocated = store.write_allocation(&tx, mutation, &mut payment, &invoice, &effect, today).await?;
                 store.write_payment_sums(&tx, &payment).await?;
                 let entry = AuditEntry {
+                    events: events::allocated(&allocated, &payment, &invoice, effect.invoice_status),
                     action: "allocation.create".into(),
                     records: vec![
                         format!("allocation:{}", allocated.key),
@@ -49,7 +51,10 @@ impl Commands {
                 };
                 Ok((allocated.key, entry))
             })
-            .await
+            .await;
+        drop(turns);
+        self.publish(mutation.tenant).await;
+        applied
     }
 
     /// removeAllocation (P6): its amount returns to the payment and the invoice; the record
@@ -58,8 +63,8 @@ impl Commands {
         let store = &self.store;
         let allocation = store.allocation(mutation.tenant, allocation_key).await?.ok_or_else(|| AppError::not_found("allocation"))?;
         let keys = [record_lock("payment", &allocation.payment), record_lock("invoice", &allocation.invoice)];
-        let _turns = store.locks().lock_all(&keys).await;
-        store
+        let turns = store.locks().lock_all(&keys).await;
+        let applied = store
             .apply(mutation, |tx| async move {
                 let allocation = store.load_allocation(&tx, mutation.tenant, allocation_key).await?;
                 let mut payment = store.load_payment(&tx, mutation.tenant, &allocation.payment).await?;
@@ -68,7 +73,16 @@ impl Commands {
                 store.write_allocation_removed(&tx, mutation, &allocation, &invoice, &effect).await?;
                 payment.doc.allocated = effect.payment_allocated;
                 store.write_payment_sums(&tx, &payment).await?;
+                let mut events = vec![LedgerEvent::AllocationRemoved {
+                    allocation: allocation_key.to_owned(),
+                    payment: allocation.payment.clone(),
+                    invoice: allocation.invoice.clone(),
+                    amount: allocation.amount,
+                    currency: allocation.currency.clone(),
+                }];
+                events.extend(events::status_changed(&invoice, effect.invoice_status));
                 let entry = AuditEntry {
+                    events,
                     action: "allocation.remove".into(),
                     records: vec![
                         format!("allocation:{allocation_key}"),
@@ -81,6 +95,9 @@ impl Commands {
                 };
                 Ok((allocation_key.to_owned(), entry))
             })
-            .await
+            .await;
+        drop(turns);
+        self.publish(mutation.tenant).await;
+        applied
     }
 }

@@ -13,7 +13,8 @@
 
 use settle_plugin::Capability;
 
-use super::{Claimed, Commands};
+use super::{Claimed, Commands, events};
+use crate::events::LedgerEvent;
 use super::payments::PayInvoice;
 use crate::auth::TenantId;
 use crate::charging::Answer;
@@ -28,6 +29,13 @@ use crate::store::locks::{record_lock, tenant_lock};
 use crate::store::payments::{Allocated, NewRecordedPayment, new_payment_row, payment_entry};
 use crate::store::preview::Applied;
 use crate::store::rows::{ChargeAttemptRow, PaymentRow, key_of};
+
+/// The payment a succeeded charge made, with its allocation and ledger events.
+struct Charged {
+    payment: PaymentRow,
+    allocated: Vec<Allocated>,
+    events: Vec<LedgerEvent>,
+}
 
 fn declined(reason: &str) -> AppError {
     AppError::new(ErrorCode::PaymentDeclined, format!("the payment was declined: {reason}"))
@@ -75,9 +83,10 @@ impl Commands {
                     };
                     if mutation.dry_run {
                         // What a charge the gateway accepts would do; the plugin is not asked.
-                        let (payment, allocated) = self.record_charged_payment(&tx, mutation, &attempt, None).await?;
-                        let paid = payment_entry("charge.succeeded", &payment, &allocated).records;
+                        let charged = self.record_charged_payment(&tx, mutation, &attempt, None).await?;
+                        let paid = payment_entry("charge.succeeded", &charged.payment, &charged.allocated).records;
                         entry.records.extend(paid.into_iter().filter(|record| !record.starts_with("invoice:")));
+                        entry.events = charged.events;
                     }
                     Ok((Claimed::Charge { charge: attempt.idempotency_key.clone() }, entry))
                 })
@@ -198,12 +207,13 @@ impl Commands {
                 }
                 match settlement {
                     Settlement::Succeeded { reference } => {
-                        let (payment, allocated) = self.record_charged_payment(&tx, mutation, &attempt, reference.clone()).await?;
+                        let Charged { payment, allocated, events } = self.record_charged_payment(&tx, mutation, &attempt, reference.clone()).await?;
                         written_ref.set(&payment);
                         let payment_key = key_of(&payment.id);
                         store.write_charge_settled(&tx, &attempt, settlement, Some(payment_key.clone())).await?;
                         let paid = payment_entry("charge.succeeded", &payment, &allocated);
                         let entry = AuditEntry {
+                            events,
                             records: records.into_iter().chain(paid.records).collect(),
                             after: Some(serde_json::json!({"amount": attempt.amount.to_string(), "reference": reference, "plugin": attempt.plugin})),
                             idempotency_key: Some(attempt.idempotency_key.clone()),
@@ -213,7 +223,14 @@ impl Commands {
                     }
                     Settlement::Declined { reason } | Settlement::Failed { reason } => {
                         store.write_charge_settled(&tx, &attempt, settlement, None).await?;
+                        // A gateway's decline is a fact about the client's money; a request that
+                        // never reached the gateway (FAILED) is not.
+                        let events = match settlement {
+                            Settlement::Declined { reason } => vec![LedgerEvent::ChargeDeclined { invoice: attempt.invoice.clone(), reason: reason.clone() }],
+                            _ => Vec::new(),
+                        };
                         let entry = AuditEntry {
+                            events,
                             action: format!("charge.{}", settlement.charge_status().to_lowercase()),
                             records,
                             after: Some(serde_json::json!({"amount": attempt.amount.to_string(), "plugin": attempt.plugin})),
@@ -227,11 +244,14 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        if let Settled::Succeeded(payment) = &settled
-            && written.take().is_some()
-        {
-            store.number_payment(tenant, payment.clone()).await;
-        }
+        let numbered = async {
+            if let Settled::Succeeded(payment) = &settled
+                && written.take().is_some()
+            {
+                store.number_payment(tenant, payment.clone()).await;
+            }
+        };
+        tokio::join!(numbered, self.publish(tenant));
         Ok(settled)
     }
 
@@ -245,11 +265,14 @@ impl Commands {
         mutation: &Mutation<'_>,
         attempt: &ChargeAttemptRow,
         reference: Option<String>,
-    ) -> AppResult<(PaymentRow, Vec<Allocated>)> {
+    ) -> AppResult<Charged> {
         let store = &self.store;
         let mut invoice = store.load_invoice(tx, mutation.tenant, &attempt.invoice).await?;
+        let mut events = Vec::new();
         if attempt.finalize && invoice.doc.facts().status == InvoiceStatus::Draft {
-            invoice = self.finalize_in(tx, mutation, &attempt.invoice).await?.0;
+            let (finalized, entry) = self.finalize_in(tx, mutation, &attempt.invoice).await?;
+            invoice = finalized;
+            events = entry.events;
         }
         let method = store.load_method(tx, mutation.tenant, &attempt.method).await?;
         let date = chrono::NaiveDate::parse_from_str(&attempt.date, "%Y-%m-%d").unwrap_or_else(|_| chrono::Utc::now().date_naive());
@@ -265,14 +288,19 @@ impl Commands {
         payment.doc.charge_reference = reference;
         let facts = invoice.doc.facts();
         let mut allocated = Vec::new();
+        let mut allocation_events = Vec::new();
         if facts.status == InvoiceStatus::Open {
             let amount = rules::allocation_for_new_payment(attempt.amount, &facts);
             if !amount.is_zero() {
                 let effect = rules::allocate(&payment.doc.facts()?, &facts, &invoice.doc.client, Currency::parse(&invoice.doc.currency)?, amount)?;
-                allocated.push(store.write_allocation(tx, mutation, &mut payment, &invoice, &effect, date).await?);
+                let allocation = store.write_allocation(tx, mutation, &mut payment, &invoice, &effect, date).await?;
+                allocation_events = events::allocated(&allocation, &payment, &invoice, effect.invoice_status);
+                allocated.push(allocation);
             }
         }
         store.create_payment_record(tx, &payment).await?;
-        Ok((payment, allocated))
+        events.push(events::payment_recorded(&payment));
+        events.extend(allocation_events);
+        Ok(Charged { payment, allocated, events })
     }
 }

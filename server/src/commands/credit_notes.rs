@@ -3,7 +3,8 @@
 
 use chrono::NaiveDate;
 
-use super::Commands;
+use super::{Commands, events};
+use crate::events::LedgerEvent;
 use crate::error::{AppError, AppResult};
 use crate::ledger::credit_note::{self as rules, CreditRequest, CreditableLine};
 use crate::ledger::{Currency, Money};
@@ -25,9 +26,9 @@ impl Commands {
         date: NaiveDate,
     ) -> AppResult<Applied<String>> {
         let store = &self.store;
-        let _turns = store.locks().lock_all(&[counter_lock(mutation.tenant, "credit_note"), record_lock("invoice", invoice_key)]).await;
+        let turns = store.locks().lock_all(&[counter_lock(mutation.tenant, "credit_note"), record_lock("invoice", invoice_key)]).await;
         let (reason, requests) = (reason.trim(), &requests);
-        store
+        let applied = store
             .apply(mutation, |tx| async move {
                 let invoice = store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
                 let currency = Currency::parse(&invoice.doc.currency)?;
@@ -39,7 +40,15 @@ impl Commands {
                 let lines: Vec<CreditableLine> = invoice.doc.lines.iter().map(creditable).collect();
                 let effect = rules::issue(&invoice.doc.facts(), &lines, reason, requests, currency)?;
                 let key = store.write_credit_note_issued(&tx, mutation, &invoice, reason, &effect, date).await?;
+                let mut events = vec![LedgerEvent::CreditNoteIssued {
+                    credit_note: key.clone(),
+                    invoice: invoice_key.to_owned(),
+                    total: effect.total,
+                    currency: invoice.doc.currency.clone(),
+                }];
+                events.extend(events::status_changed(&invoice, effect.invoice_status));
                 let entry = AuditEntry {
+                    events,
                     action: "credit_note.issue".into(),
                     records: vec![format!("credit_note:{key}"), format!("invoice:{invoice_key}")],
                     before: Some(summary(&invoice.doc)),
@@ -49,22 +58,28 @@ impl Commands {
                 };
                 Ok((key, entry))
             })
-            .await
+            .await;
+        drop(turns);
+        self.publish(mutation.tenant).await;
+        applied
     }
 
     /// voidCreditNote (C4): the invoice balance is restored and a PAID invoice is OPEN again.
     pub async fn void_credit_note(&self, mutation: &Mutation<'_>, key: &str, reason: Option<String>) -> AppResult<Applied<String>> {
         let store = &self.store;
         let note = store.credit_note(mutation.tenant, key).await?.ok_or_else(|| AppError::not_found("credit note"))?;
-        let _turn = store.locks().lock(&record_lock("invoice", &note.invoice)).await;
+        let turn = store.locks().lock(&record_lock("invoice", &note.invoice)).await;
         let reason = &reason;
-        store
+        let applied = store
             .apply(mutation, |tx| async move {
                 let note = store.load_credit_note(&tx, mutation.tenant, key).await?;
                 let invoice = store.load_invoice(&tx, mutation.tenant, &note.invoice).await?;
                 let (credited, status) = rules::void(&invoice.doc.facts(), note.total, note.status == "VOID")?;
                 store.write_credit_note_voided(&tx, &note, &invoice, credited, status, reason.clone()).await?;
+                let mut events = vec![LedgerEvent::CreditNoteVoided { credit_note: key.to_owned(), invoice: note.invoice.clone() }];
+                events.extend(events::status_changed(&invoice, status));
                 let entry = AuditEntry {
+                    events,
                     action: "credit_note.void".into(),
                     records: vec![format!("credit_note:{key}"), format!("invoice:{}", note.invoice)],
                     before: Some(summary(&invoice.doc)),
@@ -74,6 +89,9 @@ impl Commands {
                 };
                 Ok((key.to_owned(), entry))
             })
-            .await
+            .await;
+        drop(turn);
+        self.publish(mutation.tenant).await;
+        applied
     }
 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use chrono::Utc;
 use rust_decimal::Decimal;
 
-use super::Commands;
+use super::{Commands, events};
+use crate::events::LedgerEvent;
 use crate::error::{AppError, AppResult};
 use crate::ledger::invoice::{self as rules, InvoiceFacts, InvoiceStatus};
 use crate::ledger::tax::{self, Discount, LineInput};
@@ -74,13 +75,17 @@ impl Commands {
     pub async fn finalize_invoice(&self, mutation: &Mutation<'_>, key: &str) -> AppResult<Applied<String>> {
         // Finalizes of one tenant all write its invoice counter: queue them here rather than let
         // them collide in the database (see store::locks).
-        let _turn = self.store.locks().lock(&tenant_lock(mutation.tenant)).await;
-        self.store
+        let turn = self.store.locks().lock(&tenant_lock(mutation.tenant)).await;
+        let applied = self
+            .store
             .apply(mutation, |tx| async move {
                 let (_, entry) = self.finalize_in(&tx, mutation, key).await?;
                 Ok((key.to_owned(), entry))
             })
-            .await
+            .await;
+        drop(turn);
+        self.publish(mutation.tenant).await;
+        applied
     }
 
     /// Finalizes inside the caller's transaction (I2): the first finalize takes the tenant's
@@ -96,7 +101,11 @@ impl Commands {
             id: before.id.clone(),
             doc: InvoiceDoc { status: status_str(status).to_owned(), number: Some(number), ..before.doc.clone() },
         };
+        // INVOICE_FINALIZED means DRAFT to OPEN; one that owes nothing is PAID at once (I3).
+        let mut events = vec![LedgerEvent::InvoiceFinalized { invoice: key.to_owned() }];
+        events.extend(LedgerEvent::invoice_status_changed(key, InvoiceStatus::Open, status));
         let entry = AuditEntry {
+            events,
             action: "invoice.finalize".into(),
             records: vec![format!("invoice:{key}")],
             before: Some(summary(&before.doc)),
@@ -133,13 +142,19 @@ impl Commands {
         decide: impl Fn(&InvoiceFacts) -> AppResult<InvoiceStatus>,
     ) -> AppResult<Applied<String>> {
         let (decide, reason) = (&decide, &reason);
-        self.store
+        let applied = self
+            .store
             .apply(mutation, |tx| async move {
                 let before = self.store.load_invoice(&tx, mutation.tenant, key).await?;
                 let status = decide(&before.doc.facts())?;
                 self.store.write_invoice_status(&tx, &before, status, reason.clone()).await?;
                 let after = InvoiceDoc { status: status_str(status).to_owned(), ..before.doc.clone() };
+                let events = match status {
+                    InvoiceStatus::Void => vec![LedgerEvent::InvoiceVoided { invoice: key.to_owned() }],
+                    _ => events::status_changed(&before, status).into_iter().collect(),
+                };
                 let entry = AuditEntry {
+                    events,
                     action: action.into(),
                     records: vec![format!("invoice:{key}")],
                     before: Some(summary(&before.doc)),
@@ -149,7 +164,9 @@ impl Commands {
                 };
                 Ok((key.to_owned(), entry))
             })
-            .await
+            .await;
+        self.publish(mutation.tenant).await;
+        applied
     }
 
     /// deleteInvoice: a DRAFT that never had a number (I6), the only hard delete in Settle.

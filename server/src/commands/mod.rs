@@ -17,6 +17,7 @@
 pub mod allocations;
 pub mod charges;
 pub mod credit_notes;
+mod events;
 pub mod invoices;
 pub mod methods;
 pub mod payments;
@@ -24,6 +25,7 @@ pub mod practice;
 pub mod reconcile;
 pub mod refunds;
 
+use crate::auth::TenantId;
 use crate::charging::Charging;
 use crate::store::Store;
 
@@ -37,6 +39,13 @@ pub struct Commands {
 impl Commands {
     pub fn new(store: Store, charging: Charging) -> Commands {
         Commands { store, charging }
+    }
+
+    /// Positions and publishes the ledger events the tenant's committed changes queued (E2), so
+    /// that a command answers only once its own are; called after the change's in-process turns
+    /// are released. (Without this call a task started at the commit does it moments later.)
+    async fn publish(&self, tenant: &TenantId) {
+        self.store.position_events(tenant).await
     }
 }
 

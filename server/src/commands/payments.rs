@@ -11,15 +11,16 @@ use std::future::Future;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::{Claimed, Commands};
+use super::{Claimed, Commands, events};
 use crate::error::{AppError, AppResult};
+use crate::events::LedgerEvent;
 use crate::ledger::{Currency, Money};
 use crate::ledger::invoice::{InvoiceFacts, InvoiceStatus};
 use crate::ledger::payment::{self as rules};
 use crate::store::TxRef;
 use crate::store::audit::{AuditEntry, Mutation};
 use crate::store::locks::{record_lock, tenant_lock};
-use crate::store::payments::{Allocated, NewPayment, NewRecordedPayment, Written, new_payment_row, payment_entry, payment_summary};
+use crate::store::payments::{NewPayment, NewRecordedPayment, Written, new_payment_row, payment_entry, payment_summary};
 use crate::store::preview::Applied;
 use crate::store::rows::{InvoiceRow, PaymentDoc, PaymentMethodRow, PaymentRow, key_of};
 
@@ -92,15 +93,19 @@ impl Commands {
                 };
                 let mut payment = new_payment_row(mutation.tenant, &request.client, &method, new, amount.amount(), currency.code());
                 let mut allocated = Vec::new();
+                let mut events = Vec::new();
                 for (invoice_key, amount) in &request.allocations {
                     let invoice = self.store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
                     let amount = Money::positive_in(*amount, &invoice.doc.currency)?;
                     let effect =
                         rules::allocate(&payment.doc.facts()?, &invoice.doc.facts(), &invoice.doc.client, amount.currency(), amount.amount())?;
-                    allocated.push(self.store.write_allocation(&tx, mutation, &mut payment, &invoice, &effect, request.date).await?);
+                    let allocation = self.store.write_allocation(&tx, mutation, &mut payment, &invoice, &effect, request.date).await?;
+                    events.extend(events::allocated(&allocation, &payment, &invoice, effect.invoice_status));
+                    allocated.push(allocation);
                 }
                 self.store.create_payment_record(&tx, &payment).await?;
-                let entry = payment_entry("payment.record", &payment, &allocated);
+                events.insert(0, events::payment_recorded(&payment));
+                let entry = AuditEntry { events, ..payment_entry("payment.record", &payment, &allocated) };
                 Ok((payment, entry))
             })
             .await
@@ -124,9 +129,7 @@ impl Commands {
             let (request, reference) = (&request, &reference);
             self.new_payment(mutation, &[record_lock("invoice", invoice_key)], |tx| async move {
                 let invoice = self.store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
-                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
-                let entry = payment_entry("payment.pay_invoice", &payment, &allocated);
-                Ok((payment, entry))
+                self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await
             })
             .await
         }
@@ -161,22 +164,25 @@ impl Commands {
                 if invoice.doc.facts().status != InvoiceStatus::Open {
                     return Ok((invoice_key.to_owned(), entry));
                 }
-                let (payment, allocated) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
+                let (payment, paid) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
                 written_ref.set(&payment);
-                let paid = payment_entry("payment.pay_invoice", &payment, &allocated);
                 let entry = AuditEntry {
                     action: "invoice.finalize_and_pay".into(),
                     records: entry.records.into_iter().chain(paid.records).collect(),
                     after: Some(serde_json::json!({"invoice": entry.after, "payment": paid.after})),
+                    events: entry.events.into_iter().chain(paid.events).collect(),
                     ..entry
                 };
                 Ok((invoice_key.to_owned(), entry))
             })
             .await?;
         drop(turns);
-        if let (Applied::Done(_), Some(payment)) = (&applied, written.take()) {
-            self.store.number_payment(mutation.tenant, key_of(&payment.id)).await;
-        }
+        let numbered = async {
+            if let (Applied::Done(_), Some(payment)) = (&applied, written.take()) {
+                self.store.number_payment(mutation.tenant, key_of(&payment.id)).await;
+            }
+        };
+        tokio::join!(numbered, self.publish(mutation.tenant));
         Ok(applied)
     }
 
@@ -200,6 +206,7 @@ impl Commands {
                 store.write_payment_void(&tx, &payment, reason.clone()).await?;
                 let after = PaymentDoc { void: true, ..payment.doc.clone() };
                 let entry = AuditEntry {
+                    events: vec![LedgerEvent::PaymentVoided { payment: payment_key.to_owned() }],
                     action: "payment.void".into(),
                     records: vec![format!("payment:{payment_key}")],
                     before: Some(payment_summary(&payment.doc)),
@@ -232,6 +239,7 @@ impl Commands {
                 let external_reference = external_reference.clone().unwrap_or_else(|| payment.doc.external_reference.clone());
                 store.write_payment_details(&tx, &payment, description.clone(), external_reference.clone()).await?;
                 let entry = AuditEntry {
+                    events: vec![LedgerEvent::PaymentUpdated { payment: payment_key.to_owned() }],
                     action: "payment.update".into(),
                     records: vec![format!("payment:{payment_key}")],
                     before: Some(serde_json::json!({"description": payment.doc.description, "externalReference": payment.doc.external_reference})),
@@ -265,7 +273,11 @@ impl Commands {
         drop(turns);
         match applied {
             Applied::Previewed(preview) => Ok(Applied::Previewed(preview)),
-            Applied::Done(claimed) => Ok(Applied::Done(self.store.number_new_payment(mutation.tenant, claimed.key(), written).await)),
+            Applied::Done(claimed) => {
+                let (payment, ()) =
+                    tokio::join!(self.store.number_new_payment(mutation.tenant, claimed.key(), written), self.publish(mutation.tenant));
+                Ok(Applied::Done(payment))
+            }
         }
     }
 
@@ -277,12 +289,18 @@ impl Commands {
         invoice: &InvoiceRow,
         request: &PayInvoice,
         external_reference: Option<String>,
-    ) -> AppResult<(PaymentRow, Vec<Allocated>)> {
+    ) -> AppResult<(PaymentRow, AuditEntry)> {
         let new = request.recorded(invoice, external_reference);
         let method = self.store.invoice_payment_records(tx, mutation.tenant, invoice, &request.method, &new.location).await?;
         let currency = Currency::parse(&invoice.doc.currency)?;
         let effect = rules::pay_invoice(&invoice.doc.facts(), currency, &method.facts(), request.amount)?;
-        self.store.write_invoice_payment(tx, mutation, invoice, &method, new, &effect, request.date).await
+        let (payment, allocated) = self.store.write_invoice_payment(tx, mutation, invoice, &method, new, &effect, request.date).await?;
+        let mut events = vec![events::payment_recorded(&payment)];
+        for allocation in &allocated {
+            events.extend(events::allocated(allocation, &payment, invoice, effect.allocation.invoice_status));
+        }
+        let entry = AuditEntry { events, ..payment_entry("payment.pay_invoice", &payment, &allocated) };
+        Ok((payment, entry))
     }
 
     /// Decides the payment on `invoice` as it is before the transaction, then has the method's

@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use settle_plugin::Capability;
 
 use super::Commands;
+use crate::events::{LedgerEvent, RefundOutcome};
 use crate::auth::TenantId;
 use crate::charging::Answer;
 use crate::error::{AppError, AppResult};
@@ -53,6 +54,7 @@ impl Commands {
                         payment.doc.refunded += amount;
                         store.write_payment_sums(&tx, &payment).await?;
                         let entry = AuditEntry {
+                            events: vec![refunded(&key, payment_key, amount, &payment.doc.currency, RefundOutcome::Succeeded)],
                             action: "refund.create".into(),
                             records: records(&key),
                             before: Some(before),
@@ -64,12 +66,15 @@ impl Commands {
                     }
                     let key = store.create_refund_in(&tx, mutation, &payment, amount, date, description.clone(), "PENDING").await?;
                     store.write_refund_reserved(&tx, &payment, amount).await?;
+                    let mut events = vec![refunded(&key, payment_key, amount, &payment.doc.currency, RefundOutcome::Pending)];
                     if mutation.dry_run {
                         // What a refund the plugin accepts would do; the plugin is not asked.
                         let refund = store.load_refund(&tx, mutation.tenant, &key).await?;
                         store.write_refund_settled(&tx, &refund, &payment, &Settlement::Succeeded { reference: None }).await?;
+                        events.push(LedgerEvent::RefundSettled { refund: key.clone(), payment: payment_key.to_owned(), outcome: RefundOutcome::Succeeded });
                     }
                     let entry = AuditEntry {
+                        events,
                         action: "refund.request".into(),
                         records: records(&key),
                         after: Some(serde_json::json!({"amount": amount.to_string(), "plugin": payment.doc.plugin})),
@@ -80,6 +85,7 @@ impl Commands {
                 })
                 .await?
         };
+        self.publish(mutation.tenant).await;
         let key = match applied {
             Applied::Previewed(preview) => return Ok(Applied::Previewed(preview)),
             Applied::Done(key) if route == RefundRoute::Record => return Ok(Applied::Done(key)),
@@ -106,11 +112,11 @@ impl Commands {
     pub(crate) async fn settle_refund(&self, tenant: &TenantId, refund_key: &str, settlement: Settlement, actor: &str) -> AppResult<String> {
         let store = &self.store;
         let refund = store.refund(tenant, refund_key).await?.ok_or_else(|| AppError::not_found("refund"))?;
-        let _turn = store.locks().lock(&record_lock("payment", &refund.payment)).await;
+        let turn = store.locks().lock(&record_lock("payment", &refund.payment)).await;
         let request_id = format!("settle-{}", uuid::Uuid::new_v4());
         let mutation = Mutation { tenant, actor, request_id: &request_id, operation: "settleRefund", idempotency: None, dry_run: false };
         let (mutation, settlement) = (&mutation, &settlement);
-        store
+        let settled = store
             .mutate(mutation, |tx| async move {
                 let refund = store.load_refund(&tx, tenant, refund_key).await?;
                 let entry_for = |action: &str, reason: Option<String>| AuditEntry {
@@ -125,12 +131,21 @@ impl Commands {
                 }
                 let payment = store.load_payment(&tx, tenant, &refund.payment).await?;
                 store.write_refund_settled(&tx, &refund, &payment, settlement).await?;
-                let (action, reason) = match settlement {
-                    Settlement::Succeeded { .. } => ("refund.succeeded", None),
-                    Settlement::Declined { reason } | Settlement::Failed { reason } => ("refund.declined", Some(reason.clone())),
+                let (action, reason, outcome) = match settlement {
+                    Settlement::Succeeded { .. } => ("refund.succeeded", None, RefundOutcome::Succeeded),
+                    Settlement::Declined { reason } | Settlement::Failed { reason } => ("refund.declined", Some(reason.clone()), RefundOutcome::Declined),
                 };
-                Ok((refund_key.to_owned(), entry_for(action, reason)))
+                let events = vec![LedgerEvent::RefundSettled { refund: refund_key.to_owned(), payment: refund.payment.clone(), outcome }];
+                Ok((refund_key.to_owned(), AuditEntry { events, ..entry_for(action, reason) }))
             })
-            .await
+            .await;
+        drop(turn);
+        self.publish(tenant).await;
+        settled
     }
+}
+
+/// PAYMENT_REFUNDED for a refund just written.
+fn refunded(refund: &str, payment: &str, amount: Decimal, currency: &str, outcome: RefundOutcome) -> LedgerEvent {
+    LedgerEvent::PaymentRefunded { refund: refund.to_owned(), payment: payment.to_owned(), amount, currency: currency.to_owned(), outcome }
 }

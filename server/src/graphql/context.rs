@@ -18,6 +18,8 @@ pub struct AppState {
     pub store: Store,
     pub charging: crate::charging::Charging,
     pub commands: crate::commands::Commands,
+    /// Positioned ledger events, published after commit (E2); the store's own bus.
+    pub events: crate::events::EventBus,
     pub limits: Limits,
 }
 

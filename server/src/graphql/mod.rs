@@ -6,8 +6,8 @@
 //! Dependencies point one way. At the bottom are the building blocks every subject uses:
 //! `scalars` (Amount, Date), `money`, `pagination`, `text` (checks of text inputs), `context`,
 //! `errors`, `budget` and `loader`. Above them, one file per subject holds its types, inputs,
-//! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `methods`, `plugins`,
-//! `credit_notes`, `invoices` and `payments`; the object types of invoices, payments and
+//! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `ledger_events`, `methods`,
+//! `plugins`, `credit_notes`, `invoices` and `payments`; the object types of invoices, payments and
 //! allocations, which name each other, share `invoices_and_payments`. This file merges the
 //! subjects' queries and mutations into one schema.
 
@@ -20,6 +20,7 @@ pub mod directory;
 pub mod errors;
 pub mod invoices;
 pub mod invoices_and_payments;
+pub mod ledger_events;
 pub mod loader;
 pub mod methods;
 pub mod money;
@@ -50,6 +51,7 @@ pub struct Query(
     payments::AllocationQuery,
     credit_notes::CreditNoteQuery,
     plugins::PluginQuery,
+    ledger_events::LedgerEventQuery,
 );
 
 /// Every mutation, from the modules that define them.

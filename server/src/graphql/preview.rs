@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 
 use super::context::{tenant, today};
 use super::invoices_and_payments::{AllocationState, Invoice, InvoiceStatus, PaymentStatus};
+use super::ledger_events::LedgerEventNode;
 use super::money::Money;
 use crate::store::preview::{Applied, Change, Preview};
 use crate::store::rows::{InvoiceRow, PaymentRow};
@@ -33,6 +34,11 @@ impl PreviewOut {
     /// a replay.
     async fn action(&self) -> Option<&str> {
         self.preview.entry.as_ref().map(|entry| entry.action.as_str())
+    }
+    /// The ledger events the change would record (E1), in order; none for a replay or a change
+    /// that moves no money.
+    async fn events(&self) -> Vec<LedgerEventNode> {
+        self.preview.entry.as_ref().map_or_else(Vec::new, |entry| entry.events.iter().cloned().map(LedgerEventNode::from).collect())
     }
     /// The records the change would touch, as "table:id" (the audit event's records).
     async fn records(&self) -> Vec<&str> {

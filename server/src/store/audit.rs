@@ -12,6 +12,7 @@ use super::rows::{AuditRow, IdempotencyRow, new_key, page_key, record};
 use super::{ListFilter, Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::events::{LedgerEvent, to_stored};
 
 /// An idempotency key with the fingerprint of the request it came with.
 #[derive(Debug, Clone)]
@@ -46,6 +47,11 @@ pub struct AuditEntry {
     /// that request's own transaction (a charge settled after its plugin call); otherwise the
     /// mutation's own key is recorded.
     pub idempotency_key: Option<String>,
+    /// What the change did to money, as typed ledger events (E1), in the order it did it: stored
+    /// on this audit event in the same transaction, then positioned and published after the
+    /// commit (see [`crate::events`]). Empty for a change that moves no money; an audit event
+    /// without ledger events gets no position and is never published.
+    pub events: Vec<LedgerEvent>,
 }
 
 impl Mutation<'_> {
@@ -149,12 +155,20 @@ fn first_result<T: DeserializeOwned>(mutation: &Mutation<'_>, idempotency: &Idem
     serde_json::from_str(&previous.result).map_err(AppError::internal)
 }
 
+/// Writes the audit event of a change in its transaction, with the change's ledger events (E1).
+/// An event that carries ledger events waits for its position: the transaction queues it for
+/// positioning the moment it commits ([`super::Tx::position_after_commit`]), while the mutation
+/// still holds its in-process turns, so changes of one record are positioned in the order they
+/// committed.
 pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
     let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
     let key = new_key();
+    let events = to_stored(&entry.events);
+    let awaiting_position = events.as_ref().map(|_| true);
     tx.query(
         "CREATE $id SET tenant = $tenant, key = $key_field, page_key = $page_key, at = $at, actor = $actor, action = $action, records = $records,
-            before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id RETURN NONE",
+            before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id,
+            events = $events, awaiting_position = $awaiting_position RETURN NONE",
         Vars::new()
             .set("id", record("audit_event", &key))
             .set("key_field", key.clone())
@@ -168,8 +182,13 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
             .set("after", json(entry.after))
             .set("reason", entry.reason)
             .set("key", entry.idempotency_key.or_else(|| mutation.idempotency.as_ref().map(|i| i.key.clone())))
-            .set("request_id", mutation.request_id.to_owned()),
+            .set("request_id", mutation.request_id.to_owned())
+            .set("events", events)
+            .set("awaiting_position", awaiting_position),
     )
     .await?;
+    if awaiting_position.is_some() {
+        tx.position_after_commit(mutation.tenant, key);
+    }
     Ok(())
 }

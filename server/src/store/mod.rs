@@ -14,6 +14,7 @@ pub mod credit_notes;
 mod connect;
 pub mod directory;
 pub mod invoices;
+pub mod ledger_events;
 pub mod locks;
 pub mod methods;
 pub mod numbering;
@@ -37,6 +38,7 @@ pub use connect::StoreSettings;
 
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 
 /// The schema, applied at every start; each statement is idempotent.
@@ -69,6 +71,10 @@ struct StoreInner {
     pub locks: locks::KeyedLocks,
     /// Payments waiting for their number (see [`numbering`]).
     pending_numbers: numbering::PendingNumbers,
+    /// Audit events with ledger events waiting for their position (see [`numbering`]).
+    pending_positions: numbering::PendingPositions,
+    /// Where positioned ledger events are published (see [`crate::events`]).
+    events: EventBus,
     /// Tenant settings read recently (see [`Store::tenant`]).
     tenant_cache: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, rows::TenantRow)>>,
 }
@@ -128,7 +134,10 @@ impl ListFilter {
 /// the request running it is dropped halfway (its client went away), the last handle to go
 /// cancels it. The SDK's own handle does not: an abandoned transaction would stay open in the
 /// engine for good, holding memory and keeping the storage engine from forgetting old writes.
-pub struct Tx(Option<OpenTx>);
+///
+/// It also carries what must happen the moment it commits: the audit events it wrote with ledger
+/// events, to be queued for their positions ([`Tx::position_after_commit`]).
+pub struct Tx(Option<OpenTx>, std::sync::Mutex<Vec<(TenantId, String)>>);
 
 enum OpenTx {
     Local(Transaction<Db>),
@@ -144,6 +153,17 @@ impl Tx {
             None => return Err(AppError::internal("the transaction is already finished")),
         };
         Results::checked(response)
+    }
+
+    /// Queues the audit event `key` of `tenant` for its ledger position once this transaction
+    /// has committed; forgotten if it does not commit.
+    pub(crate) fn position_after_commit(&self, tenant: &TenantId, key: String) {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).push((tenant.clone(), key));
+    }
+
+    /// The audit events waiting for this transaction's commit to be positioned.
+    fn take_awaiting_position(&self) -> Vec<(TenantId, String)> {
+        std::mem::take(&mut *self.1.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     async fn commit(mut self) -> AppResult<()> {
@@ -280,6 +300,8 @@ impl Store {
                 metrics,
                 locks: locks::KeyedLocks::default(),
                 pending_numbers: numbering::PendingNumbers::default(),
+                pending_positions: numbering::PendingPositions::default(),
+                events: EventBus::default(),
                 tenant_cache: Default::default(),
             }),
         };
@@ -378,6 +400,15 @@ impl Store {
         &self.inner.pending_numbers
     }
 
+    fn pending_positions(&self) -> &numbering::PendingPositions {
+        &self.inner.pending_positions
+    }
+
+    /// The bus positioned ledger events are published on, after their commit (E2).
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
     fn tenant_cache(&self) -> &std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, rows::TenantRow)>> {
         &self.inner.tenant_cache
     }
@@ -425,10 +456,11 @@ impl Store {
 
     /// Opens a transaction; [`Store::transaction`] commits or cancels it.
     async fn begin(&self) -> AppResult<Tx> {
-        Ok(Tx(Some(match &self.inner.conn {
+        let open = match &self.inner.conn {
             Conn::Local(db, _) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
             Conn::Remote(db) => OpenTx::Remote(db.clone().begin().await.map_err(db_error)?),
-        })))
+        };
+        Ok(Tx(Some(open), Default::default()))
     }
 
     async fn transaction_once<T, F, Fut>(&self, body: &F) -> AppResult<T>
@@ -443,7 +475,15 @@ impl Store {
         };
         match outcome {
             Ok(value) => {
-                tx.commit().await?;
+                // Queued the moment the commit returns, before the caller's turns end (E2).
+                let awaiting = tx.take_awaiting_position();
+                match tx.commit().await {
+                    Ok(()) => self.queue_positions(awaiting),
+                    Err(error) => {
+                        self.commit_failed_with_positions(&awaiting, &error);
+                        return Err(error);
+                    }
+                }
                 Ok(value)
             }
             Err(error) => {

@@ -1,4 +1,5 @@
-//! Payment numbers: PAY-0001, PAY-0002, ... per tenant, unique and without gaps.
+//! Numbers given right after a commit, per tenant, unique and without gaps: payment numbers
+//! (PAY-0001, PAY-0002, ...) and the positions of ledger events (1, 2, 3, ...: E2).
 //!
 //! A payment commits without a number, so that payments of one tenant never queue behind each
 //! other's commits; right after, before the mutation answers, it is numbered. Requests waiting
@@ -10,18 +11,34 @@
 //! A payment is left unnumbered only if the process stops between its commit and its numbering,
 //! or numbering failed; [`Store::number_all_pending_payments`] finds those (at start, and after a
 //! failure) through the payment table's index on (tenant, number).
+//!
+//! Ledger event positions work the same way, with two differences. The order is the order of
+//! commits, not of keys: a transaction that wrote an audit event with ledger events queues it the
+//! moment it commits ([`super::Tx::position_after_commit`]), while the mutation still holds its
+//! in-process turns, so two changes of one record are queued, and positioned, in the order they
+//! committed. And nobody has to wait for it: the commit also schedules a task that positions the
+//! tenant's queue, and a mutation that wants its events positioned before it answers calls
+//! [`Store::position_events`] once its turns are released (holding them would make every writer
+//! of a hot invoice wait for a second transaction). Each batch is published on the event bus
+//! after its transaction commits, while the tenant's positioning turn is still held, so the bus
+//! carries a tenant's events in position order. Positions are never taken inside the money
+//! transaction: that would make every money change of a tenant write one counter record.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use surrealdb::types::{RecordId, Value};
 
+use super::ledger_events::LedgerRow;
 use super::locks::counter_lock;
 use super::rows::{key_of, record};
 use super::{Store, Vars};
 use crate::auth::TenantId;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult, ErrorCode};
+
+/// The counter (`counter:[tenant, 'event']`) and turn of ledger event positions.
+const EVENT_COUNTER: &str = "event";
 
 /// Payments committed but not numbered yet, per tenant, in this process.
 #[derive(Default)]
@@ -46,6 +63,54 @@ impl PendingNumbers {
         // Keys are UUIDv7: their order is the order the payments were created in.
         keys.sort();
         keys
+    }
+}
+
+/// Audit events with ledger events, committed in this process and not positioned yet, per tenant,
+/// in the order they committed.
+#[derive(Default)]
+pub struct PendingPositions {
+    queues: Mutex<HashMap<String, PositionQueue>>,
+    /// Set when positioning failed or a commit's outcome was unknown, so the next sweep looks
+    /// for audit events left without a position.
+    failed: AtomicBool,
+}
+
+#[derive(Default)]
+struct PositionQueue {
+    keys: VecDeque<String>,
+    /// Whether a task to position this queue has been started and has not taken it yet.
+    scheduled: bool,
+}
+
+impl PendingPositions {
+    /// Queues `key`; true when the tenant's queue needs a task to position it.
+    fn push(&self, tenant: &TenantId, key: String) -> bool {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = queues.entry(tenant.as_str().to_owned()).or_default();
+        queue.keys.push_back(key);
+        !std::mem::replace(&mut queue.scheduled, true)
+    }
+
+    /// Everything queued for the tenant, in commit order.
+    fn take(&self, tenant: &TenantId) -> Vec<String> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.remove(tenant.as_str()).map(|queue| queue.keys.into()).unwrap_or_default()
+    }
+
+    /// Puts keys whose positioning failed back in front of anything queued since, so they keep
+    /// their place.
+    fn put_back(&self, tenant: &TenantId, keys: Vec<String>) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = queues.entry(tenant.as_str().to_owned()).or_default();
+        for key in keys.into_iter().rev() {
+            queue.keys.push_front(key);
+        }
+    }
+
+    fn tenants(&self) -> Vec<TenantId> {
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        queues.keys().filter_map(|tenant| TenantId::parse(tenant)).collect()
     }
 }
 
@@ -101,8 +166,16 @@ impl Store {
     }
 
     /// Numbers every payment left without a number (after a stop between a payment's commit and
-    /// its numbering, or a failed numbering). Runs at start and whenever numbering failed.
+    /// its numbering, or a failed numbering), and positions every ledger event left without a
+    /// position ([`Store::position_all_pending_events`]). Runs at start and whenever numbering or
+    /// positioning failed.
     pub async fn number_all_pending_payments(&self, at_start: bool) -> AppResult<()> {
+        let positioned = self.position_all_pending_events(at_start).await;
+        let numbered = self.number_all_unnumbered_payments(at_start).await;
+        positioned.and(numbered)
+    }
+
+    async fn number_all_unnumbered_payments(&self, at_start: bool) -> AppResult<()> {
         if !at_start && !self.pending_numbers().failed.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
@@ -125,5 +198,237 @@ impl Store {
             self.assign_numbers(&tenant, &keys).await?;
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// Queues the audit events a transaction wrote with ledger events, the moment it committed,
+    /// and starts a task for each tenant queue that has none on its way.
+    pub(super) fn queue_positions(&self, committed: Vec<(TenantId, String)>) {
+        for (tenant, key) in committed {
+            if self.pending_positions().push(&tenant, key) {
+                let store = self.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn(async move { store.position_events(&tenant).await })),
+                    // No runtime to run it on: the next call of position_events or the sweep does it.
+                    Err(_) => self.pending_positions().failed.store(true, Ordering::Relaxed),
+                }
+            }
+        }
+    }
+
+    /// A commit of audit events with ledger events failed. A conflict committed nothing (the
+    /// transaction runs again); any other failure may have committed, so the next sweep looks.
+    pub(super) fn commit_failed_with_positions(&self, awaiting: &[(TenantId, String)], error: &AppError) {
+        if !awaiting.is_empty() && error.code != ErrorCode::TransactionConflict {
+            tracing::warn!(%error, "a commit with ledger events failed; the next sweep positions them if it committed");
+            self.pending_positions().failed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Positions every ledger event of `tenant` committed in this process and not positioned yet,
+    /// in the order they committed, and publishes them. A mutation calls it after its commit, once
+    /// it has released its turns, to have its own events positioned and published before it
+    /// answers; without that call they are positioned moments later by a task the commit started.
+    /// When positioning fails the events keep their place in the queue for the next try, and the
+    /// next sweep looks for them too.
+    pub async fn position_events(&self, tenant: &TenantId) {
+        let pending = self.pending_positions();
+        let _turn = self.locks().lock(&counter_lock(tenant, EVENT_COUNTER)).await;
+        let keys = pending.take(tenant);
+        if keys.is_empty() {
+            return;
+        }
+        match self.assign_positions(tenant, &keys).await {
+            Ok(records) => self.publish_positioned(records),
+            Err(error) => {
+                tracing::warn!(%tenant, %error, "positioning ledger events failed; they are positioned by the next try or sweep");
+                pending.put_back(tenant, keys);
+                pending.failed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Gives the audit events `keys` of `tenant` that carry ledger events and have no position the
+    /// tenant's next positions, in the order of `keys`, in one transaction; returns them as
+    /// positioned. The caller holds the tenant's positioning turn.
+    async fn assign_positions(&self, tenant: &TenantId, keys: &[String]) -> AppResult<Vec<(LedgerRow, i64)>> {
+        self.transaction(|tx| async move {
+            let ids: Vec<RecordId> = keys.iter().map(|key| record("audit_event", key)).collect();
+            // Those positioned meanwhile (by a sweep, or another process) are left out, so no
+            // position is taken without being used.
+            let mut found = tx
+                .query(
+                    "SELECT id, tenant, at, actor, action, events, position FROM $ids WHERE position = NONE AND events != NONE",
+                    Vars::new().set("ids", ids),
+                )
+                .await?;
+            let rows: Vec<LedgerRow> = found.rows(0)?;
+            let mut by_key: HashMap<String, LedgerRow> =
+                rows.into_iter().filter(|row| row.tenant == tenant.as_str()).map(|row| (key_of(&row.id), row)).collect();
+            let rows: Vec<LedgerRow> = keys.iter().filter_map(|key| by_key.remove(key)).collect();
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let first = super::payments::next_numbers(&tx, tenant, EVENT_COUNTER, rows.len() as i64).await?;
+            let mut sql = String::new();
+            let mut vars = Vars::new();
+            let mut positioned = Vec::with_capacity(rows.len());
+            for (i, row) in rows.into_iter().enumerate() {
+                let position = first + i as i64;
+                sql.push_str(&format!("UPDATE $e{i} SET position = $n{i}, awaiting_position = NONE RETURN NONE;"));
+                vars = vars.set(&format!("e{i}"), row.id.clone()).set(&format!("n{i}"), position);
+                positioned.push((row, position));
+            }
+            tx.query(&sql, vars).await?;
+            Ok(positioned)
+        })
+        .await
+    }
+
+    fn publish_positioned(&self, positioned: Vec<(LedgerRow, i64)>) {
+        for (row, position) in positioned {
+            match row.into_record(Some(position)) {
+                Ok(record) => self.events().publish(record),
+                // Subscribers see the gap and read the store, which reports the same fault.
+                Err(error) => tracing::error!(%error, position, "a positioned audit event's ledger events cannot be read"),
+            }
+        }
+    }
+
+    /// Positions every audit event with ledger events left without a position: first those this
+    /// process has queued, in the order they committed; then any other, in key order (keys are
+    /// UUIDv7, so creation order): left by a stop between a commit and its positioning, by a
+    /// failed positioning, or committed by another process that has not positioned them yet.
+    /// Runs at start and whenever positioning failed.
+    pub async fn position_all_pending_events(&self, at_start: bool) -> AppResult<()> {
+        let pending = self.pending_positions();
+        if !at_start && !pending.failed.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        for tenant in pending.tenants() {
+            self.position_events(&tenant).await;
+        }
+        let mut found = self
+            .query("SELECT id, tenant FROM audit_event WHERE awaiting_position = true ORDER BY id", Vars::new())
+            .await
+            .inspect_err(|_| pending.failed.store(true, Ordering::Relaxed))?;
+        let Value::Array(rows) = found.value(0)? else { return Ok(()) };
+        let mut by_tenant: Vec<(String, Vec<String>)> = Vec::new();
+        for row in rows.into_iter() {
+            let Value::Object(row) = row else { continue };
+            let (Some(Value::RecordId(id)), Some(Value::String(tenant))) = (row.get("id"), row.get("tenant")) else {
+                continue;
+            };
+            let id: &RecordId = id;
+            match by_tenant.iter_mut().find(|(t, _)| t == tenant) {
+                Some((_, keys)) => keys.push(key_of(id)),
+                None => by_tenant.push((tenant.clone(), vec![key_of(id)])),
+            }
+        }
+        for (tenant, keys) in by_tenant {
+            let Some(tenant) = TenantId::parse(&tenant) else { continue };
+            let _turn = self.locks().lock(&counter_lock(&tenant, EVENT_COUNTER)).await;
+            match self.assign_positions(&tenant, &keys).await {
+                Ok(positioned) => self.publish_positioned(positioned),
+                Err(error) => {
+                    pending.failed.store(true, Ordering::Relaxed);
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::events::LedgerEvent;
+    use crate::store::audit::{AuditEntry, Mutation};
+    use crate::store::ledger_events::{memory_store, write_raw_event};
+
+    fn voided(payment: &str) -> Vec<LedgerEvent> {
+        vec![LedgerEvent::PaymentVoided { payment: payment.to_owned() }]
+    }
+
+    async fn position_of(store: &Store, key: &str) -> Option<i64> {
+        let mut found =
+            store.query("SELECT VALUE position FROM ONLY $id", Vars::new().set("id", record("audit_event", key))).await.unwrap();
+        found.first::<i64>(0).unwrap()
+    }
+
+    /// Two changes of one record are positioned in the order they committed, which is the order
+    /// they were queued in, whatever their keys.
+    #[tokio::test]
+    async fn e2_queued_events_are_positioned_in_commit_order_not_key_order() {
+        let store = memory_store().await;
+        let tenant = TenantId::parse("order").unwrap();
+        let keys = [
+            write_raw_event(&store, &tenant, "a", None).await,
+            write_raw_event(&store, &tenant, "b", None).await,
+            write_raw_event(&store, &tenant, "c", None).await,
+        ];
+        let mut bus = store.events().subscribe();
+        for key in [&keys[2], &keys[0], &keys[1]] {
+            store.pending_positions().push(&tenant, key.clone());
+        }
+        store.position_events(&tenant).await;
+        assert_eq!(position_of(&store, &keys[2]).await, Some(1));
+        assert_eq!(position_of(&store, &keys[0]).await, Some(2));
+        assert_eq!(position_of(&store, &keys[1]).await, Some(3));
+        let published: Vec<(i64, String)> = (0..3)
+            .map(|_| bus.try_recv().expect("published"))
+            .map(|record| (record.position, record.audit_event.clone()))
+            .collect();
+        assert_eq!(published, vec![(1, keys[2].clone()), (2, keys[0].clone()), (3, keys[1].clone())], "published after commit, in position order");
+
+        // The sweep finds those left without a position (a stop before positioning), in key order.
+        let left = [write_raw_event(&store, &tenant, "d", None).await, write_raw_event(&store, &tenant, "e", None).await];
+        store.position_all_pending_events(true).await.unwrap();
+        assert_eq!(position_of(&store, &left[0]).await, Some(4));
+        assert_eq!(position_of(&store, &left[1]).await, Some(5));
+        assert_eq!(store.ledger_event_count(&tenant).await.unwrap(), 5);
+        // Queued again after the sweep: positioned once only.
+        store.pending_positions().push(&tenant, left[0].clone());
+        store.position_events(&tenant).await;
+        assert_eq!(store.ledger_event_count(&tenant).await.unwrap(), 5, "no position taken twice");
+    }
+
+    /// A committed change with ledger events is positioned without anyone waiting for it; one
+    /// without, or one that rolled back, is not.
+    #[tokio::test]
+    async fn e1_only_committed_changes_with_events_are_positioned() {
+        let store = memory_store().await;
+        let tenant = TenantId::parse("commit").unwrap();
+        let mutation = Mutation { tenant: &tenant, actor: "tester", request_id: "r", operation: "test", idempotency: None, dry_run: false };
+        store.record_event(&mutation, AuditEntry { action: "payment.void".into(), events: voided("p1"), ..AuditEntry::default() }).await.unwrap();
+        store.record_event(&mutation, AuditEntry { action: "client.create".into(), ..AuditEntry::default() }).await.unwrap();
+        let refused: AppResult<()> = store
+            .mutate(&mutation, |_tx| async move {
+                Err::<((), AuditEntry), _>(AppError::invalid("refused"))
+            })
+            .await;
+        assert!(refused.is_err());
+        store.record_event(&mutation, AuditEntry { action: "payment.void".into(), events: voided("p2"), ..AuditEntry::default() }).await.unwrap();
+
+        // Positioned by the task the commit started.
+        let mut records = Vec::new();
+        for _ in 0..100 {
+            records = store.ledger_events_after(&tenant, 0, 10).await.unwrap();
+            if records.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let positioned: Vec<(i64, Vec<LedgerEvent>)> = records.into_iter().map(|r| (r.position, r.events)).collect();
+        assert_eq!(positioned, vec![(1, voided("p1")), (2, voided("p2"))]);
+        let mut unpositioned = store
+            .query("SELECT VALUE action FROM audit_event WHERE tenant = 'commit' AND position = NONE", Vars::new())
+            .await
+            .unwrap();
+        assert_eq!(unpositioned.rows::<String>(0).unwrap(), vec!["client.create".to_owned()], "no ledger events, no position");
     }
 }

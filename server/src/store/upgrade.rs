@@ -23,6 +23,8 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
         }
     }
     if from_version < 4 {
+        // Version 4 also added ledger events and their positions to audit events. Changes
+        // recorded before have no ledger events and so get no position: nothing to fill in.
         claim_charge_keys(store).await?;
     }
     Ok(())
