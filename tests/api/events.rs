@@ -28,7 +28,7 @@ const EVENTS_QUERY: &str = "query($first: Int, $after: String, $afterPosition: I
 }";
 
 const PAY_QUERY: &str = "mutation($id: ID!, $input: PayInvoiceInput!, $key: String!) {
-    payInvoice(id: $id, input: $input, idempotencyKey: $key) { id allocations { id invoiceId } }
+    payInvoice(id: $id, input: $input, idempotencyKey: $key) { payment { id allocations { id invoiceId } } }
 }";
 
 /// A page of the caller's ledger events.
@@ -80,14 +80,14 @@ async fn seed_tenant(admin: &Caller<'_>) -> (String, String) {
 async fn open_invoice(caller: &Caller<'_>, (client, location): &(String, String), amount: &str) -> String {
     let draft = caller
         .ok(
-            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
+            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }",
             json!({"input": {"clientId": client, "locationId": location, "lines": [{"description": "Consultation", "unitPrice": amount}]}, "key": new_key()}),
         )
         .await;
-    let id = draft["createInvoice"]["id"].as_str().unwrap().to_owned();
+    let id = draft["createInvoice"]["invoice"]["id"].as_str().unwrap().to_owned();
     caller
         .ok(
-            "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
+            "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }",
             json!({"id": id, "key": new_key()}),
         )
         .await;
@@ -112,8 +112,8 @@ async fn e1_pay_invoice_records_one_positioned_record_with_its_typed_events() {
 
     let paid = pay(&app.billing(), &invoice, json!({"methodId": cash}), new_key()).await;
     assert!(paid.body["errors"].is_null(), "{:#}", paid.body);
-    let payment = paid.data()["payInvoice"]["id"].as_str().unwrap().to_owned();
-    let allocation = paid.data()["payInvoice"]["allocations"][0]["id"].as_str().unwrap().to_owned();
+    let payment = paid.data()["payInvoice"]["payment"]["id"].as_str().unwrap().to_owned();
+    let allocation = paid.data()["payInvoice"]["payment"]["allocations"][0]["id"].as_str().unwrap().to_owned();
 
     // Positioned before payInvoice answered, and readable by a VIEWER.
     let records = records_after(&app.viewer(), before).await;
@@ -158,11 +158,11 @@ async fn e1_record_payment_and_finalize_with_a_payment_record_their_events() {
     let recorded = app
         .billing()
         .ok(
-            "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id } }",
+            "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id } } }",
             json!({"input": input, "key": new_key()}),
         )
         .await;
-    let payment = recorded["recordPayment"]["id"].as_str().unwrap().to_owned();
+    let payment = recorded["recordPayment"]["payment"]["id"].as_str().unwrap().to_owned();
     let records = records_after(&app.viewer(), before).await;
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0]["action"], "payment.record");
@@ -183,7 +183,7 @@ async fn e1_record_payment_and_finalize_with_a_payment_record_their_events() {
     let before = last_position(&app.viewer()).await;
     app.billing()
         .ok(
-            "mutation($id: ID!, $input: FinalizeInvoiceInput!, $key: String!) { finalizeInvoice(id: $id, input: $input, idempotencyKey: $key) { id } }",
+            "mutation($id: ID!, $input: FinalizeInvoiceInput!, $key: String!) { finalizeInvoice(id: $id, input: $input, idempotencyKey: $key) { invoice { id } } }",
             json!({"id": draft, "input": {"paymentOption": "APPLY_PAYMENT", "payment": {"methodId": cash}}, "key": new_key()}),
         )
         .await;
@@ -196,6 +196,124 @@ async fn e1_record_payment_and_finalize_with_a_payment_record_their_events() {
         "{records:#?}"
     );
     assert_eq!(records[0]["events"][0]["invoiceId"], draft.as_str());
+}
+
+/// Runs a money mutation (BILLING) and returns the one record it added after `before`, checking
+/// it is exactly one, at position `before + 1`.
+async fn one_change(caller: &Caller<'_>, before: i64, query: &str, variables: Value) -> (Value, Value) {
+    let data = caller.ok(query, variables).await;
+    let added = records_after(caller, before).await;
+    assert_eq!(positions(&added), vec![before + 1], "one positioned record for {query}: {added:#?}");
+    (data, added[0].clone())
+}
+
+#[tokio::test]
+async fn e1_every_kind_of_money_change_records_its_events_once() {
+    let app = TestApp::spawn().await;
+    let (admin, billing) = (app.admin(), app.billing());
+    let seed = seed_tenant(&admin).await;
+    let cash = method(&billing, "Cash").await;
+    let card = method(&billing, "Credit card").await;
+    let invoice = open_invoice(&billing, &seed, "100.00").await;
+    let credited = open_invoice(&billing, &seed, "40.00").await;
+    let charged = open_invoice(&billing, &seed, "30.00").await;
+    let mut at = last_position(&billing).await;
+
+    let record = "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id } } }";
+    let input = json!({"clientId": seed.0, "locationId": seed.1, "methodId": cash, "amount": "50.00"});
+    let (data, change) = one_change(&billing, at, record, json!({"input": input, "key": new_key()})).await;
+    let payment = data["recordPayment"]["payment"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(types(&change), ["PAYMENT_RECORDED"], "recordPayment: {change:#?}");
+    at += 1;
+
+    let apply = "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"50.00\", idempotencyKey: $key) { allocation { id } } }";
+    let (data, change) = one_change(&billing, at, apply, json!({"p": payment, "i": invoice, "key": new_key()})).await;
+    let allocation = data["applyPayment"]["allocation"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(types(&change), ["PAYMENT_ALLOCATED"], "applyPayment: {change:#?}");
+    at += 1;
+
+    let remove = "mutation($a: ID!, $key: String!) { removeAllocation(id: $a, idempotencyKey: $key) { allocation { id } } }";
+    let (_, change) = one_change(&billing, at, remove, json!({"a": allocation, "key": new_key()})).await;
+    assert_eq!(types(&change), ["ALLOCATION_REMOVED"], "removeAllocation: {change:#?}");
+    at += 1;
+
+    let refund = "mutation($p: ID!, $key: String!) { refundPayment(id: $p, input: {amount: \"10.00\"}, idempotencyKey: $key) { refund { id } } }";
+    let (_, change) = one_change(&billing, at, refund, json!({"p": payment, "key": new_key()})).await;
+    assert_eq!(types(&change), ["PAYMENT_REFUNDED"], "refundPayment: {change:#?}");
+    at += 1;
+
+    let update = "mutation($p: ID!, $key: String!) { updatePayment(id: $p, description: \"Paid at the desk\", idempotencyKey: $key) { payment { id } } }";
+    let (_, change) = one_change(&billing, at, update, json!({"p": payment, "key": new_key()})).await;
+    assert_eq!(types(&change), ["PAYMENT_UPDATED"], "updatePayment: {change:#?}");
+    at += 1;
+
+    let (_, change) = one_change(&billing, at, PAY_QUERY, json!({"id": invoice, "input": {"methodId": cash}, "key": new_key()})).await;
+    assert_eq!(types(&change), ["PAYMENT_RECORDED", "PAYMENT_ALLOCATED", "INVOICE_STATUS_CHANGED"], "payInvoice: {change:#?}");
+    at += 1;
+
+    let issue = "mutation($i: ID!, $key: String!) { issueCreditNote(invoiceId: $i, input: {reason: \"Goodwill\", lines: [{lineIndex: 0, amount: \"40.00\"}]}, idempotencyKey: $key) { creditNote { id } } }";
+    let (data, change) = one_change(&billing, at, issue, json!({"i": credited, "key": new_key()})).await;
+    let note = data["issueCreditNote"]["creditNote"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(types(&change), ["CREDIT_NOTE_ISSUED", "INVOICE_STATUS_CHANGED"], "issueCreditNote: {change:#?}");
+    at += 1;
+
+    let void_note = "mutation($n: ID!, $key: String!) { voidCreditNote(id: $n, idempotencyKey: $key) { creditNote { id } } }";
+    let (_, change) = one_change(&billing, at, void_note, json!({"n": note, "key": new_key()})).await;
+    assert_eq!(types(&change), ["CREDIT_NOTE_VOIDED", "INVOICE_STATUS_CHANGED"], "voidCreditNote: {change:#?}");
+    at += 1;
+
+    let void_invoice = "mutation($i: ID!, $key: String!) { voidInvoice(id: $i, idempotencyKey: $key) { invoice { id } } }";
+    let (_, change) = one_change(&billing, at, void_invoice, json!({"i": credited, "key": new_key()})).await;
+    assert_eq!(types(&change), ["INVOICE_VOIDED"], "voidInvoice: {change:#?}");
+    at += 1;
+
+    let input = json!({"clientId": seed.0, "locationId": seed.1, "methodId": cash, "amount": "5.00"});
+    let (data, _) = one_change(&billing, at, record, json!({"input": input, "key": new_key()})).await;
+    at += 1;
+    let void_payment = "mutation($p: ID!, $key: String!) { voidPayment(id: $p, idempotencyKey: $key) { payment { id } } }";
+    let (_, change) = one_change(&billing, at, void_payment, json!({"p": data["recordPayment"]["payment"]["id"], "key": new_key()})).await;
+    assert_eq!(types(&change), ["PAYMENT_VOIDED"], "voidPayment: {change:#?}");
+    at += 1;
+
+    // Drafts move no money: creating one records nothing; finalizing and reverting it do.
+    let draft = billing
+        .ok(
+            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }",
+            json!({"input": {"clientId": seed.0, "locationId": seed.1, "lines": [{"description": "Review", "unitPrice": "20.00"}]}, "key": new_key()}),
+        )
+        .await;
+    let draft = draft["createInvoice"]["invoice"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(last_position(&billing).await, at, "a draft records no ledger events");
+    let finalize = "mutation($i: ID!, $key: String!) { finalizeInvoice(id: $i, idempotencyKey: $key) { invoice { id } } }";
+    let (_, change) = one_change(&billing, at, finalize, json!({"i": draft, "key": new_key()})).await;
+    assert_eq!(types(&change), ["INVOICE_FINALIZED"], "finalizeInvoice: {change:#?}");
+    at += 1;
+    let revert = "mutation($i: ID!, $key: String!) { revertInvoiceToDraft(id: $i, idempotencyKey: $key) { invoice { id } } }";
+    let (_, change) = one_change(&billing, at, revert, json!({"i": draft, "key": new_key()})).await;
+    assert_eq!(types(&change), ["INVOICE_STATUS_CHANGED"], "revertInvoiceToDraft: {change:#?}");
+    at += 1;
+
+    // A charge the gateway declines is a fact about the client's money; one it accepts is the
+    // payment's events.
+    let declined = pay(&billing, &charged, json!({"methodId": card, "details": {"card_number": "4000000000009995"}}), new_key()).await;
+    assert_error_code(&declined, "PAYMENT_DECLINED");
+    let added = records_after(&billing, at).await;
+    assert_eq!(added.iter().map(types).collect::<Vec<_>>(), vec![vec!["CHARGE_DECLINED"]], "a declined charge: {added:#?}");
+    at += 1;
+    let card_payment = json!({"id": charged, "input": {"methodId": card, "details": {"card_number": "4242424242424242"}}, "key": new_key()});
+    let (_, change) = one_change(&billing, at, PAY_QUERY, card_payment).await;
+    assert_eq!(types(&change), ["PAYMENT_RECORDED", "PAYMENT_ALLOCATED", "INVOICE_STATUS_CHANGED"], "a charge: {change:#?}");
+    at += 1;
+
+    // A dry-run previews the events and records none.
+    let dry = billing
+        .ok(
+            "mutation($p: ID!, $key: String!) { refundPayment(id: $p, input: {amount: \"1.00\"}, idempotencyKey: $key, dryRun: true) { refund { id } preview { events { type } } } }",
+            json!({"p": payment, "key": new_key()}),
+        )
+        .await;
+    assert_eq!(dry["refundPayment"]["preview"]["events"], json!([{"type": "PAYMENT_REFUNDED"}]), "{dry:#?}");
+    assert_eq!(last_position(&billing).await, at, "a dry-run records no ledger events");
 }
 
 #[tokio::test]
@@ -229,7 +347,7 @@ async fn e1_refused_requests_record_no_events() {
     let refused = app
         .billing()
         .post(
-            "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id } }",
+            "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id } } }",
             json!({"input": {"clientId": seed.client, "locationId": seed.location, "methodId": cash, "amount": "10.00",
                 "allocations": [{"invoiceId": draft, "amount": "10.00"}]}, "key": new_key()}),
         )
@@ -251,7 +369,7 @@ async fn e1_a_repeated_request_records_no_more_events() {
     assert!(first.body["errors"].is_null(), "{:#}", first.body);
     for attempt in 0..3 {
         let again = pay(&app.billing(), &invoice, json!({"methodId": cash}), key.clone()).await;
-        assert_eq!(again.data()["payInvoice"]["id"], first.data()["payInvoice"]["id"], "attempt {attempt}: the first result");
+        assert_eq!(again.data()["payInvoice"]["payment"]["id"], first.data()["payInvoice"]["payment"]["id"], "attempt {attempt}: the first result");
     }
     let records = records_after(&app.viewer(), before).await;
     assert_eq!(positions(&records), vec![before + 1], "one change, however often it is sent: {records:#?}");
@@ -303,7 +421,7 @@ async fn e2_concurrent_payments_are_positioned_without_gaps_per_tenant_in_commit
     let mut paid: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     for ((t, _), response) in tags.iter().zip(&responses) {
         assert!(response.body["errors"].is_null(), "every payment fits: {:#}", response.body);
-        paid[*t].push(response.data()["payInvoice"]["id"].as_str().unwrap().to_owned());
+        paid[*t].push(response.data()["payInvoice"]["payment"]["id"].as_str().unwrap().to_owned());
     }
 
     for (t, (billing, (before, _, invoices))) in tenants.iter().map(|(_, b)| b).zip(&plans).enumerate() {
@@ -443,11 +561,11 @@ async fn e2_after_a_crash_every_committed_payment_has_one_position_without_gaps(
     let mut invoices = Vec::new();
     for _ in 0..4 {
         let created = must(&http, &url, &token,
-            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
+            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }",
             json!({"key": new_key(), "input": {"clientId": setup["createClient"]["id"], "locationId": setup["createLocation"]["id"],
                 "lines": [{"description": "Visit", "unitPrice": "100000.00"}]}})).await;
-        let id = created["createInvoice"]["id"].clone();
-        must(&http, &url, &token, "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }", json!({"id": id, "key": new_key()})).await;
+        let id = created["createInvoice"]["invoice"]["id"].clone();
+        must(&http, &url, &token, "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }", json!({"id": id, "key": new_key()})).await;
         invoices.push(id);
     }
 
@@ -462,7 +580,7 @@ async fn e2_after_a_crash_every_committed_payment_has_one_position_without_gaps(
             tokio::spawn(async move {
                 while !killed.load(Ordering::Relaxed) {
                     let paid = post(&http, &url, &token, PAY_QUERY, json!({"id": invoice, "input": {"methodId": cash, "amount": "1.00"}, "key": new_key()})).await;
-                    match paid.as_ref().and_then(|body| body["data"]["payInvoice"]["id"].as_str()) {
+                    match paid.as_ref().and_then(|body| body["data"]["payInvoice"]["payment"]["id"].as_str()) {
                         Some(id) => acknowledged.lock().unwrap().push(id.to_owned()),
                         None => break,
                     }
@@ -512,5 +630,5 @@ async fn e2_after_a_crash_every_committed_payment_has_one_position_without_gaps(
     let paid = must(&http, &url, &token, PAY_QUERY, json!({"id": invoices[0], "input": {"methodId": cash, "amount": "1.00"}, "key": new_key()})).await;
     let last = all_nodes(&http, &url, &token, "ledgerEvents", "position events { ... on PaymentRecordedEvent { paymentId } }").await;
     assert_eq!(last.len() as i64, n + 1);
-    assert_eq!((last[n as usize]["position"].as_i64(), &last[n as usize]["events"][0]["paymentId"]), (Some(n + 1), &paid["payInvoice"]["id"]));
+    assert_eq!((last[n as usize]["position"].as_i64(), &last[n as usize]["events"][0]["paymentId"]), (Some(n + 1), &paid["payInvoice"]["payment"]["id"]));
 }
