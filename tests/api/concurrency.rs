@@ -403,7 +403,7 @@ async fn i7_concurrent_void_and_allocations_never_void_an_allocated_invoice() {
                 Kind::Void => {
                     app.billing()
                         .post(
-                            "mutation($id: ID!, $key: String!) { voidInvoice(id: $id, reason: \"raised in error\", idempotencyKey: $key) { id status } }",
+                            "mutation($id: ID!, $key: String!) { voidInvoice(id: $id, reason: \"raised in error\", idempotencyKey: $key) { invoice { id status } } }",
                             json!({"id": invoice, "key": new_key()}),
                         )
                         .await
@@ -411,7 +411,7 @@ async fn i7_concurrent_void_and_allocations_never_void_an_allocated_invoice() {
                 Kind::Revert => {
                     app.billing()
                         .post(
-                            "mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { id status } }",
+                            "mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { invoice { id status } } }",
                             json!({"id": invoice, "key": new_key()}),
                         )
                         .await
@@ -501,7 +501,7 @@ async fn x2_same_key_twenty_times_at_once_creates_one_payment() {
     let responses = join_all((0..20).map(|_| async {
         app.billing()
             .post(
-                "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id number amount { amount } } }",
+                "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id number amount { amount } } } }",
                 variables.clone(),
             )
             .await
@@ -556,7 +556,7 @@ async fn x2_same_key_concurrent_pay_invoice_allocates_once() {
         app.billing()
             .post(
                 "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {
-                    payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { id number allocated { amount } }
+                    payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { payment { id number allocated { amount } } }
                 }",
                 variables.clone(),
             )
@@ -622,7 +622,7 @@ fn outcome(response: &Gql, field: &str) -> Result<Value, String> {
         let code = response.error_code().unwrap_or_else(|| panic!("an error without a code: {:#}", response.body));
         return Err(code.to_owned());
     }
-    let value = response.data()[field].clone();
+    let value = answered(response.data(), field).clone();
     assert!(value.is_object(), "no {field} in {:#}", response.body);
     Ok(value)
 }
@@ -685,14 +685,14 @@ async fn record_payment_full(app: &TestApp, seed: &Seed, method: &str, amount: &
     let data = app
         .billing()
         .ok(
-            "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id number } }",
+            "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id number } } }",
             json!({
                 "input": {"clientId": seed.client, "locationId": seed.location, "methodId": method, "amount": amount},
                 "key": new_key(),
             }),
         )
         .await;
-    data["recordPayment"].clone()
+    data["recordPayment"]["payment"].clone()
 }
 
 async fn record_payment(app: &TestApp, seed: &Seed, method: &str, amount: &str) -> String {
@@ -704,7 +704,7 @@ async fn apply(app: &TestApp, payment: &str, invoice: &str, amount: &str) -> Gql
         .post(
             "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) {
                 applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {
-                    id number paymentId invoiceId amount { amount } active
+                    allocation { id number paymentId invoiceId amount { amount } active }
                 }
             }",
             json!({"payment": payment, "invoice": invoice, "amount": amount, "key": new_key()}),
@@ -716,7 +716,7 @@ async fn refund(app: &TestApp, payment: &str, amount: &str) -> Gql {
     app.billing()
         .post(
             "mutation($payment: ID!, $input: RefundInput!, $key: String!) {
-                refundPayment(id: $payment, input: $input, idempotencyKey: $key) { id amount { amount } outcome }
+                refundPayment(id: $payment, input: $input, idempotencyKey: $key) { refund { id amount { amount } outcome } }
             }",
             json!({"payment": payment, "input": {"amount": amount}, "key": new_key()}),
         )
@@ -726,7 +726,7 @@ async fn refund(app: &TestApp, payment: &str, amount: &str) -> Gql {
 async fn void_payment(app: &TestApp, payment: &str) -> Gql {
     app.billing()
         .post(
-            "mutation($payment: ID!, $key: String!) { voidPayment(id: $payment, reason: \"entered twice\", idempotencyKey: $key) { id status } }",
+            "mutation($payment: ID!, $key: String!) { voidPayment(id: $payment, reason: \"entered twice\", idempotencyKey: $key) { payment { id status } } }",
             json!({"payment": payment, "key": new_key()}),
         )
         .await
@@ -735,7 +735,7 @@ async fn void_payment(app: &TestApp, payment: &str) -> Gql {
 async fn remove_allocation(app: &TestApp, allocation: &str) -> Gql {
     app.billing()
         .post(
-            "mutation($allocation: ID!, $key: String!) { removeAllocation(id: $allocation, idempotencyKey: $key) { id active } }",
+            "mutation($allocation: ID!, $key: String!) { removeAllocation(id: $allocation, idempotencyKey: $key) { allocation { id active } } }",
             json!({"allocation": allocation, "key": new_key()}),
         )
         .await

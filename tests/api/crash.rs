@@ -95,25 +95,25 @@ impl Kind {
     fn query(self) -> &'static str {
         match self {
             Kind::CreateInvoice => {
-                "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id number status total { amount } } }"
+                "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id number status total { amount } } } }"
             }
             Kind::FinalizeInvoice => {
-                "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id number status total { amount } } }"
+                "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { invoice { id number status total { amount } } } }"
             }
             Kind::PayInvoice => {
-                "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) { payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { id number amount { amount } allocations { id invoiceId amount { amount } active } } }"
+                "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) { payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { payment { id number amount { amount } allocations { id invoiceId amount { amount } active } } } }"
             }
             Kind::RecordPayment => {
-                "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id number amount { amount } allocations { id invoiceId amount { amount } active } } }"
+                "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id number amount { amount } allocations { id invoiceId amount { amount } active } } } }"
             }
             Kind::ApplyPayment => {
-                "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) { applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) { id paymentId invoiceId amount { amount } active } }"
+                "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) { applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) { allocation { id paymentId invoiceId amount { amount } active } } }"
             }
             Kind::RefundPayment => {
-                "mutation($payment: ID!, $input: RefundInput!, $key: String!) { refundPayment(id: $payment, input: $input, idempotencyKey: $key) { id paymentId amount { amount } outcome } }"
+                "mutation($payment: ID!, $input: RefundInput!, $key: String!) { refundPayment(id: $payment, input: $input, idempotencyKey: $key) { refund { id paymentId amount { amount } outcome } } }"
             }
             Kind::IssueCreditNote => {
-                "mutation($invoice: ID!, $input: CreditNoteInput!, $key: String!) { issueCreditNote(invoiceId: $invoice, input: $input, idempotencyKey: $key) { id number invoiceId status total { amount } } }"
+                "mutation($invoice: ID!, $input: CreditNoteInput!, $key: String!) { issueCreditNote(invoiceId: $invoice, input: $input, idempotencyKey: $key) { creditNote { id number invoiceId status total { amount } } } }"
             }
         }
     }
@@ -240,7 +240,7 @@ struct Ledger {
 impl Ledger {
     /// Records what an acknowledged request did, as its answer says.
     fn acknowledge(&mut self, request: &Request, data: &Value) {
-        let node = &data[request.kind.field()];
+        let node = crate::helpers::answered(data, request.kind.field());
         self.acked_keys.insert(request.key.clone());
         match request.kind {
             Kind::CreateInvoice => {
@@ -401,7 +401,7 @@ async fn client_task(world: Arc<World>, ledger: Arc<Mutex<Ledger>>, killed: Arc<
         let request = plan(&world, &ledger, &mut rng);
         let Some(data) = run(&http, &world, &ledger, &request).await else { return };
         if request.kind == Kind::CreateInvoice && !data.is_null() {
-            let invoice = id(&data["createInvoice"]);
+            let invoice = id(&data["createInvoice"]["invoice"]);
             let key = key(&mut rng);
             let finalize = Request { kind: Kind::FinalizeInvoice, variables: json!({"id": invoice, "key": key}), key };
             if run(&http, &world, &ledger, &finalize).await.is_none() {
@@ -695,7 +695,7 @@ fn check(snapshot: &Snapshot, ledger: &Ledger) -> Vec<String> {
 /// The id the answer to `request` names, and whether that record was in `before` (so the lost
 /// original had happened).
 fn replayed_id(request: &Request, data: &Value, before: &Snapshot) -> (String, bool) {
-    let node = &data[request.kind.field()];
+    let node = crate::helpers::answered(data, request.kind.field());
     let key = id(node);
     let existed = match request.kind {
         Kind::CreateInvoice => before.invoices.contains_key(&key),
@@ -760,7 +760,7 @@ async fn crash_sigkill_loses_nothing_acknowledged() {
         ledger.lock().unwrap().acknowledge(&request, &data);
         if request.kind == Kind::CreateInvoice {
             let key = crate::helpers::new_key();
-            let finalize = Request { kind: Kind::FinalizeInvoice, variables: json!({"id": id(&data["createInvoice"]), "key": key}), key };
+            let finalize = Request { kind: Kind::FinalizeInvoice, variables: json!({"id": id(&data["createInvoice"]["invoice"]), "key": key}), key };
             let data = must(&http, &world.url, &world.token, finalize.kind.query(), finalize.variables.clone()).await;
             ledger.lock().unwrap().acknowledge(&finalize, &data);
         }
@@ -856,7 +856,7 @@ async fn crash_sigkill_loses_nothing_acknowledged() {
                 .iter()
                 .filter(|(_, existed, _)| !existed)
                 .map(|(kind, _, data)| match kind {
-                    Kind::PayInvoice => data["payInvoice"]["allocations"].as_array().map_or(0, Vec::len),
+                    Kind::PayInvoice => data["payInvoice"]["payment"]["allocations"].as_array().map_or(0, Vec::len),
                     Kind::ApplyPayment => 1,
                     _ => 0,
                 })
@@ -897,12 +897,12 @@ async fn x2_replay_of_pay_invoice_without_amount_returns_the_first_payment() {
     let invoice = app.open_invoice(&seed, "80.00").await;
     let methods = app.viewer().ok("{ paymentMethods { id name } }", json!({})).await;
     let cash = id(methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").unwrap());
-    let query = "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) { payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { id amount { amount } } }";
+    let query = "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) { payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { payment { id amount { amount } } } }";
     let variables = json!({"invoice": invoice["id"], "input": {"methodId": cash}, "key": new_key()});
     let first = app.billing().ok(query, variables.clone()).await;
-    assert_eq!(first["payInvoice"]["amount"]["amount"], "80.00");
+    assert_eq!(first["payInvoice"]["payment"]["amount"]["amount"], "80.00");
     let replay = app.billing().post(query, variables).await;
-    assert_eq!(replay.data()["payInvoice"]["id"], first["payInvoice"]["id"], "the replay must return the first payment: {:#}", replay.body);
+    assert_eq!(replay.data()["payInvoice"]["payment"]["id"], first["payInvoice"]["payment"]["id"], "the replay must return the first payment: {:#}", replay.body);
 }
 
 impl World {

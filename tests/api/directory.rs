@@ -121,13 +121,13 @@ async fn contacts_are_bill_to_parties_of_invoices() {
     let invoice = app
         .billing()
         .ok(
-            "mutation($input: InvoiceInput!) { createInvoice(input: $input, idempotencyKey: \"c1\") { billTo { name } client { name } location { name } } }",
+            "mutation($input: InvoiceInput!) { createInvoice(input: $input, idempotencyKey: \"c1\") { invoice { billTo { name } client { name } location { name } } } }",
             json!({"input": {"clientId": seed.client, "locationId": seed.location, "billToId": contact_id,
                 "lines": [{"description": "Physio", "unitPrice": "90.00"}]}}),
         )
         .await;
     assert_eq!(
-        invoice["createInvoice"],
+        invoice["createInvoice"]["invoice"],
         json!({"billTo": {"name": "HealthCo Insurance"}, "client": {"name": "Ann Lee"}, "location": {"name": "Main St Clinic"}})
     );
 }

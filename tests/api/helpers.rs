@@ -119,11 +119,11 @@ impl TestApp {
         let data = self
             .billing()
             .ok(
-                &format!("mutation($input: InvoiceInput!, $key: String!) {{ createInvoice(input: $input, idempotencyKey: $key) {{ {INVOICE_FIELDS} }} }}"),
+                &format!("mutation($input: InvoiceInput!, $key: String!) {{ createInvoice(input: $input, idempotencyKey: $key) {{ invoice {{ {INVOICE_FIELDS} }} }} }}"),
                 json!({"input": {"clientId": seed.client, "locationId": seed.location, "lines": lines}, "key": new_key()}),
             )
             .await;
-        data["createInvoice"].clone()
+        data["createInvoice"]["invoice"].clone()
     }
 
     /// Creates and finalizes an invoice of one untaxed line of `amount`; returns its JSON.
@@ -136,11 +136,11 @@ impl TestApp {
         let data = self
             .billing()
             .ok(
-                &format!("mutation($id: ID!, $key: String!) {{ finalizeInvoice(id: $id, idempotencyKey: $key) {{ {INVOICE_FIELDS} }} }}"),
+                &format!("mutation($id: ID!, $key: String!) {{ finalizeInvoice(id: $id, idempotencyKey: $key) {{ invoice {{ {INVOICE_FIELDS} }} }} }}"),
                 json!({"id": id, "key": new_key()}),
             )
             .await;
-        data["finalizeInvoice"].clone()
+        data["finalizeInvoice"]["invoice"].clone()
     }
 }
 
@@ -241,6 +241,29 @@ pub const INVOICE_FIELDS: &str = "id number status overdue issueDate dueDate cur
     total { amount currency } subtotal { amount } taxTotal { amount } discountTotal { amount } \
     balance { amount } amountPaid { amount } amountCredited { amount } \
     lines { description quantity subtotal { amount } tax { amount } total { amount } }";
+
+/// The field of a money mutation's payload that holds the record it wrote (D1); None for the
+/// other mutations, which answer the record itself.
+pub fn payload_field(mutation: &str) -> Option<&'static str> {
+    Some(match mutation {
+        "createInvoice" | "updateInvoice" | "finalizeInvoice" | "revertInvoiceToDraft" | "voidInvoice" => "invoice",
+        "deleteInvoice" => "deletedInvoiceId",
+        "recordPayment" | "payInvoice" | "voidPayment" | "updatePayment" => "payment",
+        "applyPayment" | "removeAllocation" => "allocation",
+        "refundPayment" => "refund",
+        "issueCreditNote" | "voidCreditNote" => "creditNote",
+        _ => return None,
+    })
+}
+
+/// What `mutation` answered in `data`: the record of a money mutation's payload, or the answer
+/// of any other mutation.
+pub fn answered<'a>(data: &'a Value, mutation: &str) -> &'a Value {
+    match payload_field(mutation) {
+        Some(field) => &data[mutation][field],
+        None => &data[mutation],
+    }
+}
 
 pub fn new_key() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -15,13 +15,13 @@ use crate::helpers::*;
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 const CREATE_INVOICE: &str =
-    "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }";
+    "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }";
 const RECORD_PAYMENT: &str =
-    "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id } }";
+    "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id } } }";
 const APPLY_PAYMENT: &str = "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) { \
-    applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) { id } }";
+    applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) { allocation { id } } }";
 const REFUND_PAYMENT: &str = "mutation($payment: ID!, $amount: Amount!, $key: String!) { \
-    refundPayment(id: $payment, input: {amount: $amount}, idempotencyKey: $key) { id } }";
+    refundPayment(id: $payment, input: {amount: $amount}, idempotencyKey: $key) { refund { id } } }";
 const CREATE_CLIENT: &str = "mutation($name: String!, $key: String) { createClient(input: {name: $name}, idempotencyKey: $key) { id name } }";
 
 /// Everything a tenant holds that a hostile request could touch, read in one query.
@@ -65,7 +65,7 @@ async fn record_payment(caller: &Caller<'_>, client: &str, location: &str, metho
             json!({"input": {"clientId": client, "locationId": location, "methodId": method, "amount": amount}, "key": new_key()}),
         )
         .await;
-    data["recordPayment"]["id"].as_str().unwrap().to_owned()
+    data["recordPayment"]["payment"]["id"].as_str().unwrap().to_owned()
 }
 
 async fn fixture(app: &TestApp) -> Fixture {
@@ -86,10 +86,10 @@ async fn fixture(app: &TestApp) -> Fixture {
             json!({"input": {"clientId": client, "locationId": location, "lines": [{"description": "Visit", "unitPrice": "70.00"}]}, "key": new_key()}),
         )
         .await;
-    let other_invoice = created["createInvoice"]["id"].as_str().unwrap().to_owned();
+    let other_invoice = created["createInvoice"]["invoice"]["id"].as_str().unwrap().to_owned();
     other
         .ok(
-            "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
+            "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }",
             json!({"id": other_invoice, "key": new_key()}),
         )
         .await;
@@ -300,7 +300,7 @@ async fn m1_m2_hostile_amounts_are_refused_and_change_nothing() {
     // Literals written into the document go through the same scalar as variables.
     for (literal, code) in [("\"NaN\"", "INVALID_AMOUNT"), ("10", "INVALID_AMOUNT"), ("\"-5\"", "AMOUNT_NOT_POSITIVE"), ("\"10.001\"", "AMOUNT_TOO_PRECISE")] {
         let query = format!(
-            "mutation($key: String!) {{ applyPayment(id: \"{}\", invoiceId: \"{}\", amount: {literal}, idempotencyKey: $key) {{ id }} }}",
+            "mutation($key: String!) {{ applyPayment(id: \"{}\", invoiceId: \"{}\", amount: {literal}, idempotencyKey: $key) {{ allocation {{ id }} }} }}",
             fx.payment, fx.invoice
         );
         probe.gql(&format!("applyPayment literal amount {literal}"), &query, json!({"key": new_key()}), code).await;
@@ -418,7 +418,7 @@ async fn x4_long_strings_control_characters_and_bad_bodies_are_refused() {
     probe
         .gql(
             "refundPayment description \"a\\u{8}b\"",
-            "mutation($payment: ID!, $key: String!) { refundPayment(id: $payment, input: {amount: \"1.00\", description: \"a\\bb\"}, idempotencyKey: $key) { id } }",
+            "mutation($payment: ID!, $key: String!) { refundPayment(id: $payment, input: {amount: \"1.00\", description: \"a\\bb\"}, idempotencyKey: $key) { refund { id } } }",
             json!({"payment": fx.payment, "key": new_key()}),
             "INVALID_INPUT",
         )
@@ -426,7 +426,7 @@ async fn x4_long_strings_control_characters_and_bad_bodies_are_refused() {
     probe
         .gql(
             "issueCreditNote reason \"a\\u{0}b\"",
-            "mutation($invoice: ID!, $key: String!) { issueCreditNote(invoiceId: $invoice, input: {reason: \"a\\u0000b\", lines: [{lineIndex: 0, amount: \"1.00\"}]}, idempotencyKey: $key) { id } }",
+            "mutation($invoice: ID!, $key: String!) { issueCreditNote(invoiceId: $invoice, input: {reason: \"a\\u0000b\", lines: [{lineIndex: 0, amount: \"1.00\"}]}, idempotencyKey: $key) { creditNote { id } } }",
             json!({"invoice": fx.invoice, "key": new_key()}),
             "INVALID_INPUT",
         )
@@ -434,7 +434,7 @@ async fn x4_long_strings_control_characters_and_bad_bodies_are_refused() {
     probe
         .gql(
             "updatePayment description \"\\u{1b}[31m\"",
-            "mutation($payment: ID!, $key: String!) { updatePayment(id: $payment, description: \"\\u001b[31m\", idempotencyKey: $key) { id } }",
+            "mutation($payment: ID!, $key: String!) { updatePayment(id: $payment, description: \"\\u001b[31m\", idempotencyKey: $key) { payment { id } } }",
             json!({"payment": fx.payment, "key": new_key()}),
             "INVALID_INPUT",
         )
@@ -442,7 +442,7 @@ async fn x4_long_strings_control_characters_and_bad_bodies_are_refused() {
     probe
         .gql(
             "voidPayment reason \"\\u{7}\"",
-            "mutation($payment: ID!, $key: String!) { voidPayment(id: $payment, reason: \"\\u0007\", idempotencyKey: $key) { id } }",
+            "mutation($payment: ID!, $key: String!) { voidPayment(id: $payment, reason: \"\\u0007\", idempotencyKey: $key) { payment { id } } }",
             json!({"payment": fx.payment, "key": new_key()}),
             "INVALID_INPUT",
         )
@@ -767,13 +767,13 @@ async fn a3_hostile_ids_and_injection_strings_find_nothing_and_change_nothing() 
     let draft = probe
         .gql(
             "createInvoice line description and notes with injections",
-            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id notes lines { description } } }",
+            "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id notes lines { description } } } }",
             json!({"input": {"clientId": fx.seed.client, "locationId": fx.seed.location, "notes": INJECTIONS[4],
                 "lines": [{"description": INJECTIONS[0], "unitPrice": "1.00"}]}, "key": new_key()}),
             "OK",
         )
         .await;
-    let draft = &draft["data"]["createInvoice"];
+    let draft = &draft["data"]["createInvoice"]["invoice"];
     probe.check(draft["notes"] == INJECTIONS[4] && draft["lines"][0]["description"] == INJECTIONS[0], "invoice with injections", || {
         format!("read back {draft:#}")
     });
@@ -830,16 +830,16 @@ async fn a3_hostile_ids_and_injection_strings_find_nothing_and_change_nothing() 
         probe.check(all_null, &format!("lookups by id {name}"), || format!("found something: {}", excerpt(&body)));
 
         let cases: [(&str, &str, Value); 12] = [
-            ("finalizeInvoice(id)", "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }", json!({"id": id, "key": new_key()})),
-            ("voidInvoice(id)", "mutation($id: ID!, $key: String!) { voidInvoice(id: $id, idempotencyKey: $key) { id } }", json!({"id": id, "key": new_key()})),
-            ("deleteInvoice(id)", "mutation($id: ID!, $key: String!) { deleteInvoice(id: $id, idempotencyKey: $key) }", json!({"id": id, "key": new_key()})),
+            ("finalizeInvoice(id)", "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }", json!({"id": id, "key": new_key()})),
+            ("voidInvoice(id)", "mutation($id: ID!, $key: String!) { voidInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }", json!({"id": id, "key": new_key()})),
+            ("deleteInvoice(id)", "mutation($id: ID!, $key: String!) { deleteInvoice(id: $id, idempotencyKey: $key) { deletedInvoiceId } }", json!({"id": id, "key": new_key()})),
             ("applyPayment(id)", APPLY_PAYMENT, json!({"payment": id, "invoice": fx.invoice, "amount": "1.00", "key": new_key()})),
             ("applyPayment(invoiceId)", APPLY_PAYMENT, json!({"payment": fx.payment, "invoice": id, "amount": "1.00", "key": new_key()})),
             ("refundPayment(id)", REFUND_PAYMENT, json!({"payment": id, "amount": "1.00", "key": new_key()})),
-            ("voidPayment(id)", "mutation($id: ID!, $key: String!) { voidPayment(id: $id, idempotencyKey: $key) { id } }", json!({"id": id, "key": new_key()})),
+            ("voidPayment(id)", "mutation($id: ID!, $key: String!) { voidPayment(id: $id, idempotencyKey: $key) { payment { id } } }", json!({"id": id, "key": new_key()})),
             (
                 "payInvoice(id)",
-                "mutation($id: ID!, $method: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $method, amount: \"1.00\"}, idempotencyKey: $key) { id } }",
+                "mutation($id: ID!, $method: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $method, amount: \"1.00\"}, idempotencyKey: $key) { payment { id } } }",
                 json!({"id": id, "method": fx.cash, "key": new_key()}),
             ),
             (
@@ -854,7 +854,7 @@ async fn a3_hostile_ids_and_injection_strings_find_nothing_and_change_nothing() 
             ),
             (
                 "issueCreditNote(invoiceId)",
-                "mutation($id: ID!, $key: String!) { issueCreditNote(invoiceId: $id, input: {reason: \"x\", lines: [{lineIndex: 0, amount: \"1.00\"}]}, idempotencyKey: $key) { id } }",
+                "mutation($id: ID!, $key: String!) { issueCreditNote(invoiceId: $id, input: {reason: \"x\", lines: [{lineIndex: 0, amount: \"1.00\"}]}, idempotencyKey: $key) { creditNote { id } } }",
                 json!({"id": id, "key": new_key()}),
             ),
             ("updateClient(id)", "mutation($id: ID!) { updateClient(id: $id, input: {name: \"Mallory\"}) { id } }", json!({"id": id})),

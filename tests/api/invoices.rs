@@ -30,35 +30,35 @@ async fn i1_new_invoice_is_draft_and_m3_totals() {
 
 fn create_query() -> String {
     format!(
-        "mutation($input: InvoiceInput!, $key: String!) {{ createInvoice(input: $input, idempotencyKey: $key) {{ {INVOICE_FIELDS} }} }}"
+        "mutation($input: InvoiceInput!, $key: String!) {{ createInvoice(input: $input, idempotencyKey: $key) {{ invoice {{ {INVOICE_FIELDS} }} }} }}"
     )
 }
 
 fn update_query() -> String {
     format!(
-        "mutation($id: ID!, $input: InvoiceInput!, $key: String!) {{ updateInvoice(id: $id, input: $input, idempotencyKey: $key) {{ {INVOICE_FIELDS} taxMode }} }}"
+        "mutation($id: ID!, $input: InvoiceInput!, $key: String!) {{ updateInvoice(id: $id, input: $input, idempotencyKey: $key) {{ invoice {{ {INVOICE_FIELDS} taxMode }} }} }}"
     )
 }
 
 fn finalize_query() -> String {
     format!(
-        "mutation($id: ID!, $input: FinalizeInvoiceInput!, $key: String!) {{ finalizeInvoice(id: $id, input: $input, idempotencyKey: $key) {{ {INVOICE_FIELDS} }} }}"
+        "mutation($id: ID!, $input: FinalizeInvoiceInput!, $key: String!) {{ finalizeInvoice(id: $id, input: $input, idempotencyKey: $key) {{ invoice {{ {INVOICE_FIELDS} }} }} }}"
     )
 }
 
 fn revert_query() -> String {
     format!(
-        "mutation($id: ID!, $key: String!) {{ revertInvoiceToDraft(id: $id, idempotencyKey: $key) {{ {INVOICE_FIELDS} }} }}"
+        "mutation($id: ID!, $key: String!) {{ revertInvoiceToDraft(id: $id, idempotencyKey: $key) {{ invoice {{ {INVOICE_FIELDS} }} }} }}"
     )
 }
 
 fn void_query() -> String {
     format!(
-        "mutation($id: ID!, $reason: String, $key: String!) {{ voidInvoice(id: $id, reason: $reason, idempotencyKey: $key) {{ {INVOICE_FIELDS} voidReason voidedAt }} }}"
+        "mutation($id: ID!, $reason: String, $key: String!) {{ voidInvoice(id: $id, reason: $reason, idempotencyKey: $key) {{ invoice {{ {INVOICE_FIELDS} voidReason voidedAt }} }} }}"
     )
 }
 
-const DELETE: &str = "mutation($id: ID!, $key: String!) { deleteInvoice(id: $id, idempotencyKey: $key) }";
+const DELETE: &str = "mutation($id: ID!, $key: String!) { deleteInvoice(id: $id, idempotencyKey: $key) { deletedInvoiceId } }";
 
 /// An InvoiceInput for the seed's client and location, with `extra` fields merged in.
 fn input(seed: &Seed, lines: Value, extra: Value) -> Value {
@@ -84,7 +84,7 @@ async fn create(app: &TestApp, input: Value) -> Gql {
 async fn create_ok(app: &TestApp, input: Value) -> Value {
     let response = create(app, input).await;
     assert!(response.body["errors"].is_null(), "createInvoice failed: {:#}", response.body);
-    response.data()["createInvoice"].clone()
+    response.data()["createInvoice"]["invoice"].clone()
 }
 
 async fn update(app: &TestApp, id: &str, input: Value) -> Gql {
@@ -230,7 +230,7 @@ async fn m1_amounts_must_be_decimal_strings() {
     }
     // The same refusal when the number is written into the query text instead of a variable.
     let query = format!(
-        "mutation {{ createInvoice(idempotencyKey: \"{}\", input: {{clientId: \"{}\", locationId: \"{}\", lines: [{{description: \"Consult\", unitPrice: 10.50}}]}}) {{ id }} }}",
+        "mutation {{ createInvoice(idempotencyKey: \"{}\", input: {{clientId: \"{}\", locationId: \"{}\", lines: [{{description: \"Consult\", unitPrice: 10.50}}]}}) {{ invoice {{ id }} }} }}",
         new_key(),
         seed.client,
         seed.location
@@ -488,7 +488,7 @@ async fn m3_a_draft_keeps_the_tax_mode_it_was_created_under() {
     assert_eq!(draft["total"]["amount"], "121.00");
     update_settings_ok(&app, json!({"taxMode": "INCLUSIVE"})).await;
     let response = update(&app, &id_of(&draft), input(&seed, lines, json!({}))).await;
-    let updated = &response.data()["updateInvoice"];
+    let updated = &response.data()["updateInvoice"]["invoice"];
     assert_eq!(updated["taxMode"], "EXCLUSIVE", "schema: the tax mode the invoice was created under");
     assert_eq!(updated["total"]["amount"], "121.00", "recomputed in the draft's own EXCLUSIVE mode");
 }
@@ -553,7 +553,7 @@ async fn i1_editing_a_draft_replaces_lines_and_recomputes_totals() {
         input(&seed, new_lines, json!({"issueDate": "2024-03-01", "dueDate": "2024-03-31", "notes": "Second visit"})),
     )
     .await;
-    let updated = response.data()["updateInvoice"].clone();
+    let updated = response.data()["updateInvoice"]["invoice"].clone();
     assert!(response.body["errors"].is_null(), "{:#}", response.body);
     assert_eq!(updated["id"], json!(id), "the same invoice");
     assert_eq!(updated["status"], "DRAFT");
@@ -570,7 +570,7 @@ async fn i1_editing_a_draft_replaces_lines_and_recomputes_totals() {
 
     // An update with no lines leaves an empty draft, which cannot be finalized.
     let response = update(&app, &id, input(&seed, json!([]), json!({}))).await;
-    assert_eq!(response.data()["updateInvoice"]["total"]["amount"], "0.00");
+    assert_eq!(response.data()["updateInvoice"]["invoice"]["total"]["amount"], "0.00");
     assert_error_code(&finalize_raw(&app, &id).await, "INVOICE_EMPTY");
 }
 
@@ -653,7 +653,7 @@ async fn i2_finalize_refusals() {
 
     // REQUEST_PAYMENT given explicitly behaves as the default.
     let invoice = finalize_with(&app, &id_of(&draft), json!({"paymentOption": "REQUEST_PAYMENT"})).await;
-    assert_eq!(invoice.data()["finalizeInvoice"]["number"], "INV-0002");
+    assert_eq!(invoice.data()["finalizeInvoice"]["invoice"]["number"], "INV-0002");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -670,7 +670,7 @@ async fn i2_concurrent_finalizes_of_one_draft_number_it_once() {
     .await;
     let won: Vec<&Gql> = responses.iter().filter(|r| r.body["errors"].is_null()).collect();
     assert_eq!(won.len(), 1, "exactly one finalize wins: {responses:#?}");
-    assert_eq!(won[0].data()["finalizeInvoice"]["number"], "INV-0001");
+    assert_eq!(won[0].data()["finalizeInvoice"]["invoice"]["number"], "INV-0001");
     for response in responses.iter().filter(|r| !r.body["errors"].is_null()) {
         assert_error_code(response, "INVOICE_NOT_DRAFT");
     }
@@ -728,7 +728,7 @@ async fn i2_concurrent_finalizes_take_gap_free_unique_numbers() {
     let mut numbers = Vec::new();
     for (id, response) in ids.iter().zip(&responses) {
         assert!(response.body["errors"].is_null(), "finalize of {id} failed: {:#}", response.body);
-        let invoice = &response.data()["finalizeInvoice"];
+        let invoice = &response.data()["finalizeInvoice"]["invoice"];
         assert_eq!(invoice["id"], json!(id));
         assert_eq!(invoice["status"], "OPEN");
         numbers.push(invoice["number"].as_str().unwrap().to_owned());
@@ -739,7 +739,7 @@ async fn i2_concurrent_finalizes_take_gap_free_unique_numbers() {
     assert_eq!(settings(app).await["nextInvoiceNumber"], 21);
     // What each request returned is what was stored.
     for (id, response) in ids.iter().zip(&responses) {
-        assert_eq!(read(app, id).await["number"], response.data()["finalizeInvoice"]["number"]);
+        assert_eq!(read(app, id).await["number"], response.data()["finalizeInvoice"]["invoice"]["number"]);
     }
 }
 
@@ -772,8 +772,8 @@ async fn i4_overdue_is_derived_from_the_due_date() {
 
     // Voiding ends it being overdue.
     let voided = void(&app, &id_of(&past), Some("billed in error")).await;
-    assert_eq!(voided.data()["voidInvoice"]["status"], "VOID");
-    assert_eq!(voided.data()["voidInvoice"]["overdue"], false);
+    assert_eq!(voided.data()["voidInvoice"]["invoice"]["status"], "VOID");
+    assert_eq!(voided.data()["voidInvoice"]["invoice"]["overdue"], false);
     assert!(filtered_ids(&app, json!({"status": "OVERDUE"})).await.is_empty());
 }
 
@@ -830,13 +830,13 @@ async fn i5_revert_keeps_the_number_and_refinalize_reuses_it() {
     assert_eq!(invoice["number"], "INV-0001");
 
     let response = revert(&app, &id).await;
-    let reverted = &response.data()["revertInvoiceToDraft"];
+    let reverted = &response.data()["revertInvoiceToDraft"]["invoice"];
     assert_eq!((&reverted["status"], &reverted["number"]), (&json!("DRAFT"), &json!("INV-0001")));
     assert_eq!(settings(&app).await["nextInvoiceNumber"], 2);
 
     // A reverted draft can be edited; it keeps its number through the edit.
     let response = update(&app, &id, input(&seed, one_line("90.00"), json!({}))).await;
-    let edited = &response.data()["updateInvoice"];
+    let edited = &response.data()["updateInvoice"]["invoice"];
     assert_eq!(
         (&edited["number"], &edited["total"]["amount"]),
         (&json!("INV-0001"), &json!("90.00")),
@@ -861,7 +861,7 @@ async fn i5_revert_refusals() {
     assert_eq!(audit_actions(&app, &id_of(&draft)).await, ["invoice.create"]);
     // Reverting twice: the second finds a draft.
     let open = app.open_invoice(&seed, "10.00").await;
-    assert_eq!(revert(&app, &id_of(&open)).await.data()["revertInvoiceToDraft"]["status"], "DRAFT");
+    assert_eq!(revert(&app, &id_of(&open)).await.data()["revertInvoiceToDraft"]["invoice"]["status"], "DRAFT");
     assert_error_code(&revert(&app, &id_of(&open)).await, "INVOICE_NOT_OPEN");
 }
 
@@ -873,7 +873,7 @@ async fn i5_a_paid_zero_total_invoice_can_be_reverted() {
     let paid = app.open_invoice(&seed, "0.00").await;
     assert_eq!(paid["status"], "PAID");
     let response = revert(&app, &id_of(&paid)).await;
-    let reverted = &response.data()["revertInvoiceToDraft"];
+    let reverted = &response.data()["revertInvoiceToDraft"]["invoice"];
     assert_eq!(
         (&reverted["status"], &reverted["number"]),
         (&json!("DRAFT"), &json!("INV-0001")),
@@ -896,7 +896,7 @@ async fn i6_only_drafts_can_be_deleted() {
     let id = id_of(&draft);
     let key = new_key();
     let data = app.billing().ok(DELETE, json!({"id": id, "key": key})).await;
-    assert_eq!(data["deleteInvoice"], json!(id));
+    assert_eq!(data["deleteInvoice"]["deletedInvoiceId"], json!(id));
     assert_eq!(read(&app, &id).await, Value::Null, "deleted for good");
     assert_eq!(invoice_count(&app).await, 0);
     let events = audit_events(&app, &id).await;
@@ -932,7 +932,7 @@ async fn i7_void_is_final_and_stays_readable() {
     let open = app.open_invoice(&seed, "120.00").await;
     let id = id_of(&open);
     let response = void(&app, &id, Some("  Billed to the wrong client  ")).await;
-    let voided = &response.data()["voidInvoice"];
+    let voided = &response.data()["voidInvoice"]["invoice"];
     assert_eq!(voided["status"], "VOID", "{:#}", response.body);
     assert_eq!(voided["voidReason"], "Billed to the wrong client", "the reason is kept (trimmed)");
     assert!(voided["voidedAt"].is_string());
@@ -975,8 +975,8 @@ async fn i7_only_open_invoices_can_be_voided() {
             .await;
     app.finalize(&id_of(&overdue)).await;
     let response = void(&app, &id_of(&overdue), None).await;
-    assert_eq!(response.data()["voidInvoice"]["status"], "VOID", "{:#}", response.body);
-    assert_eq!(response.data()["voidInvoice"]["voidReason"], Value::Null);
+    assert_eq!(response.data()["voidInvoice"]["invoice"]["status"], "VOID", "{:#}", response.body);
+    assert_eq!(response.data()["voidInvoice"]["invoice"]["voidReason"], Value::Null);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1087,7 +1087,7 @@ async fn tax_rates_archived_custom_rate_cannot_be_used_on_new_lines() {
     );
     // A draft that already had the rate keeps it when edited.
     let response = update(&app, &id_of(&with_levy), input(&seed, levy_line.clone(), json!({}))).await;
-    assert_eq!(response.data()["updateInvoice"]["taxTotal"]["amount"], "5.00", "{:#}", response.body);
+    assert_eq!(response.data()["updateInvoice"]["invoice"]["taxTotal"]["amount"], "5.00", "{:#}", response.body);
 
     // Listed only when archived ones are asked for.
     let names = |data: &Value| -> Vec<(String, bool)> {
@@ -1186,10 +1186,10 @@ async fn x2_same_key_same_input_returns_the_first_invoice() {
     let query = create_query();
     let first = app.billing().ok(&query, json!({"input": invoice_input, "key": key})).await;
     let second = app.billing().ok(&query, json!({"input": invoice_input, "key": key})).await;
-    assert_eq!(first["createInvoice"]["id"], second["createInvoice"]["id"]);
-    assert_eq!(second["createInvoice"]["total"]["amount"], "120.00");
+    assert_eq!(first["createInvoice"]["invoice"]["id"], second["createInvoice"]["invoice"]["id"]);
+    assert_eq!(second["createInvoice"]["invoice"]["total"]["amount"], "120.00");
     assert_eq!(invoice_count(&app).await, 1, "the repeat created nothing");
-    let id = id_of(&first["createInvoice"]);
+    let id = id_of(&first["createInvoice"]["invoice"]);
     assert_eq!(audit_actions(&app, &id).await, ["invoice.create"], "the repeat appended no audit event");
 
     // Same key, different input.
@@ -1204,8 +1204,8 @@ async fn x2_same_key_same_input_returns_the_first_invoice() {
     let finalize_key = new_key();
     let once = app.billing().ok(&finalize_query(), json!({"id": id, "input": {}, "key": finalize_key})).await;
     let twice = app.billing().ok(&finalize_query(), json!({"id": id, "input": {}, "key": finalize_key})).await;
-    assert_eq!(once["finalizeInvoice"]["number"], "INV-0001");
-    assert_eq!(twice["finalizeInvoice"]["number"], "INV-0001");
+    assert_eq!(once["finalizeInvoice"]["invoice"]["number"], "INV-0001");
+    assert_eq!(twice["finalizeInvoice"]["invoice"]["number"], "INV-0001");
     assert_eq!(settings(&app).await["nextInvoiceNumber"], 2);
     assert_eq!(audit_actions(&app, &id).await, ["invoice.create", "invoice.finalize"]);
 }
@@ -1221,7 +1221,7 @@ async fn x2_a_failed_request_does_not_burn_its_key() {
         .await;
     // X1: the failure recorded nothing, not even the key, so the corrected request goes through.
     let data = app.billing().ok(&query, json!({"input": input(&seed, one_line("10.05"), json!({})), "key": key})).await;
-    assert_eq!(data["createInvoice"]["total"]["amount"], "10.05");
+    assert_eq!(data["createInvoice"]["invoice"]["total"]["amount"], "10.05");
     assert_eq!(invoice_count(&app).await, 1);
 }
 
@@ -1241,7 +1241,7 @@ async fn x2_concurrent_requests_with_one_key_create_one_invoice() {
     let mut ids = HashSet::new();
     for response in &responses {
         assert!(response.body["errors"].is_null(), "every repeat succeeds: {:#}", response.body);
-        ids.insert(response.data()["createInvoice"]["id"].as_str().unwrap().to_owned());
+        ids.insert(response.data()["createInvoice"]["invoice"]["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 1, "all 10 responses carry the same invoice: {ids:?}");
     assert_eq!(invoice_count(app).await, 1, "exactly one invoice exists");
@@ -1269,7 +1269,7 @@ async fn x2_keys_are_per_tenant() {
         "lines": one_line("10.00"),
     });
     let second = other.ok(&create_query(), json!({"input": other_input, "key": key})).await;
-    assert_ne!(second["createInvoice"]["id"], first["createInvoice"]["id"], "another tenant's key is another key");
+    assert_ne!(second["createInvoice"]["invoice"]["id"], first["createInvoice"]["invoice"]["id"], "another tenant's key is another key");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1292,7 +1292,7 @@ async fn x3_each_invoice_mutation_appends_one_audit_event() {
         app.billing().ok(&query, variables).await
     };
     let created = run(create_query(), json!({"input": input(&seed, one_line("100.00"), json!({}))})).await;
-    let id = id_of(&created["createInvoice"]);
+    let id = id_of(&created["createInvoice"]["invoice"]);
     run(update_query(), json!({"id": id, "input": input(&seed, one_line("120.00"), json!({}))})).await;
     run(finalize_query(), json!({"id": id, "input": {}})).await;
     run(revert_query(), json!({"id": id})).await;
@@ -1539,7 +1539,7 @@ async fn x2_concurrent_finalizes_with_one_key_finalize_once() {
     .await;
     for response in &responses {
         assert!(response.body["errors"].is_null(), "a repeat returns the first result: {:#}", response.body);
-        assert_eq!(response.data()["finalizeInvoice"]["number"], "INV-0001");
+        assert_eq!(response.data()["finalizeInvoice"]["invoice"]["number"], "INV-0001");
     }
     assert_eq!(settings(app).await["nextInvoiceNumber"], 2, "one number taken");
     assert_eq!(audit_actions(app, &id).await, ["invoice.create", "invoice.finalize"]);

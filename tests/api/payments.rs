@@ -29,61 +29,61 @@ const NO_SUCH_ID: &str = "0190f0a0-0000-7000-8000-000000000000";
 
 fn record_query() -> String {
     format!(
-        "mutation($input: RecordPaymentInput!, $key: String!) {{ recordPayment(input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($input: RecordPaymentInput!, $key: String!) {{ recordPayment(input: $input, idempotencyKey: $key) {{ payment {{ {PAYMENT_FIELDS} }} }} }}"
     )
 }
 
 fn pay_query() -> String {
     format!(
-        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(id: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(id: $invoice, input: $input, idempotencyKey: $key) {{ payment {{ {PAYMENT_FIELDS} }} }} }}"
     )
 }
 
 fn apply_query() -> String {
     format!(
-        "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) {{ applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
+        "mutation($payment: ID!, $invoice: ID!, $amount: Amount!, $key: String!) {{ applyPayment(id: $payment, invoiceId: $invoice, amount: $amount, idempotencyKey: $key) {{ allocation {{ {ALLOCATION_FIELDS} }} }} }}"
     )
 }
 
 fn remove_query() -> String {
     format!(
-        "mutation($allocation: ID!, $key: String!) {{ removeAllocation(id: $allocation, idempotencyKey: $key) {{ {ALLOCATION_FIELDS} }} }}"
+        "mutation($allocation: ID!, $key: String!) {{ removeAllocation(id: $allocation, idempotencyKey: $key) {{ allocation {{ {ALLOCATION_FIELDS} }} }} }}"
     )
 }
 
 fn refund_query() -> String {
     format!(
-        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(id: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
+        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(id: $payment, input: $input, idempotencyKey: $key) {{ refund {{ {REFUND_FIELDS} }} }} }}"
     )
 }
 
 fn void_payment_query() -> String {
     format!(
-        "mutation($payment: ID!, $reason: String, $key: String!) {{ voidPayment(id: $payment, reason: $reason, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($payment: ID!, $reason: String, $key: String!) {{ voidPayment(id: $payment, reason: $reason, idempotencyKey: $key) {{ payment {{ {PAYMENT_FIELDS} }} }} }}"
     )
 }
 
 fn update_payment_query() -> String {
     format!(
-        "mutation($payment: ID!, $description: String, $reference: String, $key: String!) {{ updatePayment(id: $payment, description: $description, externalReference: $reference, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($payment: ID!, $description: String, $reference: String, $key: String!) {{ updatePayment(id: $payment, description: $description, externalReference: $reference, idempotencyKey: $key) {{ payment {{ {PAYMENT_FIELDS} }} }} }}"
     )
 }
 
 fn issue_credit_query() -> String {
     format!(
-        "mutation($invoice: ID!, $input: CreditNoteInput!, $key: String!) {{ issueCreditNote(invoiceId: $invoice, input: $input, idempotencyKey: $key) {{ {CREDIT_NOTE_FIELDS} }} }}"
+        "mutation($invoice: ID!, $input: CreditNoteInput!, $key: String!) {{ issueCreditNote(invoiceId: $invoice, input: $input, idempotencyKey: $key) {{ creditNote {{ {CREDIT_NOTE_FIELDS} }} }} }}"
     )
 }
 
 fn void_credit_query() -> String {
     format!(
-        "mutation($note: ID!, $reason: String, $key: String!) {{ voidCreditNote(id: $note, reason: $reason, idempotencyKey: $key) {{ {CREDIT_NOTE_FIELDS} }} }}"
+        "mutation($note: ID!, $reason: String, $key: String!) {{ voidCreditNote(id: $note, reason: $reason, idempotencyKey: $key) {{ creditNote {{ {CREDIT_NOTE_FIELDS} }} }} }}"
     )
 }
 
 fn finalize_query() -> String {
     format!(
-        "mutation($id: ID!, $input: FinalizeInvoiceInput!, $key: String!) {{ finalizeInvoice(id: $id, input: $input, idempotencyKey: $key) {{ {INVOICE_FIELDS} }} }}"
+        "mutation($id: ID!, $input: FinalizeInvoiceInput!, $key: String!) {{ finalizeInvoice(id: $id, input: $input, idempotencyKey: $key) {{ invoice {{ {INVOICE_FIELDS} }} }} }}"
     )
 }
 
@@ -137,11 +137,11 @@ async fn open_invoice_with(app: &TestApp, seed: &Seed, lines: Value, extra: Valu
     let data = app
         .billing()
         .ok(
-            &format!("mutation($input: InvoiceInput!, $key: String!) {{ createInvoice(input: $input, idempotencyKey: $key) {{ id }} }}"),
+            &format!("mutation($input: InvoiceInput!, $key: String!) {{ createInvoice(input: $input, idempotencyKey: $key) {{ invoice {{ id }} }} }}"),
             json!({"input": input, "key": new_key()}),
         )
         .await;
-    app.finalize(data["createInvoice"]["id"].as_str().unwrap()).await
+    app.finalize(data["createInvoice"]["invoice"]["id"].as_str().unwrap()).await
 }
 
 fn one_line(price: &str) -> Value {
@@ -160,7 +160,7 @@ async fn record(app: &TestApp, input: Value) -> Gql {
 async fn record_ok(app: &TestApp, input: Value) -> Value {
     let response = record(app, input).await;
     assert!(response.body["errors"].is_null(), "recordPayment failed: {:#}", response.body);
-    response.data()["recordPayment"].clone()
+    response.data()["recordPayment"]["payment"].clone()
 }
 
 /// A standalone cash payment of `amount` for the seed's client.
@@ -182,7 +182,7 @@ async fn pay_invoice(app: &TestApp, invoice: &str, amount: Option<&str>) -> Valu
     }
     let response = pay(app, invoice, input).await;
     assert!(response.body["errors"].is_null(), "payInvoice failed: {:#}", response.body);
-    response.data()["payInvoice"].clone()
+    response.data()["payInvoice"]["payment"].clone()
 }
 
 async fn apply(app: &TestApp, payment: &str, invoice: &str, amount: &str) -> Gql {
@@ -192,7 +192,7 @@ async fn apply(app: &TestApp, payment: &str, invoice: &str, amount: &str) -> Gql
 async fn apply_ok(app: &TestApp, payment: &str, invoice: &str, amount: &str) -> Value {
     let response = apply(app, payment, invoice, amount).await;
     assert!(response.body["errors"].is_null(), "applyPayment failed: {:#}", response.body);
-    response.data()["applyPayment"].clone()
+    response.data()["applyPayment"]["allocation"].clone()
 }
 
 async fn remove(app: &TestApp, allocation: &str) -> Gql {
@@ -202,7 +202,7 @@ async fn remove(app: &TestApp, allocation: &str) -> Gql {
 async fn remove_ok(app: &TestApp, allocation: &str) -> Value {
     let response = remove(app, allocation).await;
     assert!(response.body["errors"].is_null(), "removeAllocation failed: {:#}", response.body);
-    response.data()["removeAllocation"].clone()
+    response.data()["removeAllocation"]["allocation"].clone()
 }
 
 async fn refund(app: &TestApp, payment: &str, amount: &str, date: Option<&str>) -> Gql {
@@ -216,7 +216,7 @@ async fn refund(app: &TestApp, payment: &str, amount: &str, date: Option<&str>) 
 async fn refund_ok(app: &TestApp, payment: &str, amount: &str) -> Value {
     let response = refund(app, payment, amount, None).await;
     assert!(response.body["errors"].is_null(), "refundPayment failed: {:#}", response.body);
-    response.data()["refundPayment"].clone()
+    response.data()["refundPayment"]["refund"].clone()
 }
 
 async fn void_payment(app: &TestApp, payment: &str, reason: Option<&str>) -> Gql {
@@ -226,7 +226,7 @@ async fn void_payment(app: &TestApp, payment: &str, reason: Option<&str>) -> Gql
 async fn void_payment_ok(app: &TestApp, payment: &str) -> Value {
     let response = void_payment(app, payment, Some("entered twice")).await;
     assert!(response.body["errors"].is_null(), "voidPayment failed: {:#}", response.body);
-    response.data()["voidPayment"].clone()
+    response.data()["voidPayment"]["payment"].clone()
 }
 
 async fn update_payment(app: &TestApp, payment: &str, description: Option<&str>, reference: Option<&str>) -> Gql {
@@ -242,7 +242,7 @@ async fn issue_credit(app: &TestApp, invoice: &str, input: Value) -> Gql {
 async fn issue_credit_ok(app: &TestApp, invoice: &str, input: Value) -> Value {
     let response = issue_credit(app, invoice, input).await;
     assert!(response.body["errors"].is_null(), "issueCreditNote failed: {:#}", response.body);
-    response.data()["issueCreditNote"].clone()
+    response.data()["issueCreditNote"]["creditNote"].clone()
 }
 
 /// A credit note of `amount` (including tax) on line 0.
@@ -257,7 +257,7 @@ async fn void_credit(app: &TestApp, note: &str) -> Gql {
 async fn void_invoice(app: &TestApp, invoice: &str) -> Gql {
     app.billing()
         .post(
-            "mutation($id: ID!, $key: String!) { voidInvoice(id: $id, reason: \"wrong client\", idempotencyKey: $key) { id status } }",
+            "mutation($id: ID!, $key: String!) { voidInvoice(id: $id, reason: \"wrong client\", idempotencyKey: $key) { invoice { id status } } }",
             json!({"id": invoice, "key": new_key()}),
         )
         .await
@@ -687,7 +687,7 @@ async fn i2_finalize_with_apply_payment_finalizes_and_pays_in_one_step() {
         let draft = app.draft_invoice(&seed, one_line("120.00")).await;
         let response = finalize_with(&app, &id_of(&draft), json!({"paymentOption": "APPLY_PAYMENT", "payment": payment_input})).await;
         assert!(response.body["errors"].is_null(), "{why}: {:#}", response.body);
-        let invoice = &response.data()["finalizeInvoice"];
+        let invoice = &response.data()["finalizeInvoice"]["invoice"];
         assert_eq!(invoice["status"], status, "{why}");
         assert_eq!(amount(invoice, "balance"), balance, "{why}");
         assert!(invoice["number"].as_str().unwrap().starts_with("INV-"), "{why}: finalized with a number");
@@ -922,7 +922,7 @@ async fn p6_remove_allocation_returns_money_to_both_sides_and_keeps_the_record()
     // Someone else removes it: the record names who.
     let response = app.admin().post(&remove_query(), json!({"allocation": allocation_id, "key": new_key()})).await;
     assert!(response.body["errors"].is_null(), "{:#}", response.body);
-    let removed = &response.data()["removeAllocation"];
+    let removed = &response.data()["removeAllocation"]["allocation"];
     assert_eq!(removed["active"], false);
     assert_eq!(removed["createdBy"], actor(Role::Billing));
     assert_eq!(removed["removedBy"], actor(Role::Admin));
@@ -1194,7 +1194,7 @@ async fn p9_update_payment_changes_only_description_and_reference() {
     let id = id_of(&payment);
     let response = update_payment(&app, &id, Some("Paid at front desk"), Some("rcpt-123")).await;
     assert!(response.body["errors"].is_null(), "{:#}", response.body);
-    let updated = response.data()["updatePayment"].clone();
+    let updated = response.data()["updatePayment"]["payment"].clone();
     assert_eq!(updated["description"], "Paid at front desk");
     assert_eq!(updated["externalReference"], "rcpt-123");
     let mut expected = payment.clone();
@@ -1206,7 +1206,7 @@ async fn p9_update_payment_changes_only_description_and_reference() {
     // Amount, client, method and currency are not even arguments.
     for (argument, value) in [("amount", "\"1.00\""), ("clientId", "\"x\""), ("methodId", "\"x\""), ("currency", "\"NZD\"")] {
         let query =
-            format!("mutation {{ updatePayment(id: \"{id}\", {argument}: {value}, idempotencyKey: \"{}\") {{ id }} }}", new_key());
+            format!("mutation {{ updatePayment(id: \"{id}\", {argument}: {value}, idempotencyKey: \"{}\") {{ payment {{ id }} }} }}", new_key());
         app.billing().fails(&query, json!({}), "QUERY_REJECTED").await;
     }
     assert_eq!(read_payment(&app, &id).await, expected, "refused updates changed nothing");
@@ -1232,7 +1232,7 @@ async fn p9_update_payment_keeps_a_field_that_is_left_out() {
         .billing()
         .post(
             &format!(
-                "mutation($payment: ID!, $key: String!) {{ updatePayment(id: $payment, description: \"second\", idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+                "mutation($payment: ID!, $key: String!) {{ updatePayment(id: $payment, description: \"second\", idempotencyKey: $key) {{ payment {{ {PAYMENT_FIELDS} }} }} }}"
             ),
             json!({"payment": id, "key": new_key()}),
         )
@@ -1313,7 +1313,7 @@ async fn f3_a_manual_refund_succeeds_at_once() {
         )
         .await;
     assert!(response.body["errors"].is_null(), "{:#}", response.body);
-    let refund = &response.data()["refundPayment"];
+    let refund = &response.data()["refundPayment"]["refund"];
     assert_eq!(refund["outcome"], "SUCCEEDED", "a manual method only records the refund");
     assert_eq!(refund["outcomeReason"], Value::Null);
     assert_eq!(refund["externalReference"], Value::Null, "no gateway was asked");
@@ -1401,7 +1401,7 @@ async fn v2_void_payment_leaves_the_client_balance_and_stays_readable() {
     assert_eq!(client_balance(&app, &seed.client).await.1, "70.00");
     let response = void_payment(&app, &payment, Some("recorded on the wrong client")).await;
     assert!(response.body["errors"].is_null(), "{:#}", response.body);
-    let void = &response.data()["voidPayment"];
+    let void = &response.data()["voidPayment"]["payment"];
     assert_eq!(void["status"], "VOID");
     assert_eq!(void["voidReason"], "recorded on the wrong client");
     assert!(void["voidedAt"].is_string());
@@ -1617,7 +1617,7 @@ async fn c4_void_credit_note_restores_the_balance() {
     assert_eq!(read_invoice(&app, &id).await["status"], "PAID", "paid off by the credit note");
     let response = void_credit(&app, &note_id).await;
     assert!(response.body["errors"].is_null(), "{:#}", response.body);
-    let void = &response.data()["voidCreditNote"];
+    let void = &response.data()["voidCreditNote"]["creditNote"];
     assert_eq!(void["status"], "VOID");
     assert_eq!(void["voidReason"], "issued in error");
     assert!(void["voidedAt"].is_string());
@@ -1655,7 +1655,7 @@ async fn i8_an_issued_credit_note_blocks_edit_revert_and_void() {
         (
             app.billing()
                 .post(
-                    "mutation($id: ID!, $input: InvoiceInput!, $key: String!) { updateInvoice(id: $id, input: $input, idempotencyKey: $key) { id } }",
+                    "mutation($id: ID!, $input: InvoiceInput!, $key: String!) { updateInvoice(id: $id, input: $input, idempotencyKey: $key) { invoice { id } } }",
                     json!({"id": id, "input": input, "key": new_key()}),
                 )
                 .await,
@@ -1663,7 +1663,7 @@ async fn i8_an_issued_credit_note_blocks_edit_revert_and_void() {
         ),
         (
             app.billing()
-                .post("mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { id } }", json!({"id": id, "key": new_key()}))
+                .post("mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { invoice { id } } }", json!({"id": id, "key": new_key()}))
                 .await,
             "revert",
         ),
@@ -1677,7 +1677,7 @@ async fn i8_an_issued_credit_note_blocks_edit_revert_and_void() {
     assert!(void_credit(&app, &note).await.body["errors"].is_null());
     let response = void_invoice(&app, &id).await;
     assert!(response.body["errors"].is_null(), "{:#}", response.body);
-    assert_eq!(response.data()["voidInvoice"]["status"], "VOID");
+    assert_eq!(response.data()["voidInvoice"]["invoice"]["status"], "VOID");
 }
 
 #[tokio::test]
@@ -1691,7 +1691,7 @@ async fn i5_i7_an_active_allocation_blocks_revert_and_void() {
     let revert = app
         .billing()
         .post(
-            "mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { id } }",
+            "mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { invoice { id } } }",
             json!({"id": id, "key": new_key()}),
         )
         .await;
@@ -1702,12 +1702,12 @@ async fn i5_i7_an_active_allocation_blocks_revert_and_void() {
     let revert = app
         .billing()
         .post(
-            "mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { status } }",
+            "mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { invoice { status } } }",
             json!({"id": id, "key": new_key()}),
         )
         .await;
     assert!(revert.body["errors"].is_null(), "{:#}", revert.body);
-    assert_eq!(revert.data()["revertInvoiceToDraft"]["status"], "DRAFT", "a removed allocation no longer holds it");
+    assert_eq!(revert.data()["revertInvoiceToDraft"]["invoice"]["status"], "DRAFT", "a removed allocation no longer holds it");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1824,7 +1824,7 @@ async fn b2_statement_in_date_order_with_running_balance() {
     // Before the range: invoice A 100.00 on 01-05, paid with 150.00 on 01-10, 20.00 refunded on 01-20.
     let a = id_of(&open_invoice_with(&app, &seed, one_line("100.00"), json!({"issueDate": "2024-01-05"})).await);
     let p1 = pay(&app, &a, json!({"methodId": cash, "amount": "150.00", "date": "2024-01-10"})).await;
-    let p1 = id_of(&p1.data()["payInvoice"]);
+    let p1 = id_of(&p1.data()["payInvoice"]["payment"]);
     assert!(refund(&app, &p1, "20.00", Some("2024-01-20")).await.body["errors"].is_null());
     // In the range: invoice B 80.00 on 02-01, credited 30.00 on 02-05, a 10.00 payment on 02-15.
     let b = id_of(&open_invoice_with(&app, &seed, one_line("80.00"), json!({"issueDate": "2024-02-01"})).await);
@@ -1951,8 +1951,8 @@ async fn x2_payment_idempotency_keys() {
     // recordPayment: same key, same input → the same payment, once.
     let key = new_key();
     let input = payment_input(&seed, &cash, "80.00", json!({"date": "2024-01-01"}));
-    let first = billing.ok(&record_query(), json!({"input": input, "key": key})).await["recordPayment"].clone();
-    let second = billing.ok(&record_query(), json!({"input": input, "key": key})).await["recordPayment"].clone();
+    let first = billing.ok(&record_query(), json!({"input": input, "key": key})).await["recordPayment"]["payment"].clone();
+    let second = billing.ok(&record_query(), json!({"input": input, "key": key})).await["recordPayment"]["payment"].clone();
     assert_eq!(second["id"], first["id"]);
     assert_eq!(payment_count(&app).await, 1);
     let changed = payment_input(&seed, &cash, "81.00", json!({"date": "2024-01-01"}));
@@ -1963,8 +1963,8 @@ async fn x2_payment_idempotency_keys() {
     // applyPayment: the same allocation, allocated once.
     let key = new_key();
     let vars = json!({"payment": payment, "invoice": invoice, "amount": "30.00", "key": key});
-    let a1 = billing.ok(&apply_query(), vars.clone()).await["applyPayment"].clone();
-    let a2 = billing.ok(&apply_query(), vars).await["applyPayment"].clone();
+    let a1 = billing.ok(&apply_query(), vars.clone()).await["applyPayment"]["allocation"].clone();
+    let a2 = billing.ok(&apply_query(), vars).await["applyPayment"]["allocation"].clone();
     assert_eq!(a1["id"], a2["id"]);
     billing
         .fails(&apply_query(), json!({"payment": payment, "invoice": invoice, "amount": "31.00", "key": key}), "IDEMPOTENCY_KEY_REUSED")
@@ -1974,32 +1974,32 @@ async fn x2_payment_idempotency_keys() {
     // refundPayment: the same refund, refunded once.
     let key = new_key();
     let vars = json!({"payment": payment, "input": {"amount": "5.00"}, "key": key});
-    let r1 = billing.ok(&refund_query(), vars.clone()).await["refundPayment"].clone();
-    let r2 = billing.ok(&refund_query(), vars).await["refundPayment"].clone();
+    let r1 = billing.ok(&refund_query(), vars.clone()).await["refundPayment"]["refund"].clone();
+    let r2 = billing.ok(&refund_query(), vars).await["refundPayment"]["refund"].clone();
     assert_eq!(r1["id"], r2["id"]);
     assert_eq!(amount(&read_payment(&app, &payment).await, "refunded"), "5.00");
 
     // payInvoice: the same payment, paid once.
     let key = new_key();
     let vars = json!({"invoice": invoice, "input": {"methodId": cash, "amount": "20.00"}, "key": key});
-    let p1 = billing.ok(&pay_query(), vars.clone()).await["payInvoice"].clone();
-    let p2 = billing.ok(&pay_query(), vars).await["payInvoice"].clone();
+    let p1 = billing.ok(&pay_query(), vars.clone()).await["payInvoice"]["payment"].clone();
+    let p2 = billing.ok(&pay_query(), vars).await["payInvoice"]["payment"].clone();
     assert_eq!(p1["id"], p2["id"]);
     assert_eq!(amount(&read_invoice(&app, &invoice).await, "amountPaid"), "50.00");
 
     // removeAllocation: sent again it answers as the first time, not ALLOCATION_REMOVED.
     let key = new_key();
     let vars = json!({"allocation": a1["id"], "key": key});
-    let removed = billing.ok(&remove_query(), vars.clone()).await["removeAllocation"].clone();
-    let again = billing.ok(&remove_query(), vars).await["removeAllocation"].clone();
+    let removed = billing.ok(&remove_query(), vars.clone()).await["removeAllocation"]["allocation"].clone();
+    let again = billing.ok(&remove_query(), vars).await["removeAllocation"]["allocation"].clone();
     assert_eq!((removed["id"].clone(), again["active"].clone()), (a1["id"].clone(), json!(false)));
     assert_eq!(amount(&read_invoice(&app, &invoice).await, "amountPaid"), "20.00", "removed once");
 
     // issueCreditNote: one credit note.
     let key = new_key();
     let vars = json!({"invoice": invoice, "input": {"reason": "r", "lines": [{"lineIndex": 0, "amount": "5.00"}]}, "key": key});
-    let c1 = billing.ok(&issue_credit_query(), vars.clone()).await["issueCreditNote"].clone();
-    let c2 = billing.ok(&issue_credit_query(), vars).await["issueCreditNote"].clone();
+    let c1 = billing.ok(&issue_credit_query(), vars.clone()).await["issueCreditNote"]["creditNote"].clone();
+    let c2 = billing.ok(&issue_credit_query(), vars).await["issueCreditNote"]["creditNote"].clone();
     assert_eq!((c1["id"].clone(), c2["number"].clone()), (c2["id"].clone(), json!("CN-0001")));
     assert_eq!(amount(&read_invoice(&app, &invoice).await, "amountCredited"), "5.00");
 
@@ -2008,7 +2008,7 @@ async fn x2_payment_idempotency_keys() {
     let key = new_key();
     let vars = json!({"payment": standalone, "reason": null, "key": key});
     billing.ok(&void_payment_query(), vars.clone()).await;
-    let again = billing.ok(&void_payment_query(), vars).await["voidPayment"].clone();
+    let again = billing.ok(&void_payment_query(), vars).await["voidPayment"]["payment"].clone();
     assert_eq!(again["status"], "VOID");
 
     // A key belongs to one operation: used for another one it is refused.
@@ -2028,8 +2028,8 @@ async fn x2_repeated_pay_invoice_of_the_whole_balance_returns_the_first_payment(
     let invoice = id_of(&app.open_invoice(&seed, "100.00").await);
     let billing = app.billing();
     let vars = json!({"invoice": invoice, "input": {"methodId": cash}, "key": new_key()});
-    let first = billing.ok(&pay_query(), vars.clone()).await["payInvoice"].clone();
-    let again = billing.ok(&pay_query(), vars).await["payInvoice"].clone();
+    let first = billing.ok(&pay_query(), vars.clone()).await["payInvoice"]["payment"].clone();
+    let again = billing.ok(&pay_query(), vars).await["payInvoice"]["payment"].clone();
     assert_eq!((&again["id"], &again["number"]), (&first["id"], &first["number"]));
     assert_eq!(amount(&first, "amount"), "100.00");
     assert_eq!(amount(&read_invoice(&app, &invoice).await, "amountPaid"), "100.00", "paid once");
@@ -2233,7 +2233,7 @@ async fn refunds_list_newest_first_in_pages_and_filters_by_client_payment_outcom
     for (payment, value, date) in [(&first, "10.00", "2024-01-10"), (&first, "20.00", "2024-02-10"), (&for_other, "5.00", "2024-03-10"), (&third, "30.00", "2024-04-10")] {
         let response = refund(&app, payment, value, Some(date)).await;
         assert!(response.body["errors"].is_null(), "{:#}", response.body);
-        refunds.push(id_of(&response.data()["refundPayment"]));
+        refunds.push(id_of(&response.data()["refundPayment"]["refund"]));
     }
     let [r1, r2, r3, r4] = [0, 1, 2, 3].map(|i| refunds[i].clone());
 
@@ -2383,11 +2383,11 @@ async fn a3_lists_of_refunds_allocations_and_credit_notes_never_show_another_ten
             &record_query(),
             json!({"input": {"clientId": b_client, "locationId": b_location, "methodId": b_cash, "amount": "8.00"}, "key": new_key()}),
         )
-        .await["recordPayment"]["id"]
+        .await["recordPayment"]["payment"]["id"]
         .clone();
     let b_refund = b_admin
         .ok(&refund_query(), json!({"payment": b_payment, "input": {"amount": "3.00"}, "key": new_key()}))
-        .await["refundPayment"]["id"]
+        .await["refundPayment"]["refund"]["id"]
         .clone();
 
     for role in [Role::Viewer, Role::Billing, Role::Admin] {

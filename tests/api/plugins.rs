@@ -164,13 +164,13 @@ fn install_query() -> String {
 
 fn pay_query() -> String {
     format!(
-        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(id: $invoice, input: $input, idempotencyKey: $key) {{ {PAYMENT_FIELDS} }} }}"
+        "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {{ payInvoice(id: $invoice, input: $input, idempotencyKey: $key) {{ payment {{ {PAYMENT_FIELDS} }} }} }}"
     )
 }
 
 fn refund_query() -> String {
     format!(
-        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(id: $payment, input: $input, idempotencyKey: $key) {{ {REFUND_FIELDS} }} }}"
+        "mutation($payment: ID!, $input: RefundInput!, $key: String!) {{ refundPayment(id: $payment, input: $input, idempotencyKey: $key) {{ refund {{ {REFUND_FIELDS} }} }} }}"
     )
 }
 
@@ -270,7 +270,7 @@ async fn charge(app: &TestApp, invoice: &str, method: &str, details: Value) -> G
 async fn charge_ok(app: &TestApp, invoice: &str, method: &str, details: Value) -> Value {
     let response = charge(app, invoice, method, details).await;
     assert!(response.body["errors"].is_null(), "payInvoice failed: {:#}", response.body);
-    response.data()["payInvoice"].clone()
+    response.data()["payInvoice"]["payment"].clone()
 }
 
 async fn refund(app: &TestApp, payment: &str, amount: &str) -> Gql {
@@ -280,13 +280,13 @@ async fn refund(app: &TestApp, payment: &str, amount: &str) -> Gql {
 async fn refund_ok(app: &TestApp, payment: &str, amount: &str) -> Value {
     let response = refund(app, payment, amount).await;
     assert!(response.body["errors"].is_null(), "refundPayment failed: {:#}", response.body);
-    response.data()["refundPayment"].clone()
+    response.data()["refundPayment"]["refund"].clone()
 }
 
 async fn remove_allocation(app: &TestApp, allocation: &str) {
     app.billing()
         .ok(
-            "mutation($id: ID!, $key: String!) { removeAllocation(id: $id, idempotencyKey: $key) { id active } }",
+            "mutation($id: ID!, $key: String!) { removeAllocation(id: $id, idempotencyKey: $key) { allocation { id active } } }",
             json!({"id": allocation, "key": new_key()}),
         )
         .await;
@@ -514,11 +514,11 @@ async fn finalize_with_charge_finalizes_and_pays_a_draft_through_the_library() {
     let data = app
         .billing()
         .ok(
-            "mutation($id: ID!, $input: FinalizeInvoiceInput!, $key: String!) { finalizeInvoice(id: $id, input: $input, idempotencyKey: $key) { id number status balance { amount } amountPaid { amount } } }",
+            "mutation($id: ID!, $input: FinalizeInvoiceInput!, $key: String!) { finalizeInvoice(id: $id, input: $input, idempotencyKey: $key) { invoice { id number status balance { amount } amountPaid { amount } } } }",
             json!({"id": draft["id"], "input": input, "key": new_key()}),
         )
         .await;
-    let invoice = &data["finalizeInvoice"];
+    let invoice = &data["finalizeInvoice"]["invoice"];
     assert_eq!(invoice["status"], "PAID", "{invoice:#}");
     assert!(invoice["number"].as_str().is_some_and(|n| n.starts_with("INV-")), "finalized with a number: {invoice:#}");
     assert_eq!(amount(invoice, "amountPaid"), "90.00");
@@ -685,7 +685,7 @@ async fn a_charge_that_times_out_is_pending_then_settled_once_by_the_reconciler(
     // The same request with the same key learns the outcome: that payment.
     let retry = pay_with_key(&app, &invoice_id, &input, &key).await;
     assert!(retry.body["errors"].is_null(), "the retry returns the payment: {:#}", retry.body);
-    assert_eq!(retry.data()["payInvoice"]["id"], json!(payment_id));
+    assert_eq!(retry.data()["payInvoice"]["payment"]["id"], json!(payment_id));
 
     // Once the hung call has finally answered, still exactly one payment.
     tokio::time::sleep((started + Duration::from_millis(3500)).saturating_duration_since(Instant::now())).await;
@@ -715,7 +715,7 @@ async fn retrying_a_pending_charge_with_its_key_settles_it_and_the_reconciler_do
     // At once, before the reconciler may touch it: the gateway knows the key and answers.
     let retry = pay_with_key(&app, &invoice_id, &input, &key).await;
     assert!(retry.body["errors"].is_null(), "the retry settles the charge: {:#}", retry.body);
-    let payment = retry.data()["payInvoice"].clone();
+    let payment = retry.data()["payInvoice"]["payment"].clone();
     assert!(payment["externalReference"].as_str().unwrap().starts_with("ch_sim_"));
     assert_eq!(amount(&payment, "allocated"), "45.00");
 
@@ -726,7 +726,7 @@ async fn retrying_a_pending_charge_with_its_key_settles_it_and_the_reconciler_do
     assert_eq!(invoice["status"], "PAID");
     assert_eq!(invoice["allocations"].as_array().unwrap().len(), 1);
     let again = pay_with_key(&app, &invoice_id, &input, &key).await;
-    assert_eq!(again.data()["payInvoice"]["id"], payment["id"], "{:#}", again.body);
+    assert_eq!(again.data()["payInvoice"]["payment"]["id"], payment["id"], "{:#}", again.body);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,7 +818,7 @@ async fn f3_a_refund_the_plugin_declines_changes_no_balance() {
     let invoice = app.open_invoice(&seed, "100.00").await;
     app.billing()
         .ok(
-            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"100.00\", idempotencyKey: $key) { id } }",
+            "mutation($p: ID!, $i: ID!, $key: String!) { applyPayment(id: $p, invoiceId: $i, amount: \"100.00\", idempotencyKey: $key) { allocation { id } } }",
             json!({"p": payment_id, "i": invoice["id"], "key": new_key()}),
         )
         .await;
@@ -840,7 +840,7 @@ async fn f3_a_refund_goes_to_the_charge_that_took_the_payment_even_after_its_ref
     let edit = app
         .billing()
         .post(
-            "mutation($p: ID!, $r: String, $key: String!) { updatePayment(id: $p, externalReference: $r, idempotencyKey: $key) { id externalReference } }",
+            "mutation($p: ID!, $r: String, $key: String!) { updatePayment(id: $p, externalReference: $r, idempotencyKey: $key) { payment { id externalReference } } }",
             json!({"p": first["id"], "r": other_charge, "key": new_key()}),
         )
         .await;
@@ -1140,7 +1140,7 @@ async fn the_manual_library_requires_a_cheque_number_and_records_it_as_the_refer
         async move {
             app.billing()
                 .post(
-                    "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { id externalReference amount { amount } } }",
+                    "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id externalReference amount { amount } } } }",
                     json!({"input": input, "key": new_key()}),
                 )
                 .await
@@ -1157,7 +1157,7 @@ async fn the_manual_library_requires_a_cheque_number_and_records_it_as_the_refer
     let calls_before = calls(&plugin(&app, "manual").await);
     let recorded = record(Some(json!({"cheque_number": "000123"}))).await;
     assert!(recorded.body["errors"].is_null(), "{:#}", recorded.body);
-    assert_eq!(recorded.data()["recordPayment"]["externalReference"], "000123");
+    assert_eq!(recorded.data()["recordPayment"]["payment"]["externalReference"], "000123");
     assert_eq!(payment_count(&app).await, 1);
     assert!(calls(&plugin(&app, "manual").await) > calls_before, "the library checked it");
 }

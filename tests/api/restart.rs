@@ -29,13 +29,13 @@ async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variab
 /// its id.
 async fn open_invoice(http: &reqwest::Client, url: &str, token: &str, client: &serde_json::Value, location: &serde_json::Value, i: usize) -> String {
     let created = gql(http, url, token,
-        "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { id } }",
+        "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }",
         json!({"key": format!("create-{i}"), "input": {
             "clientId": client, "locationId": location, "lines": [{"description": "Visit", "unitPrice": "80.00"}]}}),
     )
     .await;
-    let id = created["createInvoice"]["id"].as_str().unwrap().to_owned();
-    gql(http, url, token, "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { id } }",
+    let id = created["createInvoice"]["invoice"]["id"].as_str().unwrap().to_owned();
+    gql(http, url, token, "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }",
         json!({"id": id, "key": format!("finalize-{i}")})).await;
     id
 }
@@ -140,7 +140,7 @@ async fn a_database_from_schema_version_1_gets_its_page_keys() {
     // More audit events than one upgrade batch holds (100), so the upgrade runs several batches.
     for i in 0..40 {
         let id = open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], i).await;
-        gql(&http, &url, &token, "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m}, idempotencyKey: $key) { id } }",
+        gql(&http, &url, &token, "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m}, idempotencyKey: $key) { payment { id } } }",
             json!({"id": id, "m": cash, "key": format!("pay-{i}")})).await;
     }
     let lists = "{ invoices(first: 2) { totalCount edges { node { id } } pageInfo { endCursor } }
@@ -178,16 +178,16 @@ async fn a_database_from_schema_version_2_gets_page_keys_for_allocations_refunds
         let id = open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], i).await;
         // 100.00 pays the 80.00 invoice and leaves 20.00 to refund.
         let paid = gql(&http, &url, &token,
-            "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m, amount: \"100.00\"}, idempotencyKey: $key) { id } }",
+            "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m, amount: \"100.00\"}, idempotencyKey: $key) { payment { id } } }",
             json!({"id": id, "m": cash, "key": format!("pay-{i}")})).await;
         gql(&http, &url, &token,
-            "mutation($id: ID!, $key: String!) { refundPayment(id: $id, input: {amount: \"5.00\"}, idempotencyKey: $key) { id } }",
-            json!({"id": paid["payInvoice"]["id"], "key": format!("refund-{i}")})).await;
+            "mutation($id: ID!, $key: String!) { refundPayment(id: $id, input: {amount: \"5.00\"}, idempotencyKey: $key) { refund { id } } }",
+            json!({"id": paid["payInvoice"]["payment"]["id"], "key": format!("refund-{i}")})).await;
     }
     let unpaid = open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], 3).await;
     for i in 0..2 {
         gql(&http, &url, &token,
-            "mutation($id: ID!, $key: String!) { issueCreditNote(invoiceId: $id, input: {reason: \"goodwill\", lines: [{lineIndex: 0, amount: \"10.00\"}]}, idempotencyKey: $key) { id } }",
+            "mutation($id: ID!, $key: String!) { issueCreditNote(invoiceId: $id, input: {reason: \"goodwill\", lines: [{lineIndex: 0, amount: \"10.00\"}]}, idempotencyKey: $key) { creditNote { id } } }",
             json!({"id": unpaid, "key": format!("credit-{i}")})).await;
     }
     let lists = "{ allocations(first: 2) { totalCount edges { node { id } } pageInfo { hasNextPage } }
