@@ -5,6 +5,7 @@ mod auth;
 mod concurrency;
 mod crash;
 mod directory;
+mod dry_run;
 mod events;
 mod helpers;
 mod hostile;
