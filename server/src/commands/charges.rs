@@ -93,7 +93,11 @@ impl Commands {
                 .await?
         };
         let attempt_key = match claimed {
-            Applied::Previewed(preview) => return Ok(Applied::Previewed(preview)),
+            Applied::Previewed(preview) => {
+                let method = self.store.payment_method(mutation.tenant, &request.method).await?;
+                let plugin = method.map(|m| m.plugin).unwrap_or_default();
+                return Ok(Applied::Previewed(preview).without_asking(&plugin));
+            }
             Applied::Done(Claimed::Record(key)) => return Ok(Applied::Done(key)),
             Applied::Done(Claimed::Charge { charge }) => charge,
         };

@@ -81,7 +81,7 @@ impl Commands {
             let reference = self.checked_details(mutation, &method, amount, &request.details).await?;
             let locks: Vec<String> = request.allocations.iter().map(|(invoice, _)| record_lock("invoice", invoice)).collect();
             let (request, reference) = (&request, &reference);
-            self.new_payment(mutation, &locks, |tx| async move {
+            let paid = self.new_payment(mutation, &locks, |tx| async move {
                 let currency = self.store.currency_in(&tx, mutation.tenant, request.currency.as_deref()).await?;
                 let method = self.store.payment_records(&tx, mutation.tenant, &request.method, &request.client, &request.location).await?;
                 let amount = rules::new_recorded_payment(&method.facts(), request.amount, currency)?;
@@ -108,7 +108,8 @@ impl Commands {
                 let entry = AuditEntry { events, ..payment_entry("payment.record", &payment, &allocated) };
                 Ok((payment, entry))
             })
-            .await
+            .await?;
+            Ok(paid.without_asking(&method.plugin))
         }
         .await;
         self.payment_or_replay(mutation, attempt).await
@@ -127,11 +128,13 @@ impl Commands {
             let invoice = self.store.invoice(mutation.tenant, invoice_key).await?.ok_or_else(|| AppError::not_found("invoice"))?;
             let reference = self.checked_invoice_details(mutation, &invoice.doc.facts(), &invoice.doc.currency, &method, &request).await?;
             let (request, reference) = (&request, &reference);
-            self.new_payment(mutation, &[record_lock("invoice", invoice_key)], |tx| async move {
-                let invoice = self.store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
-                self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await
-            })
-            .await
+            let paid = self
+                .new_payment(mutation, &[record_lock("invoice", invoice_key)], |tx| async move {
+                    let invoice = self.store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
+                    self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await
+                })
+                .await?;
+            Ok(paid.without_asking(&method.plugin))
         }
         .await;
         self.payment_or_replay(mutation, attempt).await
@@ -183,7 +186,7 @@ impl Commands {
             }
         };
         tokio::join!(numbered, self.publish(mutation.tenant));
-        Ok(applied)
+        Ok(applied.without_asking(&method.plugin))
     }
 
     /// finalizeInvoice with CHARGE (I2): charges the draft's total through the method's plugin and

@@ -87,6 +87,9 @@ impl Commands {
         };
         self.publish(mutation.tenant).await;
         let key = match applied {
+            Applied::Previewed(preview) if route == RefundRoute::Plugin => {
+                return Ok(Applied::Previewed(preview).without_asking(&payment.doc.plugin));
+            }
             Applied::Previewed(preview) => return Ok(Applied::Previewed(preview)),
             Applied::Done(key) if route == RefundRoute::Record => return Ok(Applied::Done(key)),
             Applied::Done(key) => key,

@@ -35,6 +35,12 @@ impl PreviewOut {
     async fn action(&self) -> Option<&str> {
         self.preview.entry.as_ref().map(|entry| entry.action.as_str())
     }
+    /// The payment-method plugin the request would call, which a dry-run does not ask: a charge
+    /// or refund through a gateway is shown as the gateway accepting it, and a recorded payment's
+    /// details (a cheque number) are not checked. Null when the request calls no plugin.
+    async fn plugin_not_asked(&self) -> Option<&str> {
+        self.preview.plugin_not_asked.as_deref()
+    }
     /// The ledger events the change would record (E1), in order; none for a replay or a change
     /// that moves no money.
     async fn events(&self) -> Vec<LedgerEventNode> {
@@ -55,7 +61,8 @@ impl PreviewOut {
 }
 
 /// One invoice before and after a change; a `...Before` field is null for an invoice the change
-/// would create, an `...After` field null for one it would delete.
+/// would create, an `...After` field null for one it would delete. The id of an invoice the
+/// change would create is the dry-run's own: the real request gives the invoice another.
 pub struct InvoiceChange {
     change: Change<InvoiceRow>,
     today: NaiveDate,
@@ -75,6 +82,27 @@ impl InvoiceChange {
 impl InvoiceChange {
     async fn invoice_id(&self) -> ID {
         ID(self.change.key.clone())
+    }
+    /// INV-0001 style, after the change (a finalize shows the number it would take).
+    async fn number(&self) -> Option<String> {
+        let row = self.change.after.as_ref().or(self.change.before.as_ref())?;
+        row.doc.number.map(|n| crate::ledger::numbering::format_number("INV", n))
+    }
+    /// Sum of active allocations, before.
+    async fn paid_before(&self) -> Option<Money> {
+        Self::money(&self.change.before, |row| row.doc.paid)
+    }
+    /// Sum of active allocations, after.
+    async fn paid_after(&self) -> Option<Money> {
+        Self::money(&self.change.after, |row| row.doc.paid)
+    }
+    /// Sum of issued credit notes, before.
+    async fn credited_before(&self) -> Option<Money> {
+        Self::money(&self.change.before, |row| row.doc.credited)
+    }
+    /// Sum of issued credit notes, after.
+    async fn credited_after(&self) -> Option<Money> {
+        Self::money(&self.change.after, |row| row.doc.credited)
     }
     async fn status_before(&self) -> Option<InvoiceStatus> {
         self.status(&self.change.before)
@@ -99,7 +127,8 @@ impl InvoiceChange {
 }
 
 /// One payment before and after a change; a `...Before` field is null for a payment the change
-/// would create.
+/// would create. The id of a payment the change would create is the dry-run's own: the real
+/// request gives the payment another, and its number.
 pub struct PaymentChange(Change<PaymentRow>);
 
 impl PaymentChange {
@@ -139,6 +168,14 @@ impl PaymentChange {
     /// Credit the client could still use or be refunded, after (M5).
     async fn unallocated_after(&self) -> Result<Option<Money>> {
         Ok(Self::facts(&self.0.after)?.map(|facts| Money::of(facts.unallocated(), facts.currency.code())))
+    }
+    /// Sum of active allocations, before.
+    async fn allocated_before(&self) -> Option<Money> {
+        Self::money(&self.0.before, |row| row.doc.allocated)
+    }
+    /// Sum of active allocations, after.
+    async fn allocated_after(&self) -> Option<Money> {
+        Self::money(&self.0.after, |row| row.doc.allocated)
     }
     async fn refunded_before(&self) -> Option<Money> {
         Self::money(&self.0.before, |row| row.doc.refunded)

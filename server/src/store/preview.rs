@@ -24,6 +24,17 @@ pub enum Applied<T> {
 }
 
 impl<T> Applied<T> {
+    /// A dry-run's preview notes that the request would ask `plugin`, which the dry-run did not
+    /// (a replay asks nothing).
+    pub fn without_asking(self, plugin: &str) -> Applied<T> {
+        match self {
+            Applied::Previewed(preview) if !preview.replay => {
+                Applied::Previewed(Preview { plugin_not_asked: Some(plugin.to_owned()), ..preview })
+            }
+            other => other,
+        }
+    }
+
     /// The result of a real call; a dry-run's preview otherwise.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Applied<U> {
         match self {
@@ -54,6 +65,9 @@ pub struct Preview {
     pub invoices: Vec<Change<InvoiceRow>>,
     /// Every payment the request would touch, new ones included.
     pub payments: Vec<Change<PaymentRow>>,
+    /// The plugin the request would call and the dry-run did not ask (a charge or refund through
+    /// a gateway, or a recorded payment's details): its answer could still refuse the request.
+    pub plugin_not_asked: Option<String>,
 }
 
 impl Preview {
@@ -90,30 +104,37 @@ impl Store {
             return self.mutate(mutation, body).await.map(Applied::Done);
         }
         let body = &body;
-        self.cancelled(|tx| async move {
-            if self.replay::<serde_json::Value>(mutation).await?.is_some() {
-                return Ok(Applied::Previewed(Preview::replay()));
-            }
-            let (_, entry) = body(tx.clone()).await?;
-            append_audit(&tx, mutation, entry.clone()).await?;
-            Ok(Applied::Previewed(self.preview_of(&tx, entry).await?))
-        })
-        .await
+        // What the records were when the request came: a snapshot taken before the body runs,
+        // so a change committed meanwhile by another request shows in neither side.
+        let snapshot = self.begin().await?;
+        let before = &snapshot;
+        let previewed = self
+            .cancelled(|tx| async move {
+                if self.replay::<serde_json::Value>(mutation).await?.is_some() {
+                    return Ok(Applied::Previewed(Preview::replay()));
+                }
+                let (_, entry) = body(tx.clone()).await?;
+                append_audit(&tx, mutation, entry.clone()).await?;
+                Ok(Applied::Previewed(self.preview_of(before, &tx, entry).await?))
+            })
+            .await;
+        snapshot.cancel().await;
+        previewed
     }
 
-    /// Reads the invoices and payments `entry` names before (outside `tx`, which has not
-    /// committed) and after (inside it).
-    pub(super) async fn preview_of(&self, tx: &TxRef, entry: AuditEntry) -> AppResult<Preview> {
-        let invoices = self.changes::<InvoiceRow>(tx, "invoice", &keys_of(&entry, "invoice")).await?;
-        let payments = self.changes::<PaymentRow>(tx, "payment", &keys_of(&entry, "payment")).await?;
-        Ok(Preview { replay: false, entry: Some(entry), invoices, payments })
+    /// Reads the invoices and payments `entry` names as they were in `before` and as they are in
+    /// `tx`, which wrote the change and has not committed.
+    async fn preview_of(&self, before: &super::Tx, tx: &TxRef, entry: AuditEntry) -> AppResult<Preview> {
+        let invoices = self.changes::<InvoiceRow>(before, tx, "invoice", &keys_of(&entry, "invoice")).await?;
+        let payments = self.changes::<PaymentRow>(before, tx, "payment", &keys_of(&entry, "payment")).await?;
+        Ok(Preview { replay: false, entry: Some(entry), invoices, payments, plugin_not_asked: None })
     }
 
-    async fn changes<T: surrealdb::types::SurrealValue>(&self, tx: &TxRef, table: &str, keys: &[&str]) -> AppResult<Vec<Change<T>>> {
+    async fn changes<T: surrealdb::types::SurrealValue>(&self, before: &super::Tx, tx: &TxRef, table: &str, keys: &[&str]) -> AppResult<Vec<Change<T>>> {
         let mut changes = Vec::with_capacity(keys.len());
         for key in keys {
             let vars = || Vars::new().set("id", record(table, key));
-            let before = self.query("SELECT * FROM ONLY $id", vars()).await?.first::<T>(0)?;
+            let before = before.query("SELECT * FROM ONLY $id", vars()).await?.first::<T>(0)?;
             let after = tx.query("SELECT * FROM ONLY $id", vars()).await?.first::<T>(0)?;
             changes.push(Change { key: (*key).to_owned(), before, after });
         }
