@@ -596,6 +596,62 @@ async fn a_declined_charge_records_no_payment_and_its_key_replays_the_decline_wi
     assert_eq!(payment_count(&app).await, payments_before + 1);
 }
 
+/// X2 for charges: a charge claims its request's key in the one idempotency gate every money
+/// change passes, so a repeat answers the first payment without a new charge, another request
+/// under the key (a charge of another amount, or another mutation) is IDEMPOTENCY_KEY_REUSED
+/// before any plugin call, and identical requests at once make one payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x2_a_charge_passes_the_one_idempotency_gate() {
+    let dir = plugin_dir(&[CARD_SIM]);
+    let app = spawn_app(dir.path()).await;
+    let seed = app.seed().await;
+    let invoice_id = id_of(&app.open_invoice(&seed, "70.00").await);
+    let card_method = card_method(&app).await;
+    let cash = method_id(&app, "Cash").await;
+
+    let key = new_key();
+    let input = json!({"methodId": card_method, "amount": "10.00", "details": card(cards::SUCCEEDS)});
+    let first = pay_with_key(&app, &invoice_id, &input, &key).await;
+    assert!(first.body["errors"].is_null(), "{:#}", first.body);
+    let payment = first.data()["payInvoice"]["payment"]["id"].clone();
+    let (payments, calls_after_first) = (payment_count(&app).await, calls(&plugin(&app, "card-sim").await));
+
+    let again = pay_with_key(&app, &invoice_id, &input, &key).await;
+    assert_eq!(again.data()["payInvoice"]["payment"]["id"], payment, "a repeat answers the first payment: {:#}", again.body);
+    let other_amount = json!({"methodId": card_method, "amount": "11.00", "details": card(cards::SUCCEEDS)});
+    assert_error_code(&pay_with_key(&app, &invoice_id, &other_amount, &key).await, "IDEMPOTENCY_KEY_REUSED");
+    let record = "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id } } }";
+    let recorded = json!({"clientId": seed.client, "locationId": seed.location, "methodId": cash, "amount": "10.00"});
+    assert_error_code(&app.billing().post(record, json!({"input": recorded, "key": key})).await, "IDEMPOTENCY_KEY_REUSED");
+    let dry = app
+        .billing()
+        .post(
+            "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) { payInvoice(id: $invoice, input: $input, idempotencyKey: $key, dryRun: true) { payment { id } preview { replay } } }",
+            json!({"invoice": invoice_id, "input": input, "key": key}),
+        )
+        .await;
+    assert_eq!(dry.data()["payInvoice"]["preview"]["replay"], true, "{:#}", dry.body);
+
+    // A key claimed by a recorded payment refuses a charge before the plugin hears of it.
+    let recorded_key = new_key();
+    app.billing().ok(record, json!({"input": recorded, "key": recorded_key})).await;
+    assert_error_code(&pay_with_key(&app, &invoice_id, &input, &recorded_key).await, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(calls(&plugin(&app, "card-sim").await), calls_after_first, "no refused or repeated request reached the plugin");
+    assert_eq!(payment_count(&app).await, payments + 1, "only the recorded payment was added");
+
+    // Eight identical charge requests at once: one payment, every answer names it.
+    let key = new_key();
+    let input = json!({"methodId": card_method, "amount": "5.00", "details": card(cards::SUCCEEDS)});
+    let answers = futures::future::join_all((0..8).map(|_| pay_with_key(&app, &invoice_id, &input, &key))).await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|answer| answer.data()["payInvoice"]["payment"]["id"].as_str().unwrap_or_else(|| panic!("{:#}", answer.body)).to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "one payment for one key: {ids:?}");
+    assert_eq!(payment_count(&app).await, payments + 2);
+    assert_eq!(amount(&read_invoice(&app, &invoice_id).await, "balance"), "55.00", "70.00 - 10.00 - 5.00, charged once each");
+}
+
 #[tokio::test]
 async fn card_details_the_plugin_cannot_read_are_rejected_and_nothing_is_charged() {
     let dir = plugin_dir(&[CARD_SIM]);

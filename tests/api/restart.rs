@@ -224,3 +224,39 @@ async fn a_database_from_a_newer_settle_is_refused_and_left_as_it_is() {
         assert!(said.contains("schema version 99, written by a newer Settle"), "{said}");
     }
 }
+
+/// Before schema version 4 a charge attempt stood for its request alone; the upgrade gives each
+/// attempt the idempotency claim its request makes now, so repeating a charge made before the
+/// upgrade answers its payment and never charges again (X2).
+#[tokio::test]
+async fn a_charge_made_before_schema_version_4_is_never_charged_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
+    let token = keys.mint("upgrade-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
+    let setup = gql(&http, &url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
+    let methods = gql(&http, &url, &token, "{ paymentMethods { id name } }", json!({})).await;
+    let card = methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Credit card").unwrap()["id"].clone();
+    let invoice = open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], 0).await;
+    let charge = "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m, amount: \"30.00\", details: {card_number: \"4242424242424242\"}}, idempotencyKey: $key) { payment { id } } }";
+    let variables = json!({"id": invoice, "m": card, "key": "charge-before-v4"});
+    let first = gql(&http, &url, &token, charge, variables.clone()).await;
+    let count = "{ payments(first: 10) { totalCount } invoice: invoices(first: 1) { edges { node { balance { amount } } } } }";
+    let before = gql(&http, &url, &token, count, json!({})).await;
+    server.stop("-TERM");
+
+    // The database as version 3 wrote it: the attempt, and no claim of its key.
+    let store = open_store(dir.path()).await;
+    store.query("DELETE idempotency:['clinic', 'charge-before-v4']", settle::store::Vars::new()).await.unwrap();
+    store.query("UPDATE settle_meta:schema SET version = 3", settle::store::Vars::new()).await.unwrap();
+    store.close().await;
+
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let again = gql(&http, &url, &token, charge, variables).await;
+    assert_eq!(again["payInvoice"]["payment"]["id"], first["payInvoice"]["payment"]["id"], "the first payment, not a second charge");
+    assert_eq!(gql(&http, &url, &token, count, json!({})).await, before, "nothing charged or recorded again");
+    server.stop("-TERM");
+}
