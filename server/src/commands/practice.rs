@@ -6,7 +6,7 @@
 use rust_decimal::Decimal;
 
 use super::Commands;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::ledger::{invoice, tax_rate};
 use crate::store::audit::{AuditEntry, Mutation};
 use crate::store::directory::{LocationFields, PartyFields, PartyKind};
@@ -77,9 +77,23 @@ impl Commands {
         self.store.change_tax_rate(mutation, key, name, percent, archived).await
     }
 
-    /// Records in the audit trail that a plugin was installed (the library is loaded by the
-    /// plugin host; nothing else in the database changes).
-    pub async fn record_plugin_installed(&self, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
-        self.store.record_event(mutation, entry).await
+    /// installPlugin (ADMIN): loads a library the server's operator placed in the plugin
+    /// directory (a plain file name inside it) and records that in the audit trail; returns the
+    /// installed plugin's id.
+    pub async fn install_plugin(&self, mutation: &Mutation<'_>, file: &str) -> AppResult<String> {
+        let manifest = self
+            .charging
+            .host()
+            .load_library(file)
+            .map_err(|reason| AppError::new(ErrorCode::InvalidPlugin, format!("{file} was not installed: {reason}")))?;
+        tracing::info!(actor = mutation.actor, tenant = %mutation.tenant, plugin = %manifest.id, file, "plugin installed");
+        let entry = AuditEntry {
+            action: "plugin.install".into(),
+            records: vec![format!("plugin:{}", manifest.id)],
+            after: Some(serde_json::json!({"file": file, "version": manifest.version})),
+            ..AuditEntry::default()
+        };
+        self.store.record_event(mutation, entry).await?;
+        Ok(manifest.id)
     }
 }

@@ -9,9 +9,8 @@ use super::context::{caller, mutation, state};
 use super::errors::unknown_state;
 use super::methods::PaymentMethodType;
 use crate::auth::Role;
-use crate::error::{AppError, ErrorCode};
+use crate::error::AppError;
 use crate::plugins::{Plugin, Source};
-use crate::store::audit::AuditEntry;
 
 /// An installed payment-method plugin and its health.
 pub struct PluginInfo(pub std::sync::Arc<Plugin>);
@@ -114,19 +113,8 @@ impl PluginMutation {
     /// plain file name inside that directory is accepted.
     async fn install_plugin(&self, ctx: &Context<'_>, file: String) -> Result<PluginInfo> {
         let m = mutation(ctx, Role::Admin, "installPlugin", None, &file).await?;
-        let host = state(ctx).charging.host();
-        let manifest = host.load_library(file.trim()).map_err(|reason| {
-            AppError::new(ErrorCode::InvalidPlugin, format!("{} was not installed: {reason}", file.trim()))
-        })?;
-        tracing::info!(actor = m.actor, tenant = %m.tenant, plugin = %manifest.id, file = %file, "plugin installed");
-        let entry = AuditEntry {
-            action: "plugin.install".into(),
-            records: vec![format!("plugin:{}", manifest.id)],
-            after: Some(serde_json::json!({"file": file.trim(), "version": manifest.version})),
-            ..AuditEntry::default()
-        };
-        state(ctx).commands.record_plugin_installed(&m, entry).await?;
-        let plugin = host.plugin(&manifest.id).ok_or_else(|| AppError::internal("installed plugin vanished"))?;
+        let id = state(ctx).commands.install_plugin(&m, file.trim()).await?;
+        let plugin = state(ctx).charging.host().plugin(&id).ok_or_else(|| AppError::internal("installed plugin vanished"))?;
         Ok(PluginInfo(plugin))
     }
 }
