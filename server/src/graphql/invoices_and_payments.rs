@@ -473,14 +473,20 @@ pub enum RefundOutcome {
     Pending,
 }
 
+impl From<crate::events::RefundOutcome> for RefundOutcome {
+    fn from(outcome: crate::events::RefundOutcome) -> Self {
+        use crate::events::RefundOutcome as Known;
+        match outcome {
+            Known::Succeeded => RefundOutcome::Succeeded,
+            Known::Declined => RefundOutcome::Declined,
+            Known::Pending => RefundOutcome::Pending,
+        }
+    }
+}
+
 impl RefundOutcome {
     pub fn parse(stored: &str) -> Option<RefundOutcome> {
-        match stored {
-            "SUCCEEDED" => Some(RefundOutcome::Succeeded),
-            "DECLINED" => Some(RefundOutcome::Declined),
-            "PENDING" => Some(RefundOutcome::Pending),
-            _ => None,
-        }
+        crate::events::RefundOutcome::parse(stored).map(RefundOutcome::from)
     }
 
     /// The text the store keeps.

@@ -194,14 +194,6 @@ fn invoice_status(status: events::InvoiceStatus) -> InvoiceStatus {
     }
 }
 
-fn refund_outcome(outcome: events::RefundOutcome) -> RefundOutcome {
-    match outcome {
-        events::RefundOutcome::Succeeded => RefundOutcome::Succeeded,
-        events::RefundOutcome::Declined => RefundOutcome::Declined,
-        events::RefundOutcome::Pending => RefundOutcome::Pending,
-    }
-}
-
 impl From<Event> for LedgerEventNode {
     fn from(event: Event) -> Self {
         use LedgerEventType as T;
@@ -235,13 +227,13 @@ impl From<Event> for LedgerEventNode {
                 refund_id: ID(refund),
                 payment_id: ID(payment),
                 amount: Money::of(amount, &currency),
-                outcome: refund_outcome(outcome),
+                outcome: RefundOutcome::from(outcome),
             }),
             Event::RefundSettled { refund, payment, outcome } => LedgerEventNode::RefundSettled(RefundSettledEvent {
                 kind: T::RefundSettled,
                 refund_id: ID(refund),
                 payment_id: ID(payment),
-                outcome: refund_outcome(outcome),
+                outcome: RefundOutcome::from(outcome),
             }),
             Event::PaymentVoided { payment } => {
                 LedgerEventNode::PaymentVoided(PaymentVoidedEvent { kind: T::PaymentVoided, payment_id: ID(payment) })
