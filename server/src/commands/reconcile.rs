@@ -1,6 +1,6 @@
 //! The reconciler: settles charges and refunds whose outcome was left unknown (a plugin timeout,
 //! a crash between the call and the commit) by asking their plugin's status look-up, at start
-//! and periodically; and numbers payments a stop left without a number.
+//! and periodically; and numbers payments and positions ledger events a stop left without.
 
 use std::time::Duration;
 
@@ -20,10 +20,10 @@ impl Commands {
     pub async fn reconcile_once(&self, grace: Duration, first_run: bool) -> usize {
         let before = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
         let mut settled = 0;
-        // Payments left unnumbered by a stop between their commit and their numbering (looked
-        // for at start), or by a failed numbering.
-        if let Err(error) = self.store.number_all_pending_payments(first_run).await {
-            tracing::warn!(%error, "numbering pending payments failed");
+        // Payments and ledger events left without their number or position by a stop between
+        // their commit and their numbering (looked for at start), or by a failed numbering.
+        if let Err(error) = self.store.number_and_position_leftovers(first_run).await {
+            tracing::warn!(%error, "numbering payments or positioning ledger events failed");
         }
         match self.store.pending_charges(before, 100).await {
             Ok(attempts) => {

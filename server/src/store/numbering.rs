@@ -9,7 +9,7 @@
 //! would fill its index with tombstones that every scan must step over).
 //!
 //! A payment is left unnumbered only if the process stops between its commit and its numbering,
-//! or numbering failed; [`Store::number_all_pending_payments`] finds those (at start, and after a
+//! or numbering failed; [`Store::number_and_position_leftovers`] finds those (at start, and after a
 //! failure) through the payment table's index on (tenant, number).
 //!
 //! Ledger event positions work the same way, with two differences. The order is the order of
@@ -169,7 +169,7 @@ impl Store {
     /// its numbering, or a failed numbering), and positions every ledger event left without a
     /// position ([`Store::position_all_pending_events`]). Runs at start and whenever numbering or
     /// positioning failed.
-    pub async fn number_all_pending_payments(&self, at_start: bool) -> AppResult<()> {
+    pub async fn number_and_position_leftovers(&self, at_start: bool) -> AppResult<()> {
         let positioned = self.position_all_pending_events(at_start).await;
         let numbered = self.number_all_unnumbered_payments(at_start).await;
         positioned.and(numbered)
