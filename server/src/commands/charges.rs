@@ -248,14 +248,12 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        let numbered = async {
-            if let Settled::Succeeded(payment) = &settled
-                && written.take().is_some()
-            {
-                store.number_payment(tenant, payment.clone()).await;
+        match &settled {
+            Settled::Succeeded(payment) if written.take().is_some() => {
+                store.number_payment_and_position_events(tenant, payment.clone()).await;
             }
-        };
-        tokio::join!(numbered, self.publish(tenant));
+            _ => self.publish(tenant).await,
+        }
         Ok(settled)
     }
 

@@ -180,12 +180,12 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        let numbered = async {
-            if let (Applied::Done(_), Some(payment)) = (&applied, written.take()) {
-                self.store.number_payment(mutation.tenant, key_of(&payment.id)).await;
+        match (&applied, written.take()) {
+            (Applied::Done(_), Some(payment)) => {
+                self.store.number_payment_and_position_events(mutation.tenant, key_of(&payment.id)).await;
             }
-        };
-        tokio::join!(numbered, self.publish(mutation.tenant));
+            _ => self.publish(mutation.tenant).await,
+        }
         Ok(applied.without_asking(&method.plugin))
     }
 
@@ -276,11 +276,8 @@ impl Commands {
         drop(turns);
         match applied {
             Applied::Previewed(preview) => Ok(Applied::Previewed(preview)),
-            Applied::Done(claimed) => {
-                let (payment, ()) =
-                    tokio::join!(self.store.number_new_payment(mutation.tenant, claimed.key(), written), self.publish(mutation.tenant));
-                Ok(Applied::Done(payment))
-            }
+            // Numbered together with positioning its ledger events, in one transaction.
+            Applied::Done(claimed) => Ok(Applied::Done(self.store.number_new_payment(mutation.tenant, claimed.key(), written).await)),
         }
     }
 
