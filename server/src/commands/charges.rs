@@ -248,12 +248,14 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        match &settled {
-            Settled::Succeeded(payment) if written.take().is_some() => {
-                store.number_payment_and_position_events(tenant, payment.clone()).await;
+        let numbered = async {
+            if let Settled::Succeeded(payment) = &settled
+                && written.take().is_some()
+            {
+                store.number_payment(tenant, payment.clone()).await;
             }
-            _ => self.publish(tenant).await,
-        }
+        };
+        tokio::join!(numbered, self.publish(tenant));
         Ok(settled)
     }
 

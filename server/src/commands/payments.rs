@@ -180,12 +180,12 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        match (&applied, written.take()) {
-            (Applied::Done(_), Some(payment)) => {
-                self.store.number_payment_and_position_events(mutation.tenant, key_of(&payment.id)).await;
+        let numbered = async {
+            if let (Applied::Done(_), Some(payment)) = (&applied, written.take()) {
+                self.store.number_payment(mutation.tenant, key_of(&payment.id)).await;
             }
-            _ => self.publish(mutation.tenant).await,
-        }
+        };
+        tokio::join!(numbered, self.publish(mutation.tenant));
         Ok(applied.without_asking(&method.plugin))
     }
 
@@ -276,8 +276,11 @@ impl Commands {
         drop(turns);
         match applied {
             Applied::Previewed(preview) => Ok(Applied::Previewed(preview)),
-            // Numbered together with positioning its ledger events, in one transaction.
-            Applied::Done(claimed) => Ok(Applied::Done(self.store.number_new_payment(mutation.tenant, claimed.key(), written).await)),
+            Applied::Done(claimed) => {
+                let (payment, ()) =
+                    tokio::join!(self.store.number_new_payment(mutation.tenant, claimed.key(), written), self.publish(mutation.tenant));
+                Ok(Applied::Done(payment))
+            }
         }
     }
 

@@ -33,7 +33,7 @@ use surrealdb::types::{RecordId, Value};
 use super::ledger_events::LedgerRow;
 use super::locks::counter_lock;
 use super::rows::{key_of, record};
-use super::{Store, TxRef, Vars};
+use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
 
@@ -138,7 +138,31 @@ impl Store {
     /// Gives `keys` (payments without a number) the next numbers of the tenant, in one
     /// transaction; returns the numbers given.
     async fn assign_numbers(&self, tenant: &TenantId, keys: &[String]) -> AppResult<Vec<(String, i64)>> {
-        self.transaction(|tx| async move { numbers_in(&tx, tenant, keys).await }).await
+        self.transaction(|tx| async move {
+            // A payment is numbered once: those numbered meanwhile (by a sweep) are left out, so
+            // no number is taken without being used.
+            let ids: Vec<RecordId> = keys.iter().map(|key| record("payment", key)).collect();
+            let mut unnumbered = tx
+                .query("SELECT VALUE id FROM $ids WHERE number = NONE ORDER BY id", Vars::new().set("ids", ids))
+                .await?;
+            let ids: Vec<RecordId> = unnumbered.rows(0)?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let first = super::payments::next_numbers(&tx, tenant, "payment", ids.len() as i64).await?;
+            let mut sql = String::new();
+            let mut vars = Vars::new();
+            let mut given = Vec::with_capacity(ids.len());
+            for (i, id) in ids.into_iter().enumerate() {
+                let number = first + i as i64;
+                sql.push_str(&format!("UPDATE $p{i} SET number = $n{i} RETURN NONE;"));
+                given.push((key_of(&id), number));
+                vars = vars.set(&format!("p{i}"), id).set(&format!("n{i}"), number);
+            }
+            tx.query(&sql, vars).await?;
+            Ok(given)
+        })
+        .await
     }
 
     /// Numbers every payment left without a number (after a stop between a payment's commit and
@@ -182,7 +206,14 @@ impl Store {
     /// and starts a task for each tenant queue that has none on its way.
     pub(super) fn queue_positions(&self, committed: Vec<(TenantId, String)>) {
         for (tenant, key) in committed {
-            self.pending_positions().push(&tenant, key);
+            if self.pending_positions().push(&tenant, key) {
+                let store = self.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn(async move { store.position_events(&tenant).await })),
+                    // No runtime to run it on: the next call of position_events or the sweep does it.
+                    Err(_) => self.pending_positions().failed.store(true, Ordering::Relaxed),
+                }
+            }
         }
     }
 
@@ -222,45 +253,37 @@ impl Store {
     /// tenant's next positions, in the order of `keys`, in one transaction; returns them as
     /// positioned. The caller holds the tenant's positioning turn.
     async fn assign_positions(&self, tenant: &TenantId, keys: &[String]) -> AppResult<Vec<(LedgerRow, i64)>> {
-        self.transaction(|tx| async move { positions_in(&tx, tenant, keys).await }).await
-    }
-
-    /// Numbers the payment `key` just committed, as [`Store::number_payment`] does, and in the same
-    /// transaction positions the tenant's queued ledger events, as [`Store::position_events`]
-    /// does: one commit after a new payment instead of two. Returns the payment's number.
-    pub async fn number_payment_and_position_events(&self, tenant: &TenantId, key: String) -> Option<i64> {
-        let numbers = self.pending_numbers();
-        let positions = self.pending_positions();
-        numbers.push(tenant, key.clone());
-        // Always the payment turn first, then the positioning turn.
-        let _numbering = self.locks().lock(&counter_lock(tenant, "payment")).await;
-        let _positioning = self.locks().lock(&counter_lock(tenant, EVENT_COUNTER)).await;
-        let payment_keys = numbers.take(tenant);
-        let event_keys = positions.take(tenant);
-        if !payment_keys.is_empty() || !event_keys.is_empty() {
-            let (payment_keys, event_keys) = (&payment_keys, &event_keys);
-            let batch = self
-                .transaction(|tx| async move {
-                    let given = if payment_keys.is_empty() { Vec::new() } else { numbers_in(&tx, tenant, payment_keys).await? };
-                    let positioned = if event_keys.is_empty() { Vec::new() } else { positions_in(&tx, tenant, event_keys).await? };
-                    Ok((given, positioned))
-                })
-                .await;
-            match batch {
-                Ok((given, positioned)) => {
-                    numbers.given.lock().unwrap_or_else(|p| p.into_inner()).extend(given);
-                    self.publish_positioned(positioned);
-                }
-                Err(error) => {
-                    tracing::warn!(%tenant, %error, "numbering payments and positioning ledger events failed; the next sweep does them");
-                    numbers.failed.store(true, Ordering::Relaxed);
-                    positions.put_back(tenant, event_keys.clone());
-                    positions.failed.store(true, Ordering::Relaxed);
-                }
+        self.transaction(|tx| async move {
+            let ids: Vec<RecordId> = keys.iter().map(|key| record("audit_event", key)).collect();
+            // Those positioned meanwhile (by a sweep, or another process) are left out, so no
+            // position is taken without being used.
+            let mut found = tx
+                .query(
+                    "SELECT id, tenant, at, actor, action, events, position FROM $ids WHERE position = NONE AND events != NONE",
+                    Vars::new().set("ids", ids),
+                )
+                .await?;
+            let rows: Vec<LedgerRow> = found.rows(0)?;
+            let mut by_key: HashMap<String, LedgerRow> =
+                rows.into_iter().filter(|row| row.tenant == tenant.as_str()).map(|row| (key_of(&row.id), row)).collect();
+            let rows: Vec<LedgerRow> = keys.iter().filter_map(|key| by_key.remove(key)).collect();
+            if rows.is_empty() {
+                return Ok(Vec::new());
             }
-        }
-        // Numbered by this batch or by the request that held the turn before.
-        numbers.given.lock().unwrap_or_else(|p| p.into_inner()).remove(&key)
+            let first = super::payments::next_numbers(&tx, tenant, EVENT_COUNTER, rows.len() as i64).await?;
+            let mut sql = String::new();
+            let mut vars = Vars::new();
+            let mut positioned = Vec::with_capacity(rows.len());
+            for (i, row) in rows.into_iter().enumerate() {
+                let position = first + i as i64;
+                sql.push_str(&format!("UPDATE $e{i} SET position = $n{i}, awaiting_position = NONE RETURN NONE;"));
+                vars = vars.set(&format!("e{i}"), row.id.clone()).set(&format!("n{i}"), position);
+                positioned.push((row, position));
+            }
+            tx.query(&sql, vars).await?;
+            Ok(positioned)
+        })
+        .await
     }
 
     fn publish_positioned(&self, positioned: Vec<(LedgerRow, i64)>) {
@@ -316,64 +339,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-
-/// Gives `keys` (payments without a number) the tenant's next numbers in `tx`; returns the numbers
-/// given. A payment is numbered once: those numbered meanwhile (by a sweep) are left out, so no
-/// number is taken without being used.
-async fn numbers_in(tx: &TxRef, tenant: &TenantId, keys: &[String]) -> AppResult<Vec<(String, i64)>> {
-    let ids: Vec<RecordId> = keys.iter().map(|key| record("payment", key)).collect();
-    let mut unnumbered = tx.query("SELECT VALUE id FROM $ids WHERE number = NONE ORDER BY id", Vars::new().set("ids", ids)).await?;
-    let ids: Vec<RecordId> = unnumbered.rows(0)?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let first = super::payments::next_numbers(tx, tenant, "payment", ids.len() as i64).await?;
-    let mut sql = String::new();
-    let mut vars = Vars::new();
-    let mut given = Vec::with_capacity(ids.len());
-    for (i, id) in ids.into_iter().enumerate() {
-        let number = first + i as i64;
-        sql.push_str(&format!("UPDATE $p{i} SET number = $n{i} RETURN NONE;"));
-        given.push((key_of(&id), number));
-        vars = vars.set(&format!("p{i}"), id).set(&format!("n{i}"), number);
-    }
-    tx.query(&sql, vars).await?;
-    Ok(given)
-}
-
-/// Gives the audit events `keys` of `tenant` that carry ledger events and have no position the
-/// tenant's next positions in `tx`, in the order of `keys`; returns them as positioned. Those
-/// positioned meanwhile (by a sweep, or another process) are left out, so no position is taken
-/// without being used.
-async fn positions_in(tx: &TxRef, tenant: &TenantId, keys: &[String]) -> AppResult<Vec<(LedgerRow, i64)>> {
-    let ids: Vec<RecordId> = keys.iter().map(|key| record("audit_event", key)).collect();
-    let mut found = tx
-        .query(
-            "SELECT id, tenant, at, actor, action, events, position FROM $ids WHERE position = NONE AND events != NONE",
-            Vars::new().set("ids", ids),
-        )
-        .await?;
-    let rows: Vec<LedgerRow> = found.rows(0)?;
-    let mut by_key: HashMap<String, LedgerRow> =
-        rows.into_iter().filter(|row| row.tenant == tenant.as_str()).map(|row| (key_of(&row.id), row)).collect();
-    let rows: Vec<LedgerRow> = keys.iter().filter_map(|key| by_key.remove(key)).collect();
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let first = super::payments::next_numbers(tx, tenant, EVENT_COUNTER, rows.len() as i64).await?;
-    let mut sql = String::new();
-    let mut vars = Vars::new();
-    let mut positioned = Vec::with_capacity(rows.len());
-    for (i, row) in rows.into_iter().enumerate() {
-        let position = first + i as i64;
-        sql.push_str(&format!("UPDATE $e{i} SET position = $n{i}, awaiting_position = NONE RETURN NONE;"));
-        vars = vars.set(&format!("e{i}"), row.id.clone()).set(&format!("n{i}"), position);
-        positioned.push((row, position));
-    }
-    tx.query(&sql, vars).await?;
-    Ok(positioned)
 }
 
 #[cfg(test)]

@@ -465,10 +465,9 @@ impl Store {
         Ok(())
     }
 
-    /// Numbers a payment just committed, positioning the tenant's queued ledger events in the
-    /// same transaction (see [`super::numbering`]), and gives it back as written.
+    /// Numbers a payment just committed (see [`super::numbering`]) and gives it back as written.
     pub(crate) async fn number_new_payment(&self, tenant: &TenantId, key: String, written: Written) -> NewPayment {
-        let number = self.number_payment_and_position_events(tenant, key.clone()).await;
+        let number = self.number_payment(tenant, key.clone()).await;
         let row = written.take_for(&key).zip(number).map(|(mut row, number)| {
             row.doc.number = Some(number);
             row
