@@ -75,17 +75,7 @@ impl Store {
 /// A fresh in-memory store, for the tests of ledger events here and in `events`.
 #[cfg(test)]
 pub(crate) async fn memory_store() -> Store {
-    let settings = super::StoreSettings {
-        address: "mem://".into(),
-        namespace: "test".into(),
-        database: "test".into(),
-        username: None,
-        password: None,
-        block_cache_mib: 8,
-        memtable_mib: 8,
-        transaction_retries_max: 8,
-    };
-    Store::open(&settings, crate::metrics::Metrics::new()).await.expect("a memory store opens")
+    Store::open(&super::test_settings("mem://", 8), crate::metrics::Metrics::new()).await.expect("a memory store opens")
 }
 
 /// Writes an audit event with one ledger event straight into the table, as a change committed

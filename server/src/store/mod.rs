@@ -501,6 +501,22 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_micros(rand::random_range(500..=ceiling_ms * 1000))
 }
 
+/// Settings of a store for unit tests at `address` (mem://, surrealkv://...), with small caches and
+/// `retries` conflict retries.
+#[cfg(test)]
+pub(crate) fn test_settings(address: &str, retries: u32) -> StoreSettings {
+    StoreSettings {
+        address: address.to_owned(),
+        namespace: "test".into(),
+        database: "test".into(),
+        username: None,
+        password: None,
+        block_cache_mib: 8,
+        memtable_mib: 8,
+        transaction_retries_max: retries,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use surrealdb::types::{AlreadyExistsError, ConnectionError, QueryError};
@@ -543,18 +559,6 @@ mod tests {
         assert_eq!(commit_error(unreachable).code, ErrorCode::DatabaseUnavailable);
     }
 
-    fn settings(address: &str) -> StoreSettings {
-        StoreSettings {
-            address: address.to_owned(),
-            namespace: "test".into(),
-            database: "test".into(),
-            username: None,
-            password: None,
-            block_cache_mib: 8,
-            memtable_mib: 8,
-            transaction_retries_max: 0,
-        }
-    }
 
     /// What the embedded engines of SurrealDB 3.3.5 report, as Settle maps it: a write conflict
     /// (found at commit) and a CREATE of a record that exists are both worth sending again. If an
@@ -563,7 +567,7 @@ mod tests {
     async fn embedded_engines_report_conflicts_that_running_again_resolves() {
         let dir = tempfile::tempdir().unwrap();
         for address in ["mem://".to_owned(), format!("surrealkv://{}", dir.path().join("db").display())] {
-            let store = Store::open(&settings(&address), Metrics::new()).await.unwrap();
+            let store = Store::open(&test_settings(&address, 0), Metrics::new()).await.unwrap();
             store.query("DEFINE TABLE probe SCHEMALESS; CREATE probe:1 SET v = 0", Vars::new()).await.unwrap();
 
             let (first, second) = (store.begin().await.unwrap(), store.begin().await.unwrap());
