@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
+use super::ledger_events::LedgerRow;
 use super::rows::{AuditRow, IdempotencyRow, new_key, page_key, record};
 use super::{ListFilter, Store, TxRef, Vars};
 use crate::auth::TenantId;
@@ -165,30 +166,42 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     let key = new_key();
     let events = to_stored(&entry.events);
     let awaiting_position = events.as_ref().map(|_| true);
+    let at = Utc::now();
+    let id = record("audit_event", &key);
     tx.query(
         "CREATE $id SET tenant = $tenant, key = $key_field, page_key = $page_key, at = $at, actor = $actor, action = $action, records = $records,
             before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id,
             events = $events, awaiting_position = $awaiting_position RETURN NONE",
         Vars::new()
-            .set("id", record("audit_event", &key))
+            .set("id", id.clone())
             .set("key_field", key.clone())
             .set("page_key", page_key(mutation.tenant.as_str(), &key))
             .set("tenant", mutation.tenant.as_str().to_owned())
-            .set("at", Utc::now())
+            .set("at", at)
             .set("actor", mutation.actor.to_owned())
-            .set("action", entry.action)
+            .set("action", entry.action.clone())
             .set("records", entry.records)
             .set("before", json(entry.before))
             .set("after", json(entry.after))
             .set("reason", entry.reason)
             .set("key", entry.idempotency_key.or_else(|| mutation.idempotency.as_ref().map(|i| i.key.clone())))
             .set("request_id", mutation.request_id.to_owned())
-            .set("events", events)
+            .set("events", events.clone())
             .set("awaiting_position", awaiting_position),
     )
     .await?;
-    if awaiting_position.is_some() {
-        tx.position_after_commit(mutation.tenant, key);
+    if events.is_some() {
+        // Published from this copy once positioned: nothing is read back after the commit.
+        let row = LedgerRow {
+            id,
+            tenant: mutation.tenant.as_str().to_owned(),
+            at,
+            actor: mutation.actor.to_owned(),
+            action: entry.action,
+            events,
+            position: None,
+        };
+        tx.position_after_commit(mutation.tenant, row);
     }
     Ok(())
 }

@@ -137,7 +137,7 @@ impl ListFilter {
 ///
 /// It also carries what must happen the moment it commits: the audit events it wrote with ledger
 /// events, to be queued for their positions ([`Tx::position_after_commit`]).
-pub struct Tx(Option<OpenTx>, std::sync::Mutex<Vec<(TenantId, String)>>);
+pub struct Tx(Option<OpenTx>, std::sync::Mutex<Vec<(TenantId, ledger_events::LedgerRow)>>);
 
 enum OpenTx {
     Local(Transaction<Db>),
@@ -155,14 +155,14 @@ impl Tx {
         Results::checked(response)
     }
 
-    /// Queues the audit event `key` of `tenant` for its ledger position once this transaction
-    /// has committed; forgotten if it does not commit.
-    pub(crate) fn position_after_commit(&self, tenant: &TenantId, key: String) {
-        self.1.lock().unwrap_or_else(|p| p.into_inner()).push((tenant.clone(), key));
+    /// Queues the audit event `row` of `tenant` (as written) for its ledger position once this
+    /// transaction has committed; forgotten if it does not commit.
+    pub(crate) fn position_after_commit(&self, tenant: &TenantId, row: ledger_events::LedgerRow) {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).push((tenant.clone(), row));
     }
 
     /// The audit events waiting for this transaction's commit to be positioned.
-    fn take_awaiting_position(&self) -> Vec<(TenantId, String)> {
+    fn take_awaiting_position(&self) -> Vec<(TenantId, ledger_events::LedgerRow)> {
         std::mem::take(&mut *self.1.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

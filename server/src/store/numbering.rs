@@ -32,7 +32,9 @@ use surrealdb::types::{RecordId, Value};
 
 use super::ledger_events::LedgerRow;
 use super::locks::counter_lock;
+use super::payments::{next_numbers, return_numbers};
 use super::rows::{key_of, record};
+use super::TxRef;
 use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -78,33 +80,33 @@ pub struct PendingPositions {
 
 #[derive(Default)]
 struct PositionQueue {
-    keys: VecDeque<String>,
+    rows: VecDeque<LedgerRow>,
     /// Whether a task to position this queue has been started and has not taken it yet.
     scheduled: bool,
 }
 
 impl PendingPositions {
-    /// Queues `key`; true when the tenant's queue needs a task to position it.
-    fn push(&self, tenant: &TenantId, key: String) -> bool {
+    /// Queues `row`; true when the tenant's queue needs a task to position it.
+    fn push(&self, tenant: &TenantId, row: LedgerRow) -> bool {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let queue = queues.entry(tenant.as_str().to_owned()).or_default();
-        queue.keys.push_back(key);
+        queue.rows.push_back(row);
         !std::mem::replace(&mut queue.scheduled, true)
     }
 
     /// Everything queued for the tenant, in commit order.
-    fn take(&self, tenant: &TenantId) -> Vec<String> {
+    fn take(&self, tenant: &TenantId) -> Vec<LedgerRow> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.remove(tenant.as_str()).map(|queue| queue.keys.into()).unwrap_or_default()
+        queues.remove(tenant.as_str()).map(|queue| queue.rows.into()).unwrap_or_default()
     }
 
-    /// Puts keys whose positioning failed back in front of anything queued since, so they keep
+    /// Puts rows whose positioning failed back in front of anything queued since, so they keep
     /// their place.
-    fn put_back(&self, tenant: &TenantId, keys: Vec<String>) {
+    fn put_back(&self, tenant: &TenantId, rows: Vec<LedgerRow>) {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let queue = queues.entry(tenant.as_str().to_owned()).or_default();
-        for key in keys.into_iter().rev() {
-            queue.keys.push_front(key);
+        for row in rows.into_iter().rev() {
+            queue.rows.push_front(row);
         }
     }
 
@@ -138,31 +140,9 @@ impl Store {
     /// Gives `keys` (payments without a number) the next numbers of the tenant, in one
     /// transaction; returns the numbers given.
     async fn assign_numbers(&self, tenant: &TenantId, keys: &[String]) -> AppResult<Vec<(String, i64)>> {
-        self.transaction(|tx| async move {
-            // A payment is numbered once: those numbered meanwhile (by a sweep) are left out, so
-            // no number is taken without being used.
-            let ids: Vec<RecordId> = keys.iter().map(|key| record("payment", key)).collect();
-            let mut unnumbered = tx
-                .query("SELECT VALUE id FROM $ids WHERE number = NONE ORDER BY id", Vars::new().set("ids", ids))
-                .await?;
-            let ids: Vec<RecordId> = unnumbered.rows(0)?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let first = super::payments::next_numbers(&tx, tenant, "payment", ids.len() as i64).await?;
-            let mut sql = String::new();
-            let mut vars = Vars::new();
-            let mut given = Vec::with_capacity(ids.len());
-            for (i, id) in ids.into_iter().enumerate() {
-                let number = first + i as i64;
-                sql.push_str(&format!("UPDATE $p{i} SET number = $n{i} RETURN NONE;"));
-                given.push((key_of(&id), number));
-                vars = vars.set(&format!("p{i}"), id).set(&format!("n{i}"), number);
-            }
-            tx.query(&sql, vars).await?;
-            Ok(given)
-        })
-        .await
+        let ids: Vec<RecordId> = keys.iter().map(|key| record("payment", key)).collect();
+        let given = self.transaction(|tx| give_next_numbers(tx, tenant, "payment", "number", "", &ids)).await?;
+        Ok(given.into_iter().map(|(index, number)| (keys[index].clone(), number)).collect())
     }
 
     /// Numbers every payment left without a number (after a stop between a payment's commit and
@@ -204,9 +184,9 @@ impl Store {
 impl Store {
     /// Queues the audit events a transaction wrote with ledger events, the moment it committed,
     /// and starts a task for each tenant queue that has none on its way.
-    pub(super) fn queue_positions(&self, committed: Vec<(TenantId, String)>) {
-        for (tenant, key) in committed {
-            if self.pending_positions().push(&tenant, key) {
+    pub(super) fn queue_positions(&self, committed: Vec<(TenantId, LedgerRow)>) {
+        for (tenant, row) in committed {
+            if self.pending_positions().push(&tenant, row) {
                 let store = self.clone();
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => drop(runtime.spawn(async move { store.position_events(&tenant).await })),
@@ -219,7 +199,7 @@ impl Store {
 
     /// A commit of audit events with ledger events failed. A conflict committed nothing (the
     /// transaction runs again); any other failure may have committed, so the next sweep looks.
-    pub(super) fn commit_failed_with_positions(&self, awaiting: &[(TenantId, String)], error: &AppError) {
+    pub(super) fn commit_failed_with_positions(&self, awaiting: &[(TenantId, LedgerRow)], error: &AppError) {
         if !awaiting.is_empty() && error.code != ErrorCode::TransactionConflict {
             tracing::warn!(%error, "a commit with ledger events failed; the next sweep positions them if it committed");
             self.pending_positions().failed.store(true, Ordering::Relaxed);
@@ -235,59 +215,32 @@ impl Store {
     pub async fn position_events(&self, tenant: &TenantId) {
         let pending = self.pending_positions();
         let _turn = self.locks().lock(&counter_lock(tenant, EVENT_COUNTER)).await;
-        let keys = pending.take(tenant);
-        if keys.is_empty() {
+        let rows = pending.take(tenant);
+        if rows.is_empty() {
             return;
         }
-        match self.assign_positions(tenant, &keys).await {
-            Ok(records) => self.publish_positioned(records),
+        match self.assign_positions(tenant, &rows).await {
+            Ok(positions) => self.publish_positioned(rows, positions),
             Err(error) => {
                 tracing::warn!(%tenant, %error, "positioning ledger events failed; they are positioned by the next try or sweep");
-                pending.put_back(tenant, keys);
+                pending.put_back(tenant, rows);
                 pending.failed.store(true, Ordering::Relaxed);
             }
         }
     }
 
-    /// Gives the audit events `keys` of `tenant` that carry ledger events and have no position the
-    /// tenant's next positions, in the order of `keys`, in one transaction; returns them as
-    /// positioned. The caller holds the tenant's positioning turn.
-    async fn assign_positions(&self, tenant: &TenantId, keys: &[String]) -> AppResult<Vec<(LedgerRow, i64)>> {
-        self.transaction(|tx| async move {
-            let ids: Vec<RecordId> = keys.iter().map(|key| record("audit_event", key)).collect();
-            // Those positioned meanwhile (by a sweep, or another process) are left out, so no
-            // position is taken without being used.
-            let mut found = tx
-                .query(
-                    "SELECT id, tenant, at, actor, action, events, position FROM $ids WHERE position = NONE AND events != NONE",
-                    Vars::new().set("ids", ids),
-                )
-                .await?;
-            let rows: Vec<LedgerRow> = found.rows(0)?;
-            let mut by_key: HashMap<String, LedgerRow> =
-                rows.into_iter().filter(|row| row.tenant == tenant.as_str()).map(|row| (key_of(&row.id), row)).collect();
-            let rows: Vec<LedgerRow> = keys.iter().filter_map(|key| by_key.remove(key)).collect();
-            if rows.is_empty() {
-                return Ok(Vec::new());
-            }
-            let first = super::payments::next_numbers(&tx, tenant, EVENT_COUNTER, rows.len() as i64).await?;
-            let mut sql = String::new();
-            let mut vars = Vars::new();
-            let mut positioned = Vec::with_capacity(rows.len());
-            for (i, row) in rows.into_iter().enumerate() {
-                let position = first + i as i64;
-                sql.push_str(&format!("UPDATE $e{i} SET position = $n{i}, awaiting_position = NONE RETURN NONE;"));
-                vars = vars.set(&format!("e{i}"), row.id.clone()).set(&format!("n{i}"), position);
-                positioned.push((row, position));
-            }
-            tx.query(&sql, vars).await?;
-            Ok(positioned)
-        })
-        .await
+    /// Gives the audit events `rows` of `tenant` that have no position yet the tenant's next
+    /// positions, in the order of `rows`, in one transaction; returns (index in `rows`,
+    /// position) of each positioned. The caller holds the tenant's positioning turn.
+    async fn assign_positions(&self, tenant: &TenantId, rows: &[LedgerRow]) -> AppResult<Vec<(usize, i64)>> {
+        let ids: Vec<RecordId> = rows.iter().map(|row| row.id.clone()).collect();
+        self.transaction(|tx| give_next_numbers(tx, tenant, EVENT_COUNTER, "position", ", awaiting_position = NONE", &ids)).await
     }
 
-    fn publish_positioned(&self, positioned: Vec<(LedgerRow, i64)>) {
-        for (row, position) in positioned {
+    fn publish_positioned(&self, rows: Vec<LedgerRow>, positions: Vec<(usize, i64)>) {
+        let mut rows: Vec<Option<LedgerRow>> = rows.into_iter().map(Some).collect();
+        for (index, position) in positions {
+            let Some(row) = rows.get_mut(index).and_then(Option::take) else { continue };
             match row.into_record(Some(position)) {
                 Ok(record) => self.events().publish(record),
                 // Subscribers see the gap and read the store, which reports the same fault.
@@ -310,27 +263,24 @@ impl Store {
             self.position_events(&tenant).await;
         }
         let mut found = self
-            .query("SELECT id, tenant FROM audit_event WHERE awaiting_position = true ORDER BY id", Vars::new())
+            .query(
+                "SELECT id, tenant, at, actor, action, events, position FROM audit_event WHERE awaiting_position = true ORDER BY id",
+                Vars::new(),
+            )
             .await
             .inspect_err(|_| pending.failed.store(true, Ordering::Relaxed))?;
-        let Value::Array(rows) = found.value(0)? else { return Ok(()) };
-        let mut by_tenant: Vec<(String, Vec<String>)> = Vec::new();
-        for row in rows.into_iter() {
-            let Value::Object(row) = row else { continue };
-            let (Some(Value::RecordId(id)), Some(Value::String(tenant))) = (row.get("id"), row.get("tenant")) else {
-                continue;
-            };
-            let id: &RecordId = id;
-            match by_tenant.iter_mut().find(|(t, _)| t == tenant) {
-                Some((_, keys)) => keys.push(key_of(id)),
-                None => by_tenant.push((tenant.clone(), vec![key_of(id)])),
+        let mut by_tenant: Vec<(String, Vec<LedgerRow>)> = Vec::new();
+        for row in found.rows::<LedgerRow>(0)? {
+            match by_tenant.iter_mut().find(|(tenant, _)| *tenant == row.tenant) {
+                Some((_, rows)) => rows.push(row),
+                None => by_tenant.push((row.tenant.clone(), vec![row])),
             }
         }
-        for (tenant, keys) in by_tenant {
+        for (tenant, rows) in by_tenant {
             let Some(tenant) = TenantId::parse(&tenant) else { continue };
             let _turn = self.locks().lock(&counter_lock(&tenant, EVENT_COUNTER)).await;
-            match self.assign_positions(&tenant, &keys).await {
-                Ok(positioned) => self.publish_positioned(positioned),
+            match self.assign_positions(&tenant, &rows).await {
+                Ok(positions) => self.publish_positioned(rows, positions),
                 Err(error) => {
                     pending.failed.store(true, Ordering::Relaxed);
                     return Err(error);
@@ -339,6 +289,46 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Gives the records `ids` of `tenant` that have no `field` yet the next numbers of the tenant's
+/// sequence `kind`, in the order of `ids`, in the caller's transaction (setting `also` with
+/// each); returns (index in `ids`, number) of each numbered. A record numbered meanwhile (by a
+/// sweep, or by another process) is left as it is, and the others are numbered again so that no
+/// number goes unused. Each record is read once, by its own guarded UPDATE: there is no read
+/// before the writes.
+async fn give_next_numbers(tx: TxRef, tenant: &TenantId, kind: &str, field: &str, also: &str, ids: &[RecordId]) -> AppResult<Vec<(usize, i64)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = next_numbers(&tx, tenant, kind, ids.len() as i64).await?;
+    let write = |indexes: &[usize], guarded: bool| {
+        let mut sql = String::new();
+        let mut vars = Vars::new();
+        for (n, &index) in indexes.iter().enumerate() {
+            let guard = if guarded { format!(" WHERE {field} = NONE") } else { String::new() };
+            sql.push_str(&format!("UPDATE $r{n} SET {field} = $n{n}{also}{guard} RETURN VALUE id;"));
+            vars = vars.set(&format!("r{n}"), ids[index].clone()).set(&format!("n{n}"), first + n as i64);
+        }
+        (sql, vars)
+    };
+    let all: Vec<usize> = (0..ids.len()).collect();
+    let (sql, vars) = write(&all, true);
+    let mut written = tx.query(&sql, vars).await?;
+    let mut numbered = Vec::with_capacity(ids.len());
+    for index in all {
+        if !written.rows::<RecordId>(index)?.is_empty() {
+            numbered.push(index);
+        }
+    }
+    if numbered.len() < ids.len() {
+        if !numbered.is_empty() {
+            let (sql, vars) = write(&numbered, false);
+            tx.query(&sql, vars).await?;
+        }
+        return_numbers(&tx, tenant, kind, first + numbered.len() as i64).await?;
+    }
+    Ok(numbered.into_iter().enumerate().map(|(n, index)| (index, first + n as i64)).collect())
 }
 
 #[cfg(test)]
@@ -360,6 +350,15 @@ mod tests {
         found.first::<i64>(0).unwrap()
     }
 
+    /// The audit event `key` as a committing transaction queues it.
+    async fn row_of(store: &Store, key: &str) -> LedgerRow {
+        let mut found = store
+            .query("SELECT id, tenant, at, actor, action, events, position FROM ONLY $id", Vars::new().set("id", record("audit_event", key)))
+            .await
+            .unwrap();
+        found.first::<LedgerRow>(0).unwrap().expect("the audit event exists")
+    }
+
     /// Two changes of one record are positioned in the order they committed, which is the order
     /// they were queued in, whatever their keys.
     #[tokio::test]
@@ -373,7 +372,7 @@ mod tests {
         ];
         let mut bus = store.events().subscribe();
         for key in [&keys[2], &keys[0], &keys[1]] {
-            store.pending_positions().push(&tenant, key.clone());
+            store.pending_positions().push(&tenant, row_of(&store, key).await);
         }
         store.position_events(&tenant).await;
         assert_eq!(position_of(&store, &keys[2]).await, Some(1));
@@ -392,9 +391,18 @@ mod tests {
         assert_eq!(position_of(&store, &left[1]).await, Some(5));
         assert_eq!(store.ledger_event_count(&tenant).await.unwrap(), 5);
         // Queued again after the sweep: positioned once only.
-        store.pending_positions().push(&tenant, left[0].clone());
+        store.pending_positions().push(&tenant, row_of(&store, &left[0]).await);
         store.position_events(&tenant).await;
         assert_eq!(store.ledger_event_count(&tenant).await.unwrap(), 5, "no position taken twice");
+        // Queued with one positioned meanwhile: the others still take the next positions, in order.
+        let later = [write_raw_event(&store, &tenant, "f", None).await, write_raw_event(&store, &tenant, "g", None).await];
+        for key in [&later[1], &left[1], &later[0]] {
+            store.pending_positions().push(&tenant, row_of(&store, key).await);
+        }
+        store.position_events(&tenant).await;
+        assert_eq!((position_of(&store, &later[1]).await, position_of(&store, &later[0]).await), (Some(6), Some(7)));
+        assert_eq!(position_of(&store, &left[1]).await, Some(5), "a position is never changed");
+        assert_eq!(store.ledger_event_count(&tenant).await.unwrap(), 7);
     }
 
     /// A committed change with ledger events is positioned without anyone waiting for it; one

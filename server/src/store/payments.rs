@@ -192,16 +192,26 @@ pub(super) async fn next_number(tx: &TxRef, tenant: &TenantId, kind: &str) -> Ap
 
 /// Takes `count` consecutive numbers of a sequence; returns the first.
 pub(super) async fn next_numbers(tx: &TxRef, tenant: &TenantId, kind: &str, count: i64) -> AppResult<i64> {
-    let id = counter_record(tenant, kind);
-    let mut found = tx.query("SELECT VALUE next FROM ONLY $id", Vars::new().set("id", id.clone())).await?;
-    let next = match found.value(0)? {
+    // One statement reads and advances the counter: a sequence that has not started yet starts
+    // at 1.
+    let mut found = tx
+        .query(
+            "UPSERT ONLY $id SET next = (next ?? 1) + $count RETURN VALUE $before.next",
+            Vars::new().set("id", counter_record(tenant, kind)).set("count", count),
+        )
+        .await?;
+    Ok(match found.value(0)? {
         Value::Number(number) => number.to_int().unwrap_or(1),
         _ => 1,
-    };
-    tx.query("UPSERT $id SET next = $next RETURN NONE", Vars::new().set("id", id).set("next", next + count)).await?;
-    Ok(next)
+    })
 }
 
+/// Sets the tenant's sequence `kind` back so that `next` is the next number it gives, in the
+/// caller's transaction: numbers taken by that transaction and not used are given again.
+pub(super) async fn return_numbers(tx: &TxRef, tenant: &TenantId, kind: &str, next: i64) -> AppResult<()> {
+    tx.query("UPSERT $id SET next = $next RETURN NONE", Vars::new().set("id", counter_record(tenant, kind)).set("next", next)).await?;
+    Ok(())
+}
 
 pub(crate) fn payment_summary(doc: &PaymentDoc) -> serde_json::Value {
     serde_json::json!({
