@@ -309,7 +309,17 @@ async fn persisted_queries_follow_apollos_protocol() {
     let response = persisted_post(&app, Role::Viewer, Some(query), &hash, variables.clone()).await;
     assert_eq!(response.body["data"]["client"]["name"], "Ann Lee", "{:#}", response.body);
 
-    // Hash alone now works, by POST and by GET, with other variables too.
+    // Hash alone now works, by POST and by GET, also with `"query": null` as some clients send it.
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(app.token(Role::Viewer))
+        .json(&json!({"query": null, "variables": variables, "extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["client"]["name"], "Ann Lee", "{body:#}");
     for response in [persisted_post(&app, Role::Viewer, None, &hash, variables.clone()).await, persisted_get(&app, Role::Viewer, &hash, variables.clone()).await] {
         assert_eq!(response.status, 200);
         assert!(response.body.get("errors").is_none(), "{:#}", response.body);

@@ -7,6 +7,7 @@
 
 use async_compression::Level;
 use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder};
+use futures::future::BoxFuture;
 use poem::http::header::{self, HeaderValue};
 use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
@@ -79,7 +80,16 @@ impl<E: Endpoint> Endpoint for CompressionEndpoint<E> {
 
     async fn call(&self, request: Request) -> poem::Result<Response> {
         let coding = request.header(header::ACCEPT_ENCODING).and_then(negotiate);
-        let mut response = self.inner.call(request).await?.into_response();
+        let response = self.inner.call(request).await?.into_response();
+        compress(response, coding).await
+    }
+}
+
+/// Compresses `response` with `coding` when it is worth it. Boxed: the encoders' state is tens of
+/// kilobytes, and a debug build reserves a future's size on the stack in every layer around it,
+/// while the request is served, on top of the database's deep stack.
+fn compress(mut response: Response, coding: Option<Coding>) -> BoxFuture<'static, poem::Result<Response>> {
+    Box::pin(async move {
         let status = response.status();
         if response.headers().contains_key(header::CONTENT_ENCODING)
             || status.is_informational()
@@ -101,7 +111,7 @@ impl<E: Endpoint> Endpoint for CompressionEndpoint<E> {
             return Ok(response);
         };
         let mut compressed = Vec::with_capacity(body.len() / 4);
-        // Brotli's fastest levels already beat gzip's default on JSON, at gzip's speed.
+        // Brotli's fast levels already beat gzip's default on JSON, at gzip's speed.
         let read = match coding {
             Coding::Brotli => BrotliEncoder::with_quality(&body[..], Level::Precise(4)).read_to_end(&mut compressed).await,
             Coding::Gzip => GzipEncoder::with_quality(&body[..], Level::Default).read_to_end(&mut compressed).await,
@@ -112,7 +122,7 @@ impl<E: Endpoint> Endpoint for CompressionEndpoint<E> {
         headers.remove(header::CONTENT_LENGTH);
         response.set_body(compressed);
         Ok(response)
-    }
+    })
 }
 
 #[cfg(test)]

@@ -63,6 +63,10 @@ pub fn routes(state: Arc<HttpState>) -> impl Endpoint<Output = Response> {
         .at("/graphiql/assets/:name", get(graphiql::asset))
         .at("/healthz", get(healthz))
         .at("/metrics", get(metrics_endpoint))
+        // Boxed, so the layers around the routes hold a pointer to a request's future rather than
+        // the whole future: a debug build copies a future onto the stack at every layer it passes
+        // through, and the tests serve on their own thread's stack.
+        .boxed()
         .with(compression::Compression)
         .with(cors::Cors::new(&state.cors_allowed_origins))
         .data(state.clone())
@@ -260,7 +264,7 @@ async fn read_graphql_request(
         return Err(too_large());
     }
     let bytes = body.into_bytes_limit(body_size_max).await.map_err(|_| too_large())?;
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| rejected(format!("the body is not JSON: {e}")))?;
     if value.is_array() {
         return Err(rejected("batched requests are not accepted; send one operation per request".into()));
@@ -269,6 +273,10 @@ async fn read_graphql_request(
         && value.pointer("/extensions/persistedQuery").is_some();
     if !by_hash && !value.get("query").is_some_and(serde_json::Value::is_string) {
         return Err(rejected("the body needs a \"query\" string (or extensions.persistedQuery naming one)".into()));
+    }
+    if by_hash && let Some(fields) = value.as_object_mut() {
+        // Some clients send `"query": null` beside the hash.
+        fields.remove("query");
     }
     serde_json::from_value(value).map_err(|e| rejected(format!("the body is not a GraphQL request: {e}")))
 }
