@@ -74,8 +74,29 @@ pub struct Settings {
     #[arg(long, env = "SETTLE_RECONCILE_INTERVAL_MS", default_value_t = 30_000)]
     pub reconcile_interval_ms: u64,
 
+    /// Origins whose browser pages may call the API (CORS), as scheme://host[:port], separated by
+    /// commas, e.g. https://dashboard.example.com,http://localhost:3000. None by default: no
+    /// CORS headers at all, so browsers let only pages served by Settle itself call it.
+    #[arg(long, env = "SETTLE_CORS_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_allowed_origins: Vec<String>,
+
     #[command(flatten)]
     pub limits: Limits,
+}
+
+/// An origin as browsers send it in the Origin header: scheme://host[:port], no path, in
+/// lowercase. A trailing slash is dropped; anything else is refused at start-up rather than
+/// silently never matching.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let refused = || format!("{text:?} is not an origin like https://app.example.com or http://localhost:3000");
+    let (scheme, rest) = origin.split_once("://").ok_or_else(refused)?;
+    let host_and_port_only = !rest.is_empty()
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if !matches!(scheme, "http" | "https") || !host_and_port_only {
+        return Err(refused());
+    }
+    Ok(origin)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +132,10 @@ pub struct Limits {
     /// Longest GraphQL document (the query text), in bytes.
     #[arg(long, env = "SETTLE_QUERY_LENGTH_MAX_BYTES", default_value_t = 64 * 1024)]
     pub query_length_max_bytes: usize,
+    /// Queries kept for automatic persisted queries (the least recently used is forgotten first);
+    /// each is at most --query-length-max-bytes.
+    #[arg(long, env = "SETTLE_PERSISTED_QUERIES_MAX", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub persisted_queries_max: u64,
     /// Largest request body, in bytes.
     #[arg(long, env = "SETTLE_BODY_SIZE_MAX_BYTES", default_value_t = 1 << 20)]
     pub body_size_max_bytes: usize,
@@ -155,5 +180,35 @@ impl Settings {
             settings: Settings,
         }
         <Only as clap::Parser>::parse_from(["settle"]).settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins_are_checked_at_start_up() {
+        assert_eq!(parse_origin("https://App.Example.com/"), Ok("https://app.example.com".to_owned()));
+        assert_eq!(parse_origin("http://localhost:3000"), Ok("http://localhost:3000".to_owned()));
+        assert_eq!(parse_origin("http://[::1]:8080"), Ok("http://[::1]:8080".to_owned()));
+        for refused in ["*", "app.example.com", "https://app.example.com/path", "ftp://host", "https://", "https://a b"] {
+            assert!(parse_origin(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_come_as_a_comma_separated_list() {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let parse = |args: &[&str]| <Only as clap::Parser>::try_parse_from(args).map(|only| only.settings);
+        let settings = parse(&["settle", "--cors-allowed-origins", "https://a.example.com,http://localhost:3000/"]).unwrap();
+        assert_eq!(settings.cors_allowed_origins, ["https://a.example.com", "http://localhost:3000"]);
+        assert!(Settings::defaults().cors_allowed_origins.is_empty());
+        assert!(parse(&["settle", "--cors-allowed-origins", "https://a.example.com,*"]).is_err());
+        assert!(parse(&["settle", "--persisted-queries-max", "0"]).is_err());
     }
 }

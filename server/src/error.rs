@@ -33,6 +33,7 @@ error_codes! {
     Forbidden => "FORBIDDEN",
     QueryRejected => "QUERY_REJECTED",
     RequestTooLarge => "REQUEST_TOO_LARGE",
+    PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
     InvalidInput => "INVALID_INPUT",
     InvalidAmount => "INVALID_AMOUNT",
     AmountTooPrecise => "AMOUNT_TOO_PRECISE",
@@ -84,7 +85,8 @@ impl ErrorCode {
             // Something outside the request was busy or away; the same request may pass later.
             TransactionConflict | DatabaseUnavailable | ChargePending | PluginUnavailable => true,
             // The request itself is refused, or met a defect that it will meet again.
-            Unauthenticated | Forbidden | QueryRejected | RequestTooLarge | InvalidInput | InvalidAmount | AmountTooPrecise
+            // PERSISTED_QUERY_NOT_FOUND: the same request cannot pass; the one with the query can.
+            Unauthenticated | Forbidden | QueryRejected | RequestTooLarge | PersistedQueryNotFound | InvalidInput | InvalidAmount | AmountTooPrecise
             | AmountNotPositive | UnknownCurrency | NotFound | IdempotencyKeyReused | CurrencyMismatch | ClientMismatch
             | InvoiceNotDraft | InvoiceNotOpen | InvoiceVoid | InvoiceEmpty | InvoiceNumbered | InvoiceHasAllocations
             | InvoiceHasCreditNotes | InvoiceNumberInUse | PaymentOptionUnavailable | PaymentMethodArchived

@@ -16,6 +16,7 @@ use crate::plugins::{HostSettings, PluginHost};
 use crate::config::{JwtAlgorithm, Settings};
 use crate::graphql::context::AppState;
 use crate::graphql::build_schema;
+use crate::http::persisted::PersistedQueries;
 use crate::http::{HttpState, RefusalAcceptor, routes};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -54,7 +55,19 @@ impl Application {
         // hyper's own refusals (a URI or headers too long, a request line it cannot parse) get the
         // JSON error shape like every other refusal.
         let acceptor = RefusalAcceptor::new(tcp, metrics.clone());
-        let state = Arc::new(HttpState { schema, keys, store, metrics, limits: settings.limits.clone() });
+        let persisted_queries_max = usize::try_from(settings.limits.persisted_queries_max)
+            .ok()
+            .and_then(std::num::NonZeroUsize::new)
+            .ok_or_else(|| anyhow::anyhow!("--persisted-queries-max must be at least 1"))?;
+        let state = Arc::new(HttpState {
+            schema,
+            keys,
+            store,
+            metrics,
+            limits: settings.limits.clone(),
+            persisted_queries: PersistedQueries::new(persisted_queries_max),
+            cors_allowed_origins: settings.cors_allowed_origins.clone(),
+        });
         let address = acceptor
             .local_addr()
             .first()

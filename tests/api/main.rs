@@ -15,3 +15,4 @@ mod payments;
 mod plugins;
 mod restart;
 mod schema;
+mod transport;

@@ -73,8 +73,12 @@ pub fn build_schema(state: Option<context::AppState>, limits: &Limits) -> Settle
     // Nesting deeper than this is refused before it is walked (it guards the stack).
     const NESTING_MAX: usize = 32;
     let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .extension(budget::QueryBudget { selections_max: limits.query_selections_max as u64, nesting_max: NESTING_MAX })
-        .limit_depth(limits.query_depth_max)
+        // Depth is checked by the budget, which holds introspection to bounds of its own.
+        .extension(budget::QueryBudget {
+            selections_max: limits.query_selections_max as u64,
+            nesting_max: NESTING_MAX,
+            depth_max: limits.query_depth_max,
+        })
         .limit_complexity(limits.query_complexity_max)
         .limit_recursive_depth(NESTING_MAX)
         .limit_directives(16);

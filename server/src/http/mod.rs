@@ -1,8 +1,10 @@
 //! HTTP: routes, bearer-token extraction, request ids, body limits, logs and metrics.
 //!
-//! /graphql (GET for queries, POST for everything), /graphiql, /healthz (no token; checks the
-//! database) and /metrics (Prometheus; an ADMIN token). The tenant and roles of a request come
-//! only from its verified token (A1).
+//! /graphql (GET for queries, POST for everything), /graphiql and its assets ([`graphiql`]),
+//! /healthz (no token; checks the database) and /metrics (Prometheus; an ADMIN token). The tenant
+//! and roles of a request come only from its verified token (A1). Around the routes: CORS
+//! ([`cors`]), response compression ([`compression`]); automatic persisted queries
+//! ([`persisted`]) are resolved by the /graphql handler.
 //!
 //! Every refusal has the GraphQL error shape and a code (docs/errors.md), whoever makes it: the
 //! handlers; poem's router (404 for a path Settle does not serve, 405 with `Allow` for a method a
@@ -14,9 +16,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::http::GraphiQLSource;
 use poem::http::{Method, StatusCode, header};
-use poem::web::{Data, Html};
+use poem::web::Data;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
 
 use crate::auth::{Principal, Role, TokenKeys};
@@ -29,9 +30,15 @@ use crate::graphql::SettleSchema;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+pub mod compression;
+pub mod cors;
+pub mod graphiql;
+pub mod persisted;
 mod parser_refusals;
 
 pub use parser_refusals::RefusalAcceptor;
+
+use persisted::PersistedQueries;
 
 /// What the HTTP handlers share.
 pub struct HttpState {
@@ -40,6 +47,9 @@ pub struct HttpState {
     pub store: Store,
     pub metrics: Metrics,
     pub limits: Limits,
+    pub persisted_queries: PersistedQueries,
+    /// Origins allowed by CORS; none turns CORS off.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// The request id of the request being served, set by [`observe`].
@@ -49,9 +59,16 @@ struct RequestId(String);
 pub fn routes(state: Arc<HttpState>) -> impl Endpoint<Output = Response> {
     Route::new()
         .at("/graphql", get(graphql).post(graphql))
-        .at("/graphiql", get(graphiql))
+        .at("/graphiql", get(graphiql::page))
+        .at("/graphiql/assets/:name", get(graphiql::asset))
         .at("/healthz", get(healthz))
         .at("/metrics", get(metrics_endpoint))
+        // Boxed, so the layers around the routes hold a pointer to a request's future rather than
+        // the whole future: a debug build copies a future onto the stack at every layer it passes
+        // through, and the tests serve on their own thread's stack.
+        .boxed()
+        .with(compression::Compression)
+        .with(cors::Cors::new(&state.cors_allowed_origins))
         .data(state.clone())
         .around(move |next, request| observe(state.clone(), next, request))
 }
@@ -66,6 +83,7 @@ async fn observe<E: Endpoint>(state: Arc<HttpState>, next: Arc<E>, mut request: 
     request.extensions_mut().insert(RequestId(request_id.clone()));
     let route = match request.uri().path() {
         path @ ("/graphql" | "/graphiql" | "/healthz" | "/metrics") => path.to_owned(),
+        path if path.starts_with("/graphiql/assets/") => "/graphiql".to_owned(),
         _ => "other".to_owned(),
     };
     let method = request.method().clone();
@@ -158,10 +176,23 @@ async fn graphql(request: &Request, body: poem::Body, Data(state): Data<&Arc<Htt
         Ok(principal) => principal,
         Err(error) => return error_response(StatusCode::UNAUTHORIZED, error, &request_id, &state.metrics),
     };
-    let graphql_request = match read_graphql_request(request, body, state.limits.body_size_max_bytes).await {
+    let mut graphql_request = match read_graphql_request(request, body, state.limits.body_size_max_bytes).await {
         Ok(graphql_request) => graphql_request,
         Err((status, error)) => return error_response(status, error, &request_id, &state.metrics),
     };
+    // A query named by its hash is filled in here, so it meets every check below like any other.
+    let to_register = match state.persisted_queries.resolve(&mut graphql_request) {
+        Ok(to_register) => to_register,
+        // A request for the query, not a failure: some clients turn persisted queries off after a 400.
+        Err(error) if error.code == ErrorCode::PersistedQueryNotFound => {
+            return error_response(StatusCode::OK, error, &request_id, &state.metrics);
+        }
+        Err(error) => return error_response(StatusCode::BAD_REQUEST, error, &request_id, &state.metrics),
+    };
+    if request.method() == Method::GET && is_mutation(&graphql_request.query) {
+        let error = AppError::new(ErrorCode::QueryRejected, "mutations must be sent with POST");
+        return error_response(StatusCode::BAD_REQUEST, error, &request_id, &state.metrics);
+    }
     // A long document costs time to parse and validate before any other limit applies.
     if graphql_request.query.len() > state.limits.query_length_max_bytes {
         let error = AppError::new(
@@ -184,15 +215,31 @@ async fn graphql(request: &Request, body: poem::Body, Data(state): Data<&Arc<Htt
         response.errors.truncate(ERRORS_MAX);
         response.errors.push(async_graphql::ServerError::new(format!("... and {more} more errors"), None));
     }
-    for code in finish_errors(&mut response.errors, &request_id) {
+    let codes = finish_errors(&mut response.errors, &request_id);
+    for code in &codes {
         state.metrics.errors.with_label_values(&[code.as_str()]).inc();
+    }
+    // Only a document the engine took is kept: a refused one would only crowd out good ones.
+    if let Some(query) = to_register
+        && !codes.contains(&ErrorCode::QueryRejected)
+    {
+        state.persisted_queries.register(query);
     }
     let body = serde_json::to_string(&response).unwrap_or_else(|_| "{}".to_owned());
     Response::builder().content_type("application/json").body(body)
 }
 
-/// Reads one GraphQL request: GET with query parameters (queries only), or POST with a JSON body
-/// no larger than the limit. Batches are refused.
+/// Whether `query` holds a mutation; GET must not change anything. A query that does not parse
+/// is left to the engine to report.
+fn is_mutation(query: &str) -> bool {
+    async_graphql::parser::parse_query(query).is_ok_and(|document| {
+        document.operations.iter().any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation)
+    })
+}
+
+/// Reads one GraphQL request: GET with query parameters, or POST with a JSON body no larger than
+/// the limit. Batches are refused. The query may be left out when `extensions.persistedQuery`
+/// names it by hash.
 async fn read_graphql_request(
     request: &Request,
     body: poem::Body,
@@ -201,15 +248,7 @@ async fn read_graphql_request(
     let rejected = |message: String| (StatusCode::BAD_REQUEST, AppError::new(ErrorCode::QueryRejected, message));
     if request.method() == Method::GET {
         let query = request.uri().query().unwrap_or_default();
-        let graphql_request = async_graphql::http::parse_query_string(query)
-            .map_err(|e| rejected(format!("bad query string: {e}")))?;
-        let is_mutation = async_graphql::parser::parse_query(&graphql_request.query).is_ok_and(|document| {
-            document.operations.iter().any(|(_, op)| op.node.ty == async_graphql::parser::types::OperationType::Mutation)
-        });
-        if is_mutation {
-            return Err(rejected("mutations must be sent with POST".into()));
-        }
-        return Ok(graphql_request);
+        return async_graphql::http::parse_query_string(query).map_err(|e| rejected(format!("bad query string: {e}")));
     }
     let too_large = || {
         (
@@ -225,20 +264,21 @@ async fn read_graphql_request(
         return Err(too_large());
     }
     let bytes = body.into_bytes_limit(body_size_max).await.map_err(|_| too_large())?;
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| rejected(format!("the body is not JSON: {e}")))?;
     if value.is_array() {
         return Err(rejected("batched requests are not accepted; send one operation per request".into()));
     }
-    if !value.get("query").is_some_and(serde_json::Value::is_string) {
-        return Err(rejected("the body needs a \"query\" string".into()));
+    let by_hash = value.get("query").is_none_or(serde_json::Value::is_null)
+        && value.pointer("/extensions/persistedQuery").is_some();
+    if !by_hash && !value.get("query").is_some_and(serde_json::Value::is_string) {
+        return Err(rejected("the body needs a \"query\" string (or extensions.persistedQuery naming one)".into()));
+    }
+    if by_hash && let Some(fields) = value.as_object_mut() {
+        // Some clients send `"query": null` beside the hash.
+        fields.remove("query");
     }
     serde_json::from_value(value).map_err(|e| rejected(format!("the body is not a GraphQL request: {e}")))
-}
-
-#[handler]
-fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").title("Settle GraphiQL").finish())
 }
 
 /// Liveness and readiness: 200 when the database answers, 503 otherwise. No token needed.
