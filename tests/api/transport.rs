@@ -208,6 +208,12 @@ async fn cors_answers_the_configured_origins_only() {
         // Refusing is the browser's job; the response still varies by Origin for caches.
         assert!(response.headers().get_all("vary").iter().any(|v| v == "Origin"), "{origin}");
     }
+    // Refusals made before GraphQL (a path Settle does not serve) are readable by the page too.
+    let response = app.http.get(app.url("/no-such-path")).header("origin", "https://dash.example.com").send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["access-control-allow-origin"], "https://dash.example.com");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
     // A request without an Origin (a mobile app, curl) is served as ever.
     let data = app.viewer().ok("{ viewer { tenant } }", json!({})).await;
     assert_eq!(data["viewer"]["tenant"], app.tenant.as_str());

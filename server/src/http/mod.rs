@@ -68,9 +68,15 @@ pub fn routes(state: Arc<HttpState>) -> impl Endpoint<Output = Response> {
         // through, and the tests serve on their own thread's stack.
         .boxed()
         .with(compression::Compression)
-        .with(cors::Cors::new(&state.cors_allowed_origins))
         .data(state.clone())
-        .around(move |next, request| observe(state.clone(), next, request))
+        .around({
+            let state = state.clone();
+            move |next, request| observe(state.clone(), next, request)
+        })
+        // Outermost, so every answer carries its CORS headers, poem's own refusals (404, 405)
+        // included once `observe` has given them their error body: a page must be able to read
+        // why it was refused.
+        .with(cors::Cors::new(&state.cors_allowed_origins))
 }
 
 /// Gives each request an id (a sane incoming X-Request-Id, or a new one), logs it, and counts it.
