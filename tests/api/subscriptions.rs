@@ -571,6 +571,17 @@ async fn subscriptions_per_connection_and_connections_per_tenant_are_capped() {
     }
 }
 
+#[tokio::test]
+async fn a_stopping_server_closes_live_connections_so_clients_reconnect_and_resume() {
+    let app = TestApp::spawn().await;
+    let before = last_position(&app.viewer()).await;
+    let mut socket = open(&app).await;
+    subscribe(&mut socket, "1", SUBSCRIPTION, json!({"after": before})).await;
+    drop(app);
+    let (code, reason) = closed(&mut socket).await;
+    assert_eq!(code, 1001, "going away: {reason}");
+}
+
 /// GraphiQL's subscriptions carry the token: the page gives its fetcher the WebSocket address,
 /// and the pinned GraphiQL bundle sends the headers of its Headers tab as the `connection_init`
 /// payload (merged into `wsConnectionParams`), which is what Settle reads. A GraphiQL upgrade that

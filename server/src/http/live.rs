@@ -178,13 +178,13 @@ async fn serve(state: Arc<HttpState>, socket: WebSocketStream, protocol: WebSock
     let close = loop {
         // Until admitted, the connection has INIT_TIMEOUT to send connection_init; then it lasts
         // as long as its token verifies.
-        let (deadline, on_deadline) = match &lock(&session).admitted {
-            Some((expiry, _)) => (*expiry, (CLOSE_FORBIDDEN, "UNAUTHENTICATED: the token expired; connect again with a new one".to_owned())),
-            None => (init_deadline, (CLOSE_INIT_TIMEOUT, "Connection initialisation timeout".to_owned())),
+        let (deadline, code, reason) = match &lock(&session).admitted {
+            Some((expiry, _)) => (*expiry, CLOSE_FORBIDDEN, "UNAUTHENTICATED: the token expired; connect again with a new one"),
+            None => (init_deadline, CLOSE_INIT_TIMEOUT, "Connection initialisation timeout"),
         };
         let message = tokio::select! {
             message = outgoing.next() => message,
-            () = tokio::time::sleep_until(deadline) => break Some(on_deadline),
+            () = tokio::time::sleep_until(deadline) => break Some((code, reason.to_owned())),
             _ = stopping.wait_for(|stopping| *stopping) => {
                 break Some((CLOSE_GOING_AWAY, "the server is stopping; connect again and resume after your last position".to_owned()));
             }
