@@ -8,9 +8,9 @@
 //!   "<token>"}`, and is verified as on HTTP (A1). A connection without a valid token, or one
 //!   more than its tenant may hold open, is refused: closed with 4403 (UNAUTHENTICATED) or 4429
 //!   (TOO_MANY_CONNECTIONS) and the reason "CODE: message" (the older protocol gets a
-//!   `connection_error` first). Every role may subscribe: VIEWER reads everything of its tenant. One that sends no `connection_init` within
-//!   [`INIT_TIMEOUT`] is closed with 4408, and one that subscribes before it with 4401, as
-//!   graphql-transport-ws asks.
+//!   `connection_error` first). Every role may subscribe: VIEWER reads everything of its
+//!   tenant. A connection that sends no `connection_init` within [`INIT_TIMEOUT`] is closed with
+//!   4408, and one that subscribes before it with 4401, as graphql-transport-ws asks.
 //! - An admitted connection is closed with 4403 when its token expires (when HTTP would start
 //!   refusing it), and with 1001 when the server stops: the client reconnects and resumes.
 //! - Only subscriptions are served here. Queries and mutations go by HTTP, where every money
@@ -113,7 +113,7 @@ impl Drop for Admitted {
 }
 
 /// Answers a request to upgrade /graphql to a WebSocket. Not async, so that the /graphql
-/// handler's future (which a debug build lays out on the test thread's stack) stays as it was.
+/// handler's future stays as small as it was (docs/development.md, the test thread's stack).
 pub fn upgrade(request: &Request, state: Arc<HttpState>, request_id: String) -> Response {
     let refuse = |message: &str| {
         error_response(StatusCode::BAD_REQUEST, AppError::new(ErrorCode::QueryRejected, message), &request_id, &state.metrics)
