@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AppError, AppResult, ErrorCode};
 
+/// How long past its `exp` (and before its `nbf`) a token still verifies, for clocks that differ
+/// between the issuer and Settle.
+pub const TOKEN_LEEWAY_SECONDS: u64 = 30;
+
 /// What a caller may do. Each role includes the ones before it (A2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -93,6 +97,8 @@ pub struct Principal {
     pub tenant: TenantId,
     /// The highest role the token grants.
     pub role: Role,
+    /// The token's `exp` (seconds since 1970): it verifies until [`TOKEN_LEEWAY_SECONDS`] after.
+    pub expires_at: i64,
 }
 
 impl Principal {
@@ -159,7 +165,7 @@ impl TokenKeys {
         };
         let mut validation = Validation::new(algorithm);
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = TOKEN_LEEWAY_SECONDS;
         validation.set_required_spec_claims(&["exp", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
@@ -182,7 +188,7 @@ impl TokenKeys {
             .filter_map(|r| Role::parse(r))
             .max()
             .ok_or_else(|| unauthenticated("no known role (VIEWER, BILLING or ADMIN)"))?;
-        Ok(Principal { subject: claims.sub, tenant, role })
+        Ok(Principal { subject: claims.sub, tenant, role, expires_at: claims.exp })
     }
 
     /// Mints a token; only possible with a shared secret.

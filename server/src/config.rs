@@ -148,6 +148,21 @@ pub struct Limits {
     /// Times one transaction is retried after write conflicts before TRANSACTION_CONFLICT.
     #[arg(long, env = "SETTLE_TRANSACTION_RETRIES_MAX", default_value_t = 24)]
     pub transaction_retries_max: u32,
+    /// WebSocket connections (live updates) one tenant may hold open at once; one more is
+    /// refused with TOO_MANY_CONNECTIONS.
+    #[arg(long, env = "SETTLE_WEBSOCKET_CONNECTIONS_PER_TENANT_MAX", default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub websocket_connections_per_tenant_max: u32,
+    /// Subscriptions one WebSocket connection may run at once; one more is refused with
+    /// TOO_MANY_SUBSCRIPTIONS.
+    #[arg(long, env = "SETTLE_SUBSCRIPTIONS_PER_CONNECTION_MAX", default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub subscriptions_per_connection_max: u32,
+    /// Ledger event records held for one subscriber that reads more slowly than they come; when
+    /// it falls further behind, its subscription ends with SUBSCRIBER_TOO_SLOW.
+    #[arg(long, env = "SETTLE_SUBSCRIPTION_BUFFER_MAX", default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub subscription_buffer_max: u32,
 }
 
 impl Settings {

@@ -34,6 +34,8 @@ error_codes! {
     QueryRejected => "QUERY_REJECTED",
     RequestTooLarge => "REQUEST_TOO_LARGE",
     PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+    TooManyConnections => "TOO_MANY_CONNECTIONS",
+    TooManySubscriptions => "TOO_MANY_SUBSCRIPTIONS",
     InvalidInput => "INVALID_INPUT",
     InvalidAmount => "INVALID_AMOUNT",
     AmountTooPrecise => "AMOUNT_TOO_PRECISE",
@@ -71,6 +73,7 @@ error_codes! {
     InvalidConfig => "INVALID_CONFIG",
     TaxRateArchived => "TAX_RATE_ARCHIVED",
     TaxRateSystem => "TAX_RATE_SYSTEM",
+    SubscriberTooSlow => "SUBSCRIBER_TOO_SLOW",
     TransactionConflict => "TRANSACTION_CONFLICT",
     DatabaseUnavailable => "DATABASE_UNAVAILABLE",
     Internal => "INTERNAL",
@@ -84,9 +87,14 @@ impl ErrorCode {
         match self {
             // Something outside the request was busy or away; the same request may pass later.
             TransactionConflict | DatabaseUnavailable | ChargePending | PluginUnavailable => true,
+            // The subscription fell behind and was ended; subscribing again after the last
+            // position received goes on where it stopped.
+            SubscriberTooSlow => true,
             // The request itself is refused, or met a defect that it will meet again.
             // PERSISTED_QUERY_NOT_FOUND: the same request cannot pass; the one with the query can.
-            Unauthenticated | Forbidden | QueryRejected | RequestTooLarge | PersistedQueryNotFound | InvalidInput | InvalidAmount | AmountTooPrecise
+            // TOO_MANY_CONNECTIONS, TOO_MANY_SUBSCRIPTIONS: only once the client has ended another.
+            Unauthenticated | Forbidden | QueryRejected | RequestTooLarge | PersistedQueryNotFound | TooManyConnections
+            | TooManySubscriptions | InvalidInput | InvalidAmount | AmountTooPrecise
             | AmountNotPositive | UnknownCurrency | NotFound | IdempotencyKeyReused | CurrencyMismatch | ClientMismatch
             | InvoiceNotDraft | InvoiceNotOpen | InvoiceVoid | InvoiceEmpty | InvoiceNumbered | InvoiceHasAllocations
             | InvoiceHasCreditNotes | InvoiceNumberInUse | PaymentOptionUnavailable | PaymentMethodArchived

@@ -67,6 +67,7 @@ impl Application {
             limits: settings.limits.clone(),
             persisted_queries: PersistedQueries::new(persisted_queries_max),
             cors_allowed_origins: settings.cors_allowed_origins.clone(),
+            live: crate::http::live::Live::new(&settings.limits),
         });
         let address = acceptor
             .local_addr()
@@ -92,6 +93,13 @@ impl Application {
     /// closes the database.
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let store = self.state.store.clone();
+        // WebSocket connections never finish by themselves: told to close when the server stops,
+        // so that the shutdown does not wait for them.
+        let state = self.state.clone();
+        let stop = async move {
+            stop.await;
+            state.live.stop();
+        };
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state), stop, Some(Duration::from_secs(10)))
             .await;

@@ -37,7 +37,7 @@ async fn events_page(caller: &Caller<'_>, variables: Value) -> Value {
 }
 
 /// Every ledger event record of the caller's tenant after `after`, walking the pages.
-async fn records_after(caller: &Caller<'_>, after: i64) -> Vec<Value> {
+pub(crate) async fn records_after(caller: &Caller<'_>, after: i64) -> Vec<Value> {
     let mut records = Vec::new();
     let mut page = events_page(caller, json!({"first": 100, "afterPosition": after})).await;
     loop {
@@ -50,34 +50,34 @@ async fn records_after(caller: &Caller<'_>, after: i64) -> Vec<Value> {
 }
 
 /// The tenant's last position (0 before its first ledger event).
-async fn last_position(caller: &Caller<'_>) -> i64 {
+pub(crate) async fn last_position(caller: &Caller<'_>) -> i64 {
     events_page(caller, json!({"first": 1})).await["totalCount"].as_i64().unwrap()
 }
 
-fn positions(records: &[Value]) -> Vec<i64> {
+pub(crate) fn positions(records: &[Value]) -> Vec<i64> {
     records.iter().map(|record| record["position"].as_i64().unwrap()).collect()
 }
 
-fn types(record: &Value) -> Vec<&str> {
+pub(crate) fn types(record: &Value) -> Vec<&str> {
     record["events"].as_array().unwrap().iter().map(|event| event["type"].as_str().unwrap()).collect()
 }
 
 /// The id of the caller's tenant's payment method called `name`.
-async fn method(caller: &Caller<'_>, name: &str) -> String {
+pub(crate) async fn method(caller: &Caller<'_>, name: &str) -> String {
     let data = caller.ok("{ paymentMethods { id name } }", json!({})).await;
     let methods = data["paymentMethods"].as_array().unwrap();
     methods.iter().find(|m| m["name"] == name).unwrap()["id"].as_str().unwrap().to_owned()
 }
 
 /// A client and a location of the caller's tenant (ADMIN).
-async fn seed_tenant(admin: &Caller<'_>) -> (String, String) {
+pub(crate) async fn seed_tenant(admin: &Caller<'_>) -> (String, String) {
     let client = admin.ok("mutation { createClient(input: {name: \"Ann Lee\"}) { id } }", json!({})).await;
     let location = admin.ok("mutation { createLocation(input: {name: \"Main St Clinic\"}) { id } }", json!({})).await;
     (client["createClient"]["id"].as_str().unwrap().to_owned(), location["createLocation"]["id"].as_str().unwrap().to_owned())
 }
 
 /// An OPEN invoice of one untaxed line of `amount` for the caller's tenant; returns its id.
-async fn open_invoice(caller: &Caller<'_>, (client, location): &(String, String), amount: &str) -> String {
+pub(crate) async fn open_invoice(caller: &Caller<'_>, (client, location): &(String, String), amount: &str) -> String {
     let draft = caller
         .ok(
             "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }",
@@ -94,7 +94,7 @@ async fn open_invoice(caller: &Caller<'_>, (client, location): &(String, String)
     id
 }
 
-async fn pay(caller: &Caller<'_>, invoice: &str, input: Value, key: String) -> Gql {
+pub(crate) async fn pay(caller: &Caller<'_>, invoice: &str, input: Value, key: String) -> Gql {
     caller.post(PAY_QUERY, json!({"id": invoice, "input": input, "key": key})).await
 }
 

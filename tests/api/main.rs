@@ -1,4 +1,4 @@
-//! Black-box tests of Settle: a real server over real HTTP with real SurrealDB.
+//! Black-box tests of Settle: a real server over real HTTP and WebSocket with real SurrealDB.
 //! Every test is named after the rule it checks (shared domain rules: I1, M3, A1, ...).
 
 mod auth;
@@ -15,4 +15,5 @@ mod payments;
 mod plugins;
 mod restart;
 mod schema;
+mod subscriptions;
 mod transport;

@@ -10,7 +10,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use futures::Stream;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -33,6 +32,8 @@ pub struct Follower {
     read: VecDeque<Arc<LedgerEventRecord>>,
     /// Whether the last read of the store reached its end.
     caught_up: bool,
+    /// Whether the last record handed out came from the bus rather than from the store.
+    live_last: bool,
 }
 
 impl Follower {
@@ -40,12 +41,19 @@ impl Follower {
     /// once; nothing is read until [`Follower::next`].
     pub fn start(store: Store, tenant: TenantId, after: i64) -> Follower {
         let live = store.events().subscribe();
-        Follower { store, tenant, last: after.max(0), live, read: VecDeque::new(), caught_up: false }
+        Follower { store, tenant, last: after.max(0), live, read: VecDeque::new(), caught_up: false, live_last: false }
     }
 
     /// The last position handed out: where to resume after a disconnection.
     pub fn position(&self) -> i64 {
         self.last
+    }
+
+    /// Whether the last record handed out came live from the bus (it was just published) rather
+    /// than from the store (the follower was catching up). A consumer may wait for a stored
+    /// record, which stays where it is, but not for a live one: the bus does not wait for it.
+    pub fn was_live(&self) -> bool {
+        self.live_last
     }
 
     /// The next record: the one at position `self.position() + 1`, waiting for it if need be.
@@ -63,6 +71,7 @@ impl Follower {
                     tracing::error!(tenant = %self.tenant, after = self.last, found = record.position, "a gap in stored ledger event positions");
                 }
                 self.last = record.position;
+                self.live_last = false;
                 return Some(Ok(record));
             }
             if !self.caught_up {
@@ -78,6 +87,7 @@ impl Follower {
                 Ok(record) if record.tenant != self.tenant.as_str() || record.position <= self.last => continue,
                 Ok(record) if record.position == self.last + 1 => {
                     self.last = record.position;
+                    self.live_last = true;
                     return Some(Ok(record));
                 }
                 // A gap: positions this bus did not carry (another process), or missed.
@@ -85,11 +95,6 @@ impl Follower {
                 Err(RecvError::Closed) => return None,
             }
         }
-    }
-
-    /// The follower as a stream, for a GraphQL subscription.
-    pub fn into_stream(self) -> impl Stream<Item = AppResult<Arc<LedgerEventRecord>>> + Send {
-        futures::stream::unfold(self, |mut follower| async move { follower.next().await.map(|item| (item, follower)) })
     }
 }
 
@@ -126,6 +131,7 @@ mod tests {
         }
         let mut follower = Follower::start(store.clone(), tenant.clone(), 1);
         assert_eq!(next_position(&mut follower).await, 2);
+        assert!(!follower.was_live(), "read from the store");
         assert_eq!(next_position(&mut follower).await, 3);
 
         // Live: another tenant's events pass by; this tenant's arrive in order.
@@ -138,6 +144,7 @@ mod tests {
             })
         };
         assert_eq!(next_position(&mut follower).await, 4);
+        assert!(follower.was_live(), "taken from the bus");
         assert_eq!(next_position(&mut follower).await, 5);
         writer.await.unwrap();
 

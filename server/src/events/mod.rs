@@ -7,11 +7,14 @@
 //! position (1, 2, 3, ... without gaps, see `store/numbering.rs`), and only then is it published
 //! on the in-process [`EventBus`] (E2). A subscriber resumes from a position with
 //! [`follow::Follower`]: it reads what is stored after that position, then follows the bus.
+//! A live subscriber (a GraphQL subscription) runs one through [`subscriber::subscribe`], which
+//! filters its records and holds a bounded number for it.
 //!
 //! This module knows the shapes of events and how they travel; it knows no SurrealQL and decides
 //! nothing. Which events a change produces is decided where the change is made (`commands`).
 
 pub mod follow;
+pub mod subscriber;
 
 use std::sync::Arc;
 

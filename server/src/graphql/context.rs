@@ -1,6 +1,9 @@
 //! What every resolver reaches for: the shared state, the verified caller, the tenant's settings
 //! (loaded once per request) and the set-up of a mutation.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use async_graphql::Context;
 use chrono::{NaiveDate, Utc};
 use sha2::{Digest, Sha256};
@@ -8,7 +11,7 @@ use tokio::sync::OnceCell;
 
 use crate::auth::{Principal, Role};
 use crate::config::Limits;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::store::Store;
 use crate::store::audit::{IdempotencyKey, Mutation};
 use crate::store::rows::TenantRow;
@@ -33,6 +36,34 @@ pub struct RequestContext {
 impl RequestContext {
     pub fn new(principal: Principal, request_id: String) -> Self {
         RequestContext { principal, request_id, tenant: OnceCell::new() }
+    }
+}
+
+/// The subscriptions one WebSocket connection runs, counted against
+/// `Limits::subscriptions_per_connection_max`. Present only in a WebSocket connection's data.
+#[derive(Default)]
+pub struct ConnectionSubscriptions(Arc<AtomicUsize>);
+
+/// One running subscription's place in its connection's count, given back when it is dropped
+/// (the subscription ended, was completed by the client, or its connection closed).
+pub struct SubscriptionSlot(Arc<AtomicUsize>);
+
+impl Drop for SubscriptionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ConnectionSubscriptions {
+    /// A slot for one more subscription, or TOO_MANY_SUBSCRIPTIONS when `max` already run.
+    pub fn take(&self, max: usize) -> AppResult<SubscriptionSlot> {
+        match self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |running| (running < max).then_some(running + 1)) {
+            Ok(_) => Ok(SubscriptionSlot(self.0.clone())),
+            Err(_) => Err(AppError::new(
+                ErrorCode::TooManySubscriptions,
+                format!("this connection already runs {max} subscriptions, the most one may; complete one or open another connection"),
+            )),
+        }
     }
 }
 

@@ -7,18 +7,24 @@
 //! into one exact type per kind. Records are named by `...Id` fields (the state of the record
 //! now is one query away); money is `Money`, as everywhere.
 
-use async_graphql::{Context, Enum, ID, Interface, Object, Result, SimpleObject};
+use std::sync::Arc;
+
+use async_graphql::resolver_utils::EnumType;
+use async_graphql::{Context, Enum, ID, Interface, Object, Result, SimpleObject, Subscription};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 
-use super::context::{caller, state};
+use super::context::{ConnectionSubscriptions, caller, state};
 use super::invoices_and_payments::{InvoiceStatus, RefundOutcome};
 use super::money::Money;
 use super::pagination::{PAGE_SIZE_DEFAULT, PageInfo, connection_types, wants_total};
 use crate::auth::Role;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::events::subscriber::{self, Filter};
 use crate::events::{self, LedgerEvent as Event};
+use crate::store::directory::PartyKind;
 
 /// The kind of a ledger event.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -372,9 +378,95 @@ impl LedgerEventQuery {
     }
 }
 
+#[derive(Default)]
+pub struct LedgerEventSubscription;
+
+#[Subscription]
+impl LedgerEventSubscription {
+    /// The practice's money changes as they commit, each once and in position order (VIEWER).
+    /// Served over WebSocket at /graphql (graphql-transport-ws), with the token in
+    /// `connection_init`. With `afterPosition` (the last position you processed) it starts with
+    /// the changes stored after it, then goes on live, so a client that reconnects misses nothing
+    /// and gets nothing twice; without it, with the changes that commit from now on. `types`
+    /// keeps the changes with at least one event of those kinds (delivered whole), `clientId`
+    /// the changes of one client. A subscriber that falls more than the server's buffer behind
+    /// is ended with SUBSCRIBER_TOO_SLOW: subscribe again after the last position received.
+    async fn ledger_events(
+        &self,
+        ctx: &Context<'_>,
+        after_position: Option<i64>,
+        types: Option<Vec<LedgerEventType>>,
+        client_id: Option<ID>,
+    ) -> Result<impl Stream<Item = Result<LedgerEventRecord>>> {
+        let request = caller(ctx, Role::Viewer)?;
+        let Some(subscriptions) = ctx.data_opt::<ConnectionSubscriptions>() else {
+            return Err(AppError::new(
+                ErrorCode::QueryRejected,
+                "subscriptions are served over WebSocket at /graphql (graphql-transport-ws)",
+            )
+            .into());
+        };
+        let (store, limits) = (&state(ctx).store, &state(ctx).limits);
+        let tenant = &request.principal.tenant;
+        let kinds = match types {
+            Some(types) if types.is_empty() => {
+                return Err(AppError::invalid("types must name at least one LedgerEventType, or be left out for every type").into());
+            }
+            Some(types) => Some(types.into_iter().map(|kind| kind_name(kind).to_owned()).collect()),
+            None => None,
+        };
+        let client = match client_id {
+            Some(id) => match store.party(tenant, PartyKind::Client, id.as_str()).await? {
+                Some(_) => Some(id.0),
+                None => return Err(AppError::not_found("client").into()),
+            },
+            None => None,
+        };
+        let last = store.ledger_event_count(tenant).await?;
+        let after = match after_position {
+            None => last,
+            Some(position) if position < 0 => {
+                return Err(AppError::invalid(format!("afterPosition must be 0 or more, not {position}")).into());
+            }
+            // A position this practice never reached is not one it gave out: refused rather than
+            // waited for.
+            Some(position) if position > last => {
+                return Err(AppError::invalid(format!("afterPosition {position} is after the practice's last position, {last}")).into());
+            }
+            Some(position) => position,
+        };
+        let slot = subscriptions.take(limits.subscriptions_per_connection_max as usize)?;
+        let records = subscriber::subscribe(
+            store.clone(),
+            tenant.clone(),
+            after,
+            Filter { kinds, client },
+            limits.subscription_buffer_max as usize,
+        );
+        Ok(records.map(move |record| {
+            // The slot is held as long as the subscription runs.
+            let _running = &slot;
+            record.map(|record| LedgerEventRecord(Arc::unwrap_or_clone(record))).map_err(async_graphql::Error::from)
+        }))
+    }
+}
+
+/// A kind's name as the API and [`Event::kind`] spell it (PAYMENT_RECORDED, ...).
+fn kind_name(kind: LedgerEventType) -> &'static str {
+    LedgerEventType::items().iter().find(|item| item.value == kind).map(|item| item.name).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_names_are_the_names_of_events() {
+        let event = Event::InvoiceStatusChanged { invoice: "i".into(), from: events::InvoiceStatus::Open, to: events::InvoiceStatus::Paid };
+        assert_eq!(kind_name(LedgerEventType::InvoiceStatusChanged), event.kind());
+        assert_eq!(kind_name(LedgerEventType::PaymentRecorded), "PAYMENT_RECORDED");
+        assert_eq!(LedgerEventType::items().len(), 13, "one type per kind of LedgerEvent");
+    }
 
     #[test]
     fn cursors_stand_for_positions_and_refuse_other_lists() {

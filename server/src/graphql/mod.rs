@@ -9,7 +9,7 @@
 //! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `ledger_events`, `methods`,
 //! `plugins`, `credit_notes`, `invoices` and `payments`; the object types of invoices, payments and
 //! allocations, which name each other, share `invoices_and_payments`. This file merges the
-//! subjects' queries and mutations into one schema.
+//! subjects' queries, mutations and subscriptions into one schema.
 
 pub mod accounts;
 pub mod audit;
@@ -32,7 +32,7 @@ pub mod practice;
 pub mod scalars;
 pub mod text;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use crate::config::Limits;
 
@@ -66,13 +66,17 @@ pub struct Mutation(
     methods::MethodMutation,
 );
 
-pub type SettleSchema = Schema<Query, Mutation, EmptySubscription>;
+/// Every subscription, served over a WebSocket at /graphql (graphql-transport-ws).
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(ledger_events::LedgerEventSubscription);
+
+pub type SettleSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema with the server's limits; `state` is shared by all requests.
 pub fn build_schema(state: Option<context::AppState>, limits: &Limits) -> SettleSchema {
     // Nesting deeper than this is refused before it is walked (it guards the stack).
     const NESTING_MAX: usize = 32;
-    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    let builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
         // Depth is checked by the budget, which holds introspection to bounds of its own.
         .extension(budget::QueryBudget {
             selections_max: limits.query_selections_max as u64,

@@ -102,6 +102,11 @@ pub struct Limits {
     pub body_size_max_bytes: i32,
     pub query_length_max_bytes: i32,
     pub idempotency_key_max_chars: i32,
+    /// Ledger event records held for a subscriber that reads slowly; one that falls further
+    /// behind is ended with SUBSCRIBER_TOO_SLOW.
+    pub subscription_buffer_max: i32,
+    pub subscriptions_per_connection_max: i32,
+    pub websocket_connections_per_tenant_max: i32,
 }
 
 /// Settings to change; fields left out stay as they are.
@@ -152,6 +157,9 @@ impl PracticeQuery {
             body_size_max_bytes: clamp(limits.body_size_max_bytes),
             query_length_max_bytes: clamp(limits.query_length_max_bytes),
             idempotency_key_max_chars: clamp(IDEMPOTENCY_KEY_MAX),
+            subscription_buffer_max: clamp(limits.subscription_buffer_max as usize),
+            subscriptions_per_connection_max: clamp(limits.subscriptions_per_connection_max as usize),
+            websocket_connections_per_tenant_max: clamp(limits.websocket_connections_per_tenant_max as usize),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP: routes, bearer-token extraction, request ids, body limits, logs and metrics.
 //!
-//! /graphql (GET for queries, POST for everything), /graphiql and its assets ([`graphiql`]),
+//! /graphql (GET for queries, POST for everything, GET with `Upgrade: websocket` for
+//! subscriptions: [`live`]), /graphiql and its assets ([`graphiql`]),
 //! /healthz (no token; checks the database) and /metrics (Prometheus; an ADMIN token). The tenant
 //! and roles of a request come only from its verified token (A1). Around the routes: CORS
 //! ([`cors`]), response compression ([`compression`]); automatic persisted queries
@@ -33,6 +34,7 @@ use crate::store::Store;
 pub mod compression;
 pub mod cors;
 pub mod graphiql;
+pub mod live;
 pub mod persisted;
 mod parser_refusals;
 
@@ -50,6 +52,8 @@ pub struct HttpState {
     pub persisted_queries: PersistedQueries,
     /// Origins allowed by CORS; none turns CORS off.
     pub cors_allowed_origins: Vec<String>,
+    /// WebSocket connections for subscriptions.
+    pub live: live::Live,
 }
 
 /// The request id of the request being served, set by [`observe`].
@@ -166,18 +170,27 @@ fn authenticate(request: &Request, keys: &TokenKeys) -> Result<Principal, AppErr
     let header = request
         .header(header::AUTHORIZATION)
         .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "send a token: Authorization: Bearer <token>"))?;
-    // The scheme name is case-insensitive (RFC 9110).
-    let token = header
+    keys.verify(bearer_token(header)?)
+}
+
+/// The token of an Authorization value `Bearer <token>`; the scheme name is case-insensitive
+/// (RFC 9110).
+fn bearer_token(authorization: &str) -> Result<&str, AppError> {
+    authorization
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token)
-        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "the Authorization header must be 'Bearer <token>'"))?;
-    keys.verify(token.trim())
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| AppError::new(ErrorCode::Unauthenticated, "the Authorization header must be 'Bearer <token>'"))
 }
 
 #[handler]
 async fn graphql(request: &Request, body: poem::Body, Data(state): Data<&Arc<HttpState>>) -> Response {
     let request_id = request_id(request);
+    // Subscriptions: the same path, upgraded to a WebSocket; the token comes later, inside it.
+    // (Another upgrade, such as curl's `h2c`, is ignored as HTTP allows.)
+    if request.header(header::UPGRADE).is_some_and(|upgrade| upgrade.eq_ignore_ascii_case("websocket")) {
+        return live::upgrade(request, state.clone(), request_id);
+    }
     let principal = match authenticate(request, &state.keys) {
         Ok(principal) => principal,
         Err(error) => return error_response(StatusCode::UNAUTHORIZED, error, &request_id, &state.metrics),
