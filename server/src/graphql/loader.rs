@@ -40,25 +40,54 @@ impl Batches {
             .delay(std::time::Duration::ZERO)
     }
 
-    /// Runs the request's `execution`, starting the held batches whenever it waits.
-    pub async fn run<T>(&self, execution: impl Future<Output = T>) -> T {
-        // Boxed: the HTTP layers keep their futures small (docs/development.md).
-        let mut execution = Box::pin(execution);
-        std::future::poll_fn(|cx| {
-            let asked = Arc::new(AskedAgain { waker: cx.waker().clone(), asked: AtomicBool::new(false) });
-            let waker = Waker::from(Arc::clone(&asked));
-            if let Poll::Ready(value) = execution.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
-                return Poll::Ready(value);
-            }
-            if !asked.asked.load(Ordering::SeqCst) {
-                let batches = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
-                for batch in batches {
-                    tokio::spawn(batch);
+    /// Runs the request's `execution` on a task of its own, starting the held batches whenever
+    /// it waits. Its own task, because the execution's deepest stack (a money mutation in
+    /// SurrealDB, in a debug build) is close to a thread's 2 MiB without the HTTP layers' frames
+    /// beneath it (docs/development.md); it is cancelled if the request is dropped, as it would
+    /// be were it polled in place.
+    pub async fn run<T: Send + 'static>(&self, execution: impl Future<Output = T> + Send + 'static) -> T {
+        let batches = self.clone();
+        let task = CancelOnDrop(Some(tokio::spawn(async move {
+            let mut execution = Box::pin(execution);
+            std::future::poll_fn(|cx| {
+                let asked = Arc::new(AskedAgain { waker: cx.waker().clone(), asked: AtomicBool::new(false) });
+                let waker = Waker::from(Arc::clone(&asked));
+                if let Poll::Ready(value) = execution.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
+                    return Poll::Ready(value);
                 }
-            }
-            Poll::Pending
-        })
-        .await
+                if !asked.asked.load(Ordering::SeqCst) {
+                    let held = std::mem::take(&mut *batches.0.lock().unwrap_or_else(|p| p.into_inner()));
+                    for batch in held {
+                        tokio::spawn(batch);
+                    }
+                }
+                Poll::Pending
+            })
+            .await
+        })));
+        match task.join().await {
+            Ok(value) => value,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+}
+
+/// A task that is aborted when its handle is dropped unfinished.
+struct CancelOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> CancelOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        let result = self.0.as_mut().expect("joined once").await;
+        self.0 = None;
+        result
+    }
+}
+
+impl<T> Drop for CancelOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
     }
 }
 

@@ -205,7 +205,8 @@ async fn graphql(request: &Request, body: poem::Body, Data(state): Data<&Arc<Htt
     let loader = batches.loader(state.store.clone(), principal.tenant.clone());
     let graphql_request =
         graphql_request.data(RequestContext::new(principal, request_id.clone())).data(loader);
-    let mut response = batches.run(state.schema.execute(graphql_request)).await;
+    let schema = state.schema.clone();
+    let mut response = batches.run(async move { schema.execute(graphql_request).await }).await;
     // A document with thousands of mistakes gets the first few back, not thousands.
     const ERRORS_MAX: usize = 20;
     if response.errors.len() > ERRORS_MAX {
