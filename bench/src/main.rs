@@ -1,5 +1,6 @@
 //! `settle-bench`: drives a real Settle server over HTTP with concurrent clients and prints
-//! figures: throughput and p50/p95/p99 latency per operation, server memory, and two baselines
+//! figures: throughput and p50/p95/p99 latency per operation (the reports among them: takings
+//! over 30 days and aged receivables), server memory, and two baselines
 //! measured in the same run on the same filesystem:
 //!
 //! - store: the same pay-an-invoice transaction run directly against the embedded store (the
@@ -362,6 +363,13 @@ impl Api {
 const PAY: &str = "mutation($id: ID!, $m: ID!, $amount: Amount!, $key: String!) {
     payInvoice(id: $id, input: {methodId: $m, amount: $amount}, idempotencyKey: $key) { payment { id } } }";
 
+const TAKINGS_30_DAYS: &str = "query($from: Date!, $to: Date!) { takings(from: $from, to: $to, groupBy: DAY) {
+    rows { day currency net { amount } paymentCount refundCount } totals { currency net { amount } } } }";
+
+const AGED_RECEIVABLES: &str = "{ agedReceivables { total { current { amount } days1To30 { amount } days31To60 { amount }
+    days61To90 { amount } over90 { amount } total { amount } } clients(first: 50) { totalCount edges { node { client { name }
+    buckets { total { amount } } } } } } }";
+
 /// Runs `workers` tasks of `op` for `length`, collecting latencies.
 async fn measure<F, Fut>(workers: usize, length: Duration, op: F) -> Samples
 where
@@ -429,12 +437,18 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
         .map(|_| {
             let (api, client, location, cash, seeded) = (api.clone(), client.clone(), location.clone(), cash.clone(), seeded.clone());
             tokio::spawn(async move {
-                while seeded.fetch_add(1, Ordering::Relaxed) < target {
+                loop {
+                    let n = seeded.fetch_add(1, Ordering::Relaxed);
+                    if n >= target {
+                        break;
+                    }
+                    // Dated over the last year, so a report of 30 days reads a twelfth of them.
+                    let date = chrono::Utc::now().date_naive() - chrono::Duration::days((n % 365) as i64);
                     let _ = api
                         .call(
-                            "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!) { recordPayment(idempotencyKey: $key,
-                                input: {clientId: $c, locationId: $l, methodId: $m, amount: \"25.00\"}) { payment { id } } }",
-                            json!({"c": client, "l": location, "m": cash, "key": uuid::Uuid::new_v4().to_string()}),
+                            "mutation($c: ID!, $l: ID!, $m: ID!, $key: String!, $date: Date!) { recordPayment(idempotencyKey: $key,
+                                input: {clientId: $c, locationId: $l, methodId: $m, amount: \"25.00\", date: $date}) { payment { id } } }",
+                            json!({"c": client, "l": location, "m": cash, "key": uuid::Uuid::new_v4().to_string(), "date": date.to_string()}),
                         )
                         .await;
                 }
@@ -516,6 +530,31 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
     for (name, samples) in MIX.iter().zip(&per_op) {
         println!("  {}", samples.line(name, elapsed));
     }
+
+    // Reports alone, after the clinic day left open invoices, refunds and credit notes behind.
+    let report_length = Duration::from_secs(args.seconds.min(5));
+    let takings = measure(1, report_length, {
+        let api = api.clone();
+        move |_| {
+            let api = api.clone();
+            async move {
+                let to = chrono::Utc::now().date_naive();
+                let from = to - chrono::Duration::days(29);
+                api.call(TAKINGS_30_DAYS, json!({"from": from.to_string(), "to": to.to_string()})).await.map(drop)
+            }
+        }
+    })
+    .await;
+    println!("{}", takings.line("takings, 30 days by day", report_length));
+    let aged = measure(1, report_length, {
+        let api = api.clone();
+        move |_| {
+            let api = api.clone();
+            async move { api.call(AGED_RECEIVABLES, json!({})).await.map(drop) }
+        }
+    })
+    .await;
+    println!("{}", aged.line("aged receivables", report_length));
 
     if args.soak_minutes > 0 {
         println!("soak: the clinic-day mix for {} minutes ({} clients), server {}", args.soak_minutes, args.clients, server.memory());

@@ -1,4 +1,4 @@
-//! Prometheus metrics: requests, latencies, errors by code, transaction retries.
+//! Prometheus metrics: requests, latencies, errors by code, transaction retries, database queries.
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 
@@ -16,6 +16,9 @@ pub struct Metrics {
     pub transaction_retries: IntCounter,
     /// Transactions that still conflicted after every retry.
     pub transaction_conflicts_exhausted: IntCounter,
+    /// Queries sent to the database (one per call, however many statements it holds): what a
+    /// request costs the database, and how nested look-ups stay batched.
+    pub db_queries: IntCounter,
 }
 
 impl Metrics {
@@ -38,16 +41,18 @@ impl Metrics {
             "transactions that still conflicted after every retry",
         )
         .expect("valid metric");
+        let db_queries = IntCounter::new("db_queries_total", "queries sent to the database").expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
             Box::new(errors.clone()),
             Box::new(transaction_retries.clone()),
             Box::new(transaction_conflicts_exhausted.clone()),
+            Box::new(db_queries.clone()),
         ] {
             registry.register(collector).expect("metric registered once");
         }
-        Metrics { registry, http_requests, http_latency, errors, transaction_retries, transaction_conflicts_exhausted }
+        Metrics { registry, http_requests, http_latency, errors, transaction_retries, transaction_conflicts_exhausted, db_queries }
     }
 
     /// The text exposition format served at /metrics.

@@ -13,6 +13,7 @@ mod invoices;
 mod limits;
 mod payments;
 mod plugins;
+mod reports;
 mod restart;
 mod schema;
 mod subscriptions;

@@ -8,7 +8,7 @@ use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
-use super::context::{caller, state, tenant, today};
+use super::context::{caller, tenant, today};
 use super::directory::{Client, Contact, Location};
 use super::errors::unknown_state;
 use super::loader;
@@ -22,7 +22,6 @@ use crate::ledger::invoice::{self as invoice_rules, DisplayStatus};
 use crate::ledger::numbering::format_number;
 use crate::ledger::payment as payment_rules;
 use crate::store::invoices::parse_status;
-use crate::store::payments::AllocationOf;
 use crate::store::rows::{AllocationRow, CreditNoteRow, InvoiceRow, LineRow, PaymentRow, RefundRow, key_of};
 
 /// The status a person sees. OVERDUE is derived: OPEN with a due date before today in the
@@ -243,17 +242,14 @@ impl Invoice {
     }
     /// Every allocation to this invoice, removed ones included.
     async fn allocations(&self, ctx: &Context<'_>) -> Result<Vec<Allocation>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let rows = state(ctx)
-            .store
-            .allocations_of(&request.principal.tenant, AllocationOf::Invoice, &key_of(&self.row.id))
-            .await?;
+        caller(ctx, Role::Viewer)?;
+        let rows = loader::allocations_of_invoice(ctx, &key_of(&self.row.id)).await?;
         Ok(rows.into_iter().map(Allocation).collect())
     }
     /// Credit notes of this invoice, void ones included.
     async fn credit_notes(&self, ctx: &Context<'_>) -> Result<Vec<CreditNote>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let rows = state(ctx).store.credit_notes_of(&request.principal.tenant, &key_of(&self.row.id)).await?;
+        caller(ctx, Role::Viewer)?;
+        let rows = loader::credit_notes_of(ctx, &key_of(&self.row.id)).await?;
         Ok(rows.into_iter().map(CreditNote).collect())
     }
 }
@@ -395,13 +391,13 @@ impl Payment {
     }
     /// Every allocation of the payment, removed ones included.
     async fn allocations(&self, ctx: &Context<'_>) -> Result<Vec<Allocation>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let rows = state(ctx).store.allocations_of(&request.principal.tenant, AllocationOf::Payment, &key_of(&self.0.id)).await?;
+        caller(ctx, Role::Viewer)?;
+        let rows = loader::allocations_of_payment(ctx, &key_of(&self.0.id)).await?;
         Ok(rows.into_iter().map(Allocation).collect())
     }
     async fn refunds(&self, ctx: &Context<'_>) -> Result<Vec<Refund>> {
-        let request = caller(ctx, Role::Viewer)?;
-        let rows = state(ctx).store.refunds_of(&request.principal.tenant, &key_of(&self.0.id)).await?;
+        caller(ctx, Role::Viewer)?;
+        let rows = loader::refunds_of(ctx, &key_of(&self.0.id)).await?;
         Ok(rows.into_iter().map(Refund).collect())
     }
     async fn voided_at(&self) -> Option<DateTime<Utc>> {

@@ -7,7 +7,7 @@
 //! `scalars` (Amount, Date), `money`, `pagination`, `text` (checks of text inputs), `context`,
 //! `errors`, `budget` and `loader`. Above them, one file per subject holds its types, inputs,
 //! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `ledger_events`, `methods`,
-//! `plugins`, `credit_notes`, `invoices` and `payments`; the object types of invoices, payments and
+//! `plugins`, `credit_notes`, `invoices`, `payments` and `reports`; the object types of invoices, payments and
 //! allocations, which name each other, share `invoices_and_payments`. This file merges the
 //! subjects' queries, mutations and subscriptions into one schema.
 
@@ -29,6 +29,7 @@ pub mod payments;
 pub mod plugins;
 pub mod preview;
 pub mod practice;
+pub mod reports;
 pub mod scalars;
 pub mod text;
 
@@ -52,6 +53,7 @@ pub struct Query(
     credit_notes::CreditNoteQuery,
     plugins::PluginQuery,
     ledger_events::LedgerEventQuery,
+    reports::ReportQuery,
 );
 
 /// Every mutation, from the modules that define them.

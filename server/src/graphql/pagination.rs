@@ -35,6 +35,18 @@ impl Page {
         Ok(Page { size, after, table })
     }
 
+    /// Like [`Page::parse`] for a list whose cursors hold more than a record key (a list ordered
+    /// by an amount keeps the amount and the key): `after` is the text the cursor was made from,
+    /// for the list to read.
+    pub fn parse_ordered(first: Option<i32>, after: Option<String>, table: &'static str, page_size_max: usize) -> AppResult<Page> {
+        let page = Page::parse(first, None, table, page_size_max)?;
+        let after = match after {
+            None => None,
+            Some(cursor) => Some(decode_cursor_text(&cursor, table)?),
+        };
+        Ok(Page { after, ..page })
+    }
+
     /// Rows to fetch: one more than the page, to learn whether another page follows.
     pub fn fetch_limit(&self) -> usize {
         self.size + 1
@@ -67,11 +79,16 @@ fn encode_cursor(table: &str, key: &str) -> String {
 }
 
 fn decode_cursor(cursor: &str, table: &str) -> AppResult<String> {
+    let key = decode_cursor_text(cursor, table)?;
+    uuid::Uuid::parse_str(&key).map_err(|_| AppError::invalid("after is not a cursor from this list"))?;
+    Ok(key)
+}
+
+fn decode_cursor_text(cursor: &str, table: &str) -> AppResult<String> {
     let invalid = || AppError::invalid("after is not a cursor from this list");
     let bytes = URL_SAFE_NO_PAD.decode(cursor.as_bytes()).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let key = text.strip_prefix(table).and_then(|rest| rest.strip_prefix(':')).ok_or_else(invalid)?;
-    uuid::Uuid::parse_str(key).map_err(|_| invalid())?;
     Ok(key.to_owned())
 }
 

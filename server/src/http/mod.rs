@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_graphql::dataloader::DataLoader;
 use poem::http::{Method, StatusCode, header};
 use poem::web::Data;
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler};
@@ -26,7 +25,7 @@ use crate::config::Limits;
 use crate::error::{AppError, ErrorCode};
 use crate::graphql::context::RequestContext;
 use crate::graphql::errors::finish_errors;
-use crate::graphql::loader::RecordLoader;
+use crate::graphql::loader::Batches;
 use crate::graphql::SettleSchema;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -220,13 +219,13 @@ async fn graphql(request: &Request, body: poem::Body, Data(state): Data<&Arc<Htt
         );
         return error_response(StatusCode::BAD_REQUEST, error, &request_id, &state.metrics);
     }
-    let loader = DataLoader::new(
-        RecordLoader { store: state.store.clone(), tenant: principal.tenant.clone() },
-        tokio::spawn,
-    );
+    // Nested look-ups are batched per request, each batch started once the rows have all asked.
+    let batches = Batches::default();
+    let loader = batches.loader(state.store.clone(), principal.tenant.clone());
     let graphql_request =
         graphql_request.data(RequestContext::new(principal, request_id.clone())).data(loader);
-    let mut response = state.schema.execute(graphql_request).await;
+    let schema = state.schema.clone();
+    let mut response = batches.run(async move { schema.execute(graphql_request).await }).await;
     // A document with thousands of mistakes gets the first few back, not thousands.
     const ERRORS_MAX: usize = 20;
     if response.errors.len() > ERRORS_MAX {

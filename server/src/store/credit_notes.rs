@@ -167,14 +167,4 @@ impl Store {
             .with("date <= $to", "to", filter.to.map(date_string));
         self.page("credit_note", tenant, filter, after, limit, count).await
     }
-
-    pub async fn credit_notes_of(&self, tenant: &TenantId, invoice_key: &str) -> AppResult<Vec<CreditNoteRow>> {
-        let mut results = self
-            .query(
-                "SELECT * FROM credit_note WHERE invoice = $invoice AND tenant = $tenant ORDER BY id",
-                Vars::new().set("invoice", invoice_key.to_owned()).set("tenant", tenant.as_str().to_owned()),
-            )
-            .await?;
-        results.rows(0)
-    }
 }

@@ -443,7 +443,7 @@ impl Store {
         tx.query(
             "CREATE $id SET tenant = $tenant, page_key = $page_key, payment = $payment, client = $client, amount = $amount,
                 currency = $currency, date = $date, description = $description, outcome = $outcome, plugin = $plugin,
-                created_at = time::now(), created_by = $actor",
+                method = $method, location = $location, created_at = time::now(), created_by = $actor",
             Vars::new()
                 .set("id", record("refund", &key))
                 .set("tenant", mutation.tenant.as_str().to_owned())
@@ -456,6 +456,8 @@ impl Store {
                 .set("description", description)
                 .set("outcome", outcome.to_owned())
                 .set("plugin", payment.doc.plugin.clone())
+                .set("method", payment.doc.method.clone())
+                .set("location", payment.doc.location.clone())
                 .set("actor", mutation.actor.to_owned()),
         )
         .await?;
@@ -502,26 +504,6 @@ impl Store {
             .query(
                 "SELECT * FROM payment_method WHERE tenant = $tenant AND ($all OR archived = false) ORDER BY id",
                 Vars::new().set("tenant", tenant.as_str().to_owned()).set("all", include_archived),
-            )
-            .await?;
-        results.rows(0)
-    }
-
-    /// Allocations of a payment or of an invoice, oldest first, removed ones included.
-    pub async fn allocations_of(&self, tenant: &TenantId, field: AllocationOf, key: &str) -> AppResult<Vec<AllocationRow>> {
-        let sql = match field {
-            AllocationOf::Payment => "SELECT * FROM allocation WHERE payment = $key AND tenant = $tenant ORDER BY id",
-            AllocationOf::Invoice => "SELECT * FROM allocation WHERE invoice = $key AND tenant = $tenant ORDER BY id",
-        };
-        let mut results = self.query(sql, Vars::new().set("key", key.to_owned()).set("tenant", tenant.as_str().to_owned())).await?;
-        results.rows(0)
-    }
-
-    pub async fn refunds_of(&self, tenant: &TenantId, payment_key: &str) -> AppResult<Vec<RefundRow>> {
-        let mut results = self
-            .query(
-                "SELECT * FROM refund WHERE payment = $key AND tenant = $tenant ORDER BY id",
-                Vars::new().set("key", payment_key.to_owned()).set("tenant", tenant.as_str().to_owned()),
             )
             .await?;
         results.rows(0)
@@ -606,13 +588,6 @@ impl Store {
             .await?;
         results.rows(0)
     }
-}
-
-/// Which side of an allocation to look up by.
-#[derive(Debug, Clone, Copy)]
-pub enum AllocationOf {
-    Payment,
-    Invoice,
 }
 
 pub(crate) fn payment_entry(action: &str, payment: &PaymentRow, allocated: &[Allocated]) -> AuditEntry {

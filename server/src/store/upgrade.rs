@@ -27,7 +27,117 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
         // recorded before have no ledger events and so get no position: nothing to fill in.
         claim_charge_keys(store).await?;
     }
+    if from_version < 5 {
+        // Version 5 added the reports' indexes (built by the schema itself), each payment's
+        // `credit` and each refund's `method` and `location`.
+        recompute_payment_credit(store).await?;
+        copy_payment_fields_to_refunds(store).await?;
+    }
     Ok(())
+}
+
+/// Version 5 added `credit` to payments, a value the database computes on every write of a
+/// payment (schema.surql). Writing each payment written before once, unchanged, computes it.
+async fn recompute_payment_credit(store: &Store) -> AppResult<()> {
+    in_batches(store, "payment", "id", |batch: Vec<Id>| async move {
+        let ids: Vec<RecordId> = batch.into_iter().map(|row| row.id).collect();
+        store.query("UPDATE $ids RETURN NONE", Vars::new().set("ids", ids)).await.map(drop)
+    })
+    .await
+}
+
+/// Version 5 added to each refund the method and location of its payment (never edited, P9),
+/// which takings by method and location group by. A batch of refunds reads its payments in one
+/// query.
+async fn copy_payment_fields_to_refunds(store: &Store) -> AppResult<()> {
+    in_batches(store, "refund", "id, payment", |batch: Vec<RefundOfPayment>| async move {
+        let payments: Vec<RecordId> = batch.iter().map(|row| rows::record("payment", &row.payment)).collect();
+        let found: Vec<PaymentPlace> =
+            store.query("SELECT id, method, location FROM $ids", Vars::new().set("ids", payments)).await?.rows(0)?;
+        let places: std::collections::HashMap<String, PaymentPlace> = found.into_iter().map(|p| (rows::key_of(&p.id), p)).collect();
+        let mut updates = Vec::new();
+        for refund in batch {
+            let place = places.get(&refund.payment).ok_or_else(|| {
+                crate::error::AppError::internal(format!("refund {} names payment {}, which does not exist", rows::key_of(&refund.id), refund.payment))
+            })?;
+            updates.push(RefundPlace { id: refund.id, method: place.method.clone(), location: place.location.clone() });
+        }
+        store
+            .query(
+                "BEGIN; FOR $row IN $updates { UPDATE $row.id SET method = $row.method, location = $row.location RETURN NONE; }; COMMIT;",
+                Vars::new().set("updates", updates),
+            )
+            .await
+            .map(drop)
+    })
+    .await
+}
+
+/// Runs `step` on the records of `table` (their `fields`) in batches of [`BATCH`], walking the
+/// table in key order.
+async fn in_batches<T, F, Fut>(store: &Store, table: &str, fields: &str, step: F) -> AppResult<()>
+where
+    T: SurrealValue + HasId,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = AppResult<()>>,
+{
+    let mut start = std::ops::Bound::Unbounded;
+    loop {
+        let range = RecordId {
+            table: table.into(),
+            key: RecordIdKey::Range(Box::new(RecordIdKeyRange { start: start.clone(), end: std::ops::Bound::Unbounded })),
+        };
+        let sql = format!("SELECT {fields} FROM $range LIMIT $batch");
+        let batch: Vec<T> = store.query(&sql, Vars::new().set("range", range).set("batch", BATCH)).await?.rows(0)?;
+        let full = batch.len() as i64 == BATCH;
+        let Some(last) = batch.last().map(|row| row.id().clone()) else { return Ok(()) };
+        step(batch).await?;
+        if !full {
+            return Ok(());
+        }
+        start = std::ops::Bound::Excluded(last.key);
+    }
+}
+
+trait HasId {
+    fn id(&self) -> &RecordId;
+}
+
+#[derive(SurrealValue)]
+struct Id {
+    id: RecordId,
+}
+
+impl HasId for Id {
+    fn id(&self) -> &RecordId {
+        &self.id
+    }
+}
+
+#[derive(SurrealValue)]
+struct RefundOfPayment {
+    id: RecordId,
+    payment: String,
+}
+
+impl HasId for RefundOfPayment {
+    fn id(&self) -> &RecordId {
+        &self.id
+    }
+}
+
+#[derive(SurrealValue)]
+struct PaymentPlace {
+    id: RecordId,
+    method: String,
+    location: String,
+}
+
+#[derive(SurrealValue)]
+struct RefundPlace {
+    id: RecordId,
+    method: String,
+    location: String,
 }
 
 /// Version 4 made the idempotency gate the one place that knows a request was made: a charge's
