@@ -1,6 +1,6 @@
-//! Prometheus metrics: requests, latencies, errors by code, transaction retries.
+//! Prometheus metrics: requests, latencies, errors by code, transaction retries, plugin health.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// The process's metrics; cloning shares them.
 #[derive(Clone)]
@@ -16,6 +16,10 @@ pub struct Metrics {
     pub transaction_retries: IntCounter,
     /// Transactions that still conflicted after every retry.
     pub transaction_conflicts_exhausted: IntCounter,
+    /// Times a plugin's child process was started again after dying, by plugin id.
+    pub plugin_restarts: IntCounterVec,
+    /// 1 while a plugin is healthy, 0 after repeated faults, by plugin id.
+    pub plugin_healthy: IntGaugeVec,
 }
 
 impl Metrics {
@@ -38,16 +42,35 @@ impl Metrics {
             "transactions that still conflicted after every retry",
         )
         .expect("valid metric");
+        let plugin_restarts = IntCounterVec::new(
+            Opts::new("plugin_restarts_total", "plugin child processes started again after dying"),
+            &["plugin"],
+        )
+        .expect("valid metric");
+        let plugin_healthy =
+            IntGaugeVec::new(Opts::new("plugin_healthy", "1 while a plugin is healthy, 0 after repeated faults"), &["plugin"])
+                .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
             Box::new(errors.clone()),
             Box::new(transaction_retries.clone()),
             Box::new(transaction_conflicts_exhausted.clone()),
+            Box::new(plugin_restarts.clone()),
+            Box::new(plugin_healthy.clone()),
         ] {
             registry.register(collector).expect("metric registered once");
         }
-        Metrics { registry, http_requests, http_latency, errors, transaction_retries, transaction_conflicts_exhausted }
+        Metrics {
+            registry,
+            http_requests,
+            http_latency,
+            errors,
+            transaction_retries,
+            transaction_conflicts_exhausted,
+            plugin_restarts,
+            plugin_healthy,
+        }
     }
 
     /// The text exposition format served at /metrics.
