@@ -119,12 +119,13 @@ async fn main() -> anyhow::Result<()> {
         println!("store baseline (pay an invoice on the embedded store, {} tasks): {rate:.0}/s", args.clients);
         store = Some(rate);
     }
-    let server = Server::start(&args, &work.path().join("server"))?;
+    let server = Server::start(&args, &work.path().join("server"), &[])?;
     let result = api_phases(&args, &server).await;
     let memory = server.memory();
     drop(server);
     let api = result?;
     println!("server memory: {memory}");
+    card_sim_in_and_out_of_process(&args, work.path()).await?;
     if let Some(store) = store {
         println!("API / store: {:.0}%", api / store * 100.0);
     }
@@ -180,8 +181,11 @@ async fn store_baseline(dir: &Path, tasks: usize, length: Duration) -> anyhow::R
             dir: dir.join("plugins"),
             call_timeout: Duration::from_millis(defaults.limits.plugin_call_timeout_ms),
             concurrency_max: defaults.limits.plugin_concurrency_max,
+            unhealthy_cool_down: Duration::from_millis(defaults.plugin_unhealthy_cool_down_ms),
+            isolation: settle::plugins::Isolation::defaults(std::env::current_exe()?),
         },
         settle::startup::built_in_plugins(),
+        None,
     );
     let commands = Commands::new(store.clone(), Charging::new(Arc::new(host)));
     let tenant = TenantId::parse("bench").expect("valid tenant");
@@ -265,7 +269,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(args: &Args, data_dir: &Path) -> anyhow::Result<Server> {
+    /// Starts the binary on `data_dir` with `extra` flags after the usual ones.
+    fn start(args: &Args, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         let binary = match &args.server {
             Some(path) => path.clone(),
             None => std::env::current_exe()?.with_file_name("settle"),
@@ -274,7 +279,10 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--log", "error"])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env_remove("SETTLE_DATABASE")
+            .env_remove("SETTLE_PLUGINS_IN_PROCESS")
+            .env_remove("SETTLE_PLUGINS_OUT_OF_PROCESS")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -369,6 +377,58 @@ const TAKINGS_30_DAYS: &str = "query($from: Date!, $to: Date!) { takings(from: $
 const AGED_RECEIVABLES: &str = "{ agedReceivables { total { current { amount } days1To30 { amount } days31To60 { amount }
     days61To90 { amount } over90 { amount } total { amount } } clients(first: 50) { totalCount edges { node { client { name }
     buckets { total { amount } } } } } } }";
+const PAY_CARD: &str = "mutation($id: ID!, $m: ID!, $amount: Amount!, $key: String!) {
+    payInvoice(id: $id, input: {methodId: $m, amount: $amount, details: {card_number: \"4242424242424242\"}}, idempotencyKey: $key) { payment { id } } }";
+
+/// payInvoice through card-sim, the built-in run in the server and then, on a second server of
+/// its own, in a `settle plugin-host` child process (`--plugins-out-of-process card-sim`): what
+/// moving a plugin out of the server costs per charge. Each client pays its own invoice.
+async fn card_sim_in_and_out_of_process(args: &Args, work: &Path) -> anyhow::Result<()> {
+    let length = Duration::from_secs(args.seconds);
+    let mut rates = Vec::new();
+    for (name, dir, extra) in [
+        ("card-sim in process", "card-in", &[][..]),
+        ("card-sim out of process", "card-out", &["--plugins-out-of-process", "card-sim"][..]),
+    ] {
+        let server = Server::start(args, &work.join(dir), extra)?;
+        let api = Api {
+            http: reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?,
+            url: server.url.clone(),
+            token: server.token.clone(),
+        };
+        let id = |data: Value, field: &str| data[field]["id"].as_str().unwrap_or_default().to_owned();
+        let client = id(api.call("mutation { createClient(input: {name: \"Bench Client\"}) { id } }", json!({})).await?, "createClient");
+        let location = id(api.call("mutation { createLocation(input: {name: \"Bench Clinic\"}) { id } }", json!({})).await?, "createLocation");
+        let methods = api.call("{ paymentMethods { id name } }", json!({})).await?;
+        let card = methods["paymentMethods"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "Credit card"))
+            .and_then(|m| m["id"].as_str())
+            .ok_or_else(|| anyhow::anyhow!("no Credit card method"))?
+            .to_owned();
+        let mut own = Vec::new();
+        for _ in 0..args.clients {
+            own.push(api.invoice(&client, &location, "10000000.00").await?);
+        }
+        let own = Arc::new(own);
+        let samples = measure(args.clients, length, move |worker| {
+            let (api, invoice, card) = (api.clone(), own[worker].clone(), card.clone());
+            async move {
+                api.call(PAY_CARD, json!({"id": invoice, "m": card, "amount": "1.00", "key": uuid::Uuid::new_v4().to_string()}))
+                    .await
+                    .map(drop)
+            }
+        })
+        .await;
+        println!("{}", samples.line(&format!("payInvoice, {name}"), length));
+        println!("  server memory: {}", server.memory());
+        rates.push(samples.throughput(length));
+    }
+    if let [inside, outside] = rates[..] {
+        println!("card-sim out of process / in process: {:.0}%", outside / inside * 100.0);
+    }
+    Ok(())
+}
 
 /// Runs `workers` tasks of `op` for `length`, collecting latencies.
 async fn measure<F, Fut>(workers: usize, length: Duration, op: F) -> Samples

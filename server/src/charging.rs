@@ -100,11 +100,12 @@ impl Charging {
                 AppError::new(ErrorCode::PluginRejected, format!("{}: {}", error.code, error.message)),
             ),
             // Nothing reached the plugin: the attempt fails and the same request may try again.
-            Err(error @ (CallError::Unhealthy | CallError::Busy | CallError::NotFound(_))) => {
+            Err(error @ (CallError::Unhealthy | CallError::Busy | CallError::NotFound(_) | CallError::Unavailable(_))) => {
                 Answer::Failed(Settlement::Failed { reason: error.to_string() }, unavailable(&error))
             }
-            // The plugin may have charged: the reconciler finds out.
-            Err(error @ (CallError::Timeout | CallError::Panic(_) | CallError::Malformed(_))) => {
+            // The plugin may have charged (its process may have died after the gateway took the
+            // card): the reconciler finds out.
+            Err(error @ (CallError::Timeout | CallError::Panic(_) | CallError::Malformed(_) | CallError::Crashed(_))) => {
                 tracing::warn!(plugin = %attempt.plugin, %error, "charge outcome unknown; left for the reconciler");
                 Answer::Unknown
             }
@@ -126,7 +127,7 @@ impl Charging {
             Ok(Outcome::Succeeded { reference }) => Answer::Settled(Settlement::Succeeded { reference }),
             Ok(Outcome::Declined { reason }) => Answer::Settled(Settlement::Declined { reason }),
             Err(CallError::Plugin(error)) => Answer::Settled(Settlement::Failed { reason: format!("{}: {}", error.code, error.message) }),
-            Err(error @ (CallError::Unhealthy | CallError::Busy | CallError::NotFound(_))) => {
+            Err(error @ (CallError::Unhealthy | CallError::Busy | CallError::NotFound(_) | CallError::Unavailable(_))) => {
                 Answer::Settled(Settlement::Failed { reason: error.to_string() })
             }
             // Unknown: the amount stays reserved until the reconciler settles it.

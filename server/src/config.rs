@@ -70,6 +70,40 @@ pub struct Settings {
     #[arg(long, env = "SETTLE_PLUGIN_DIR")]
     pub plugin_dir: Option<PathBuf>,
 
+    /// Plugin ids that run inside the server's process, separated by commas (a library is then
+    /// loaded into the server). By default only the built-ins (manual, card-sim) do.
+    #[arg(long, env = "SETTLE_PLUGINS_IN_PROCESS", value_delimiter = ',')]
+    pub plugins_in_process: Vec<String>,
+
+    /// Plugin ids that run in a child process of their own, separated by commas (a built-in is
+    /// then served by `settle plugin-host --built-in ID`). By default every library does.
+    #[arg(long, env = "SETTLE_PLUGINS_OUT_OF_PROCESS", value_delimiter = ',')]
+    pub plugins_out_of_process: Vec<String>,
+
+    /// Address-space limit of each plugin process (RLIMIT_AS), in MiB; 0 for none. A plugin that
+    /// allocates past it dies alone.
+    #[arg(long, env = "SETTLE_PLUGIN_MEMORY_LIMIT_MIB", default_value_t = 2048)]
+    pub plugin_memory_limit_mib: u64,
+
+    /// How long a plugin process may leave a call unanswered before it is killed and restarted,
+    /// in ms (at least the plugin call timeout, after which the caller already has its answer).
+    #[arg(long, env = "SETTLE_PLUGIN_HANG_LIMIT_MS", default_value_t = 30_000)]
+    pub plugin_hang_limit_ms: u64,
+
+    /// Calls in flight at once in one plugin process.
+    #[arg(long, env = "SETTLE_PLUGIN_PROCESS_CALLS_MAX", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    pub plugin_process_calls_max: u64,
+
+    /// How long a plugin marked unhealthy after repeated faults is refused before it is tried
+    /// again, in ms.
+    #[arg(long, env = "SETTLE_PLUGIN_UNHEALTHY_COOL_DOWN_MS", default_value_t = 30_000)]
+    pub plugin_unhealthy_cool_down_ms: u64,
+
+    /// The `settle` binary that runs plugin processes (`settle plugin-host`). Default: the
+    /// running executable.
+    #[arg(long, env = "SETTLE_PLUGIN_HOST_PROGRAM", hide = true)]
+    pub plugin_host_program: Option<PathBuf>,
+
     /// How often the reconciler settles charges and refunds whose outcome was not known, in ms.
     #[arg(long, env = "SETTLE_RECONCILE_INTERVAL_MS", default_value_t = 30_000)]
     pub reconcile_interval_ms: u64,
@@ -183,6 +217,14 @@ impl Settings {
         }
     }
 
+    /// Refuses a plugin id named both in and out of process.
+    pub fn check_plugin_isolation(&self) -> Result<(), String> {
+        match self.plugins_in_process.iter().find(|id| self.plugins_out_of_process.contains(id)) {
+            Some(id) => Err(format!("plugin {id:?} is named in both --plugins-in-process and --plugins-out-of-process")),
+            None => Ok(()),
+        }
+    }
+
     pub fn plugin_dir(&self) -> PathBuf {
         self.plugin_dir.clone().unwrap_or_else(|| self.data_dir.join("plugins"))
     }
@@ -225,5 +267,23 @@ mod tests {
         assert!(Settings::defaults().cors_allowed_origins.is_empty());
         assert!(parse(&["settle", "--cors-allowed-origins", "https://a.example.com,*"]).is_err());
         assert!(parse(&["settle", "--persisted-queries-max", "0"]).is_err());
+    }
+
+    #[test]
+    fn plugins_are_placed_by_id_lists_and_an_id_in_both_is_refused() {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let parse = |args: &[&str]| <Only as clap::Parser>::try_parse_from(args).map(|only| only.settings).unwrap();
+        let settings = parse(&["settle", "--plugins-out-of-process", "card-sim,manual", "--plugins-in-process", "acme"]);
+        assert_eq!(settings.plugins_out_of_process, ["card-sim", "manual"]);
+        assert_eq!(settings.plugins_in_process, ["acme"]);
+        assert_eq!(settings.check_plugin_isolation(), Ok(()));
+        let both = parse(&["settle", "--plugins-out-of-process", "card-sim", "--plugins-in-process", "card-sim"]);
+        assert!(both.check_plugin_isolation().unwrap_err().contains("card-sim"));
+        let defaults = Settings::defaults();
+        assert!(defaults.plugins_in_process.is_empty() && defaults.plugins_out_of_process.is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! The `settle` command: serve, mint a token, print the schema.
+//! The `settle` command: serve, mint a token, print the schema, check a plugin, and (started by the
+//! server itself) host one plugin in a process of its own.
 
 use clap::{Parser, Subcommand};
 use settle::auth::{Role, TenantId, TokenKeys};
@@ -37,6 +38,16 @@ enum Command {
     /// Work with payment-method plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Serve one plugin to the server over stdin and stdout (the server starts this itself).
+    #[command(hide = true)]
+    PluginHost {
+        /// The plugin library to load.
+        #[arg(required_unless_present = "built_in", conflicts_with = "built_in")]
+        library: Option<std::path::PathBuf>,
+        /// Serve the built-in plugin with this id instead.
+        #[arg(long)]
+        built_in: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -59,9 +70,19 @@ enum PluginCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        // No async runtime here: a plugin host is a small synchronous process.
+        Command::PluginHost { library, built_in } => {
+            std::process::exit(settle::plugins::child::run(library.as_deref(), built_in.as_deref(), settle::startup::built_in_plugins()))
+        }
+        command => tokio::runtime::Runtime::new()?.block_on(run(command)),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::PluginHost { .. } => anyhow::bail!("plugin-host runs before any async runtime starts"),
         Command::Serve(settings) => serve(*settings).await,
         Command::Token { tenant, roles, ttl, subject, settings } => {
             let tenant = TenantId::parse(&tenant).ok_or_else(|| anyhow::anyhow!("a tenant id is 1-64 of a-z A-Z 0-9 _ -"))?;

@@ -1,6 +1,7 @@
-//! Prometheus metrics: requests, latencies, errors by code, transaction retries, database queries.
+//! Prometheus metrics: requests, latencies, errors by code, transaction retries, database queries,
+//! plugin health.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// The process's metrics; cloning shares them.
 #[derive(Clone)]
@@ -19,6 +20,10 @@ pub struct Metrics {
     /// Queries sent to the database (one per call, however many statements it holds): what a
     /// request costs the database, and how nested look-ups stay batched.
     pub db_queries: IntCounter,
+    /// Times a plugin's child process was started again after dying, by plugin id.
+    pub plugin_restarts: IntCounterVec,
+    /// 1 while a plugin is healthy, 0 after repeated faults, by plugin id.
+    pub plugin_healthy: IntGaugeVec,
 }
 
 impl Metrics {
@@ -42,6 +47,14 @@ impl Metrics {
         )
         .expect("valid metric");
         let db_queries = IntCounter::new("db_queries_total", "queries sent to the database").expect("valid metric");
+        let plugin_restarts = IntCounterVec::new(
+            Opts::new("plugin_restarts_total", "plugin child processes started again after dying"),
+            &["plugin"],
+        )
+        .expect("valid metric");
+        let plugin_healthy =
+            IntGaugeVec::new(Opts::new("plugin_healthy", "1 while a plugin is healthy, 0 after repeated faults"), &["plugin"])
+                .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -49,10 +62,22 @@ impl Metrics {
             Box::new(transaction_retries.clone()),
             Box::new(transaction_conflicts_exhausted.clone()),
             Box::new(db_queries.clone()),
+            Box::new(plugin_restarts.clone()),
+            Box::new(plugin_healthy.clone()),
         ] {
             registry.register(collector).expect("metric registered once");
         }
-        Metrics { registry, http_requests, http_latency, errors, transaction_retries, transaction_conflicts_exhausted, db_queries }
+        Metrics {
+            registry,
+            http_requests,
+            http_latency,
+            errors,
+            transaction_retries,
+            transaction_conflicts_exhausted,
+            db_queries,
+            plugin_restarts,
+            plugin_healthy,
+        }
     }
 
     /// The text exposition format served at /metrics.

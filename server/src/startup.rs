@@ -12,7 +12,7 @@ use settle_plugin::PaymentMethodPlugin;
 use crate::auth::TokenKeys;
 use crate::charging::Charging;
 use crate::commands::Commands;
-use crate::plugins::{HostSettings, PluginHost};
+use crate::plugins::{HostSettings, Isolation, PluginHost};
 use crate::config::{JwtAlgorithm, Settings};
 use crate::graphql::context::AppState;
 use crate::graphql::build_schema;
@@ -35,7 +35,8 @@ impl Application {
         let (keys, created_signing_key) = load_keys(&settings)?;
         let metrics = Metrics::new();
         let store = Store::open(&settings.store_settings(), metrics.clone()).await?;
-        let host = Arc::new(PluginHost::start(&host_settings(&settings), built_in_plugins()));
+        settings.check_plugin_isolation().map_err(|e| anyhow::anyhow!(e))?;
+        let host = Arc::new(PluginHost::start(&host_settings(&settings)?, built_in_plugins(), Some(metrics.clone())));
         let charging = Charging::new(host);
         let commands = Commands::new(store.clone(), charging.clone());
         // Settles charges and refunds left unknown by a timeout or a crash: now, then periodically.
@@ -141,16 +142,29 @@ pub fn built_in_plugins() -> Vec<Arc<dyn PaymentMethodPlugin>> {
     ]
 }
 
-fn host_settings(settings: &Settings) -> HostSettings {
+fn host_settings(settings: &Settings) -> anyhow::Result<HostSettings> {
     let dir = settings.plugin_dir();
     if let Err(error) = std::fs::create_dir_all(&dir) {
         tracing::warn!(dir = %dir.display(), %error, "cannot create the plugin directory");
     }
-    HostSettings {
+    let program = match &settings.plugin_host_program {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().map_err(|e| anyhow::anyhow!("cannot find the settle executable for plugin processes: {e}"))?,
+    };
+    Ok(HostSettings {
         dir,
         call_timeout: Duration::from_millis(settings.limits.plugin_call_timeout_ms.max(1)),
         concurrency_max: settings.limits.plugin_concurrency_max,
-    }
+        unhealthy_cool_down: Duration::from_millis(settings.plugin_unhealthy_cool_down_ms),
+        isolation: Isolation {
+            in_process: settings.plugins_in_process.clone(),
+            out_of_process: settings.plugins_out_of_process.clone(),
+            program,
+            memory_limit_mib: settings.plugin_memory_limit_mib,
+            hang_limit: Duration::from_millis(settings.plugin_hang_limit_ms),
+            calls_max: usize::try_from(settings.plugin_process_calls_max).unwrap_or(usize::MAX),
+        },
+    })
 }
 
 /// Where the HS256 secret lives.

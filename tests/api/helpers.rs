@@ -28,6 +28,8 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
     settings.listen = "127.0.0.1:0".parse().unwrap();
     settings.data_dir = data_dir.to_path_buf();
     settings.database = Some("mem://".into());
+    // Plugin processes run the settle binary, not this test binary.
+    settings.plugin_host_program = Some(env!("CARGO_BIN_EXE_settle").into());
     settings
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod helpers;
 mod hostile;
 mod invoices;
+mod isolation;
 mod limits;
 mod payments;
 mod plugins;

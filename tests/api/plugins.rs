@@ -24,16 +24,17 @@ use crate::helpers::*;
 pub(crate) const CARD_SIM: &str = "libsettle_plugin_card_sim.so";
 const MANUAL: &str = "libsettle_plugin_manual.so";
 const PANICKY: &str = "libsettle_test_plugin_panicky.so";
+pub(crate) const MISBEHAVING: &str = "libsettle_test_plugin_misbehaving.so";
 const BAD_ABI: &str = "libsettle_test_plugin_bad_abi.so";
 const NO_VTABLE: &str = "libsettle_test_plugin_no_vtable.so";
 
 /// card-sim's test card numbers (plugins/README.md).
-mod cards {
-    pub const SUCCEEDS: &str = "4242424242424242";
-    pub const INSUFFICIENT_FUNDS: &str = "4000000000009995";
-    pub const EXPIRED: &str = "4000000000000069";
+pub(crate) mod cards {
+    pub(crate) const SUCCEEDS: &str = "4242424242424242";
+    pub(crate) const INSUFFICIENT_FUNDS: &str = "4000000000009995";
+    pub(crate) const EXPIRED: &str = "4000000000000069";
     /// Records a success at once, then sleeps `details.hang_ms` before answering.
-    pub const NEVER_ANSWERS: &str = "4000000000000259";
+    pub(crate) const NEVER_ANSWERS: &str = "4000000000000259";
 }
 
 /// The packages of an ordinary build that leaves the shipped plugin libraries: the server and
@@ -42,7 +43,8 @@ mod cards {
 const ORDINARY_BUILD: [&str; 3] = ["settle-server", "settle-plugin-manual", "settle-plugin-card-sim"];
 
 /// The deliberately broken libraries of `tests/plugins`.
-const TEST_PLUGINS: [&str; 3] = ["settle-test-plugin-panicky", "settle-test-plugin-bad-abi", "settle-test-plugin-no-vtable"];
+const TEST_PLUGINS: [&str; 4] =
+    ["settle-test-plugin-panicky", "settle-test-plugin-bad-abi", "settle-test-plugin-no-vtable", "settle-test-plugin-misbehaving"];
 
 /// Builds the plugin libraries from the workspace, once per test binary, and returns the
 /// directory holding them.
@@ -60,8 +62,8 @@ pub(crate) fn plugin_libraries() -> &'static Path {
     // One build at a time; a build that failed (and poisoned the lock) is tried again.
     let _building = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     BUILT.get_or_init(|| {
-        let dir = cargo_build_libraries(&[ORDINARY_BUILD, TEST_PLUGINS].concat());
-        for file in [CARD_SIM, MANUAL, PANICKY, BAD_ABI, NO_VTABLE] {
+        let dir = cargo_build_libraries(&[&ORDINARY_BUILD[..], &TEST_PLUGINS[..]].concat());
+        for file in [CARD_SIM, MANUAL, PANICKY, BAD_ABI, NO_VTABLE, MISBEHAVING] {
             assert!(dir.join(file).is_file(), "the build left no {file} in {}", dir.display());
         }
         dir
@@ -103,7 +105,7 @@ fn cargo_build_libraries(packages: &[&str]) -> PathBuf {
 }
 
 /// A plugin directory for one test, holding copies of `files`.
-fn plugin_dir(files: &[&str]) -> tempfile::TempDir {
+pub(crate) fn plugin_dir(files: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     for file in files {
         copy_library(dir.path(), file);
@@ -147,8 +149,8 @@ const RECONCILER_IDLE_MS: u64 = 600_000;
 // Requests, as a client sends them.
 // ---------------------------------------------------------------------------------------------
 
-const PLUGIN_FIELDS: &str =
-    "id name version protocolVersion capabilities currencies methodTypes configSchema source healthy calls faults lastFault";
+pub(crate) const PLUGIN_FIELDS: &str =
+    "id name version protocolVersion capabilities currencies methodTypes configSchema source outOfProcess restarts healthy calls faults lastFault";
 
 const PAYMENT_FIELDS: &str = "id number amount { amount currency } allocated { amount } refunded { amount } \
     unallocated { amount } status allocationState externalReference method { id name plugin } \
@@ -182,28 +184,28 @@ fn update_method_query() -> String {
     format!("mutation($id: ID!, $input: PaymentMethodChange!) {{ updatePaymentMethod(id: $id, input: $input) {{ {METHOD_FIELDS} }} }}")
 }
 
-fn id_of(value: &Value) -> String {
+pub(crate) fn id_of(value: &Value) -> String {
     value["id"].as_str().unwrap_or_else(|| panic!("no id in {value:#}")).to_owned()
 }
 
 /// `value[field].amount` as a string.
-fn amount<'v>(value: &'v Value, field: &str) -> &'v str {
+pub(crate) fn amount<'v>(value: &'v Value, field: &str) -> &'v str {
     value[field]["amount"].as_str().unwrap_or_else(|| panic!("no {field}.amount in {value:#}"))
 }
 
 /// The first error's message.
-fn message(response: &Gql) -> String {
+pub(crate) fn message(response: &Gql) -> String {
     response.body["errors"][0]["message"].as_str().unwrap_or_default().to_owned()
 }
 
 /// The installed plugins as an ADMIN sees them.
-async fn plugins(app: &TestApp) -> Vec<Value> {
+pub(crate) async fn plugins(app: &TestApp) -> Vec<Value> {
     let data = app.admin().ok(&format!("{{ plugins {{ {PLUGIN_FIELDS} }} }}"), json!({})).await;
     data["plugins"].as_array().expect("a list of plugins").clone()
 }
 
 /// One installed plugin by id.
-async fn plugin(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn plugin(app: &TestApp, id: &str) -> Value {
     let all = plugins(app).await;
     all.iter().find(|p| p["id"] == id).unwrap_or_else(|| panic!("no plugin {id} in {all:#?}")).clone()
 }
@@ -219,11 +221,11 @@ async fn plugin_sources(app: &TestApp) -> Vec<(String, String)> {
     sources
 }
 
-fn calls(plugin: &Value) -> i64 {
+pub(crate) fn calls(plugin: &Value) -> i64 {
     plugin["calls"].as_i64().unwrap_or_else(|| panic!("no calls in {plugin:#}"))
 }
 
-fn faults(plugin: &Value) -> i64 {
+pub(crate) fn faults(plugin: &Value) -> i64 {
     plugin["faults"].as_i64().unwrap_or_else(|| panic!("no faults in {plugin:#}"))
 }
 
@@ -232,14 +234,14 @@ async fn install(app: &TestApp, file: &str) -> Gql {
 }
 
 /// The id of the tenant's payment method called `name`.
-async fn method_id(app: &TestApp, name: &str) -> String {
+pub(crate) async fn method_id(app: &TestApp, name: &str) -> String {
     let data = app.viewer().ok("{ paymentMethods(includeArchived: true) { id name plugin } }", json!({})).await;
     let methods = data["paymentMethods"].as_array().unwrap();
     id_of(methods.iter().find(|m| m["name"] == name).unwrap_or_else(|| panic!("no method {name}: {data:#}")))
 }
 
 /// The seeded "Credit card" method, bound to card-sim.
-async fn card_method(app: &TestApp) -> String {
+pub(crate) async fn card_method(app: &TestApp) -> String {
     method_id(app, "Credit card").await
 }
 
@@ -247,27 +249,27 @@ async fn create_method(app: &TestApp, input: Value) -> Gql {
     app.admin().post(&create_method_query(), json!({"input": input})).await
 }
 
-async fn create_method_ok(app: &TestApp, input: Value) -> Value {
+pub(crate) async fn create_method_ok(app: &TestApp, input: Value) -> Value {
     let response = create_method(app, input).await;
     assert!(response.body["errors"].is_null(), "createPaymentMethod failed: {:#}", response.body);
     response.data()["createPaymentMethod"].clone()
 }
 
-fn card(number: &str) -> Value {
+pub(crate) fn card(number: &str) -> Value {
     json!({"card_number": number})
 }
 
 /// payInvoice with `input` and `key`.
-async fn pay_with_key(app: &TestApp, invoice: &str, input: &Value, key: &str) -> Gql {
+pub(crate) async fn pay_with_key(app: &TestApp, invoice: &str, input: &Value, key: &str) -> Gql {
     app.billing().post(&pay_query(), json!({"invoice": invoice, "input": input, "key": key})).await
 }
 
 /// Charges `details` on the invoice with `method`, the whole balance, under a new key.
-async fn charge(app: &TestApp, invoice: &str, method: &str, details: Value) -> Gql {
+pub(crate) async fn charge(app: &TestApp, invoice: &str, method: &str, details: Value) -> Gql {
     pay_with_key(app, invoice, &json!({"methodId": method, "details": details}), &new_key()).await
 }
 
-async fn charge_ok(app: &TestApp, invoice: &str, method: &str, details: Value) -> Value {
+pub(crate) async fn charge_ok(app: &TestApp, invoice: &str, method: &str, details: Value) -> Value {
     let response = charge(app, invoice, method, details).await;
     assert!(response.body["errors"].is_null(), "payInvoice failed: {:#}", response.body);
     response.data()["payInvoice"]["payment"].clone()
@@ -277,7 +279,7 @@ async fn refund(app: &TestApp, payment: &str, amount: &str) -> Gql {
     app.billing().post(&refund_query(), json!({"payment": payment, "input": {"amount": amount}, "key": new_key()})).await
 }
 
-async fn refund_ok(app: &TestApp, payment: &str, amount: &str) -> Value {
+pub(crate) async fn refund_ok(app: &TestApp, payment: &str, amount: &str) -> Value {
     let response = refund(app, payment, amount).await;
     assert!(response.body["errors"].is_null(), "refundPayment failed: {:#}", response.body);
     response.data()["refundPayment"]["refund"].clone()
@@ -292,12 +294,12 @@ async fn remove_allocation(app: &TestApp, allocation: &str) {
         .await;
 }
 
-async fn read_payment(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn read_payment(app: &TestApp, id: &str) -> Value {
     app.viewer().ok(&format!("query($id: ID!) {{ payment(id: $id) {{ {PAYMENT_FIELDS} }} }}"), json!({"id": id})).await["payment"]
         .clone()
 }
 
-async fn read_invoice(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn read_invoice(app: &TestApp, id: &str) -> Value {
     app.viewer()
         .ok(
             "query($id: ID!) { invoice(id: $id) { id number status total { amount } balance { amount } amountPaid { amount } \
@@ -308,12 +310,12 @@ async fn read_invoice(app: &TestApp, id: &str) -> Value {
         .clone()
 }
 
-async fn payment_count(app: &TestApp) -> i64 {
+pub(crate) async fn payment_count(app: &TestApp) -> i64 {
     app.viewer().ok("{ payments { totalCount } }", json!({})).await["payments"]["totalCount"].as_i64().unwrap()
 }
 
 /// /healthz answers 200 and a GraphQL query still works.
-async fn assert_serving(app: &TestApp) {
+pub(crate) async fn assert_serving(app: &TestApp) {
     let health = app.http.get(app.url("/healthz")).send().await.expect("the server answers /healthz");
     assert_eq!(health.status().as_u16(), 200, "/healthz");
     let data = app.viewer().ok("{ paymentMethods { id } }", json!({})).await;
@@ -321,7 +323,7 @@ async fn assert_serving(app: &TestApp) {
 }
 
 /// Polls `check` every 100 ms until it gives a value, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

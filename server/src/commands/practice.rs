@@ -81,10 +81,12 @@ impl Commands {
     /// directory (a plain file name inside it) and records that in the audit trail; returns the
     /// installed plugin's id.
     pub async fn install_plugin(&self, mutation: &Mutation<'_>, file: &str) -> AppResult<String> {
-        let manifest = self
-            .charging
-            .host()
-            .load_library(file)
+        // Loading starts the library's process and waits for its manifest: a blocking wait, kept
+        // off the async threads (and off the deep stack of a resolver).
+        let (charging, name) = (self.charging.clone(), file.to_owned());
+        let manifest = tokio::task::spawn_blocking(move || charging.host().load_library(&name))
+            .await
+            .map_err(AppError::internal)?
             .map_err(|reason| AppError::new(ErrorCode::InvalidPlugin, format!("{file} was not installed: {reason}")))?;
         tracing::info!(actor = mutation.actor, tenant = %mutation.tenant, plugin = %manifest.id, file, "plugin installed");
         let entry = AuditEntry {

@@ -76,8 +76,17 @@ impl PluginInfo {
             Source::Library(file) => file.clone(),
         }
     }
-    /// False after repeated faults (panics, hangs, malformed answers); tried again after a
-    /// cool-down.
+    /// Whether it runs in a child process of its own (a crash there cannot reach the ledger),
+    /// rather than inside the server.
+    async fn out_of_process(&self) -> bool {
+        self.0.out_of_process()
+    }
+    /// Times its process was started again after dying or being killed.
+    async fn restarts(&self) -> u64 {
+        self.0.restarts()
+    }
+    /// False after repeated faults (panics, hangs, crashes, malformed answers); tried again after
+    /// a cool-down.
     async fn healthy(&self) -> bool {
         self.0.health().healthy()
     }

@@ -18,8 +18,9 @@ pub struct PluginLibrary {
     vtable: &'static PluginVTable,
 }
 
-/// Which entry of the function table to call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which entry of the function table to call (named in snake_case in plugin-host frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Entry {
     Manifest,
     ValidateConfig,
@@ -63,6 +64,13 @@ impl PluginLibrary {
 
     /// Calls one entry with JSON `input`; returns the `ok` value of the plugin's answer.
     pub fn call(&self, entry: Entry, input: &[u8]) -> Result<serde_json::Value, CallError> {
+        let (code, bytes) = self.call_raw(entry, input);
+        decode_answer(code, &bytes)
+    }
+
+    /// Calls one entry and returns the return code and the answer bytes exactly as the plugin gave
+    /// them (what a plugin host passes on to the server).
+    pub fn call_raw(&self, entry: Entry, input: &[u8]) -> (i32, Vec<u8>) {
         let function: CallFn = match entry {
             Entry::Manifest => self.vtable.manifest,
             Entry::ValidateConfig => self.vtable.validate_config,
@@ -84,7 +92,7 @@ impl PluginLibrary {
             // SAFETY: the buffer came from this plugin and is freed exactly once, by it.
             unsafe { (self.vtable.free_buffer)(output) };
         }
-        decode_answer(code, &bytes)
+        (code, bytes)
     }
 }
 
