@@ -176,17 +176,8 @@ async fn store_baseline(dir: &Path, tasks: usize, length: Duration) -> anyhow::R
     defaults.database = Some(format!("surrealkv://{}", dir.display()));
     let settings = defaults.store_settings();
     let store = Store::open(&settings, Metrics::new()).await?;
-    let host = settle::plugins::PluginHost::start(
-        &settle::plugins::HostSettings {
-            dir: dir.join("plugins"),
-            call_timeout: Duration::from_millis(defaults.limits.plugin_call_timeout_ms),
-            concurrency_max: defaults.limits.plugin_concurrency_max,
-            unhealthy_cool_down: Duration::from_millis(defaults.plugin_unhealthy_cool_down_ms),
-            isolation: settle::plugins::Isolation::defaults(std::env::current_exe()?),
-        },
-        settle::startup::built_in_plugins(),
-        None,
-    );
+    defaults.plugin_dir = Some(dir.join("plugins"));
+    let host = settle::plugins::PluginHost::start(&settle::startup::host_settings(&defaults)?, settle::startup::built_in_plugins(), None);
     let commands = Commands::new(store.clone(), Charging::new(Arc::new(host)));
     let tenant = TenantId::parse("bench").expect("valid tenant");
     store.tenant(&tenant).await.map_err(|e| anyhow::anyhow!("{e}"))?;

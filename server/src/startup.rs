@@ -142,7 +142,9 @@ pub fn built_in_plugins() -> Vec<Arc<dyn PaymentMethodPlugin>> {
     ]
 }
 
-fn host_settings(settings: &Settings) -> anyhow::Result<HostSettings> {
+/// How the plugin host runs, from the settings: the one place the plugin flags become
+/// [`HostSettings`].
+pub fn host_settings(settings: &Settings) -> anyhow::Result<HostSettings> {
     let dir = settings.plugin_dir();
     if let Err(error) = std::fs::create_dir_all(&dir) {
         tracing::warn!(dir = %dir.display(), %error, "cannot create the plugin directory");

@@ -237,20 +237,6 @@ pub struct Isolation {
     pub calls_max: usize,
 }
 
-impl Isolation {
-    /// Built-ins in the server, libraries in child processes, as `settle serve` has it by default.
-    pub fn defaults(program: PathBuf) -> Isolation {
-        Isolation {
-            in_process: Vec::new(),
-            out_of_process: Vec::new(),
-            program,
-            memory_limit_mib: 2048,
-            hang_limit: Duration::from_secs(30),
-            calls_max: 8,
-        }
-    }
-}
-
 impl PluginHost {
     /// A host with the built-in plugins, then every library in the plugin directory.
     /// `metrics`, when given, gets each plugin's health and restarts.
