@@ -132,6 +132,23 @@ async fn refusal(socket: &mut Socket, id: &str) -> Value {
     extensions
 }
 
+/// The next `count` records, of whichever subscriptions, as (subscription id, position) sorted by
+/// id: which subscriptions are running and what each got.
+async fn running(socket: &mut Socket, count: usize) -> Vec<(String, i64)> {
+    let mut got = Vec::new();
+    for _ in 0..count {
+        let message = match receive(socket).await {
+            Frame::Json(message) => message,
+            other => panic!("expected a record, got {other:?}"),
+        };
+        assert!(message["payload"]["errors"].is_null(), "{message:#}");
+        let position = message["payload"]["data"]["ledgerEvents"]["position"].as_i64().expect("a position");
+        got.push((message["id"].as_str().unwrap().to_owned(), position));
+    }
+    got.sort();
+    got
+}
+
 /// The close frame, skipping nothing: it must be the next thing the server sends.
 async fn closed(socket: &mut Socket) -> (u16, String) {
     match receive(socket).await {
@@ -515,16 +532,21 @@ async fn subscriptions_per_connection_and_connections_per_tenant_are_capped() {
     let before = last_position(&app.viewer()).await;
 
     // Two subscriptions run on one connection; a third is refused, and runs once one completes.
+    // Subscriptions start concurrently on the server, so the test first sees both running (each
+    // gets the first payment) before it asks for the third.
     let mut socket = open(&app).await;
     subscribe(&mut socket, "1", SUBSCRIPTION, json!({"after": before})).await;
     subscribe(&mut socket, "2", SUBSCRIPTION, json!({"after": before})).await;
+    let part = pay(&app.billing(), &invoice, json!({"methodId": cash, "amount": "4.00"}), new_key()).await;
+    assert!(part.body["errors"].is_null(), "{:#}", part.body);
+    assert_eq!(running(&mut socket, 2).await, [("1".to_owned(), before + 1), ("2".to_owned(), before + 1)]);
     subscribe(&mut socket, "3", SUBSCRIPTION, json!({"after": before})).await;
     let extensions = refusal(&mut socket, "3").await;
     assert_eq!(extensions["code"], "TOO_MANY_SUBSCRIPTIONS", "{extensions:#}");
     assert_eq!(extensions["retryable"], false);
     send(&mut socket, json!({"id": "1", "type": "complete"})).await;
     assert_eq!(next_of(&mut socket, "1").await["type"], "complete");
-    subscribe(&mut socket, "4", SUBSCRIPTION, json!({"after": before})).await;
+    subscribe(&mut socket, "4", SUBSCRIPTION, json!({"after": before + 1})).await;
     // Queries and mutations go by HTTP: refused here.
     subscribe(&mut socket, "query", "{ viewer { tenant } }", json!({})).await;
     let extensions = refusal(&mut socket, "query").await;
@@ -532,18 +554,7 @@ async fn subscriptions_per_connection_and_connections_per_tenant_are_capped() {
     // Both running subscriptions get the next change.
     let paid = pay(&app.billing(), &invoice, json!({"methodId": cash}), new_key()).await;
     assert!(paid.body["errors"].is_null(), "{:#}", paid.body);
-    let mut ids = Vec::new();
-    for _ in 0..2 {
-        let message = match receive(&mut socket).await {
-            Frame::Json(message) => message,
-            other => panic!("{other:?}"),
-        };
-        assert!(message["payload"]["errors"].is_null(), "{message:#}");
-        assert_eq!(message["payload"]["data"]["ledgerEvents"]["position"], before + 1, "{message:#}");
-        ids.push(message["id"].as_str().unwrap().to_owned());
-    }
-    ids.sort();
-    assert_eq!(ids, ["2", "4"]);
+    assert_eq!(running(&mut socket, 2).await, [("2".to_owned(), before + 2), ("4".to_owned(), before + 2)]);
 
     // A second connection of the tenant is admitted, a third refused; another tenant's is not
     // counted against this one.

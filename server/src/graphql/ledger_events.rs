@@ -407,6 +407,9 @@ impl LedgerEventSubscription {
             .into());
         };
         let (store, limits) = (&state(ctx).store, &state(ctx).limits);
+        // Taken before any work, so a refused subscription costs nothing; given back if the
+        // arguments are refused below.
+        let slot = subscriptions.take(limits.subscriptions_per_connection_max as usize)?;
         let tenant = &request.principal.tenant;
         let kinds = match types {
             Some(types) if types.is_empty() => {
@@ -435,7 +438,6 @@ impl LedgerEventSubscription {
             }
             Some(position) => position,
         };
-        let slot = subscriptions.take(limits.subscriptions_per_connection_max as usize)?;
         let records = subscriber::subscribe(
             store.clone(),
             tenant.clone(),
