@@ -171,6 +171,8 @@ async fn f1_concurrent_refunds_never_over_refund() {
     }
     let i = check_invoice(&app, &invoice).await;
     assert_eq!(money(&i["amountPaid"]), dec("40.00"), "the invoice is untouched: {i:#}");
+    // R1: each successful refund counted once in takings.
+    check_takings(&app, &[payment]).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,6 +363,44 @@ async fn m4_concurrent_mixed_operations_keep_balances_consistent() {
             "the payments' active allocations add up to the invoice's amountPaid: {invoice:#}"
         );
     }
+
+    // R1: the takings sums, kept as changes are positioned, equal the records: the payments not
+    // void and the successful refunds.
+    check_takings(&app, &payments).await;
+}
+
+/// R1: takings over the days of `payments` and their refunds equal what their records say.
+async fn check_takings(app: &TestApp, payments: &[String]) {
+    let (mut received, mut paid, mut refunded, mut refund_count) = (Decimal::ZERO, 0, Decimal::ZERO, 0);
+    let mut days = Vec::new();
+    for id in payments {
+        let p = payment_state(app, id).await;
+        days.push(p["date"].as_str().unwrap().to_owned());
+        if p["status"] != "VOID" {
+            received += money(&p["amount"]);
+            paid += 1;
+        }
+        for r in p["refunds"].as_array().unwrap().iter().filter(|r| r["outcome"] == "SUCCEEDED") {
+            days.push(r["date"].as_str().unwrap().to_owned());
+            refunded += money(&r["amount"]);
+            refund_count += 1;
+        }
+    }
+    days.sort();
+    let data = app
+        .viewer()
+        .ok(
+            "query($from: Date!, $to: Date!) { takings(from: $from, to: $to) { totals { received { amount } refunded { amount } paymentCount refundCount } } }",
+            json!({"from": days[0], "to": days[days.len() - 1]}),
+        )
+        .await;
+    let totals = &data["takings"]["totals"];
+    let answered = match totals.as_array().unwrap().as_slice() {
+        [] => (Decimal::ZERO, 0, Decimal::ZERO, 0),
+        [total] => (money(&total["received"]), total["paymentCount"].as_i64().unwrap(), money(&total["refunded"]), total["refundCount"].as_i64().unwrap()),
+        more => panic!("one currency: {more:?}"),
+    };
+    assert_eq!(answered, (received, paid, refunded, refund_count), "takings == the records: {totals:#}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,9 +787,9 @@ async fn payment_state(app: &TestApp, id: &str) -> Value {
         .viewer()
         .ok(
             "query($id: ID!) { payment(id: $id) {
-                id status amount { amount } allocated { amount } refunded { amount } unallocated { amount }
+                id status date amount { amount } allocated { amount } refunded { amount } unallocated { amount }
                 allocations { id number invoiceId amount { amount } active }
-                refunds { id amount { amount } outcome }
+                refunds { id date amount { amount } outcome }
             } }",
             json!({"id": id}),
         )

@@ -262,8 +262,9 @@ async fn a_charge_made_before_schema_version_4_is_never_charged_again() {
 }
 
 /// Before schema version 5 payments had no `credit`, refunds no `method` and `location`, and the
-/// reports' indexes did not exist. The upgrade fills them in, in batches, so every report reads
-/// the same as before: credit by client, and takings by method and by location (with refunds).
+/// reports' indexes did not exist; before version 6 there were no takings sums. The upgrade fills
+/// them in, so every report reads the same as before: credit by client, and takings by method and
+/// by location (with refunds).
 #[tokio::test]
 async fn a_database_from_schema_version_4_gets_what_reports_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -301,8 +302,8 @@ async fn a_database_from_schema_version_4_gets_what_reports_read() {
     let vars = settle::store::Vars::new;
     store
         .query(
-            "REMOVE INDEX payment_tenant_credit ON payment; REMOVE INDEX payment_tenant_date ON payment;
-             REMOVE INDEX refund_tenant_date ON refund; REMOVE INDEX invoice_tenant_status ON invoice;
+            "REMOVE INDEX payment_tenant_credit ON payment; REMOVE INDEX invoice_tenant_status ON invoice;
+             REMOVE TABLE takings_day; REMOVE FIELD takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
              REMOVE FIELD credit ON payment; UPDATE payment UNSET credit RETURN NONE;
              REMOVE FIELD method ON refund; REMOVE FIELD location ON refund; UPDATE refund UNSET method, location RETURN NONE;
              UPDATE settle_meta:schema SET version = 4;",
@@ -322,5 +323,64 @@ async fn a_database_from_schema_version_4_gets_what_reports_read() {
     let mut server = start(dir.path());
     let url = server.url.clone();
     assert_eq!(gql(&http, &url, &token, reports, json!({})).await, before, "every report reads as before the upgrade");
+    server.stop("-TERM");
+}
+
+/// Before schema version 6 takings were summed from the payments and refunds at every report;
+/// since, they are kept as sums. The upgrade sums what was recorded before (payments on several
+/// days by two methods, a void one, a refund), so takings by day and by method read the same, and
+/// a payment recorded after the upgrade adds to those sums.
+#[tokio::test]
+async fn a_database_from_schema_version_5_gets_its_takings_summed() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
+    let token = keys.mint("upgrade-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
+    let setup = gql(&http, &url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
+    let (client, location) = (&setup["createClient"]["id"], &setup["createLocation"]["id"]);
+    let methods = gql(&http, &url, &token, "{ paymentMethods { id name } }", json!({})).await;
+    let method = |name: &str| methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()["id"].clone();
+    let record = "mutation($c: ID!, $l: ID!, $m: ID!, $amount: Amount!, $date: Date!, $key: String!) { recordPayment(idempotencyKey: $key,
+        input: {clientId: $c, locationId: $l, methodId: $m, amount: $amount, date: $date}) { payment { id } } }";
+    let mut paid = Vec::new();
+    for i in 0..12 {
+        let variables = json!({"c": client, "l": location, "m": method(if i % 3 == 0 { "Cash" } else { "EFTPOS" }),
+            "amount": format!("{}.25", 10 + i), "date": format!("2026-03-0{}", 1 + i % 4), "key": format!("pay-{i}")});
+        paid.push(gql(&http, &url, &token, record, variables).await["recordPayment"]["payment"]["id"].clone());
+    }
+    gql(&http, &url, &token, "mutation($id: ID!) { voidPayment(id: $id, idempotencyKey: \"void-1\") { payment { id } } }", json!({"id": paid[1]})).await;
+    gql(&http, &url, &token,
+        "mutation($id: ID!) { refundPayment(id: $id, input: {amount: \"4.00\", date: \"2026-03-03\"}, idempotencyKey: \"refund-1\") { refund { id } } }",
+        json!({"id": paid[0]})).await;
+    let reports = "{ byDay: takings(from: \"2026-03-01\", to: \"2026-03-31\", groupBy: DAY) { rows { day net { amount } paymentCount refundCount } totals { net { amount } } }
+        byMethod: takings(from: \"2026-03-02\", to: \"2026-03-03\", groupBy: METHOD) { rows { method { name } received { amount } refunded { amount } paymentCount } } }";
+    let before = gql(&http, &url, &token, reports, json!({})).await;
+    // 12 payments of 10.25 ... 21.25 (189.00 in all), less the void 11.25, less the 4.00 refund.
+    assert_eq!(before["byDay"]["totals"][0]["net"]["amount"], "173.75", "{before:#}");
+    assert_eq!(before["byDay"]["rows"].as_array().unwrap().len(), 4, "{before:#}");
+    server.stop("-TERM");
+
+    // The database as version 5 left it: no takings sums, takings read through date indexes.
+    let store = open_store(dir.path()).await;
+    store
+        .query(
+            "REMOVE TABLE takings_day; REMOVE FIELD takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
+             DEFINE INDEX payment_tenant_date ON payment FIELDS tenant, date; DEFINE INDEX refund_tenant_date ON refund FIELDS tenant, date;
+             UPDATE settle_meta:schema SET version = 5;",
+            settle::store::Vars::new(),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    assert_eq!(gql(&http, &url, &token, reports, json!({})).await, before, "takings read as before the upgrade");
+    gql(&http, &url, &token, record,
+        json!({"c": client, "l": location, "m": method("Cash"), "amount": "100.00", "date": "2026-03-02", "key": "after-upgrade"})).await;
+    let after = gql(&http, &url, &token, reports, json!({})).await;
+    assert_eq!(after["byDay"]["totals"][0]["net"]["amount"], "273.75", "a payment after the upgrade adds to the sums: {after:#}");
     server.stop("-TERM");
 }

@@ -29,6 +29,94 @@ impl Takings {
     }
 }
 
+/// R1: what one write of a payment or refund changes in the takings of one (day, method,
+/// location, currency). Takings are kept as sums per such day and place, so that a report reads
+/// a few rows per day asked about, not every payment (docs/rules.md, "How reports stay fast").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TakingsChange {
+    pub date: NaiveDate,
+    pub method: String,
+    pub location: String,
+    pub currency: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub received: Decimal,
+    pub payments: i64,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub refunded: Decimal,
+    pub refunds: i64,
+}
+
+/// Where a payment's money counts in takings: its payment date, method, location and currency.
+/// A refund counts at its payment's method and location, on the refund's own date.
+#[derive(Debug, Clone, Copy)]
+pub struct TakingsPlace<'a> {
+    pub date: NaiveDate,
+    pub method: &'a str,
+    pub location: &'a str,
+    pub currency: &'a str,
+}
+
+impl TakingsChange {
+    fn at(place: TakingsPlace<'_>) -> TakingsChange {
+        TakingsChange {
+            date: place.date,
+            method: place.method.to_owned(),
+            location: place.location.to_owned(),
+            currency: place.currency.to_owned(),
+            received: Decimal::ZERO,
+            payments: 0,
+            refunded: Decimal::ZERO,
+            refunds: 0,
+        }
+    }
+
+    /// A payment of `amount` recorded (and not void): received on its day.
+    pub fn payment_recorded(place: TakingsPlace<'_>, amount: Decimal) -> TakingsChange {
+        TakingsChange { received: amount, payments: 1, ..TakingsChange::at(place) }
+    }
+
+    /// A payment voided: it leaves the takings of its day (V2: void payments are not takings).
+    pub fn payment_voided(place: TakingsPlace<'_>, amount: Decimal) -> TakingsChange {
+        TakingsChange { received: -amount, payments: -1, ..TakingsChange::at(place) }
+    }
+
+    /// A refund of `amount` succeeded (recorded as such, or settled so later): refunded on the
+    /// refund's date, at its payment's method and location.
+    pub fn refund_succeeded(place: TakingsPlace<'_>, amount: Decimal) -> TakingsChange {
+        TakingsChange { refunded: amount, refunds: 1, ..TakingsChange::at(place) }
+    }
+
+    /// The (day, method, location, currency) this change is summed under.
+    pub fn key(&self) -> (NaiveDate, &str, &str, &str) {
+        (self.date, &self.method, &self.location, &self.currency)
+    }
+
+    fn changes_nothing(&self) -> bool {
+        self.received.is_zero() && self.payments == 0 && self.refunded.is_zero() && self.refunds == 0
+    }
+
+    /// Adds `other` (of the same key) to this change.
+    pub fn add(&mut self, other: &TakingsChange) {
+        self.received += other.received;
+        self.payments += other.payments;
+        self.refunded += other.refunded;
+        self.refunds += other.refunds;
+    }
+}
+
+/// R1: changes summed by key, in key order, leaving out keys whose changes cancel out.
+pub fn sum_takings_changes<'a>(changes: impl IntoIterator<Item = &'a TakingsChange>) -> Vec<TakingsChange> {
+    let mut by_key: BTreeMap<(NaiveDate, String, String, String), TakingsChange> = BTreeMap::new();
+    for change in changes {
+        let key = (change.date, change.method.clone(), change.location.clone(), change.currency.clone());
+        match by_key.get_mut(&key) {
+            Some(sum) => sum.add(change),
+            None => drop(by_key.insert(key, change.clone())),
+        }
+    }
+    by_key.into_values().filter(|sum| !sum.changes_nothing()).collect()
+}
+
 /// Sums of payments or refunds of one group, as the database counted them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSum<K> {
@@ -213,6 +301,27 @@ mod tests {
             vec![(("2026-01-01", "AUD"), "89.50".to_owned()), (("2026-01-01", "NZD"), "50.00".to_owned()), (("2026-01-02", "AUD"), "-5.00".to_owned())],
             "a refund counts on its own day and never against another currency (M6)"
         );
+    }
+
+    #[test]
+    fn r1_takings_changes_sum_by_day_and_place_and_cancelled_ones_drop_out() {
+        let d = |text: &str| text.parse::<Decimal>().unwrap();
+        let cash = TakingsPlace { date: day("2026-01-01"), method: "cash", location: "main", currency: "AUD" };
+        let card = TakingsPlace { method: "card", ..cash };
+        let later = TakingsPlace { date: day("2026-01-05"), ..cash };
+        let changes = [
+            TakingsChange::payment_recorded(cash, d("40.00")),
+            TakingsChange::payment_recorded(card, d("25.00")),
+            TakingsChange::payment_voided(card, d("25.00")),
+            TakingsChange::payment_recorded(cash, d("10.00")),
+            TakingsChange::refund_succeeded(later, d("5.00")),
+        ];
+        let sums = sum_takings_changes(&changes);
+        assert_eq!(sums.len(), 2, "the voided card payment cancels out: {sums:?}");
+        assert_eq!((sums[0].key(), sums[0].received, sums[0].payments), ((day("2026-01-01"), "cash", "main", "AUD"), d("50.00"), 2));
+        assert_eq!((sums[1].key(), sums[1].refunded, sums[1].refunds, sums[1].received), ((day("2026-01-05"), "cash", "main", "AUD"), d("5.00"), 1, Decimal::ZERO));
+        let stored: Vec<TakingsChange> = serde_json::from_str(&serde_json::to_string(&changes).unwrap()).unwrap();
+        assert_eq!(stored, changes, "changes keep every field when stored with their audit event");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::invoices::date_string;
+use super::invoices::{date_string, parse_date};
 use super::rows::{AllocationRow, CreditNoteRow, InvoiceRow, PaymentRow, RefundRow, key_of};
 use super::{Store, Vars};
 use crate::auth::TenantId;
@@ -14,12 +14,6 @@ use crate::ledger::invoice::InvoiceFacts;
 use crate::ledger::money::display_amount;
 use crate::ledger::numbering::format_number;
 use crate::ledger::payment::PaymentFacts;
-
-/// A stored date ("2026-11-26"); dates are written by Settle, so one that does not parse is a
-/// fault, shown as the earliest date rather than hiding the record.
-fn parse_date(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap_or(NaiveDate::MIN)
-}
 
 impl Store {
     /// B1, in one currency (money of different currencies is never added, M6). Void invoices and

@@ -165,13 +165,19 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
     let key = new_key();
     let events = to_stored(&entry.events);
+    let takings = tx.take_takings_changes();
+    if events.is_none() && !takings.is_empty() {
+        return Err(AppError::internal(format!("{} changed takings without recording a ledger event", entry.action)));
+    }
+    // Added to the tenant's takings sums when the event is positioned, exactly once.
+    let takings = (!takings.is_empty()).then(|| serde_json::to_string(&takings)).transpose().map_err(AppError::internal)?;
     let awaiting_position = events.as_ref().map(|_| true);
     let at = Utc::now();
     let id = record("audit_event", &key);
     tx.query(
         "CREATE $id SET tenant = $tenant, key = $key_field, page_key = $page_key, at = $at, actor = $actor, action = $action, records = $records,
             before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id,
-            events = $events, awaiting_position = $awaiting_position RETURN NONE",
+            events = $events, takings = $takings, awaiting_position = $awaiting_position RETURN NONE",
         Vars::new()
             .set("id", id.clone())
             .set("key_field", key.clone())
@@ -187,6 +193,7 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
             .set("key", entry.idempotency_key.or_else(|| mutation.idempotency.as_ref().map(|i| i.key.clone())))
             .set("request_id", mutation.request_id.to_owned())
             .set("events", events.clone())
+            .set("takings", takings.clone())
             .set("awaiting_position", awaiting_position),
     )
     .await?;
@@ -199,6 +206,7 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
             actor: mutation.actor.to_owned(),
             action: entry.action,
             events,
+            takings,
             position: None,
         };
         tx.position_after_commit(mutation.tenant, row);

@@ -18,6 +18,7 @@ use super::rows::{ChargeAttemptRow, InvoiceRow, PaymentMethodRow, PaymentRow, Re
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
+use crate::ledger::reports::TakingsChange;
 
 /// What a settled charge came to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -201,6 +202,9 @@ impl Store {
             Settlement::Succeeded { reference } => ("SUCCEEDED", None, reference.clone(), refund.amount),
             Settlement::Declined { reason } | Settlement::Failed { reason } => ("DECLINED", Some(reason.clone()), None, Decimal::ZERO),
         };
+        if matches!(settlement, Settlement::Succeeded { .. }) {
+            tx.takings_changed(TakingsChange::refund_succeeded(payment.doc.takings_place(&refund.date), refund.amount));
+        }
         tx.query(
             "UPDATE $id SET outcome = $outcome, outcome_reason = $reason, external_reference = $reference, settled_at = time::now() RETURN NONE;
              UPDATE $payment SET refund_pending = math::max([refund_pending - $amount, 0]), refunded += $refunded,

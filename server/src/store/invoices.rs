@@ -87,6 +87,12 @@ pub fn date_string(date: NaiveDate) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
+/// A stored date ("2026-11-26"); dates are written by Settle, so one that does not parse is a
+/// fault, shown as the earliest date rather than hiding the record.
+pub fn parse_date(text: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap_or(NaiveDate::MIN)
+}
+
 impl InvoiceDoc {
     /// What the life-cycle rules need to know.
     pub fn facts(&self) -> InvoiceFacts {

@@ -19,6 +19,9 @@ pub(crate) struct LedgerRow {
     pub actor: String,
     pub action: String,
     pub events: Option<String>,
+    /// The change's takings changes (R1), as JSON: added to the tenant's takings sums in the
+    /// transaction that positions the event.
+    pub takings: Option<String>,
     pub position: Option<i64>,
 }
 

@@ -40,12 +40,13 @@ pub use connect::StoreSettings;
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::events::EventBus;
+use crate::ledger::reports::TakingsChange;
 use crate::metrics::Metrics;
 
 /// The schema, applied at every start; each statement is idempotent.
 const SCHEMA: &str = include_str!("schema.surql");
 /// Bumped whenever schema.surql changes meaning; recorded in the database.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The transaction a body works in; shared so the body's future can own its handle.
 pub type TxRef = Arc<Tx>;
@@ -137,9 +138,15 @@ impl ListFilter {
 /// engine for good, holding memory and keeping the storage engine from forgetting old writes.
 ///
 /// It also carries what must happen the moment it commits: the audit events it wrote with ledger
-/// events, to be queued for their positions ([`Tx::position_after_commit`]); and the metrics its
-/// queries are counted in.
-pub struct Tx(Option<OpenTx>, std::sync::Mutex<Vec<(TenantId, ledger_events::LedgerRow)>>, Metrics);
+/// events, to be queued for their positions ([`Tx::position_after_commit`]); the changes of
+/// takings its writes made, until its audit event takes them ([`Tx::takings_changed`]); and the
+/// metrics its queries are counted in.
+pub struct Tx {
+    open: Option<OpenTx>,
+    awaiting_position: std::sync::Mutex<Vec<(TenantId, ledger_events::LedgerRow)>>,
+    takings: std::sync::Mutex<Vec<TakingsChange>>,
+    metrics: Metrics,
+}
 
 enum OpenTx {
     Local(Transaction<Db>),
@@ -149,8 +156,8 @@ enum OpenTx {
 impl Tx {
     /// Runs statements inside the transaction and returns their results.
     pub async fn query(&self, sql: &str, vars: Vars) -> AppResult<Results> {
-        self.2.db_queries.inc();
-        let response = match &self.0 {
+        self.metrics.db_queries.inc();
+        let response = match &self.open {
             Some(OpenTx::Local(tx)) => tx.query(sql).bind(Object::from(vars.0)).await,
             Some(OpenTx::Remote(tx)) => tx.query(sql).bind(Object::from(vars.0)).await,
             None => return Err(AppError::internal("the transaction is already finished")),
@@ -161,16 +168,34 @@ impl Tx {
     /// Queues the audit event `row` of `tenant` (as written) for its ledger position once this
     /// transaction has committed; forgotten if it does not commit.
     pub(crate) fn position_after_commit(&self, tenant: &TenantId, row: ledger_events::LedgerRow) {
-        self.1.lock().unwrap_or_else(|p| p.into_inner()).push((tenant.clone(), row));
+        self.awaiting_position.lock().unwrap_or_else(|p| p.into_inner()).push((tenant.clone(), row));
     }
 
     /// The audit events waiting for this transaction's commit to be positioned.
     fn take_awaiting_position(&self) -> Vec<(TenantId, ledger_events::LedgerRow)> {
-        std::mem::take(&mut *self.1.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.awaiting_position.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Notes what a write in this transaction changed in takings (R1). The audit event of the
+    /// change takes them ([`Tx::take_takings_changes`]), and positioning it adds them to the
+    /// tenant's takings sums, once (docs/rules.md, "How reports stay fast").
+    pub(crate) fn takings_changed(&self, change: TakingsChange) {
+        self.takings.lock().unwrap_or_else(|p| p.into_inner()).push(change);
+    }
+
+    /// The changes of takings written since the last call.
+    pub(crate) fn take_takings_changes(&self) -> Vec<TakingsChange> {
+        std::mem::take(&mut *self.takings.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     async fn commit(mut self) -> AppResult<()> {
-        match self.0.take() {
+        if !self.take_takings_changes().is_empty() {
+            // Takings sums would miss them: a fault of the change's code, refused rather than
+            // committed.
+            self.cancel().await;
+            return Err(AppError::internal("a change of takings was written without an audit event to carry it"));
+        }
+        match self.open.take() {
             Some(OpenTx::Local(tx)) => tx.commit().await.map(drop).map_err(commit_error),
             Some(OpenTx::Remote(tx)) => tx.commit().await.map(drop).map_err(commit_error),
             None => Ok(()),
@@ -178,7 +203,7 @@ impl Tx {
     }
 
     async fn cancel(mut self) {
-        if let Some(open) = self.0.take() {
+        if let Some(open) = self.open.take() {
             open.cancel().await;
         }
     }
@@ -198,7 +223,7 @@ impl OpenTx {
 
 impl Drop for Tx {
     fn drop(&mut self) {
-        if let Some(open) = self.0.take()
+        if let Some(open) = self.open.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(open.cancel());
@@ -472,7 +497,7 @@ impl Store {
             Conn::Local(db, _) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
             Conn::Remote(db) => OpenTx::Remote(db.clone().begin().await.map_err(db_error)?),
         };
-        Ok(Tx(Some(open), Default::default(), self.inner.metrics.clone()))
+        Ok(Tx { open: Some(open), awaiting_position: Default::default(), takings: Default::default(), metrics: self.inner.metrics.clone() })
     }
 
     async fn transaction_once<T, F, Fut>(&self, body: &F) -> AppResult<T>

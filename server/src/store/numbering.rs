@@ -33,6 +33,7 @@ use surrealdb::types::{RecordId, Value};
 use super::ledger_events::LedgerRow;
 use super::locks::counter_lock;
 use super::payments::{next_numbers, return_numbers};
+use super::reports::add_takings_changes;
 use super::rows::{key_of, record};
 use super::TxRef;
 use super::{Store, Vars};
@@ -232,9 +233,18 @@ impl Store {
     /// Gives the audit events `rows` of `tenant` that have no position yet the tenant's next
     /// positions, in the order of `rows`, in one transaction; returns (index in `rows`,
     /// position) of each positioned. The caller holds the tenant's positioning turn.
+    /// The same transaction adds the takings changes of those positioned to the tenant's takings
+    /// sums: an event is positioned once, so its changes are added once.
     async fn assign_positions(&self, tenant: &TenantId, rows: &[LedgerRow]) -> AppResult<Vec<(usize, i64)>> {
         let ids: Vec<RecordId> = rows.iter().map(|row| row.id.clone()).collect();
-        self.transaction(|tx| give_next_numbers(tx, tenant, EVENT_COUNTER, "position", ", awaiting_position = NONE", &ids)).await
+        let ids = &ids;
+        self.transaction(|tx| async move {
+            let positioned = give_next_numbers(tx.clone(), tenant, EVENT_COUNTER, "position", ", awaiting_position = NONE", ids).await?;
+            let takings: Vec<&LedgerRow> = positioned.iter().map(|&(index, _)| &rows[index]).collect();
+            add_takings_changes(&tx, tenant, &takings).await?;
+            Ok(positioned)
+        })
+        .await
     }
 
     fn publish_positioned(&self, rows: Vec<LedgerRow>, positions: Vec<(usize, i64)>) {
@@ -264,7 +274,7 @@ impl Store {
         }
         let mut found = self
             .query(
-                "SELECT id, tenant, at, actor, action, events, position FROM audit_event WHERE awaiting_position = true ORDER BY id",
+                "SELECT id, tenant, at, actor, action, events, takings, position FROM audit_event WHERE awaiting_position = true ORDER BY id",
                 Vars::new(),
             )
             .await

@@ -8,13 +8,14 @@ use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::read_owned;
-use super::invoices::{date_string, status_str};
+use super::invoices::{date_string, parse_date, status_str};
 use super::rows::{AllocationRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, page_key, record};
 use super::tenants::read_tenant;
 use super::{ListFilter, Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
 use crate::ledger::numbering::format_number;
+use crate::ledger::reports::{TakingsChange, TakingsPlace};
 use crate::ledger::payment::{AllocationEffect, RemovalEffect, AllocationState, InvoicePaymentEffect, MethodFacts, PaymentFacts, PaymentStatus};
 use crate::ledger::Currency;
 
@@ -130,6 +131,11 @@ pub struct PaymentFilter {
 }
 
 impl PaymentDoc {
+    /// Where this payment's money counts in takings (R1) on `date`: its own date, or a refund's.
+    pub fn takings_place<'a>(&'a self, date: &str) -> TakingsPlace<'a> {
+        TakingsPlace { date: parse_date(date), method: &self.method, location: &self.location, currency: &self.currency }
+    }
+
     /// What the payment rules need; fails only for a currency no Settle writes.
     pub fn facts(&self) -> AppResult<PaymentFacts> {
         Ok(PaymentFacts {
@@ -401,6 +407,9 @@ impl Store {
             Vars::new().set("id", payment.id.clone()).set("reason", reason),
         )
         .await?;
+        if !payment.doc.void {
+            tx.takings_changed(TakingsChange::payment_voided(payment.doc.takings_place(&payment.doc.date), payment.doc.amount));
+        }
         Ok(())
     }
 
@@ -423,6 +432,9 @@ impl Store {
     /// Writes a new payment, with its sums but without its number (see [`super::numbering`]).
     pub(crate) async fn create_payment_record(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
         tx.query("CREATE $id CONTENT $doc RETURN NONE", Vars::new().set("id", payment.id.clone()).set("doc", payment.doc.clone())).await?;
+        if !payment.doc.void {
+            tx.takings_changed(TakingsChange::payment_recorded(payment.doc.takings_place(&payment.doc.date), payment.doc.amount));
+        }
         Ok(())
     }
 
@@ -461,6 +473,9 @@ impl Store {
                 .set("actor", mutation.actor.to_owned()),
         )
         .await?;
+        if outcome == "SUCCEEDED" {
+            tx.takings_changed(TakingsChange::refund_succeeded(payment.doc.takings_place(&date_string(date)), amount));
+        }
         Ok(key)
     }
 

@@ -4,8 +4,16 @@
 
 use surrealdb::types::{RecordId, RecordIdKey, RecordIdKeyRange, SurrealValue};
 
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+
+use super::invoices::parse_date;
+use super::reports::add_takings_sums;
 use super::{Store, Vars, rows};
+use crate::auth::TenantId;
 use crate::error::AppResult;
+use crate::ledger::reports::{TakingsChange, TakingsPlace, sum_takings_changes};
 
 /// Records updated per transaction while upgrading.
 const BATCH: i64 = 100;
@@ -33,7 +41,56 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
         recompute_payment_credit(store).await?;
         copy_payment_fields_to_refunds(store).await?;
     }
+    if from_version < 6 {
+        // Version 6 keeps takings as sums, added to as each change is positioned; the changes
+        // recorded before are summed from the payments and refunds, once.
+        rebuild_takings_sums(store).await?;
+    }
     Ok(())
+}
+
+/// Sums every tenant's takings (R1) from its non-void payments and successful refunds into
+/// `takings_day`, replacing what is there, so that a start interrupted halfway starts again.
+async fn rebuild_takings_sums(store: &Store) -> AppResult<()> {
+    let mut found = store
+        .query(
+            "DELETE takings_day;
+             SELECT tenant, date, method, location, currency, math::sum(amount) AS amount, count() AS count FROM payment
+                WHERE void = false GROUP BY tenant, date, method, location, currency;
+             SELECT tenant, date, method, location, currency, math::sum(amount) AS amount, count() AS count FROM refund
+                WHERE outcome = 'SUCCEEDED' GROUP BY tenant, date, method, location, currency;",
+            Vars::new(),
+        )
+        .await?;
+    let mut by_tenant: BTreeMap<String, Vec<TakingsChange>> = BTreeMap::new();
+    for (statement, refunds) in [(1, false), (2, true)] {
+        for row in found.rows::<TakingsSumRow>(statement)? {
+            let place = TakingsPlace { date: parse_date(&row.date), method: &row.method, location: &row.location, currency: &row.currency };
+            let mut change = if refunds { TakingsChange::refund_succeeded(place, row.amount) } else { TakingsChange::payment_recorded(place, row.amount) };
+            if refunds { change.refunds = row.count } else { change.payments = row.count }
+            by_tenant.entry(row.tenant).or_default().push(change);
+        }
+    }
+    for (tenant, changes) in by_tenant {
+        let Some(tenant) = TenantId::parse(&tenant) else { continue };
+        let sums = sum_takings_changes(&changes);
+        for batch in sums.chunks(BATCH as usize) {
+            let tenant = &tenant;
+            store.transaction(|tx| async move { add_takings_sums(&tx, tenant, batch).await }).await?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(SurrealValue)]
+struct TakingsSumRow {
+    tenant: String,
+    date: String,
+    method: String,
+    location: String,
+    currency: String,
+    amount: Decimal,
+    count: i64,
 }
 
 /// Version 5 added `credit` to payments, a value the database computes on every write of a
