@@ -1,7 +1,7 @@
 //! Prometheus metrics: requests, latencies, errors by code, transaction retries, database queries,
-//! plugin health.
+//! plugin health, live connections.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// The process's metrics; cloning shares them.
 #[derive(Clone)]
@@ -24,6 +24,11 @@ pub struct Metrics {
     pub plugin_restarts: IntCounterVec,
     /// 1 while a plugin is healthy, 0 after repeated faults, by plugin id.
     pub plugin_healthy: IntGaugeVec,
+    /// WebSocket connections admitted (a valid `connection_init`) and still open.
+    pub websocket_connections: IntGauge,
+    /// WebSocket connections closed by the server, by close code (1001 stopping, 4401, 4403,
+    /// 4408, 4429; docs/clients.md): refusals and timeouts an operator wants to see.
+    pub websocket_closes: IntCounterVec,
 }
 
 impl Metrics {
@@ -55,6 +60,11 @@ impl Metrics {
         let plugin_healthy =
             IntGaugeVec::new(Opts::new("plugin_healthy", "1 while a plugin is healthy, 0 after repeated faults"), &["plugin"])
                 .expect("valid metric");
+        let websocket_connections =
+            IntGauge::new("websocket_connections", "WebSocket connections admitted and open").expect("valid metric");
+        let websocket_closes =
+            IntCounterVec::new(Opts::new("websocket_closes_total", "WebSocket connections closed by the server, by close code"), &["code"])
+                .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_latency.clone()),
@@ -64,6 +74,8 @@ impl Metrics {
             Box::new(db_queries.clone()),
             Box::new(plugin_restarts.clone()),
             Box::new(plugin_healthy.clone()),
+            Box::new(websocket_connections.clone()),
+            Box::new(websocket_closes.clone()),
         ] {
             registry.register(collector).expect("metric registered once");
         }
@@ -77,6 +89,8 @@ impl Metrics {
             db_queries,
             plugin_restarts,
             plugin_healthy,
+            websocket_connections,
+            websocket_closes,
         }
     }
 

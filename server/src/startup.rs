@@ -60,6 +60,7 @@ impl Application {
             .ok()
             .and_then(std::num::NonZeroUsize::new)
             .ok_or_else(|| anyhow::anyhow!("--persisted-queries-max must be at least 1"))?;
+        let live = crate::http::live::Live::new(&settings.limits, &metrics);
         let state = Arc::new(HttpState {
             schema,
             keys,
@@ -68,7 +69,7 @@ impl Application {
             limits: settings.limits.clone(),
             persisted_queries: PersistedQueries::new(persisted_queries_max),
             cors_allowed_origins: settings.cors_allowed_origins.clone(),
-            live: crate::http::live::Live::new(&settings.limits),
+            live,
         });
         let address = acceptor
             .local_addr()

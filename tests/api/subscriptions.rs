@@ -609,3 +609,35 @@ async fn graphiql_sends_its_headers_as_the_connection_init_payload() {
         "GraphiQL's WebSocket client gets the request's headers as its connection params"
     );
 }
+
+/// The value of the metric line starting with `name` (labels included) on /metrics, 0 when absent.
+async fn metric(app: &TestApp, name: &str) -> i64 {
+    let body = app.http.get(app.url("/metrics")).bearer_auth(app.token(Role::Admin)).send().await.unwrap().text().await.unwrap();
+    body.lines().find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0)
+}
+
+/// A connection that never sends `connection_init` is closed with 4408 once its time is up
+/// (graphql-transport-ws), and /metrics counts the connections admitted and open, and the closes
+/// by code.
+#[tokio::test]
+async fn a_connection_without_connection_init_is_closed_with_4408_and_metrics_count_connections() {
+    let app = TestApp::spawn().await;
+    assert_eq!(metric(&app, "settle_websocket_connections ").await, 0);
+    let admitted = open(&app).await;
+    assert_eq!(metric(&app, "settle_websocket_connections ").await, 1, "an admitted connection is counted");
+
+    let mut silent = connect(&app, "graphql-transport-ws").await;
+    let started = Instant::now();
+    let (code, reason) = closed(&mut silent).await;
+    assert_eq!(code, 4408, "{reason}");
+    assert!(started.elapsed() >= Duration::from_secs(9), "closed after the time to initialise, not before: {:?}", started.elapsed());
+    assert_eq!(metric(&app, "settle_websocket_closes_total{code=\"4408\"}").await, 1);
+    assert_eq!(metric(&app, "settle_websocket_connections ").await, 1, "one never admitted is not counted");
+
+    drop(admitted);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&app, "settle_websocket_connections ").await != 0 {
+        assert!(Instant::now() < deadline, "a closed connection is counted out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

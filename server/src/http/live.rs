@@ -60,9 +60,13 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(limits: &Limits) -> Live {
+    pub fn new(limits: &Limits, metrics: &Metrics) -> Live {
         Live {
-            connections: Arc::new(TenantConnections { open: Mutex::default(), max: limits.websocket_connections_per_tenant_max as usize }),
+            connections: Arc::new(TenantConnections {
+                open: Mutex::default(),
+                max: limits.websocket_connections_per_tenant_max as usize,
+                gauge: metrics.websocket_connections.clone(),
+            }),
             stopping: watch::channel(false).0,
         }
     }
@@ -77,6 +81,8 @@ impl Live {
 struct TenantConnections {
     open: Mutex<HashMap<TenantId, usize>>,
     max: usize,
+    /// Every tenant's connections together, for /metrics.
+    gauge: prometheus::IntGauge,
 }
 
 /// One admitted connection's place in its tenant's count.
@@ -96,6 +102,7 @@ impl TenantConnections {
             ));
         }
         *count += 1;
+        self.gauge.inc();
         Ok(Admitted { connections: self.clone(), tenant: tenant.clone() })
     }
 }
@@ -103,6 +110,7 @@ impl TenantConnections {
 impl Drop for Admitted {
     fn drop(&mut self) {
         let mut open = self.connections.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.connections.gauge.dec();
         if let Some(count) = open.get_mut(&self.tenant) {
             *count -= 1;
             if *count == 0 {
@@ -207,6 +215,7 @@ async fn serve(state: Arc<HttpState>, socket: WebSocketStream, protocol: WebSock
         }
     };
     if let Some((code, reason)) = close {
+        state.metrics.websocket_closes.with_label_values(&[&code.to_string()]).inc();
         let _ = sink.send(Message::close_with(code, reason)).await;
     }
     let _ = sink.close().await;
