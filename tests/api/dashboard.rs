@@ -467,9 +467,10 @@ async fn scenario_dashboard_shows_the_apis_figures_and_a_new_payment_within_2_se
     let live = record_payment(&billing, json!({"clientId": cara, "locationId": location, "methodId": cash, "amount": "42.00"})).await;
     let committed = Instant::now();
     let number = live["number"].as_str().unwrap();
-    browser.run(json!({"cmd": "waitFeed", "paymentNumber": number, "timeoutMs": 10000})).await;
+    browser.run(json!({"cmd": "waitFeed", "paymentId": live["id"], "timeoutMs": 10000})).await;
     let latency = committed.elapsed();
     assert!(latency < FEED_LATENCY_MAX, "{number} appeared in the feed {latency:?} after its commit");
+    browser.run(json!({"cmd": "waitFeed", "paymentNumber": number})).await;
     let feed = browser.run(json!({"cmd": "feed"})).await;
     assert_eq!(feed[0]["payments"][0], number, "the newest item first: {feed:#}");
     assert_eq!(feed[0]["amounts"][0], "42.00");
@@ -528,6 +529,10 @@ async fn scenario_dashboard_shows_the_apis_figures_and_a_new_payment_within_2_se
     let overdue = viewer.ok("query($id: ID!) { invoice(id: $id) { number balance { amount } } }", json!({"id": ann_overdue})).await;
     assert_eq!(overdue["invoice"]["number"], ann_overdue_number.as_str());
     assert_eq!(overdue["invoice"]["balance"]["amount"], "220.00", "previews changed nothing");
+    let screenshots = browser_dir().join("screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let path = screenshots.join("dashboard-payment-panel.png");
+    browser.run(json!({"cmd": "screenshot", "path": path, "width": 1280, "height": 900})).await;
     browser.run(json!({"cmd": "closeDetail"})).await;
 
     // An invoice's panel: allocations, credit notes, audit events.
@@ -549,8 +554,6 @@ async fn scenario_dashboard_shows_the_apis_figures_and_a_new_payment_within_2_se
     assert_eq!(checked["unlabelled"], json!([]), "every control has a label: {checked:#}");
     assert_eq!(checked["unnamedButtons"], json!([]), "every button has a name: {checked:#}");
     assert_eq!(checked["chartsWithoutText"], json!([]), "every chart has a text alternative: {checked:#}");
-    let screenshots = browser_dir().join("screenshots");
-    std::fs::create_dir_all(&screenshots).unwrap();
     for (name, width, height) in [("dashboard-desktop.png", 1280, 900), ("dashboard-phone.png", 390, 844)] {
         let path = screenshots.join(name);
         let taken = browser.run(json!({"cmd": "screenshot", "path": path, "width": width, "height": height})).await;

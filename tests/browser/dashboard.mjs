@@ -80,10 +80,12 @@ const commands = {
     });
   },
 
-  /// Waits until the feed shows a link to payment `number`; answers how long that took.
-  async waitFeed({ paymentNumber, timeoutMs = 10000 }) {
+  /// Waits until the feed shows a link to the payment with `paymentId` or `paymentNumber` (its
+  /// number comes a moment after the item); answers how long that took.
+  async waitFeed({ paymentId, paymentNumber, timeoutMs = 10000 }) {
     const started = Date.now();
-    await page.waitForSelector(`#feed-items [data-payment-number="${paymentNumber}"]`, { timeout: timeoutMs });
+    const selector = paymentId ? `[data-payment-id="${paymentId}"]` : `[data-payment-number="${paymentNumber}"]`;
+    await page.waitForSelector(`#feed-items ${selector}`, { timeout: timeoutMs });
     return { ms: Date.now() - started };
   },
 

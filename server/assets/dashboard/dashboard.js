@@ -167,11 +167,11 @@ function moneyCell(money, tag = 'td', attributes = {}) {
 }
 
 function paymentLink(payment) {
-  return el('a', { href: `#payment=${encodeURIComponent(payment.id)}`, 'data-payment-number': payment.number || '' }, payment.number || 'payment');
+  return el('a', { href: `#payment=${encodeURIComponent(payment.id)}`, 'data-payment-id': payment.id, 'data-payment-number': payment.number || '' }, payment.number || 'a payment');
 }
 
 function invoiceLink(invoice) {
-  return el('a', { href: `#invoice=${encodeURIComponent(invoice.id)}`, 'data-invoice-number': invoice.number || '' }, invoice.number || 'draft invoice');
+  return el('a', { href: `#invoice=${encodeURIComponent(invoice.id)}`, 'data-invoice-id': invoice.id, 'data-invoice-number': invoice.number || '' }, invoice.number || 'an invoice');
 }
 
 function emptyRow(columns, text) {
@@ -548,14 +548,21 @@ async function showRecords(records) {
       if (event.invoiceId) invoiceIds.add(event.invoiceId);
     }
   }
-  const names = await lookUp([...paymentIds], [...invoiceIds]);
-  if (!session) return;
+  // Shown at once with what the events say; numbers and names follow after one look-up.
   const list = $('feed-items');
-  for (const record of records) {
-    list.prepend(feedItem(record, names));
-  }
+  const unnamed = { payments: new Map(), invoices: new Map() };
+  const items = records.map((record) => {
+    const item = feedItem(record, unnamed);
+    list.prepend(item);
+    return item;
+  });
   while (list.children.length > FEED_ITEMS_MAX) list.lastElementChild.remove();
   refreshSoon();
+  const names = await lookUp([...paymentIds], [...invoiceIds]);
+  if (!session) return;
+  records.forEach((record, index) => {
+    if (items[index].isConnected) items[index].replaceWith(feedItem(record, names));
+  });
 }
 
 /// Numbers and client names of payments and invoices, in one request.
@@ -831,18 +838,18 @@ async function runPreview(output, mutation, variables, field) {
     const preview = data[field].preview;
     const rows = [
       ...preview.invoices.map((i) => el('tr', { 'data-invoice-id': i.invoiceId },
-        el('th', { scope: 'row' }, `Invoice ${i.number || ''}`), el('td', {}, `${i.statusBefore || ''} → ${i.statusAfter || ''}`),
+        el('th', { scope: 'row' }, `Invoice ${i.number || ''} balance`), el('td', {}, `${i.statusBefore || ''} → ${i.statusAfter || ''}`),
         i.balanceBefore ? moneyCell(i.balanceBefore, 'td', { 'data-figure': 'balance-before' }) : el('td'),
         i.balanceAfter ? moneyCell(i.balanceAfter, 'td', { 'data-figure': 'balance-after' }) : el('td'))),
       ...preview.payments.map((p) => el('tr', { 'data-payment-id': p.paymentId },
-        el('th', { scope: 'row' }, 'Payment'), el('td', {}, `${p.statusBefore || ''} → ${p.statusAfter || ''}`),
+        el('th', { scope: 'row' }, 'Payment unallocated'), el('td', {}, `${p.statusBefore || ''} → ${p.statusAfter || ''}`),
         p.unallocatedBefore ? moneyCell(p.unallocatedBefore, 'td', { 'data-figure': 'unallocated-before' }) : el('td'),
         p.unallocatedAfter ? moneyCell(p.unallocatedAfter, 'td', { 'data-figure': 'unallocated-after' }) : el('td'))),
     ];
     output.replaceChildren(
       el('p', {}, `Would record ${preview.action || 'nothing new (a repeat)'}; nothing was changed.`,
         preview.pluginNotAsked ? ` The ${preview.pluginNotAsked} plugin was not asked.` : ''),
-      table('What would change', ['Record', 'Status', 'Before (balance or unallocated)', 'After'], rows, 'Nothing would change.'));
+      table('What would change', ['Record', 'Status', 'Before', 'After'], rows, 'Nothing would change.'));
     output.dataset.state = 'done';
   } catch (error) {
     const hint = error.code === 'FORBIDDEN' ? ' Previews need a BILLING or ADMIN token.' : '';
