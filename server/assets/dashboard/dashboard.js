@@ -888,6 +888,10 @@ function start() {
     }
   });
   window.addEventListener('hashchange', openDetailFromHash);
+  // At midnight in the practice's timezone "today" moves on, even when no money does.
+  setInterval(() => {
+    if (session && document.body.dataset.figuresDay && practiceToday() !== document.body.dataset.figuresDay) refreshFigures();
+  }, 60000);
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) {
     signIn(saved).catch((error) => signOut(`Sign in again: ${error.message}`));
