@@ -26,7 +26,7 @@ async function launch() {
 }
 
 const commands = {
-  /// Opens the dashboard and signs in with the keyboard only: type the token, press Enter.
+  // Opens the dashboard and signs in with the keyboard only: type the token, press Enter.
   async open({ url, token, width = 1280, height = 900 }) {
     if (!browser) await launch();
     const context = await browser.newContext({ viewport: { width, height } });
@@ -47,7 +47,7 @@ const commands = {
     return { status, signInVisible, focusedAtStart: focused, tokenInSessionStorage: stored.session === token, localStorageEntries: stored.local };
   },
 
-  /// Everything the page shows as figures, read from the page's own tables.
+  // Everything the page shows as figures, read from the page's own tables.
   async figures() {
     return page.evaluate(() => {
       const amount = (node) => node && { amount: node.dataset.amount, currency: node.dataset.currency };
@@ -80,8 +80,8 @@ const commands = {
     });
   },
 
-  /// Waits until the feed shows a link to the payment with `paymentId` or `paymentNumber` (its
-  /// number comes a moment after the item); answers how long that took.
+  // Waits until the feed shows a link to the payment with `paymentId` or `paymentNumber` (its
+  // number comes a moment after the item); answers how long that took.
   async waitFeed({ paymentId, paymentNumber, timeoutMs = 10000 }) {
     const started = Date.now();
     const selector = paymentId ? `[data-payment-id="${paymentId}"]` : `[data-payment-number="${paymentNumber}"]`;
@@ -89,7 +89,7 @@ const commands = {
     return { ms: Date.now() - started };
   },
 
-  /// Waits until the feed shows the change at `position`.
+  // Waits until the feed shows the change at `position`.
   async waitFeedPosition({ position, timeoutMs = 10000 }) {
     await page.waitForSelector(`#feed-items > li[data-position="${position}"]`, { timeout: timeoutMs });
     return {};
@@ -100,7 +100,7 @@ const commands = {
     return { text: await page.locator('#feed-status').textContent() };
   },
 
-  /// The feed's items, newest first.
+  // The feed's items, newest first.
   async feed() {
     return page.evaluate(() => [...document.querySelectorAll('#feed-items > li')].map((li) => ({
       position: Number(li.dataset.position),
@@ -112,8 +112,8 @@ const commands = {
     })));
   },
 
-  /// Follows the first link to payment or invoice `number` in the feed or the open panel, and
-  /// reads the panel it opens.
+  // Follows the first link to payment or invoice `number` in the feed or the open panel, and
+  // reads the panel it opens.
   async openDetail({ kind, number, within = 'body' }) {
     const attribute = kind === 'payment' ? 'data-payment-number' : 'data-invoice-number';
     const link = page.locator(`${within} a[${attribute}="${number}"]`).first();
@@ -140,8 +140,8 @@ const commands = {
     });
   },
 
-  /// Fills the panel's preview form (`refund` or `apply`) with `amount`, submits it with Enter
-  /// and reads what the page shows.
+  // Fills the panel's preview form (`refund` or `apply`) with `amount`, submits it with Enter
+  // and reads what the page shows.
   async preview({ form, amount }) {
     const selector = `dialog#detail form[data-form="${form}"]`;
     const input = page.locator(`${selector} input[name="amount"]`);
@@ -177,9 +177,9 @@ const commands = {
     return { hash: await page.evaluate(() => window.location.hash) };
   },
 
-  /// Basics a person with a keyboard or a screen reader needs: every form control has a label,
-  /// every button a name, every image-like chart a text alternative; and whether the page is
-  /// wider than the window (it must not be, on a phone either).
+  // Basics a person with a keyboard or a screen reader needs: every form control has a label,
+  // every button a name, every image-like chart a text alternative; and whether the page is
+  // wider than the window (it must not be, on a phone either).
   async accessibility() {
     return page.evaluate(() => {
       const named = (node) => (node.labels && node.labels.length) || node.getAttribute('aria-label') || node.getAttribute('aria-labelledby');
@@ -193,7 +193,7 @@ const commands = {
     });
   },
 
-  /// Writes a full-page PNG at the given window size.
+  // Writes a full-page PNG at the given window size.
   async screenshot({ path, width, height }) {
     await page.setViewportSize({ width, height });
     await page.waitForTimeout(300); // the charts redraw for the new size

@@ -79,7 +79,7 @@ function isZero(amount) {
   return /^-?0*(\.0*)?$/.test(amount);
 }
 
-/// a - b for decimal strings.
+// a - b for decimal strings.
 function subtract(a, b) {
   const scale = Math.max(decimals(a), decimals(b));
   const units = (text) => {
@@ -125,7 +125,7 @@ function formatMoney(money) {
   return `${negative ? '−' : ''}${currencySymbol(money.currency)}${grouped}${fraction === undefined ? '' : `.${fraction}`}`;
 }
 
-/// The day in the practice's timezone, "YYYY-MM-DD": what "today" means for takings (R1).
+// The day in the practice's timezone, "YYYY-MM-DD": what "today" means for takings (R1).
 function practiceToday() {
   const parts = new Intl.DateTimeFormat('en-CA', { timeZone: session.settings.timezone, year: 'numeric', month: '2-digit', day: '2-digit' })
     .formatToParts(new Date());
@@ -161,7 +161,7 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
-/// A cell (or span) showing an amount, with the exact figure in data attributes.
+// A cell (or span) showing an amount, with the exact figure in data attributes.
 function moneyCell(money, tag = 'td', attributes = {}) {
   return el(tag, { class: `num${money.amount.startsWith('-') ? ' negative' : ''}`, 'data-amount': money.amount, 'data-currency': money.currency, ...attributes }, formatMoney(money));
 }
@@ -235,7 +235,7 @@ const OVERVIEW = `query Overview($today: Date!, $from: Date!, $owing: Int!, $cre
 let refreshing = null;
 let refreshAgain = false;
 
-/// Loads every figure again; calls made while one runs fold into one more run after it.
+// Loads every figure again; calls made while one runs fold into one more run after it.
 async function refreshFigures() {
   if (refreshing) {
     refreshAgain = true;
@@ -399,9 +399,9 @@ const LEDGER_EVENTS = `subscription Feed($after: Int, $types: [LedgerEventType!]
   }
 }`;
 
-/// One subscription to the practice's ledger events over graphql-transport-ws that reconnects by
-/// itself and resumes after the last position it got, so it misses nothing and repeats nothing
-/// (E2). It ends only when stopped or when the token is refused.
+// One subscription to the practice's ledger events over graphql-transport-ws that reconnects by
+// itself and resumes after the last position it got, so it misses nothing and repeats nothing
+// (E2). It ends only when stopped or when the token is refused.
 class LedgerFeed {
   constructor(token, after, { onRecord, onStatus, onRefused }) {
     this.token = token;
@@ -565,7 +565,7 @@ async function showRecords(records) {
   });
 }
 
-/// Numbers and client names of payments and invoices, in one request.
+// Numbers and client names of payments and invoices, in one request.
 async function lookUp(paymentIds, invoiceIds) {
   const found = { payments: new Map(), invoices: new Map() };
   if (!paymentIds.length && !invoiceIds.length) return found;
@@ -757,7 +757,7 @@ async function showInvoice(invoice, events) {
   $('detail-body').replaceChildren(...body);
 }
 
-/// The client's invoices that can take a payment: OPEN, overdue or not (P4).
+// The client's invoices that can take a payment: OPEN, overdue or not (P4).
 async function openInvoicesOf(clientId, currency) {
   const data = await gql(`query($id: ID!) {
     open: invoices(first: 50, filter: {clientId: $id, status: OPEN}) { edges { node { id number currency balance { amount currency } } } }
@@ -785,8 +785,8 @@ function refundPreviewForm(payment) {
   return form;
 }
 
-/// Opened `from` a payment, it offers the client's open invoices; from an invoice, the client's
-/// payments holding credit.
+// Opened `from` a payment, it offers the client's open invoices; from an invoice, the client's
+// payments holding credit.
 function applyPreviewForm({ from, payments, invoices }) {
   const n = ++formCount;
   const onPayment = from === 'payment';
@@ -823,8 +823,8 @@ function applyPreviewForm({ from, payments, invoices }) {
   return form;
 }
 
-/// A dry-run needs an idempotency key like the real request; a dry-run stores none (D1), so a
-/// fresh one each time is right. getRandomValues works outside secure contexts too.
+// A dry-run needs an idempotency key like the real request; a dry-run stores none (D1), so a
+// fresh one each time is right. getRandomValues works outside secure contexts too.
 function previewKey() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return `dashboard-preview-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
