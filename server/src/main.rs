@@ -126,6 +126,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%url, database = %settings.database_address(), "settle is listening");
     println!("Settle is listening on {url}");
     println!("GraphiQL: {url}/graphiql");
+    println!("Dashboard: {url}/dashboard");
     if app.created_signing_key {
         let demo = TenantId::parse("demo").expect("valid tenant id");
         let token = app.keys().mint("demo-admin", &demo, &[Role::Admin], chrono::Duration::days(30))?;

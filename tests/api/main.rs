@@ -4,6 +4,7 @@
 mod auth;
 mod concurrency;
 mod crash;
+mod dashboard;
 mod directory;
 mod dry_run;
 mod events;

@@ -134,6 +134,47 @@ async fn graphiql_is_served_by_settle_alone() {
     assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
 }
 
+#[tokio::test]
+async fn dashboard_is_served_by_settle_alone() {
+    let app = TestApp::spawn().await;
+    let response = app.http.get(app.url("/dashboard")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    assert_eq!(response.headers()["x-frame-options"], "DENY", "no other site may frame the page that holds a token");
+    let page = response.text().await.unwrap();
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("//cdn"), "the page names another host:\n{page}");
+
+    let sums = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/dashboard/SHA256SUMS")).unwrap();
+    // The page's own links (#main) and its empty icon (data:,) ask nothing of a server.
+    let links: Vec<String> = links(&page).into_iter().filter(|link| !link.starts_with('#') && !link.starts_with("data:")).collect();
+    assert_eq!(links.len(), 3, "{links:?}");
+    for link in links {
+        let name = link.strip_prefix("dashboard/assets/").unwrap_or_else(|| panic!("{link} is not a local asset"));
+        // Relative to the page at /dashboard.
+        let response = app.http.get(app.url(&format!("/{link}"))).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{link}");
+        let expected_type = if name.ends_with(".css") { "text/css; charset=utf-8" } else { "text/javascript; charset=utf-8" };
+        assert_eq!(response.headers()["content-type"], expected_type, "{link}");
+        let served = response.headers()["cache-control"].to_str().unwrap().to_owned();
+        let bytes = response.bytes().await.unwrap();
+        let committed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/dashboard").join(name)).unwrap();
+        assert_eq!(sha256_hex(&bytes), sha256_hex(&committed), "{link} is not the committed file");
+        if name.starts_with("dashboard.") {
+            // The page's own script and style keep their names across versions of Settle.
+            assert_eq!(served, "no-cache", "{link}");
+        } else {
+            assert_eq!(served, "public, max-age=31536000, immutable", "{link}");
+            assert!(sums.contains(&format!("{}  {name}", sha256_hex(&bytes))), "{name} is not in SHA256SUMS with this sum");
+        }
+    }
+
+    let response = app.http.get(app.url("/dashboard/assets/nope.js")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
+}
+
 /// A browser's preflight of a POST with a token, from `origin`.
 async fn preflight(app: &TestApp, origin: &str) -> reqwest::Response {
     app.http

@@ -1,8 +1,8 @@
 //! HTTP: routes, bearer-token extraction, request ids, body limits, logs and metrics.
 //!
 //! /graphql (GET for queries, POST for everything, GET with `Upgrade: websocket` for
-//! subscriptions: [`live`]), /graphiql and its assets ([`graphiql`]),
-//! /healthz (no token; checks the database) and /metrics (Prometheus; an ADMIN token). The tenant
+//! subscriptions: [`live`]), /graphiql and its assets ([`graphiql`]), /dashboard and its assets
+//! ([`dashboard`]), /healthz (no token; checks the database) and /metrics (Prometheus; an ADMIN token). The tenant
 //! and roles of a request come only from its verified token (A1). Around the routes: CORS
 //! ([`cors`]), response compression ([`compression`]); automatic persisted queries
 //! ([`persisted`]) are resolved by the /graphql handler.
@@ -32,6 +32,7 @@ use crate::store::Store;
 
 pub mod compression;
 pub mod cors;
+pub mod dashboard;
 pub mod graphiql;
 pub mod live;
 pub mod persisted;
@@ -64,6 +65,8 @@ pub fn routes(state: Arc<HttpState>) -> impl Endpoint<Output = Response> {
         .at("/graphql", get(graphql).post(graphql))
         .at("/graphiql", get(graphiql::page))
         .at("/graphiql/assets/:name", get(graphiql::asset))
+        .at("/dashboard", get(dashboard::page))
+        .at("/dashboard/assets/:name", get(dashboard::asset))
         .at("/healthz", get(healthz))
         .at("/metrics", get(metrics_endpoint))
         // Boxed, so the layers around the routes hold a pointer to a request's future rather than
@@ -91,8 +94,9 @@ async fn observe<E: Endpoint>(state: Arc<HttpState>, next: Arc<E>, mut request: 
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     request.extensions_mut().insert(RequestId(request_id.clone()));
     let route = match request.uri().path() {
-        path @ ("/graphql" | "/graphiql" | "/healthz" | "/metrics") => path.to_owned(),
+        path @ ("/graphql" | "/graphiql" | "/dashboard" | "/healthz" | "/metrics") => path.to_owned(),
         path if path.starts_with("/graphiql/assets/") => "/graphiql".to_owned(),
+        path if path.starts_with("/dashboard/assets/") => "/dashboard".to_owned(),
         _ => "other".to_owned(),
     };
     let method = request.method().clone();
@@ -146,7 +150,7 @@ fn poem_refusal(error: poem::Error, route: &str, request_id: &str, metrics: &Met
     let error = match status {
         StatusCode::NOT_FOUND => AppError::new(
             ErrorCode::NotFound,
-            "no such path; Settle serves /graphql, /graphiql, /healthz and /metrics",
+            "no such path; Settle serves /graphql, /graphiql, /dashboard, /healthz and /metrics",
         ),
         StatusCode::METHOD_NOT_ALLOWED if route == "/graphql" => {
             AppError::new(ErrorCode::QueryRejected, "use GET for queries or POST for any operation on /graphql")
