@@ -7,7 +7,6 @@
 //! quick when they are there), so `cargo test` needs nothing installed by hand.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,11 +15,10 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use settle::auth::Role;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::AbortHandle;
 
+use crate::browser::{Browser, browser_dir};
 use crate::events::{method, records_after};
 use crate::helpers::*;
 
@@ -34,75 +32,9 @@ const FEED_TYPES: [&str; 6] =
 /// How long after its commit a payment may take to appear in the live feed.
 const FEED_LATENCY_MAX: Duration = Duration::from_secs(2);
 
-fn browser_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser")
-}
-
-/// Runs tests/browser/setup.sh once per test binary.
-fn install_browser() {
-    static INSTALLED: Mutex<bool> = Mutex::new(false);
-    let mut installed = INSTALLED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if *installed {
-        return;
-    }
-    let output = std::process::Command::new("bash").arg(browser_dir().join("setup.sh")).output().expect("bash runs setup.sh");
-    assert!(
-        output.status.success(),
-        "tests/browser/setup.sh failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    *installed = true;
-}
-
-/// The browser driver: one JSON command per line in, one JSON answer per line out.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    answers: Lines<BufReader<ChildStdout>>,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        install_browser();
-        let mut child = Command::new("node")
-            .arg(browser_dir().join("dashboard.mjs"))
-            .current_dir(browser_dir())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts");
-        let stdin = child.stdin.take().unwrap();
-        let answers = BufReader::new(child.stdout.take().unwrap()).lines();
-        Browser { child, stdin, answers }
-    }
-
-    /// Sends a command and returns its answer; a command the page could not carry out fails the test.
-    async fn run(&mut self, command: Value) -> Value {
-        self.stdin.write_all(format!("{command}\n").as_bytes()).await.expect("the driver reads");
-        self.stdin.flush().await.unwrap();
-        let line = tokio::time::timeout(Duration::from_secs(90), self.answers.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no answer to {command} within 90 s"))
-            .expect("the driver's stdout")
-            .unwrap_or_else(|| panic!("the driver ended before answering {command}"));
-        let answer: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON from the driver: {line}"));
-        match answer.get("ok") {
-            Some(ok) => ok.clone(),
-            None => panic!("the browser could not do {command}: {}", answer["error"]),
-        }
-    }
-
-    /// Opens the dashboard at `url` and signs in with `token`, as a person does.
-    async fn open(&mut self, url: &str, token: &str) -> Value {
-        self.run(json!({"cmd": "open", "url": url, "token": token})).await
-    }
-
-    async fn close(mut self) {
-        self.run(json!({"cmd": "close"})).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-    }
+/// Opens the dashboard at `url` and signs in with `token`, as a person does.
+async fn open(browser: &mut Browser, url: &str, token: &str) -> Value {
+    browser.run(json!({"cmd": "open", "url": url, "token": token})).await
 }
 
 /// A TCP relay in front of the server that a test can cut, as a dropped network does: the
@@ -443,10 +375,10 @@ async fn scenario_dashboard_shows_the_apis_figures_and_a_new_payment_within_2_se
         .ok("mutation($id: ID!, $key: String!) { voidPayment(id: $id, idempotencyKey: $key) { payment { id } } }", json!({"id": voided["id"], "key": new_key()}))
         .await;
 
-    let mut browser = Browser::start().await;
+    let mut browser = Browser::start("dashboard.mjs").await;
     // BILLING, so the dry-run previews are allowed; the page changes nothing all the same.
     let token = app.token(Role::Billing);
-    let opened = browser.open(&app.base_url, &token).await;
+    let opened = open(&mut browser, &app.base_url, &token).await;
     assert_eq!(opened["status"], 200);
     assert_eq!(opened["signInVisible"], true, "the page asks for a token first: {opened}");
     assert_eq!(opened["focusedAtStart"], "token", "the token field has the keyboard focus: {opened}");
@@ -580,8 +512,8 @@ async fn scenario_dashboard_feed_reconnects_by_itself_and_resumes_after_its_last
     let relay = Relay::start(server_address(&app)).await;
 
     // A VIEWER: everything but the previews.
-    let mut browser = Browser::start().await;
-    browser.open(&relay.url, &app.token(Role::Viewer)).await;
+    let mut browser = Browser::start("dashboard.mjs").await;
+    open(&mut browser, &relay.url, &app.token(Role::Viewer)).await;
     browser.run(json!({"cmd": "waitFeed", "paymentNumber": before["number"]})).await;
 
     // The network drops; money moves meanwhile.

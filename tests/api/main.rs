@@ -2,12 +2,14 @@
 //! Every test is named after the rule it checks (shared domain rules: I1, M3, A1, ...).
 
 mod auth;
+mod browser;
 mod concurrency;
 mod crash;
 mod dashboard;
 mod directory;
 mod dry_run;
 mod events;
+mod graphiql;
 mod helpers;
 mod hostile;
 mod invoices;

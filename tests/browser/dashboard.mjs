@@ -2,27 +2,15 @@
 // starts the server, seeds it through the API and decides what is right: this script only does
 // what a person would (sign in, read, click, type) and reports what the page shows.
 //
-// Protocol: one JSON command per line on stdin, one JSON answer per line on stdout
-// ({"ok": ...} or {"error": "..."}); diagnostics go to stderr.
-import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
-
-const CHROMIUM = process.env.SETTLE_CHROMIUM || '/usr/bin/chromium';
+// Protocol: driver.mjs.
+import { launch as launchChromium, serve } from './driver.mjs';
 
 let browser = null;
 let page = null;
 const problems = [];
 
 async function launch() {
-  // Playwright starts chromium with a fresh, empty profile of its own (it refuses
-  // --user-data-dir here) and removes it on close. The background-networking flags keep chromium
-  // from calling out, which the machines that run these tests refuse.
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 }
 
 const commands = {
@@ -212,19 +200,4 @@ const commands = {
   },
 };
 
-const lines = createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (!line.trim()) continue;
-  let command;
-  try {
-    command = JSON.parse(line);
-    const run = commands[command.cmd];
-    if (!run) throw new Error(`unknown command ${command.cmd}`);
-    const ok = await run(command);
-    process.stdout.write(`${JSON.stringify({ ok })}\n`);
-  } catch (error) {
-    process.stdout.write(`${JSON.stringify({ error: `${command ? command.cmd : 'input'}: ${error.message}` })}\n`);
-  }
-  if (command && command.cmd === 'close') break;
-}
-await commands.close();
+await serve(commands);
