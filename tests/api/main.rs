@@ -17,6 +17,7 @@ mod isolation;
 mod limits;
 mod payments;
 mod plugins;
+mod proofs;
 mod reports;
 mod restart;
 mod schema;

@@ -286,7 +286,7 @@ impl Commands {
             description: attempt.description.clone(),
             external_reference: reference.clone(),
         };
-        let mut payment = new_payment_row(mutation.tenant, &attempt.client, &method, new, attempt.amount, &attempt.currency);
+        let mut payment = new_payment_row(mutation, &attempt.client, &method, new, attempt.amount, &attempt.currency);
         // The plugin that took the money, and its charge id for refunds (never edited, P9).
         payment.doc.plugin = attempt.plugin.clone();
         payment.doc.charge_reference = reference;

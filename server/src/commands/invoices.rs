@@ -96,10 +96,15 @@ impl Commands {
         let facts = before.doc.facts();
         rules::check_finalize(&facts)?;
         let status = rules::status_for_balance(&facts);
-        let number = self.store.write_finalized(tx, mutation.tenant, &before, status).await?;
+        let number = self.store.write_finalized(tx, mutation, &before, status).await?;
         let after = InvoiceRow {
             id: before.id.clone(),
-            doc: InvoiceDoc { status: status_str(status).to_owned(), number: Some(number), ..before.doc.clone() },
+            doc: InvoiceDoc {
+                status: status_str(status).to_owned(),
+                number: Some(number),
+                finalized_by: Some(mutation.actor.to_owned()),
+                ..before.doc.clone()
+            },
         };
         // INVOICE_FINALIZED means DRAFT to OPEN; one that owes nothing is PAID at once (I3).
         let mut events = vec![LedgerEvent::InvoiceFinalized { invoice: key.to_owned() }];
@@ -237,6 +242,7 @@ impl Commands {
             created_at: now,
             updated_at: now,
             finalized_at: None,
+            finalized_by: None,
             voided_at: None,
             void_reason: None,
         })

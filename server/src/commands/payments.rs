@@ -91,7 +91,7 @@ impl Commands {
                     description: request.description.clone(),
                     external_reference: reference.clone(),
                 };
-                let mut payment = new_payment_row(mutation.tenant, &request.client, &method, new, amount.amount(), currency.code());
+                let mut payment = new_payment_row(mutation, &request.client, &method, new, amount.amount(), currency.code());
                 let mut allocated = Vec::new();
                 let mut events = Vec::new();
                 for (invoice_key, amount) in &request.allocations {

@@ -4,6 +4,8 @@
 //! of its fields, so they share this file rather than make invoices.rs and payments.rs import
 //! each other. The queries, mutations and inputs of each are in those two files.
 
+use super::proofs::BalanceProof;
+use crate::store::proofs;
 use async_graphql::{Context, Enum, ID, Object, Result, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -252,6 +254,17 @@ impl Invoice {
         let rows = loader::credit_notes_of(ctx, &key_of(&self.row.id)).await?;
         Ok(rows.into_iter().map(CreditNote).collect())
     }
+    /// Why `balance` is what it is (M4): the total, then each active allocation and each issued
+    /// credit note in the order they happened, with who wrote each and the balance after it;
+    /// `holds` is false if the stored balance is not what they add up to.
+    async fn balance_proof(&self, ctx: &Context<'_>) -> Result<BalanceProof> {
+        caller(ctx, Role::Viewer)?;
+        let key = key_of(&self.row.id);
+        let allocations = loader::allocations_of_invoice(ctx, &key).await?;
+        let credit_notes = loader::credit_notes_of(ctx, &key).await?;
+        let proof = proofs::invoice_balance(&self.row, &allocations, &credit_notes);
+        Ok(BalanceProof { proof, currency: self.row.doc.currency.clone() })
+    }
 }
 
 /// What became of the money a payment received (P8). Where that money sits, on invoices or as
@@ -399,6 +412,17 @@ impl Payment {
         caller(ctx, Role::Viewer)?;
         let rows = loader::refunds_of(ctx, &key_of(&self.0.id)).await?;
         Ok(rows.into_iter().map(Refund).collect())
+    }
+    /// Why `unallocated` is what it is (M5): the amount, then each active allocation, each
+    /// successful refund and each refund still pending, in the order they happened, with who
+    /// wrote each and the figure after it; `holds` is false if the stored sums do not add up.
+    async fn unallocated_proof(&self, ctx: &Context<'_>) -> Result<BalanceProof> {
+        caller(ctx, Role::Viewer)?;
+        let key = key_of(&self.0.id);
+        let allocations = loader::allocations_of_payment(ctx, &key).await?;
+        let refunds = loader::refunds_of(ctx, &key).await?;
+        let proof = proofs::payment_unallocated(&self.0, &allocations, &refunds, self.0.doc.facts()?.unallocated());
+        Ok(BalanceProof { proof, currency: self.0.doc.currency.clone() })
     }
     async fn voided_at(&self) -> Option<DateTime<Utc>> {
         self.0.doc.voided_at

@@ -28,6 +28,7 @@ pub mod pagination;
 pub mod payments;
 pub mod plugins;
 pub mod preview;
+pub mod proofs;
 pub mod practice;
 pub mod reports;
 pub mod scalars;

@@ -12,6 +12,7 @@ mod model_tests;
 pub mod money;
 pub mod numbering;
 pub mod payment;
+pub mod proof;
 pub mod reports;
 pub mod tax;
 pub mod tax_rate;

@@ -79,7 +79,7 @@ impl Store {
         tx.query(
             "CREATE $id SET tenant = $tenant, page_key = $page_key, number = $number, invoice = $invoice, client = $client,
                 currency = $currency, date = $date, reason = $reason, lines = $lines, subtotal = $subtotal, tax = $tax,
-                total = $total, status = 'ISSUED', created_at = time::now() RETURN NONE;
+                total = $total, status = 'ISSUED', created_at = time::now(), created_by = $actor RETURN NONE;
              UPDATE $invoice_id SET lines = $invoice_lines, credited = $credited, issued_credit_notes += 1,
                 status = $status, updated_at = time::now() RETURN NONE;",
             Vars::new()
@@ -96,6 +96,7 @@ impl Store {
                 .set("subtotal", effect.subtotal)
                 .set("tax", effect.tax)
                 .set("total", effect.total)
+                .set("actor", mutation.actor.to_owned())
                 .set("invoice_id", invoice.id.clone())
                 .set("invoice_lines", invoice_lines)
                 .set("credited", effect.invoice_credited)

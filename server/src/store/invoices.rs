@@ -5,6 +5,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
+use super::audit::Mutation;
 use super::directory::{PartyKind, read_owned};
 use super::rows::{InvoiceDoc, InvoiceRow, LocationRow, PartyRow, TaxRateRow, TenantRow, record};
 use super::tenants::read_tenant;
@@ -195,7 +196,8 @@ impl Store {
     /// Writes a finalized invoice with `status`, giving it the tenant's next invoice number when
     /// it has none yet (the counter is written in this transaction, so two finalizes taking one
     /// number conflict); returns its number.
-    pub(crate) async fn write_finalized(&self, tx: &TxRef, tenant: &TenantId, invoice: &InvoiceRow, status: InvoiceStatus) -> AppResult<i64> {
+    pub(crate) async fn write_finalized(&self, tx: &TxRef, mutation: &Mutation<'_>, invoice: &InvoiceRow, status: InvoiceStatus) -> AppResult<i64> {
+        let tenant = mutation.tenant;
         let number = match invoice.doc.number {
             Some(number) => number,
             None => {
@@ -214,8 +216,12 @@ impl Store {
             }
         };
         tx.query(
-            "UPDATE $id SET status = $status, number = $number, finalized_at = time::now(), updated_at = time::now() RETURN NONE",
-            Vars::new().set("id", invoice.id.clone()).set("status", status_str(status).to_owned()).set("number", number),
+            "UPDATE $id SET status = $status, number = $number, finalized_at = time::now(), finalized_by = $actor, updated_at = time::now() RETURN NONE",
+            Vars::new()
+                .set("id", invoice.id.clone())
+                .set("status", status_str(status).to_owned())
+                .set("number", number)
+                .set("actor", mutation.actor.to_owned()),
         )
         .await?;
         Ok(number)

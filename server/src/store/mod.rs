@@ -20,6 +20,7 @@ pub mod methods;
 pub mod numbering;
 pub mod payments;
 pub mod preview;
+pub mod proofs;
 pub mod reports;
 pub mod rows;
 pub mod tenants;

@@ -33,7 +33,8 @@ pub struct NewRecordedPayment {
 }
 
 /// The record of a new payment: no number yet and nothing allocated.
-pub(crate) fn new_payment_row(tenant: &TenantId, client: &str, method: &PaymentMethodRow, new: NewRecordedPayment, amount: Decimal, currency: &str) -> PaymentRow {
+pub(crate) fn new_payment_row(mutation: &Mutation<'_>, client: &str, method: &PaymentMethodRow, new: NewRecordedPayment, amount: Decimal, currency: &str) -> PaymentRow {
+    let tenant = mutation.tenant;
     let now = Utc::now();
     let key = new_key();
     let doc = PaymentDoc {
@@ -61,6 +62,7 @@ pub(crate) fn new_payment_row(tenant: &TenantId, client: &str, method: &PaymentM
         void_reason: None,
         created_at: now,
         updated_at: now,
+        created_by: Some(mutation.actor.to_owned()),
     };
     PaymentRow { id: record("payment", &key), doc }
 }
@@ -316,7 +318,7 @@ impl Store {
         effect: &InvoicePaymentEffect,
         today: NaiveDate,
     ) -> AppResult<(PaymentRow, Vec<Allocated>)> {
-        let mut payment = new_payment_row(mutation.tenant, &invoice.doc.client, method, new, effect.amount.amount(), &invoice.doc.currency);
+        let mut payment = new_payment_row(mutation, &invoice.doc.client, method, new, effect.amount.amount(), &invoice.doc.currency);
         let mut allocated = Vec::new();
         if effect.allocation.amount > Decimal::ZERO {
             allocated.push(self.write_allocation(tx, mutation, &mut payment, invoice, &effect.allocation, today).await?);

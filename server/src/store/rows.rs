@@ -126,6 +126,9 @@ pub struct InvoiceDoc {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finalized_at: Option<DateTime<Utc>>,
+    /// Who finalized it (the moment its total became owed); none for invoices finalized before
+    /// Settle kept it.
+    pub finalized_by: Option<String>,
     pub voided_at: Option<DateTime<Utc>>,
     pub void_reason: Option<String>,
 }
@@ -211,6 +214,8 @@ pub struct PaymentDoc {
     pub void_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Who recorded it; none for payments recorded before Settle kept it.
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, SurrealValue)]
@@ -284,6 +289,8 @@ pub struct CreditNoteRow {
     pub total: Decimal,
     pub status: String,
     pub created_at: DateTime<Utc>,
+    /// Who issued it; none for credit notes issued before Settle kept it.
+    pub created_by: Option<String>,
     pub voided_at: Option<DateTime<Utc>>,
     pub void_reason: Option<String>,
 }
