@@ -106,6 +106,30 @@ async fn scenario_balance_proofs() {
     );
     assert_eq!(proof["holds"], true, "{proof:#}");
     assert_eq!(proof["stored"], data["payment"]["unallocated"]);
+
+    // The client: owes 50.00 on the invoice and holds 40.00 of the payment, so 10.00 net.
+    let data = app
+        .viewer()
+        .ok(
+            &format!("query($c: ID!, $earlier: Date!) {{ client(id: $c) {{ balance {{ owing {{ amount }} unallocatedCredit {{ amount }} }}
+                now: balanceProof {{ asOf {PROOF} }} before: balanceProof(asOf: $earlier) {{ asOf {PROOF} }} }} }}"),
+            json!({"c": seed.client, "earlier": (chrono::Utc::now().date_naive() - chrono::Duration::days(2)).to_string()}),
+        )
+        .await;
+    let proof = &data["client"]["now"];
+    let mut kinds: Vec<(String, String, String)> = walk(proof);
+    kinds.iter_mut().for_each(|step| step.2 = String::new());
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [step("CREDIT_NOTE", "-20.00", ""), step("INVOICE_TOTAL", "100.00", ""), step("PAYMENT_AMOUNT", "-80.00", ""), step("REFUND", "10.00", "")],
+        "{proof:#}"
+    );
+    assert_eq!((proof["derived"]["amount"].as_str(), proof["stored"]["amount"].as_str(), proof["holds"].as_bool()), (Some("10.00"), Some("10.00"), Some(true)), "{proof:#}");
+    assert_eq!(data["client"]["balance"]["owing"]["amount"], "50.00");
+    let before = &data["client"]["before"];
+    assert_eq!((before["steps"].as_array().unwrap().len(), before["derived"]["amount"].as_str()), (0, Some("0.00")), "nothing was dated before: {before:#}");
+    assert!(before["stored"].is_null() && before["holds"].is_null(), "a past day has no stored figure to compare: {before:#}");
 }
 
 /// A stored figure that its records do not add up to (written behind Settle's back, straight
@@ -142,9 +166,10 @@ async fn a_stored_figure_corrupted_in_the_database_is_reported_by_its_proof() {
     )
     .await;
     let payment = paid["payInvoice"]["payment"]["id"].clone();
-    const PROOFS: &str = "query($i: ID!, $p: ID!) { invoice(id: $i) { balanceProof { derived { amount } stored { amount } holds } }
-        payment(id: $p) { unallocatedProof { derived { amount } stored { amount } holds } } }";
-    let before = gql(PROOFS, json!({"i": invoice, "p": payment})).await;
+    const PROOFS: &str = "query($i: ID!, $p: ID!, $c: ID!) { invoice(id: $i) { balanceProof { derived { amount } stored { amount } holds } }
+        payment(id: $p) { unallocatedProof { derived { amount } stored { amount } holds } } client(id: $c) { balanceProof { holds } } }";
+    let before = gql(PROOFS, json!({"i": invoice, "p": payment, "c": client})).await;
+    assert_eq!(before["client"]["balanceProof"]["holds"], true, "{before:#}");
     assert_eq!(before["invoice"]["balanceProof"]["holds"], true, "{before:#}");
     assert_eq!(before["payment"]["unallocatedProof"]["holds"], true, "{before:#}");
     server.stop("-TERM");
@@ -166,7 +191,7 @@ async fn a_stored_figure_corrupted_in_the_database_is_reported_by_its_proof() {
     let body: Value = http
         .post(format!("{}/graphql", server.url))
         .bearer_auth(&token)
-        .json(&json!({"query": PROOFS, "variables": {"i": invoice, "p": payment}}))
+        .json(&json!({"query": PROOFS, "variables": {"i": invoice, "p": payment, "c": client}}))
         .send()
         .await
         .unwrap()
@@ -179,5 +204,6 @@ async fn a_stored_figure_corrupted_in_the_database_is_reported_by_its_proof() {
     let payment_proof = &body["data"]["payment"]["unallocatedProof"];
     assert_eq!(payment_proof["holds"], false, "{body:#}");
     assert_eq!((payment_proof["derived"]["amount"].as_str(), payment_proof["stored"]["amount"].as_str()), (Some("0.00"), Some("10.00")), "{body:#}");
+    assert_eq!(body["data"]["client"]["balanceProof"]["holds"], false, "the client's balance rests on the corrupted figures: {body:#}");
     server.stop("-TERM");
 }

@@ -2,9 +2,11 @@
 //! date range (B2). Both are fields of Client (directory.rs).
 
 use async_graphql::{Context, Enum, SimpleObject};
+use rust_decimal::Decimal;
 
 use super::context::{caller, state, tenant, today};
 use super::money::Money;
+use super::proofs::ClientBalanceProof;
 use super::scalars::Date;
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
@@ -75,6 +77,25 @@ pub async fn client_balance(ctx: &Context<'_>, client_key: &str, currency: Optio
         unallocated_credit: Money::of(balance.unallocated_credit, currency),
         overdue: Money::of(balance.overdue, currency),
     })
+}
+
+/// The client's net balance explained (B1), in `currency` (the practice's when left out), from
+/// the records dated up to `as_of`, or from every record beside the stored figures.
+pub async fn client_balance_proof(ctx: &Context<'_>, client_key: &str, as_of: Option<Date>, currency: Option<String>) -> AppResult<ClientBalanceProof> {
+    let request = caller(ctx, Role::Viewer)?;
+    let settings = tenant(ctx).await?;
+    let currency = account_currency(settings, currency)?;
+    let store = &state(ctx).store;
+    let tenant = &request.principal.tenant;
+    let stored = match as_of {
+        Some(_) => Decimal::ZERO,
+        None => {
+            let balance = store.client_balance(tenant, client_key, &currency, today(settings)).await?;
+            balance.owing - balance.unallocated_credit
+        }
+    };
+    let proof = store.client_balance_proof(tenant, client_key, &currency, as_of.map(|d| d.0), stored).await?;
+    Ok(ClientBalanceProof { proof, currency, as_of: as_of.map(|d| d.0) })
 }
 
 pub async fn client_statement(ctx: &Context<'_>, client_key: &str, from: Date, to: Date, currency: Option<String>) -> AppResult<Statement> {

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::accounts::{ClientBalance, Statement, client_balance, client_statement};
+use super::accounts::{ClientBalance, Statement, client_balance, client_balance_proof, client_statement};
+use super::proofs::ClientBalanceProof;
 use super::context::{caller, mutation, state, tenant};
 use super::pagination::{Page, connection_types};
 use super::scalars::Date;
@@ -63,6 +64,14 @@ party_object!(
             currency: Option<String>,
         ) -> Result<Statement> {
             Ok(client_statement(ctx, &key_of(&self.0.id), from, to, currency).await?)
+        }
+        /// Why the client's balance is what it is: what they owe net of the credit they hold
+        /// (owing less unallocated credit), from each invoice, credit note, payment and refund
+        /// of theirs in `currency` (the practice's when left out), in the order they happened.
+        /// Without `asOf`, every record, beside the stored figures (`holds`); with it, the
+        /// records dated up to that day, as they stand now.
+        async fn balance_proof(&self, ctx: &Context<'_>, as_of: Option<Date>, currency: Option<String>) -> Result<ClientBalanceProof> {
+            Ok(client_balance_proof(ctx, &key_of(&self.0.id), as_of, currency).await?)
         }
     }
 );

@@ -4,7 +4,7 @@
 //! explanations").
 
 use async_graphql::{Enum, ID, Object};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::money::Money;
 use super::scalars::Date;
@@ -105,5 +105,42 @@ impl ProofStep<'_> {
     /// The figure after this record.
     async fn running(&self) -> Money {
         Money::of(self.step.running, self.currency)
+    }
+}
+
+/// What a client owes net of the credit they hold (B1: owing less unallocated credit; negative
+/// when they hold more than they owe), explained record by record: each invoice's total, each
+/// credit note, each payment and each refund, in the order they happened.
+pub struct ClientBalanceProof {
+    pub proof: Proof,
+    pub currency: String,
+    pub as_of: Option<NaiveDate>,
+}
+
+#[Object]
+impl ClientBalanceProof {
+    /// The day asked about; null for every record to date.
+    async fn as_of(&self) -> Option<Date> {
+        self.as_of.map(Date)
+    }
+    async fn currency(&self) -> &str {
+        &self.currency
+    }
+    async fn steps(&self) -> Vec<ProofStep<'_>> {
+        self.proof.steps.iter().map(|step| ProofStep { step, currency: &self.currency }).collect()
+    }
+    /// What the records add up to.
+    async fn derived(&self) -> Money {
+        Money::of(self.proof.derived, &self.currency)
+    }
+    /// Without `asOf`: the client's `balance` as stored, owing less unallocated credit. Null
+    /// with `asOf`: Settle stores today's figures only, so a past day has nothing to compare.
+    async fn stored(&self) -> Option<Money> {
+        self.as_of.is_none().then(|| Money::of(self.proof.stored, &self.currency))
+    }
+    /// Without `asOf`: true when the stored figures are what the records add up to. Null with
+    /// `asOf`.
+    async fn holds(&self) -> Option<bool> {
+        self.as_of.is_none().then(|| self.proof.holds())
     }
 }
