@@ -484,6 +484,7 @@ async fn scenario_dashboard_shows_the_apis_figures_and_a_new_payment_within_2_se
     // Accessible basics, and the page fits a desktop and a phone without sideways scrolling.
     let checked = browser.run(json!({"cmd": "accessibility"})).await;
     assert_eq!(checked["unlabelled"], json!([]), "every control has a label: {checked:#}");
+    assert_eq!(checked["lowContrast"], json!([]), "all text meets WCAG AA contrast: {checked:#}");
     assert_eq!(checked["unnamedButtons"], json!([]), "every button has a name: {checked:#}");
     assert_eq!(checked["chartsWithoutText"], json!([]), "every chart has a text alternative: {checked:#}");
     for (name, width, height) in [("dashboard-desktop.png", 1280, 900), ("dashboard-phone.png", 390, 844)] {

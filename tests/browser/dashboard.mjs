@@ -177,7 +177,38 @@ const commands = {
         unnamedButtons: [...document.querySelectorAll('button')].filter((node) => !node.textContent.trim() && !node.getAttribute('aria-label')).map((node) => node.outerHTML.slice(0, 120)),
         chartsWithoutText: [...document.querySelectorAll('canvas')].filter((node) => !node.getAttribute('aria-label')).map((node) => node.id),
         overflowX: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+        lowContrast: lowContrastText(),
       };
+
+      // Visible text whose colour against the background behind it is below WCAG AA: 4.5:1, or
+      // 3:1 for large text (24 px, or 18.66 px bold).
+      function lowContrastText() {
+        const rgb = (text) => (text.match(/[\d.]+/g) || []).map(Number);
+        const luminance = ([r, g, b]) => {
+          const channel = (c) => { const v = c / 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+          return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+        };
+        const background = (node) => {
+          for (let at = node; at; at = at.parentElement) {
+            const [r, g, b, a = 1] = rgb(getComputedStyle(at).backgroundColor);
+            if (a > 0) return [r, g, b];
+          }
+          return [255, 255, 255];
+        };
+        const found = [];
+        const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+          const node = text.parentElement;
+          if (!text.textContent.trim() || !node || !node.offsetParent) continue;
+          const style = getComputedStyle(node);
+          const [fg, bg] = [luminance(rgb(style.color)), luminance(background(node))];
+          const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+          const size = parseFloat(style.fontSize);
+          const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+          if (ratio < (large ? 3 : 4.5)) found.push(`${text.textContent.trim().slice(0, 40)} (${ratio.toFixed(2)}:1)`);
+        }
+        return [...new Set(found)];
+      }
     });
   },
 
