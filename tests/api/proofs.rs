@@ -4,10 +4,10 @@
 //! figure corrupted in the database is reported, never hidden.
 
 use serde_json::{Value, json};
-use settle::auth::{Role, TenantId, TokenKeys};
 
 use crate::events::method;
 use crate::helpers::*;
+use crate::restart::{self, Practice, method_of};
 
 const PROOF: &str = "steps { kind record date actor amount { amount } running { amount } } derived { amount } stored { amount } holds";
 
@@ -136,21 +136,11 @@ async fn scenario_balance_proofs() {
 /// into the database) is reported: `holds` false, with both figures.
 #[tokio::test]
 async fn a_stored_figure_corrupted_in_the_database_is_reported_by_its_proof() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let mut server = SettleProcess::start(dir.path(), dir.path().join("settle.log"));
-    let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
-    let token = keys.mint("proof-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
+    let Practice { dir, http, mut server, token, client, location, methods } = Practice::start().await;
     let gql = |query: &'static str, variables: Value| {
         let (http, url, token) = (http.clone(), server.url.clone(), token.clone());
-        async move {
-            let body: Value = http.post(format!("{url}/graphql")).bearer_auth(token).json(&json!({"query": query, "variables": variables})).send().await.unwrap().json().await.unwrap();
-            assert!(body.get("errors").is_none(), "{body:#}");
-            body["data"].clone()
-        }
+        async move { restart::gql(&http, &url, &token, query, variables).await }
     };
-    let setup = gql(r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
-    let (client, location) = (setup["createClient"]["id"].clone(), setup["createLocation"]["id"].clone());
     let created = gql(
         "mutation($c: ID!, $l: ID!) { createInvoice(idempotencyKey: \"i\", input: {clientId: $c, locationId: $l, lines: [{description: \"Visit\", unitPrice: \"60.00\"}]}) { invoice { id } } }",
         json!({"c": client, "l": location}),
@@ -158,8 +148,7 @@ async fn a_stored_figure_corrupted_in_the_database_is_reported_by_its_proof() {
     .await;
     let invoice = created["createInvoice"]["invoice"]["id"].clone();
     gql("mutation($id: ID!) { finalizeInvoice(id: $id, idempotencyKey: \"f\") { invoice { id } } }", json!({"id": invoice})).await;
-    let methods = gql("{ paymentMethods { id name } }", json!({})).await;
-    let cash = methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").unwrap()["id"].clone();
+    let cash = method_of(&methods, "Cash");
     let paid = gql(
         "mutation($id: ID!, $m: ID!) { payInvoice(id: $id, idempotencyKey: \"p\", input: {methodId: $m, amount: \"25.00\"}) { payment { id } } }",
         json!({"id": invoice, "m": cash}),
@@ -175,9 +164,7 @@ async fn a_stored_figure_corrupted_in_the_database_is_reported_by_its_proof() {
     server.stop("-TERM");
 
     // Behind Settle's back: the invoice's amount paid and the payment's allocated sum.
-    let mut settings = crate::helpers::test_settings(dir.path());
-    settings.database = None;
-    let store = settle::store::Store::open(&settings.store_settings(), settle::metrics::Metrics::new()).await.unwrap();
+    let store = restart::open_store(dir.path()).await;
     store
         .query(
             "UPDATE invoice SET paid = 20.00dec RETURN NONE; UPDATE payment SET allocated = 15.00dec RETURN NONE;",
@@ -187,17 +174,9 @@ async fn a_stored_figure_corrupted_in_the_database_is_reported_by_its_proof() {
         .unwrap();
     store.close().await;
 
-    let mut server = SettleProcess::start(dir.path(), dir.path().join("settle.log"));
-    let body: Value = http
-        .post(format!("{}/graphql", server.url))
-        .bearer_auth(&token)
-        .json(&json!({"query": PROOFS, "variables": {"i": invoice, "p": payment, "c": client}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut server = restart::start(dir.path());
+    let body = restart::gql(&http, &server.url, &token, PROOFS, json!({"i": invoice, "p": payment, "c": client})).await;
+    let body = json!({"data": body});
     let invoice_proof = &body["data"]["invoice"]["balanceProof"];
     assert_eq!(invoice_proof["holds"], false, "{body:#}");
     assert_eq!((invoice_proof["derived"]["amount"].as_str(), invoice_proof["stored"]["amount"].as_str()), (Some("35.00"), Some("40.00")), "{body:#}");

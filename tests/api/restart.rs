@@ -6,11 +6,11 @@ use serde_json::json;
 use settle::auth::{Role, TenantId, TokenKeys};
 
 /// The real binary, serving `surrealkv://DIR/db`, its log beside the database.
-fn start(data_dir: &std::path::Path) -> SettleProcess {
+pub(crate) fn start(data_dir: &std::path::Path) -> SettleProcess {
     SettleProcess::start(data_dir, data_dir.join("settle.log"))
 }
 
-async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variables: serde_json::Value) -> serde_json::Value {
+pub(crate) async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variables: serde_json::Value) -> serde_json::Value {
     let body: serde_json::Value = http
         .post(format!("{url}/graphql"))
         .bearer_auth(token)
@@ -23,6 +23,38 @@ async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, variab
         .unwrap();
     assert!(body.get("errors").is_none(), "{body:#}");
     body["data"].clone()
+}
+
+/// A practice on the real binary over embedded SurrealKV in a temporary directory, with an
+/// ADMIN token of tenant "clinic", a client and a location: what the tests that stop, change
+/// and start the database again begin with.
+pub(crate) struct Practice {
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    pub server: SettleProcess,
+    pub token: String,
+    pub client: serde_json::Value,
+    pub location: serde_json::Value,
+    /// `{ paymentMethods { id name } }`: [`method_of`] picks one.
+    pub methods: serde_json::Value,
+}
+
+impl Practice {
+    pub async fn start() -> Practice {
+        let dir = tempfile::tempdir().unwrap();
+        let http = reqwest::Client::new();
+        let server = start(dir.path());
+        let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
+        let token = keys.mint("upgrade-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
+        let setup = gql(&http, &server.url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
+        let methods = gql(&http, &server.url, &token, "{ paymentMethods { id name } }", json!({})).await;
+        Practice { client: setup["createClient"]["id"].clone(), location: setup["createLocation"]["id"].clone(), dir, http, server, token, methods }
+    }
+}
+
+/// The id of the payment method called `name` in `methods` (`{ paymentMethods { id name } }`).
+pub(crate) fn method_of(methods: &serde_json::Value, name: &str) -> serde_json::Value {
+    methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()["id"].clone()
 }
 
 /// Creates and finalizes an invoice of one 80.00 line (idempotency keys numbered by `i`); returns
@@ -99,7 +131,7 @@ async fn acknowledged_writes_survive_sigkill() {
 }
 
 /// The database under `dir`, opened in this process the way `settle serve` opens it.
-async fn open_store(dir: &std::path::Path) -> settle::store::Store {
+pub(crate) async fn open_store(dir: &std::path::Path) -> settle::store::Store {
     let mut settings = crate::helpers::test_settings(dir);
     settings.database = None;
     settle::store::Store::open(&settings.store_settings(), settle::metrics::Metrics::new()).await.unwrap()
@@ -267,16 +299,9 @@ async fn a_charge_made_before_schema_version_4_is_never_charged_again() {
 /// by location (with refunds).
 #[tokio::test]
 async fn a_database_from_schema_version_4_gets_what_reports_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let mut server = start(dir.path());
+    let Practice { dir, http, mut server, token, client, location, methods } = Practice::start().await;
     let url = server.url.clone();
-    let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
-    let token = keys.mint("upgrade-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
-    let setup = gql(&http, &url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
-    let (client, location) = (&setup["createClient"]["id"], &setup["createLocation"]["id"]);
-    let methods = gql(&http, &url, &token, "{ paymentMethods { id name } }", json!({})).await;
-    let method = |name: &str| methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()["id"].clone();
+    let method = |name: &str| method_of(&methods, name);
     let record = "mutation($c: ID!, $l: ID!, $m: ID!, $amount: Amount!, $key: String!) { recordPayment(idempotencyKey: $key,
         input: {clientId: $c, locationId: $l, methodId: $m, amount: $amount, date: \"2026-02-01\"}) { payment { id } } }";
     // More payments than one upgrade batch holds (100), by two methods, three of them refunded.
@@ -332,16 +357,9 @@ async fn a_database_from_schema_version_4_gets_what_reports_read() {
 /// a payment recorded after the upgrade adds to those sums.
 #[tokio::test]
 async fn a_database_from_schema_version_5_gets_its_takings_summed() {
-    let dir = tempfile::tempdir().unwrap();
-    let http = reqwest::Client::new();
-    let mut server = start(dir.path());
+    let Practice { dir, http, mut server, token, client, location, methods } = Practice::start().await;
     let url = server.url.clone();
-    let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
-    let token = keys.mint("upgrade-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
-    let setup = gql(&http, &url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
-    let (client, location) = (&setup["createClient"]["id"], &setup["createLocation"]["id"]);
-    let methods = gql(&http, &url, &token, "{ paymentMethods { id name } }", json!({})).await;
-    let method = |name: &str| methods["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap()["id"].clone();
+    let method = |name: &str| method_of(&methods, name);
     let record = "mutation($c: ID!, $l: ID!, $m: ID!, $amount: Amount!, $date: Date!, $key: String!) { recordPayment(idempotencyKey: $key,
         input: {clientId: $c, locationId: $l, methodId: $m, amount: $amount, date: $date}) { payment { id } } }";
     let mut paid = Vec::new();
