@@ -505,7 +505,7 @@ const FEED_STATUS = { connecting: 'Connecting…', live: 'Live', reconnecting: '
 async function startFeed() {
   let last;
   try {
-    last = (await gql('{ ledgerEvents(first: 1) { totalCount } }')).ledgerEvents.totalCount;
+    last = (await gql('{ lastLedgerPosition }')).lastLedgerPosition;
   } catch (error) {
     showFeedStatus('error', error.message);
     return;

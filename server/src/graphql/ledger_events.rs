@@ -376,6 +376,14 @@ impl LedgerEventQuery {
         };
         Ok(<LedgerEventRecord as super::pagination::Connected>::connection(edges, page_info, total))
     }
+
+    /// The position of the practice's latest money change, 0 before the first (VIEWER).
+    /// Positions have no gaps, so it is also how many there are. A client that wants only what
+    /// happens from now on subscribes with `afterPosition` set to it.
+    async fn last_ledger_position(&self, ctx: &Context<'_>) -> Result<i64> {
+        let request = caller(ctx, Role::Viewer)?;
+        Ok(state(ctx).store.ledger_event_count(&request.principal.tenant).await?)
+    }
 }
 
 #[derive(Default)]
