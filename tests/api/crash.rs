@@ -786,6 +786,11 @@ async fn crash_sigkill_loses_nothing_acknowledged() {
             tokio::time::timeout(Duration::from_secs(30), task).await.expect("a client task ends").expect("a client task does not panic");
         }
 
+        // The database as the kill left it, before the restart's recovery reads it: kept with the
+        // evidence if this round loses anything.
+        let as_killed = logs.path().join("as-killed");
+        let _ = std::fs::remove_dir_all(&as_killed);
+        let _ = std::process::Command::new("cp").arg("-a").arg(dir.path()).arg(&as_killed).status();
         let restart_started = Instant::now();
         server = SettleProcess::start(dir.path(), logs.path().join(format!("settle-{round}.log")));
         let restart_took = restart_started.elapsed();
@@ -797,12 +802,20 @@ async fn crash_sigkill_loses_nothing_acknowledged() {
         let (summary, lost) = {
             let mut ledger = ledger.lock().unwrap();
             let problems = check(&before, &ledger);
-            assert!(
-                problems.is_empty(),
-                "round {round} (seed {seed}), after SIGKILL at {kill_after:?} and restart:\n{}\nserver log:\n{}",
-                problems.join("\n"),
-                server.log_tail()
-            );
+            if !problems.is_empty() {
+                // Kept for a person to look into: the database as the kill left it (as-killed), as
+                // the restart recovered it, and the logs of the killed server and the restarted one.
+                server.sigkill();
+                let evidence = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/crash-evidence").join(format!("seed-{seed}-round-{round}"));
+                let _ = std::fs::create_dir_all(&evidence);
+                let copied = std::process::Command::new("cp").arg("-a").arg(dir.path()).arg(logs.path()).arg(&evidence).status();
+                panic!(
+                    "round {round} (seed {seed}), after SIGKILL at {kill_after:?} and restart:\n{}\nthe database and logs are kept in {} ({copied:?})\nserver log:\n{}",
+                    problems.join("\n"),
+                    evidence.display(),
+                    server.log_tail()
+                );
+            }
             let summary: Vec<String> = ledger.stats.iter().map(|((kind, outcome), n)| format!("{kind:?} {outcome} {n}")).collect();
             ledger.stats.clear();
             (summary, std::mem::take(&mut ledger.lost))
