@@ -3,26 +3,14 @@
 // what a person would (sign in, read, click, type) and reports what the page shows.
 //
 // Protocol: driver.mjs.
-import { launch as launchChromium, serve } from './driver.mjs';
+import { openPage, serve } from './driver.mjs';
 
-let browser = null;
 let page = null;
-const problems = [];
-
-async function launch() {
-  browser = await launchChromium();
-}
 
 const commands = {
   // Opens the dashboard and signs in with the keyboard only: type the token, press Enter.
   async open({ url, token, width = 1280, height = 900 }) {
-    if (!browser) await launch();
-    const context = await browser.newContext({ viewport: { width, height } });
-    page = await context.newPage();
-    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-    page.on('console', (message) => {
-      if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
-    });
+    page = await openPage({ width, height });
     const response = await page.goto(`${url}/dashboard`);
     const status = response.status();
     const signInVisible = await page.locator('#sign-in').isVisible();
@@ -220,15 +208,6 @@ const commands = {
     return { path, overflowX: await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth) };
   },
 
-  async problems() {
-    return { problems };
-  },
-
-  async close() {
-    if (browser) await browser.close();
-    browser = null;
-    return {};
-  },
 };
 
 await serve(commands);

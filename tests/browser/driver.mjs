@@ -10,7 +10,7 @@ const CHROMIUM = process.env.SETTLE_CHROMIUM || '/usr/bin/chromium';
 // Playwright starts chromium with a fresh, empty profile of its own (it refuses --user-data-dir
 // here) and removes it on close. The background-networking flags keep chromium from calling out,
 // which the machines that run these tests refuse.
-export function launch() {
+function launch() {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -19,9 +19,42 @@ export function launch() {
   });
 }
 
-// Answers the commands read from stdin with `commands[cmd](command)`, one at a time, until
-// `close` (which every driver has) or the end of input.
-export async function serve(commands) {
+let browser = null;
+
+// What went wrong in the pages opened so far: script errors and console errors, for the
+// `problems` command.
+export const problems = [];
+
+// A new page of `viewport` size in a fresh context (chromium started on first use), its script
+// and console errors collected in `problems`.
+export async function openPage(viewport) {
+  if (!browser) browser = await launch();
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
+  });
+  return page;
+}
+
+// The commands every driver answers besides its own.
+const shared = {
+  async problems() {
+    return { problems };
+  },
+
+  async close() {
+    if (browser) await browser.close();
+    browser = null;
+    return {};
+  },
+};
+
+// Answers the commands read from stdin with `own[cmd](command)` (or a shared one: `problems`,
+// `close`), one at a time, until `close` or the end of input.
+export async function serve(own) {
+  const commands = { ...shared, ...own };
   const lines = createInterface({ input: process.stdin });
   for await (const line of lines) {
     if (!line.trim()) continue;

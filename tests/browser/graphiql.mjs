@@ -5,11 +5,9 @@
 // as a paste would put it, since typing would meet the editor's bracket auto-closing.
 //
 // Protocol: driver.mjs.
-import { launch, serve } from './driver.mjs';
+import { openPage, problems, serve } from './driver.mjs';
 
-let browser = null;
 let page = null;
-const problems = [];
 
 // The value of the CodeMirror editor inside `selector`.
 const editorValue = (selector) => page.evaluate((s) => document.querySelector(`${s} .CodeMirror`).CodeMirror.getValue(), selector);
@@ -32,13 +30,7 @@ async function headersEditor() {
 const commands = {
   // Opens GraphiQL; answers the page's status and what the Headers tab holds at first.
   async open({ url }) {
-    if (!browser) browser = await launch();
-    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-    page = await context.newPage();
-    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-    page.on('console', (message) => {
-      if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
-    });
+    page = await openPage({ width: 1280, height: 900 });
     const response = await page.goto(`${url}/graphiql`);
     await page.waitForSelector(`${QUERY_EDITOR} .CodeMirror`, { timeout: 15000 });
     const headers = await editorValue(await headersEditor());
@@ -98,15 +90,6 @@ const commands = {
     }));
   },
 
-  async problems() {
-    return { problems };
-  },
-
-  async close() {
-    if (browser) await browser.close();
-    browser = null;
-    return {};
-  },
 };
 
 await serve(commands);
