@@ -248,14 +248,12 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        let numbered = async {
-            if let Settled::Succeeded(payment) = &settled
-                && written.take().is_some()
-            {
-                store.number_payment(tenant, payment.clone()).await;
-            }
-        };
-        tokio::join!(numbered, self.publish(tenant));
+        // Positioning the change's events numbers its payment; number_payment also collects the
+        // number this process was told to keep for it.
+        match &settled {
+            Settled::Succeeded(payment) if written.take().is_some() => drop(store.number_payment(tenant, payment.clone()).await),
+            _ => self.publish(tenant).await,
+        }
         Ok(settled)
     }
 

@@ -41,9 +41,10 @@ impl Commands {
         Commands { store, charging }
     }
 
-    /// Positions and publishes the ledger events the tenant's committed changes queued (E2), so
-    /// that a command answers only once its own are; called after the change's in-process turns
-    /// are released. (Without this call a task started at the commit does it moments later.)
+    /// Positions and publishes the ledger events the tenant's committed changes queued (E2), and
+    /// numbers the payments they created, so that a command answers only once its own are;
+    /// called after the change's in-process turns are released. (Without this call a task
+    /// started at the commit does it moments later.)
     async fn publish(&self, tenant: &TenantId) {
         self.store.position_events(tenant).await
     }

@@ -8,7 +8,7 @@ use super::rows::key_of;
 use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
-use crate::events::{LedgerEventRecord, from_stored};
+use crate::events::{LedgerEvent, LedgerEventRecord, from_stored};
 
 /// An audit event as ledger events need it.
 #[derive(Debug, Clone, SurrealValue)]
@@ -26,6 +26,20 @@ pub(crate) struct LedgerRow {
 }
 
 impl LedgerRow {
+    /// The payments this change created: each has a PAYMENT_RECORDED event, and is numbered in
+    /// the transaction that positions the event (`numbering.rs`). An event that cannot be read
+    /// names none here; positioning and publishing report it.
+    pub(crate) fn new_payments(&self) -> Vec<String> {
+        let events = from_stored(self.events.as_deref()).unwrap_or_default();
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                LedgerEvent::PaymentRecorded { payment, .. } => Some(payment),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The record at `position` (or the row's own).
     pub(crate) fn into_record(self, position: Option<i64>) -> AppResult<LedgerEventRecord> {
         let key = key_of(&self.id);

@@ -1,28 +1,31 @@
-//! Numbers given right after a commit, per tenant, unique and without gaps: payment numbers
-//! (PAY-0001, PAY-0002, ...) and the positions of ledger events (1, 2, 3, ...: E2).
+//! Numbers given right after a commit, per tenant, unique and without gaps: the positions of
+//! ledger events (1, 2, 3, ...: E2) and payment numbers (PAY-0001, PAY-0002, ...).
 //!
-//! A payment commits without a number, so that payments of one tenant never queue behind each
-//! other's commits; right after, before the mutation answers, it is numbered. Requests waiting
-//! to number their payments are served together: whoever holds the tenant's numbering turn takes
-//! every payment queued so far and numbers them all in one short transaction, so under load one
-//! commit numbers many. No table is scanned on this path (a queue table with inserts and deletes
-//! would fill its index with tombstones that every scan must step over).
+//! A money change takes no per-tenant counter inside its own transaction: that would make every
+//! money change of a tenant write one counter record, and queue behind the others' commits. A
+//! transaction that wrote an audit event with ledger events queues it the moment it commits
+//! ([`super::Tx::position_after_commit`]), while the mutation still holds its in-process turns,
+//! so two changes of one record are queued, and positioned, in the order they committed.
+//! Whoever holds the tenant's positioning turn then takes everything queued so far and, in one
+//! short transaction, gives the events their positions, numbers the payments they created (each
+//! named by a PAYMENT_RECORDED event) in the same order, and adds their takings changes to the
+//! tenant's sums (R1). Under load one such transaction serves many changes, and a payment is
+//! numbered exactly when its event is positioned: payment numbers follow the order payments
+//! committed in.
 //!
-//! A payment is left unnumbered only if the process stops between its commit and its numbering,
-//! or numbering failed; [`Store::number_and_position_leftovers`] finds those (at start, and after a
-//! failure) through the payment table's index on (tenant, number).
+//! Nobody has to wait for it: the commit also schedules a task that positions the tenant's
+//! queue, and a mutation that wants its events positioned (and its payment numbered) before it
+//! answers calls [`Store::position_events`] once its turns are released (holding them would make
+//! every writer of a hot invoice wait for a second transaction). Each batch is published on the
+//! event bus after its transaction commits, while the tenant's positioning turn is still held,
+//! so the bus carries a tenant's events in position order.
 //!
-//! Ledger event positions work the same way, with two differences. The order is the order of
-//! commits, not of keys: a transaction that wrote an audit event with ledger events queues it the
-//! moment it commits ([`super::Tx::position_after_commit`]), while the mutation still holds its
-//! in-process turns, so two changes of one record are queued, and positioned, in the order they
-//! committed. And nobody has to wait for it: the commit also schedules a task that positions the
-//! tenant's queue, and a mutation that wants its events positioned before it answers calls
-//! [`Store::position_events`] once its turns are released (holding them would make every writer
-//! of a hot invoice wait for a second transaction). Each batch is published on the event bus
-//! after its transaction commits, while the tenant's positioning turn is still held, so the bus
-//! carries a tenant's events in position order. Positions are never taken inside the money
-//! transaction: that would make every money change of a tenant write one counter record.
+//! An event is left without a position, and its payment without a number, only if the process
+//! stops between the commit and positioning, or positioning failed; the sweep
+//! ([`Store::number_and_position_leftovers`]) finds those, at start and after a failure, through
+//! the audit events' index on `awaiting_position`. No table is scanned on this path (a queue
+//! table with inserts and deletes would fill its index with tombstones that every scan must step
+//! over).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -34,38 +37,49 @@ use super::ledger_events::LedgerRow;
 use super::locks::counter_lock;
 use super::payments::{next_numbers, return_numbers};
 use super::reports::add_takings_changes;
-use super::rows::{key_of, record};
+use super::rows::record;
 use super::TxRef;
 use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
 
-/// The counter (`counter:[tenant, 'event']`) and turn of ledger event positions.
+/// The counter (`counter:[tenant, 'event']`) and turn of ledger event positions; the turn is
+/// also the turn of payment numbers, which are given by the same transactions.
 const EVENT_COUNTER: &str = "event";
 
-/// Payments committed but not numbered yet, per tenant, in this process.
+/// The counter of payment numbers (`counter:[tenant, 'payment']`).
+const PAYMENT_COUNTER: &str = "payment";
+
+/// Payments created by requests of this process that wait to answer with their numbers: marked
+/// the moment their change commits, given their number by whichever positioning transaction
+/// numbers them, collected by the request.
 #[derive(Default)]
 pub struct PendingNumbers {
-    queued: Mutex<HashMap<String, Vec<String>>>,
-    /// Numbers given by one request's batch to payments of other waiting requests, until each
-    /// of those requests collects its own.
-    given: Mutex<HashMap<String, i64>>,
-    /// Set when numbering failed, so the next sweep looks for what was left unnumbered.
-    failed: AtomicBool,
+    waiting: Mutex<HashMap<String, Option<i64>>>,
 }
 
 impl PendingNumbers {
-    fn push(&self, tenant: &TenantId, key: String) {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        queued.entry(tenant.as_str().to_owned()).or_default().push(key);
+    fn wait_for(&self, payments: Vec<String>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a request that went away before collecting leaves its entry behind; those
+        // still waiting then read their numbers from the store.
+        if waiting.len() > 10_000 {
+            waiting.clear();
+        }
+        waiting.extend(payments.into_iter().map(|payment| (payment, None)));
     }
 
-    fn take(&self, tenant: &TenantId) -> Vec<String> {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keys = queued.remove(tenant.as_str()).unwrap_or_default();
-        // Keys are UUIDv7: their order is the order the payments were created in.
-        keys.sort();
-        keys
+    fn numbered(&self, numbers: &[(String, i64)]) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        for (payment, number) in numbers {
+            if let Some(slot) = waiting.get_mut(payment) {
+                *slot = Some(*number);
+            }
+        }
+    }
+
+    fn collect(&self, payment: &str) -> Option<i64> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(payment).flatten()
     }
 }
 
@@ -118,65 +132,56 @@ impl PendingPositions {
 }
 
 impl Store {
-    /// Numbers the payment `key` just committed, together with any others waiting; returns its
-    /// number, or None when numbering failed (the payment is then numbered by the next sweep).
+    /// The number of the payment `key`, created by a change this process committed: positions
+    /// the tenant's queued events, which numbers the payment, and returns its number; None when
+    /// positioning failed (the payment is then numbered by the next try or sweep).
     pub async fn number_payment(&self, tenant: &TenantId, key: String) -> Option<i64> {
-        let pending = self.pending_numbers();
-        pending.push(tenant, key.clone());
-        let _turn = self.locks().lock(&counter_lock(tenant, "payment")).await;
-        let keys = pending.take(tenant);
-        if !keys.is_empty() {
-            match self.assign_numbers(tenant, &keys).await {
-                Ok(numbers) => pending.given.lock().unwrap_or_else(|p| p.into_inner()).extend(numbers),
-                Err(error) => {
-                    tracing::warn!(%tenant, %error, "numbering payments failed; they are numbered by the next sweep");
-                    pending.failed.store(true, Ordering::Relaxed);
-                }
-            }
+        self.position_events(tenant).await;
+        match self.pending_numbers().collect(&key) {
+            Some(number) => Some(number),
+            // Numbered before this request waited for it (by the sweep, or by another process),
+            // or not yet.
+            None => self.payment_number(&key).await.ok().flatten(),
         }
-        // Numbered by this batch or by the request that held the turn before.
-        pending.given.lock().unwrap_or_else(|p| p.into_inner()).remove(&key)
     }
 
-    /// Gives `keys` (payments without a number) the next numbers of the tenant, in one
-    /// transaction; returns the numbers given.
-    async fn assign_numbers(&self, tenant: &TenantId, keys: &[String]) -> AppResult<Vec<(String, i64)>> {
-        let ids: Vec<RecordId> = keys.iter().map(|key| record("payment", key)).collect();
-        let given = self.transaction(|tx| give_next_numbers(tx, tenant, "payment", "number", "", &ids)).await?;
-        Ok(given.into_iter().map(|(index, number)| (keys[index].clone(), number)).collect())
+    async fn payment_number(&self, key: &str) -> AppResult<Option<i64>> {
+        let mut found = self.query("SELECT VALUE number FROM ONLY $id", Vars::new().set("id", record("payment", key))).await?;
+        found.first::<i64>(0)
     }
 
-    /// Numbers every payment left without a number (after a stop between a payment's commit and
-    /// its numbering, or a failed numbering), and positions every ledger event left without a
-    /// position ([`Store::position_all_pending_events`]). Runs at start and whenever numbering or
-    /// positioning failed.
+    /// Positions every ledger event left without a position, numbering the payments they
+    /// created ([`Store::position_all_pending_events`]), and numbers any payment an earlier
+    /// version of Settle left unnumbered. Runs at start and whenever positioning failed.
     pub async fn number_and_position_leftovers(&self, at_start: bool) -> AppResult<()> {
-        let positioned = self.position_all_pending_events(at_start).await;
-        let numbered = self.number_all_unnumbered_payments(at_start).await;
-        positioned.and(numbered)
+        self.position_all_pending_events(at_start).await?;
+        if at_start {
+            self.number_payments_of_earlier_versions().await?;
+        }
+        Ok(())
     }
 
-    async fn number_all_unnumbered_payments(&self, at_start: bool) -> AppResult<()> {
-        if !at_start && !self.pending_numbers().failed.swap(false, Ordering::Relaxed) {
-            return Ok(());
-        }
+    /// Before version 7 payments were numbered in a transaction of their own, after their
+    /// commit; one whose process stopped in between has a positioned event and no number. Found
+    /// through the payment table's index on (tenant, number).
+    async fn number_payments_of_earlier_versions(&self) -> AppResult<()> {
         let mut results = self
             .query("SELECT id, tenant FROM payment WHERE number = NONE ORDER BY id", Vars::new())
             .await?;
         let Value::Array(rows) = results.value(0)? else { return Ok(()) };
-        let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_tenant: HashMap<String, Vec<RecordId>> = HashMap::new();
         for row in rows.into_iter() {
             let Value::Object(row) = row else { continue };
             let (Some(Value::RecordId(id)), Some(Value::String(tenant))) = (row.get("id"), row.get("tenant")) else {
                 continue;
             };
-            let id: &RecordId = id;
-            by_tenant.entry(tenant.clone()).or_default().push(key_of(id));
+            by_tenant.entry(tenant.clone()).or_default().push(id.clone());
         }
-        for (tenant, keys) in by_tenant {
+        for (tenant, ids) in by_tenant {
             let Some(tenant) = TenantId::parse(&tenant) else { continue };
-            let _turn = self.locks().lock(&counter_lock(&tenant, "payment")).await;
-            self.assign_numbers(&tenant, &keys).await?;
+            let _turn = self.locks().lock(&counter_lock(&tenant, EVENT_COUNTER)).await;
+            let ids = &ids;
+            self.transaction(|tx| give_next_numbers(tx, &tenant, PAYMENT_COUNTER, "number", "", ids)).await?;
         }
         Ok(())
     }
@@ -187,6 +192,8 @@ impl Store {
     /// and starts a task for each tenant queue that has none on its way.
     pub(super) fn queue_positions(&self, committed: Vec<(TenantId, LedgerRow)>) {
         for (tenant, row) in committed {
+            // Marked before anyone can number them, so the numbers reach the requests waiting.
+            self.pending_numbers().wait_for(row.new_payments());
             if self.pending_positions().push(&tenant, row) {
                 let store = self.clone();
                 match tokio::runtime::Handle::try_current() {
@@ -233,18 +240,26 @@ impl Store {
     /// Gives the audit events `rows` of `tenant` that have no position yet the tenant's next
     /// positions, in the order of `rows`, in one transaction; returns (index in `rows`,
     /// position) of each positioned. The caller holds the tenant's positioning turn.
-    /// The same transaction adds the takings changes of those positioned to the tenant's takings
-    /// sums: an event is positioned once, so its changes are added once.
+    /// The same transaction numbers the payments those events created, in the same order, and
+    /// adds their takings changes to the tenant's takings sums: an event is positioned once, so
+    /// its payment is numbered once and its changes are added once.
     async fn assign_positions(&self, tenant: &TenantId, rows: &[LedgerRow]) -> AppResult<Vec<(usize, i64)>> {
         let ids: Vec<RecordId> = rows.iter().map(|row| row.id.clone()).collect();
         let ids = &ids;
-        self.transaction(|tx| async move {
-            let positioned = give_next_numbers(tx.clone(), tenant, EVENT_COUNTER, "position", ", awaiting_position = NONE", ids).await?;
-            let takings: Vec<&LedgerRow> = positioned.iter().map(|&(index, _)| &rows[index]).collect();
-            add_takings_changes(&tx, tenant, &takings).await?;
-            Ok(positioned)
-        })
-        .await
+        let (positioned, numbered) = self
+            .transaction(|tx| async move {
+                let positioned = give_next_numbers(tx.clone(), tenant, EVENT_COUNTER, "position", ", awaiting_position = NONE", ids).await?;
+                let created: Vec<&LedgerRow> = positioned.iter().map(|&(index, _)| &rows[index]).collect();
+                let payments: Vec<String> = created.iter().flat_map(|row| row.new_payments()).collect();
+                let payment_ids: Vec<RecordId> = payments.iter().map(|key| record("payment", key)).collect();
+                let numbers = give_next_numbers(tx.clone(), tenant, PAYMENT_COUNTER, "number", "", &payment_ids).await?;
+                let numbered: Vec<(String, i64)> = numbers.into_iter().map(|(index, number)| (payments[index].clone(), number)).collect();
+                add_takings_changes(&tx, tenant, &created).await?;
+                Ok((positioned, numbered))
+            })
+            .await?;
+        self.pending_numbers().numbered(&numbered);
+        Ok(positioned)
     }
 
     fn publish_positioned(&self, rows: Vec<LedgerRow>, positions: Vec<(usize, i64)>) {
