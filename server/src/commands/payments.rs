@@ -119,13 +119,14 @@ impl Commands {
     /// records and charged through its plugin otherwise. Returns the payment's key, and the record
     /// as written when this request wrote it.
     pub async fn pay_invoice(&self, mutation: &Mutation<'_>, invoice_key: &str, request: PayInvoice) -> AppResult<Applied<NewPayment>> {
-        let method = self.method(mutation, &request.method).await?;
+        let (method, invoice) = self.store.payment_method_and_invoice(mutation.tenant, &request.method, invoice_key).await?;
+        let method = method.ok_or_else(|| AppError::not_found("payment method"))?;
         if !method.facts().records_only {
             let charged = self.charge_invoice(mutation, invoice_key, &request, false).await?;
             return Ok(charged.map(|key| NewPayment { key, row: None }));
         }
         let attempt = async {
-            let invoice = self.store.invoice(mutation.tenant, invoice_key).await?.ok_or_else(|| AppError::not_found("invoice"))?;
+            let invoice = invoice.ok_or_else(|| AppError::not_found("invoice"))?;
             let reference = self.checked_invoice_details(mutation, &invoice.doc.facts(), &invoice.doc.currency, &method, &request).await?;
             let (request, reference) = (&request, &reference);
             let paid = self
@@ -180,12 +181,11 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        let numbered = async {
-            if let (Applied::Done(_), Some(payment)) = (&applied, written.take()) {
-                self.store.number_payment(mutation.tenant, key_of(&payment.id)).await;
-            }
-        };
-        tokio::join!(numbered, self.publish(mutation.tenant));
+        // Positioning the change's events numbers its payment (see `publish`).
+        match (&applied, written.take()) {
+            (Applied::Done(_), Some(payment)) => drop(self.store.number_payment(mutation.tenant, key_of(&payment.id)).await),
+            _ => self.publish(mutation.tenant).await,
+        }
         Ok(applied.without_asking(&method.plugin))
     }
 
@@ -277,9 +277,8 @@ impl Commands {
         match applied {
             Applied::Previewed(preview) => Ok(Applied::Previewed(preview)),
             Applied::Done(claimed) => {
-                let (payment, ()) =
-                    tokio::join!(self.store.number_new_payment(mutation.tenant, claimed.key(), written), self.publish(mutation.tenant));
-                Ok(Applied::Done(payment))
+                // Positions the change's events too (see `publish`).
+                Ok(Applied::Done(self.store.number_new_payment(mutation.tenant, claimed.key(), written).await))
             }
         }
     }

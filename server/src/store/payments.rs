@@ -516,6 +516,22 @@ impl Store {
         read_owned(None, self, tenant, "payment_method", key).await
     }
 
+    /// A payment method and an invoice of the tenant, read together: what paying an invoice
+    /// decides on before its transaction (one read instead of two; each read costs a snapshot
+    /// of its own).
+    pub async fn payment_method_and_invoice(
+        &self,
+        tenant: &TenantId,
+        method_key: &str,
+        invoice_key: &str,
+    ) -> AppResult<(Option<PaymentMethodRow>, Option<InvoiceRow>)> {
+        let vars = Vars::new().set("method", record("payment_method", method_key)).set("invoice", record("invoice", invoice_key));
+        let mut found = self.query("SELECT * FROM ONLY $method; SELECT * FROM ONLY $invoice;", vars).await?;
+        let method = found.first::<PaymentMethodRow>(0)?.filter(|row| row.tenant == tenant.as_str());
+        let invoice = found.first::<InvoiceRow>(1)?.filter(|row| row.doc.tenant == tenant.as_str());
+        Ok((method, invoice))
+    }
+
     pub async fn payment_methods(&self, tenant: &TenantId, include_archived: bool) -> AppResult<Vec<PaymentMethodRow>> {
         let mut results = self
             .query(
