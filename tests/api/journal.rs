@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::events::method;
 use crate::helpers::*;
+use crate::proofs::record_payment;
 
 const RECEIVABLE: &str = "1200";
 const CLIENT_CREDIT: &str = "2100";
@@ -290,6 +291,26 @@ async fn scenario_random_changes() {
     }
 }
 
+/// A practice with a client and a location; its Cash method's id.
+async fn practice_with_cash() -> (TestApp, Seed, String) {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = method(&app.viewer(), "Cash").await;
+    (app, seed, cash)
+}
+
+/// A finalized invoice of one line of `price` with GST; its id.
+async fn taxed_invoice(app: &TestApp, seed: &Seed, price: &str) -> String {
+    let line = json!({"description": "Consultation", "unitPrice": price, "taxRateId": seed.gst});
+    let draft = app.draft_invoice(seed, json!([line])).await;
+    app.finalize(draft["id"].as_str().unwrap()).await["id"].as_str().unwrap().to_owned()
+}
+
+/// GET of the journal CSV with a VIEWER token.
+async fn csv(app: &TestApp, url: &str) -> reqwest::Response {
+    app.http.get(url).bearer_auth(app.token(settle::auth::Role::Viewer)).send().await.unwrap()
+}
+
 fn chrono_at(text: &str) -> chrono::DateTime<chrono::Utc> {
     text.parse().unwrap_or_else(|_| panic!("a time: {text}"))
 }
@@ -302,13 +323,9 @@ async fn j1_each_change_posts_its_lines() {
 }
 
 async fn scenario_each_change() {
-    let app = TestApp::spawn().await;
-    let seed = app.seed().await;
+    let (app, seed, cash) = practice_with_cash().await;
     let billing = app.billing();
-    let cash = method(&app.viewer(), "Cash").await;
-    let line = json!({"description": "Consultation", "unitPrice": "100.00", "taxRateId": seed.gst});
-    let draft = app.draft_invoice(&seed, json!([line])).await;
-    let invoice = app.finalize(draft["id"].as_str().unwrap()).await["id"].as_str().unwrap().to_owned();
+    let invoice = taxed_invoice(&app, &seed, "100.00").await;
     let paid = change(&billing, PAY, json!({"id": invoice, "m": cash, "a": "150.00"})).await;
     let payment = paid.data()["payInvoice"]["payment"]["id"].as_str().unwrap().to_owned();
     let allocation = paid.data()["payInvoice"]["payment"]["allocations"][0]["id"].as_str().unwrap().to_owned();
@@ -320,8 +337,7 @@ async fn scenario_each_change() {
     assert_eq!(change(&billing, VOID_INVOICE, json!({"id": invoice})).await.error_code(), None);
     change(&billing, REFUND, json!({"id": payment, "a": "10.00"})).await;
     // V1: a payment with a refund cannot be voided; another one is.
-    let other = change(&billing, RECORD, json!({"input": {"clientId": seed.client, "locationId": seed.location, "methodId": cash, "amount": "25.00"}})).await;
-    let other = other.data()["recordPayment"]["payment"]["id"].as_str().unwrap().to_owned();
+    let other = record_payment(&app, &seed, &cash, "25.00").await;
     assert_eq!(change(&billing, VOID_PAYMENT, json!({"id": other})).await.error_code(), None);
 
     let entries = all_entries(&app.viewer(), None, None).await;
@@ -376,19 +392,15 @@ async fn j1_the_xero_csv_is_the_import_layout_and_each_journal_balances() {
 }
 
 async fn scenario_csv() {
-    let app = TestApp::spawn().await;
-    let seed = app.seed().await;
+    let (app, seed, cash) = practice_with_cash().await;
     let billing = app.billing();
-    let cash = method(&app.viewer(), "Cash").await;
-    let line = json!({"description": "Consultation", "unitPrice": "80.00", "taxRateId": seed.gst});
-    let draft = app.draft_invoice(&seed, json!([line])).await;
-    let invoice = app.finalize(draft["id"].as_str().unwrap()).await["id"].as_str().unwrap().to_owned();
+    let invoice = taxed_invoice(&app, &seed, "80.00").await;
     change(&billing, PAY, json!({"id": invoice, "m": cash, "a": "100.00"})).await;
 
     let today = chrono::Utc::now().with_timezone(&chrono_tz::Australia::Sydney).date_naive();
     let url = |query: &str| app.url(&format!("/reports/journal.csv?{query}"));
     let period = format!("from={}&to={}", today - chrono::Duration::days(1), today + chrono::Duration::days(1));
-    let response = app.http.get(url(&period)).bearer_auth(app.token(settle::auth::Role::Viewer)).send().await.unwrap();
+    let response = csv(&app, &url(&period)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
     assert!(response.headers().get("link").is_none(), "one file holds it all");
@@ -419,9 +431,9 @@ async fn scenario_csv() {
     assert!(rows.iter().any(|row| row.contains(",2200,BAS Excluded,-8.00,")), "{text}");
 
     // Another tax rate name; a day without changes is a file of the header alone.
-    let other = app.http.get(url(&format!("{period}&taxRate=No+GST"))).bearer_auth(app.token(settle::auth::Role::Viewer)).send().await.unwrap();
+    let other = csv(&app, &url(&format!("{period}&taxRate=No+GST"))).await;
     assert!(other.text().await.unwrap().contains(",No GST,"));
-    let empty = app.http.get(url("from=2020-01-01&to=2020-01-31")).bearer_auth(app.token(settle::auth::Role::Viewer)).send().await.unwrap();
+    let empty = csv(&app, &url("from=2020-01-01&to=2020-01-31")).await;
     assert_eq!(empty.text().await.unwrap(), format!("{}\r\n", rows[0]));
 
     // Refusals, in the API's error shape.
@@ -504,19 +516,16 @@ async fn j1_a_long_journal_comes_in_files_of_at_most_300_lines() {
 }
 
 async fn scenario_long_csv() {
-    let app = TestApp::spawn().await;
-    let seed = app.seed().await;
-    let cash = method(&app.viewer(), "Cash").await;
+    let (app, seed, cash) = practice_with_cash().await;
     // 151 payments of 2 lines each: 302 lines.
     for _ in 0..151 {
-        let input = json!({"clientId": seed.client, "locationId": seed.location, "methodId": cash, "amount": "1.00"});
-        assert_eq!(change(&app.billing(), RECORD, json!({"input": input})).await.error_code(), None);
+        record_payment(&app, &seed, &cash, "1.00").await;
     }
     let today = chrono::Utc::now().with_timezone(&chrono_tz::Australia::Sydney).date_naive();
     let mut url = app.url(&format!("/reports/journal.csv?from={}&to={}", today - chrono::Duration::days(1), today));
     let mut files = Vec::new();
     loop {
-        let response = app.http.get(&url).bearer_auth(app.token(settle::auth::Role::Viewer)).send().await.unwrap();
+        let response = csv(&app, &url).await;
         assert_eq!(response.status(), 200);
         let next = response.headers().get("link").map(|link| link.to_str().unwrap().to_owned());
         let text = response.text().await.unwrap();

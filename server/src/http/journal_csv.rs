@@ -14,7 +14,7 @@ use poem::http::{StatusCode, header};
 use poem::web::Data;
 use poem::{Request, Response, handler};
 
-use super::{HttpState, authenticate, error_response, request_id, xero};
+use super::{HttpState, authorize, error_response, request_id, xero};
 use crate::auth::Role;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::graphql::accounts::account_currency;
@@ -105,13 +105,9 @@ const TAX_RATE_LENGTH_MAX: usize = 100;
 
 #[handler]
 pub async fn journal_csv(request: &Request, Data(state): Data<&Arc<HttpState>>) -> Response {
-    let request_id = request_id(request);
-    let principal = match authenticate(request, &state.keys).and_then(|principal| principal.require(Role::Viewer).map(|()| principal)) {
+    let principal = match authorize(request, state, Role::Viewer) {
         Ok(principal) => principal,
-        Err(error) => {
-            let status = if error.code == ErrorCode::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
-            return error_response(status, error, &request_id, &state.metrics);
-        }
+        Err(refusal) => return refusal,
     };
     match answer(request, state, &principal.tenant).await {
         Ok(response) => response,
@@ -122,7 +118,7 @@ pub async fn journal_csv(request: &Request, Data(state): Data<&Arc<HttpState>>) 
                 // Every other refusal is of the request: a parameter or a currency.
                 _ => StatusCode::BAD_REQUEST,
             };
-            error_response(status, error, &request_id, &state.metrics)
+            error_response(status, error, &request_id(request), &state.metrics)
         }
     }
 }

@@ -323,12 +323,17 @@ async fn healthz(Data(state): Data<&Arc<HttpState>>) -> Response {
 /// tenant data.
 #[handler]
 fn metrics_endpoint(request: &Request, Data(state): Data<&Arc<HttpState>>) -> Response {
-    let request_id = request_id(request);
-    match authenticate(request, &state.keys).and_then(|principal| principal.require(Role::Admin)) {
-        Ok(()) => Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render()),
-        Err(error) => {
-            let status = if error.code == ErrorCode::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
-            error_response(status, error, &request_id, &state.metrics)
-        }
+    match authorize(request, state, Role::Admin) {
+        Ok(_) => Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render()),
+        Err(refusal) => refusal,
     }
+}
+
+/// A1, A2 for a route outside GraphQL: the caller with at least `role`, or the refusal to answer
+/// (401 without a token that verifies, 403 below the role).
+fn authorize(request: &Request, state: &HttpState, role: Role) -> Result<Principal, Response> {
+    authenticate(request, &state.keys).and_then(|principal| principal.require(role).map(|()| principal)).map_err(|error| {
+        let status = if error.code == ErrorCode::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        error_response(status, error, &request_id(request), &state.metrics)
+    })
 }
