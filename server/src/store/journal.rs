@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use surrealdb::types::{RecordId, SurrealValue};
 
-use super::rows::{AllocationRow, CreditNoteRow, InvoiceRow, PaymentRow, RefundRow, key_of};
+use super::rows::{AllocationRow, CreditNoteRow, InvoiceRow, PaymentMethodRow, PaymentRow, RefundRow, key_of};
 use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
@@ -252,7 +252,7 @@ impl Store {
             )
             .await?;
         let rows: Vec<ChangeRow> = found.rows(0)?;
-        let methods: Vec<crate::store::rows::PaymentMethodRow> = found.rows(1)?;
+        let methods: Vec<PaymentMethodRow> = found.rows(1)?;
         let chart = Chart::new(methods.into_iter().map(|method| (key_of(&method.id), method.name)).collect());
         let rows: Vec<(ChangeRow, Vec<LedgerEvent>)> = rows
             .into_iter()
