@@ -14,6 +14,7 @@ mod helpers;
 mod hostile;
 mod invoices;
 mod isolation;
+mod journal;
 mod limits;
 mod payments;
 mod plugins;

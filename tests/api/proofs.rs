@@ -11,7 +11,7 @@ use crate::restart::{self, Practice, method_of};
 
 const PROOF: &str = "steps { kind record date actor amount { amount } running { amount } } derived { amount } stored { amount } holds";
 
-async fn record_payment(app: &TestApp, seed: &Seed, cash: &str, amount: &str) -> String {
+pub(crate) async fn record_payment(app: &TestApp, seed: &Seed, cash: &str, amount: &str) -> String {
     let data = app
         .billing()
         .ok(

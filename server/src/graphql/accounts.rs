@@ -59,7 +59,7 @@ pub struct Statement {
 }
 
 /// The currency a client account is shown in: the one asked for, else the practice's.
-pub(super) fn account_currency(settings: &crate::store::rows::TenantRow, currency: Option<String>) -> AppResult<String> {
+pub fn account_currency(settings: &crate::store::rows::TenantRow, currency: Option<String>) -> AppResult<String> {
     match currency {
         Some(code) => Ok(crate::ledger::Currency::parse(code.trim())?.code().to_owned()),
         None => Ok(settings.currency.clone()),

@@ -7,9 +7,9 @@
 //! `scalars` (Amount, Date), `money`, `pagination`, `text` (checks of text inputs), `context`,
 //! `errors`, `budget` and `loader`. Above them, one file per subject holds its types, inputs,
 //! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `ledger_events`, `methods`,
-//! `plugins`, `credit_notes`, `invoices`, `payments` and `reports`; the object types of invoices, payments and
-//! allocations, which name each other, share `invoices_and_payments`. This file merges the
-//! subjects' queries, mutations and subscriptions into one schema.
+//! `plugins`, `credit_notes`, `invoices`, `payments`, `reports` and `journal`; the object types
+//! of invoices, payments and allocations, which name each other, share `invoices_and_payments`.
+//! This file merges the subjects' queries, mutations and subscriptions into one schema.
 
 pub mod accounts;
 pub mod audit;
@@ -20,6 +20,7 @@ pub mod directory;
 pub mod errors;
 pub mod invoices;
 pub mod invoices_and_payments;
+pub mod journal;
 pub mod ledger_events;
 pub mod loader;
 pub mod methods;
@@ -55,6 +56,7 @@ pub struct Query(
     plugins::PluginQuery,
     ledger_events::LedgerEventQuery,
     reports::ReportQuery,
+    journal::JournalQuery,
 );
 
 /// Every mutation, from the modules that define them.

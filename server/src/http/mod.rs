@@ -2,7 +2,8 @@
 //!
 //! /graphql (GET for queries, POST for everything, GET with `Upgrade: websocket` for
 //! subscriptions: [`live`]), /graphiql and its assets ([`graphiql`]), /dashboard and its assets
-//! ([`dashboard`]), /healthz (no token; checks the database) and /metrics (Prometheus; an ADMIN token). The tenant
+//! ([`dashboard`]), /healthz (no token; checks the database), /metrics (Prometheus; an ADMIN token)
+//! and /reports/journal.csv (the journal for Xero, [`journal_csv`]). The tenant
 //! and roles of a request come only from its verified token (A1). Around the routes: CORS
 //! ([`cors`]), response compression ([`compression`]); automatic persisted queries
 //! ([`persisted`]) are resolved by the /graphql handler.
@@ -34,9 +35,11 @@ pub mod compression;
 pub mod cors;
 pub mod dashboard;
 pub mod graphiql;
+pub mod journal_csv;
 pub mod live;
 pub mod persisted;
 mod parser_refusals;
+pub mod xero;
 
 pub use parser_refusals::RefusalAcceptor;
 
@@ -69,6 +72,7 @@ pub fn routes(state: Arc<HttpState>) -> impl Endpoint<Output = Response> {
         .at("/dashboard/assets/:name", get(dashboard::asset))
         .at("/healthz", get(healthz))
         .at("/metrics", get(metrics_endpoint))
+        .at("/reports/journal.csv", get(journal_csv::journal_csv))
         // Boxed, so the layers around the routes hold a pointer to a request's future rather than
         // the whole future: a debug build copies a future onto the stack at every layer it passes
         // through, and the tests serve on their own thread's stack.
@@ -94,7 +98,7 @@ async fn observe<E: Endpoint>(state: Arc<HttpState>, next: Arc<E>, mut request: 
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     request.extensions_mut().insert(RequestId(request_id.clone()));
     let route = match request.uri().path() {
-        path @ ("/graphql" | "/graphiql" | "/dashboard" | "/healthz" | "/metrics") => path.to_owned(),
+        path @ ("/graphql" | "/graphiql" | "/dashboard" | "/healthz" | "/metrics" | "/reports/journal.csv") => path.to_owned(),
         path if path.starts_with("/graphiql/assets/") => "/graphiql".to_owned(),
         path if path.starts_with("/dashboard/assets/") => "/dashboard".to_owned(),
         _ => "other".to_owned(),
@@ -150,7 +154,7 @@ fn poem_refusal(error: poem::Error, route: &str, request_id: &str, metrics: &Met
     let error = match status {
         StatusCode::NOT_FOUND => AppError::new(
             ErrorCode::NotFound,
-            "no such path; Settle serves /graphql, /graphiql, /dashboard, /healthz and /metrics",
+            "no such path; Settle serves /graphql, /graphiql, /dashboard, /healthz, /metrics and /reports/journal.csv",
         ),
         StatusCode::METHOD_NOT_ALLOWED if route == "/graphql" => {
             AppError::new(ErrorCode::QueryRejected, "use GET for queries or POST for any operation on /graphql")
@@ -319,12 +323,17 @@ async fn healthz(Data(state): Data<&Arc<HttpState>>) -> Response {
 /// tenant data.
 #[handler]
 fn metrics_endpoint(request: &Request, Data(state): Data<&Arc<HttpState>>) -> Response {
-    let request_id = request_id(request);
-    match authenticate(request, &state.keys).and_then(|principal| principal.require(Role::Admin)) {
-        Ok(()) => Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render()),
-        Err(error) => {
-            let status = if error.code == ErrorCode::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
-            error_response(status, error, &request_id, &state.metrics)
-        }
+    match authorize(request, state, Role::Admin) {
+        Ok(_) => Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render()),
+        Err(refusal) => refusal,
     }
+}
+
+/// A1, A2 for a route outside GraphQL: the caller with at least `role`, or the refusal to answer
+/// (401 without a token that verifies, 403 below the role).
+fn authorize(request: &Request, state: &HttpState, role: Role) -> Result<Principal, Response> {
+    authenticate(request, &state.keys).and_then(|principal| principal.require(role).map(|()| principal)).map_err(|error| {
+        let status = if error.code == ErrorCode::Forbidden { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        error_response(status, error, &request_id(request), &state.metrics)
+    })
 }

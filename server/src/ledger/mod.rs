@@ -7,6 +7,7 @@
 pub mod account;
 pub mod credit_note;
 pub mod invoice;
+pub mod journal;
 #[cfg(test)]
 mod model_tests;
 pub mod money;

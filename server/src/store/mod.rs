@@ -14,6 +14,7 @@ pub mod credit_notes;
 mod connect;
 pub mod directory;
 pub mod invoices;
+pub mod journal;
 pub mod ledger_events;
 pub mod locks;
 pub mod methods;
