@@ -267,6 +267,45 @@ pub fn answered<'a>(data: &'a Value, mutation: &str) -> &'a Value {
     }
 }
 
+/// Runs `cargo build` with `args` in the workspace and returns the directory it leaves what it
+/// built in.
+///
+/// The build goes to the target directory and profile this test binary was built with (where
+/// the `settle` binary is), so everything already built there is reused; a test run from a clean
+/// clone builds what it needs. Running cargo there from inside a test is safe: `cargo test`
+/// releases the build directory's lock before it runs the test binaries.
+pub fn cargo_build(args: &[&str]) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the server crate sits inside the workspace");
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_settle")).parent().expect("the settle binary is in a profile directory");
+    let target_dir = profile_dir.parent().expect("the profile directory is in a target directory");
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("no profile directory name in {}", profile_dir.display()),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(&cargo);
+    // Without the variables cargo sets for this test process: build scripts that read one (ring's
+    // reads CARGO_MANIFEST_DIR) would otherwise run again, and everything after them be rebuilt,
+    // each time a build from a shell and a build from here take turns.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_BIN_", "CARGO_CRATE_", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "CARGO_RUSTC_CURRENT_DIR"];
+        if set_for_tests.iter().any(|prefix| name.starts_with(prefix)) {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let output = command
+        .current_dir(workspace)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .args(["build", "--profile", profile])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
+    assert!(output.status.success(), "cargo build {args:?} failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    profile_dir.to_path_buf()
+}
+
 pub fn new_key() -> String {
     uuid::Uuid::new_v4().to_string()
 }

@@ -6,6 +6,7 @@ mod browser;
 mod concurrency;
 mod crash;
 mod dashboard;
+mod database_server;
 mod directory;
 mod dry_run;
 mod events;

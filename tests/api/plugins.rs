@@ -71,37 +71,11 @@ pub(crate) fn plugin_libraries() -> &'static Path {
 }
 
 /// Runs `cargo build --lib` for `packages` in one invocation and returns the directory it leaves
-/// the libraries in.
-///
-/// The build goes to the target directory and profile this test binary was built with (where
-/// the `settle` binary is), so everything but the libraries themselves is already built; a test
-/// run from a clean clone builds what it loads. Running cargo there from inside a test is safe:
-/// `cargo test` releases the build directory's lock before it runs the test binaries. `--lib`
-/// leaves the `settle` binary alone, which other tests are running meanwhile.
+/// the libraries in. `--lib` leaves the `settle` binary alone, which other tests are running
+/// meanwhile.
 fn cargo_build_libraries(packages: &[&str]) -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the server crate sits inside the workspace");
-    let profile_dir = Path::new(env!("CARGO_BIN_EXE_settle")).parent().expect("the settle binary is in a profile directory");
-    let target_dir = profile_dir.parent().expect("the profile directory is in a target directory");
-    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-        Some("debug") => "dev",
-        Some(name) => name,
-        None => panic!("no profile directory name in {}", profile_dir.display()),
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let output = Command::new(&cargo)
-        .current_dir(workspace)
-        .env("CARGO_TARGET_DIR", target_dir)
-        .args(["build", "--lib", "--profile", profile])
-        .args(packages.iter().flat_map(|package| ["-p", package]))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo}: {e}"));
-    assert!(
-        output.status.success(),
-        "building {packages:?} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    profile_dir.to_path_buf()
+    let args: Vec<&str> = std::iter::once("--lib").chain(packages.iter().flat_map(|package| ["-p", *package])).collect();
+    cargo_build(&args)
 }
 
 /// A plugin directory for one test, holding copies of `files`.
