@@ -59,7 +59,7 @@ pub(crate) fn method_of(methods: &serde_json::Value, name: &str) -> serde_json::
 
 /// Creates and finalizes an invoice of one 80.00 line (idempotency keys numbered by `i`); returns
 /// its id.
-async fn open_invoice(http: &reqwest::Client, url: &str, token: &str, client: &serde_json::Value, location: &serde_json::Value, i: usize) -> String {
+pub(crate) async fn open_invoice(http: &reqwest::Client, url: &str, token: &str, client: &serde_json::Value, location: &serde_json::Value, i: usize) -> String {
     let created = gql(http, url, token,
         "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }",
         json!({"key": format!("create-{i}"), "input": {
