@@ -402,3 +402,63 @@ async fn a_database_from_schema_version_5_gets_its_takings_summed() {
     assert_eq!(after["byDay"]["totals"][0]["net"]["amount"], "273.75", "a payment after the upgrade adds to the sums: {after:#}");
     server.stop("-TERM");
 }
+
+/// Before schema version 7 audit events were not chained. The upgrade hashes each from its
+/// stored fields and chains each practice's events in key order (creation order), so the chain
+/// holds from the first event written before the upgrade, and changes after it go on from there.
+#[tokio::test]
+async fn a_database_from_schema_version_6_gets_its_audit_events_chained() {
+    let Practice { dir, http, mut server, token, client, location, methods } = Practice::start().await;
+    let url = server.url.clone();
+    let cash = method_of(&methods, "Cash");
+    let pay = "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m}, idempotencyKey: $key) { payment { id } } }";
+    // More audit events than one upgrade batch holds (100): 2 set-up events, then 3 per invoice.
+    for i in 0..35 {
+        let invoice = open_invoice(&http, &url, &token, &client, &location, i).await;
+        gql(&http, &url, &token, pay, json!({"id": invoice, "m": cash, "key": format!("pay-{i}")})).await;
+    }
+    server.stop("-TERM");
+
+    // The database as version 6 left it: no content hashes, sequences, links or audit counter.
+    let store = open_store(dir.path()).await;
+    store
+        .query(
+            "REMOVE INDEX audit_tenant_sequence ON audit_event; UPDATE audit_event UNSET content_hash, sequence, chain RETURN NONE;
+             REMOVE FIELD content_hash ON audit_event; REMOVE FIELD sequence ON audit_event; REMOVE FIELD chain ON audit_event;
+             DELETE counter:['clinic', 'audit']; REMOVE FIELD head ON counter; UPDATE settle_meta:schema SET version = 6;",
+            settle::store::Vars::new(),
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let verify = "{ auditVerify { status checked pending firstBreak { detail } } auditHead { sequence } }";
+    let after = gql(&http, &url, &token, verify, json!({})).await;
+    assert_eq!(after["auditVerify"]["status"], "OK", "{after:#}");
+    assert_eq!((after["auditVerify"]["checked"].as_i64(), after["auditHead"]["sequence"].as_i64()), (Some(107), Some(107)), "{after:#}");
+    server.stop("-TERM");
+
+    // Chained in key order, which is creation order.
+    let store = open_store(dir.path()).await;
+    let mut found = store
+        .query("SELECT VALUE key FROM audit_event WHERE tenant = 'clinic' ORDER BY sequence", settle::store::Vars::new())
+        .await
+        .unwrap();
+    let by_sequence: Vec<String> = found.rows(0).unwrap();
+    let mut by_key = by_sequence.clone();
+    by_key.sort();
+    assert_eq!(by_sequence, by_key, "sequences follow keys");
+    store.close().await;
+
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let invoice = open_invoice(&http, &url, &token, &client, &location, 99).await;
+    gql(&http, &url, &token, pay, json!({"id": invoice, "m": cash, "key": "pay-after-upgrade"})).await;
+    let later = gql(&http, &url, &token, verify, json!({})).await;
+    // The create and finalize before the payment may still be chaining in the background.
+    let chained = later["auditVerify"]["checked"].as_i64().unwrap() + later["auditVerify"]["pending"].as_i64().unwrap();
+    assert_eq!((later["auditVerify"]["status"].as_str(), chained), (Some("OK"), 110), "changes after the upgrade go on from its head: {later:#}");
+    server.stop("-TERM");
+}
