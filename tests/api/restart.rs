@@ -137,6 +137,14 @@ pub(crate) async fn open_store(dir: &std::path::Path) -> settle::store::Store {
     settle::store::Store::open(&settings.store_settings(), settle::metrics::Metrics::new()).await.unwrap()
 }
 
+/// Runs `sql` with `vars` straight on the database under `dir`, behind Settle's back (no server
+/// may hold it).
+pub(crate) async fn change_stopped_database(dir: &std::path::Path, sql: &str, vars: settle::store::Vars) {
+    let store = open_store(dir).await;
+    store.query(sql, vars).await.unwrap();
+    store.close().await;
+}
+
 /// Makes the database under `dir` look as Settle left it before schema version `version` + 1
 /// added `page_key` to `tables` (table, index on page_key): none of them has the field or its
 /// index, and `version` is recorded.
@@ -382,16 +390,13 @@ async fn a_database_from_schema_version_5_gets_its_takings_summed() {
     server.stop("-TERM");
 
     // The database as version 5 left it: no takings sums, takings read through date indexes.
-    let store = open_store(dir.path()).await;
-    store
-        .query(
-            "REMOVE TABLE takings_day; REMOVE FIELD takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
-             UPDATE settle_meta:schema SET version = 5;",
-            settle::store::Vars::new(),
-        )
-        .await
-        .unwrap();
-    store.close().await;
+    change_stopped_database(
+        dir.path(),
+        "REMOVE TABLE takings_day; REMOVE FIELD takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
+         UPDATE settle_meta:schema SET version = 5;",
+        settle::store::Vars::new(),
+    )
+    .await;
 
     let mut server = start(dir.path());
     let url = server.url.clone();
@@ -420,17 +425,14 @@ async fn a_database_from_schema_version_6_gets_its_audit_events_chained() {
     server.stop("-TERM");
 
     // The database as version 6 left it: no content hashes, sequences, links or audit counter.
-    let store = open_store(dir.path()).await;
-    store
-        .query(
-            "REMOVE INDEX audit_tenant_sequence ON audit_event; UPDATE audit_event UNSET content_hash, sequence, chain RETURN NONE;
-             REMOVE FIELD content_hash ON audit_event; REMOVE FIELD sequence ON audit_event; REMOVE FIELD chain ON audit_event;
-             DELETE counter:['clinic', 'audit']; REMOVE FIELD head ON counter; UPDATE settle_meta:schema SET version = 6;",
-            settle::store::Vars::new(),
-        )
-        .await
-        .unwrap();
-    store.close().await;
+    change_stopped_database(
+        dir.path(),
+        "REMOVE INDEX audit_tenant_sequence ON audit_event; UPDATE audit_event UNSET content_hash, sequence, chain RETURN NONE;
+         REMOVE FIELD content_hash ON audit_event; REMOVE FIELD sequence ON audit_event; REMOVE FIELD chain ON audit_event;
+         DELETE counter:['clinic', 'audit']; REMOVE FIELD head ON counter; UPDATE settle_meta:schema SET version = 6;",
+        settle::store::Vars::new(),
+    )
+    .await;
 
     let mut server = start(dir.path());
     let url = server.url.clone();

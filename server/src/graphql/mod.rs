@@ -6,8 +6,9 @@
 //! Dependencies point one way. At the bottom are the building blocks every subject uses:
 //! `scalars` (Amount, Date), `money`, `pagination`, `text` (checks of text inputs), `context`,
 //! `errors`, `budget` and `loader`. Above them, one file per subject holds its types, inputs,
-//! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `audit_chain`, `ledger_events`, `methods`,
-//! `plugins`, `credit_notes`, `invoices`, `payments`, `reports` and `journal`; the object types
+//! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `audit_chain`,
+//! `ledger_events`, `methods`, `plugins`, `credit_notes`, `invoices`, `payments`, `reports` and
+//! `journal`; the object types
 //! of invoices, payments and allocations, which name each other, share `invoices_and_payments`.
 //! This file merges the subjects' queries, mutations and subscriptions into one schema.
 

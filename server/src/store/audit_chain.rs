@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use surrealdb::types::{RecordId, SurrealValue};
 
 use super::payments::counter_record;
-use super::rows::key_of;
+use super::rows::{AuditRow, key_of};
 use super::{Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::AppResult;
@@ -86,33 +86,11 @@ pub(super) async fn chain_events(tx: &TxRef, tenant: &TenantId, events: &[ToChai
     Ok(())
 }
 
-/// An audit event with everything the chain covers.
-#[derive(SurrealValue)]
-pub(super) struct ChainRow {
-    pub id: RecordId,
-    pub tenant: String,
-    pub key: String,
-    pub at: DateTime<Utc>,
-    pub actor: String,
-    pub action: String,
-    pub records: Vec<String>,
-    pub before: Option<String>,
-    pub after: Option<String>,
-    pub reason: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub request_id: Option<String>,
-    pub events: Option<String>,
-    pub takings: Option<String>,
-    pub content_hash: Option<String>,
-    pub sequence: Option<i64>,
-    pub chain: Option<String>,
-}
-
-/// The fields of [`ChainRow`], for SELECTs.
+/// The fields of an [`AuditRow`], for SELECTs.
 pub(super) const CHAIN_FIELDS: &str =
     "id, tenant, key, at, actor, action, records, before, after, reason, idempotency_key, request_id, events, takings, content_hash, sequence, chain";
 
-impl ChainRow {
+impl AuditRow {
     /// What of the event is hashed, as stored.
     pub fn content(&self) -> AuditContent {
         AuditContent {
@@ -208,7 +186,7 @@ impl Store {
                 "SELECT {CHAIN_FIELDS} FROM audit_event WHERE tenant = $tenant AND sequence > $after AND sequence <= $last ORDER BY sequence"
             );
             let vars = Vars::new().set("tenant", tenant.as_str().to_owned()).set("after", after).set("last", (after + CHECK_PAGE).min(head.sequence));
-            let rows: Vec<ChainRow> = self.query(&sql, vars).await?.rows(0)?;
+            let rows: Vec<AuditRow> = self.query(&sql, vars).await?.rows(0)?;
             if rows.is_empty() {
                 break;
             }

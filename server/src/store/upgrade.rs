@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 
-use super::audit_chain::{CHAIN_FIELDS, ChainRow, ToChain, chain_events};
+use super::audit_chain::{CHAIN_FIELDS, ToChain, chain_events};
 use super::invoices::parse_date;
 use super::reports::add_takings_sums;
 use super::{Store, Vars, rows};
@@ -61,7 +61,7 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
 /// already keeps its place). An event left awaiting its ledger position by a stop is chained
 /// here too, and positioned by the sweep after the start.
 async fn chain_audit_events(store: &Store) -> AppResult<()> {
-    in_batches(store, "audit_event", CHAIN_FIELDS, |batch: Vec<ChainRow>| async move {
+    in_batches(store, "audit_event", CHAIN_FIELDS, |batch: Vec<rows::AuditRow>| async move {
         let mut by_tenant: Vec<(String, Vec<(RecordId, String)>)> = Vec::new();
         for row in batch.iter().filter(|row| row.sequence.is_none()) {
             let hashed = (row.id.clone(), row.content().hash());
@@ -92,7 +92,7 @@ async fn chain_audit_events(store: &Store) -> AppResult<()> {
     .await
 }
 
-impl HasId for ChainRow {
+impl HasId for rows::AuditRow {
     fn id(&self) -> &RecordId {
         &self.id
     }
