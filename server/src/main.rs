@@ -1,5 +1,6 @@
-//! The `settle` command: serve, mint a token, print the schema, check a plugin, and (started by the
-//! server itself) host one plugin in a process of its own.
+//! The `settle` command: serve, mint a token, print the schema, check a plugin, verify a
+//! practice's audit chain, and (started by the server itself) host one plugin in a process of its
+//! own.
 
 use clap::{Parser, Subcommand};
 use settle::auth::{Role, TenantId, TokenKeys};
@@ -38,6 +39,9 @@ enum Command {
     /// Work with payment-method plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Work with the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Serve one plugin to the server over stdin and stdout (the server starts this itself).
     #[command(hide = true)]
     PluginHost {
@@ -70,6 +74,18 @@ enum PluginCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk a practice's chain of audit events and report the first broken link (H1). Opens the
+    /// database as `settle serve` would: an embedded database only while no server holds it.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         // No async runtime here: a plugin host is a small synchronous process.
@@ -96,6 +112,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Schema => {
             print!("{}", settle::graphql::sdl());
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { tenant, settings }) => {
+            let tenant = TenantId::parse(&tenant).ok_or_else(|| anyhow::anyhow!("a tenant id is 1-64 of a-z A-Z 0-9 _ -"))?;
+            let intact = audit_verify(&settings, &tenant).await?;
+            if !intact {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Plugin(PluginCommand::Check { path, config, details, method_type, currency }) => {
@@ -136,6 +160,41 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     app.run_until(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Opens the database, checks the tenant's audit chain and prints what it found; false when it
+/// is broken.
+async fn audit_verify(settings: &Settings, tenant: &TenantId) -> anyhow::Result<bool> {
+    let store = match settle::store::Store::open(&settings.store_settings(), settle::metrics::Metrics::new()).await {
+        Ok(store) => store,
+        // SurrealKV locks its directory for one process; its error says so only in its text.
+        Err(error) if error.to_string().contains("already locked") => {
+            eprintln!(
+                "the database {} is held by a running Settle server: stop it first, or ask that server (query auditVerify, ADMIN)",
+                settings.database_address()
+            );
+            std::process::exit(2);
+        }
+        Err(error) => return Err(error),
+    };
+    let checked = store.verify_audit_chain(tenant).await;
+    store.close().await;
+    let report = checked?;
+    println!("tenant {tenant}: {} events checked, head sequence {} hash {}", report.checked, report.head.sequence, report.head.chain);
+    if report.pending > 0 {
+        println!("{} events pending a sequence (committed moments before; chained next)", report.pending);
+    }
+    match &report.broken {
+        None => println!("ok: the chain holds"),
+        Some(found) => println!(
+            "BROKEN at sequence {} ({:?}), audit event {}: {}",
+            found.sequence,
+            found.problem,
+            found.event.as_deref().unwrap_or("none"),
+            found.detail
+        ),
+    }
+    Ok(report.broken.is_none())
 }
 
 /// Ctrl-C or SIGTERM.

@@ -59,7 +59,7 @@ pub(crate) fn method_of(methods: &serde_json::Value, name: &str) -> serde_json::
 
 /// Creates and finalizes an invoice of one 80.00 line (idempotency keys numbered by `i`); returns
 /// its id.
-async fn open_invoice(http: &reqwest::Client, url: &str, token: &str, client: &serde_json::Value, location: &serde_json::Value, i: usize) -> String {
+pub(crate) async fn open_invoice(http: &reqwest::Client, url: &str, token: &str, client: &serde_json::Value, location: &serde_json::Value, i: usize) -> String {
     let created = gql(http, url, token,
         "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }",
         json!({"key": format!("create-{i}"), "input": {
@@ -135,6 +135,14 @@ pub(crate) async fn open_store(dir: &std::path::Path) -> settle::store::Store {
     let mut settings = crate::helpers::test_settings(dir);
     settings.database = None;
     settle::store::Store::open(&settings.store_settings(), settle::metrics::Metrics::new()).await.unwrap()
+}
+
+/// Runs `sql` with `vars` straight on the database under `dir`, behind Settle's back (no server
+/// may hold it).
+pub(crate) async fn change_stopped_database(dir: &std::path::Path, sql: &str, vars: settle::store::Vars) {
+    let store = open_store(dir).await;
+    store.query(sql, vars).await.unwrap();
+    store.close().await;
 }
 
 /// Makes the database under `dir` look as Settle left it before schema version `version` + 1
@@ -382,16 +390,13 @@ async fn a_database_from_schema_version_5_gets_its_takings_summed() {
     server.stop("-TERM");
 
     // The database as version 5 left it: no takings sums, takings read through date indexes.
-    let store = open_store(dir.path()).await;
-    store
-        .query(
-            "REMOVE TABLE takings_day; REMOVE FIELD takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
-             UPDATE settle_meta:schema SET version = 5;",
-            settle::store::Vars::new(),
-        )
-        .await
-        .unwrap();
-    store.close().await;
+    change_stopped_database(
+        dir.path(),
+        "REMOVE TABLE takings_day; REMOVE FIELD takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
+         UPDATE settle_meta:schema SET version = 5;",
+        settle::store::Vars::new(),
+    )
+    .await;
 
     let mut server = start(dir.path());
     let url = server.url.clone();
@@ -400,5 +405,62 @@ async fn a_database_from_schema_version_5_gets_its_takings_summed() {
         json!({"c": client, "l": location, "m": method("Cash"), "amount": "100.00", "date": "2026-03-02", "key": "after-upgrade"})).await;
     let after = gql(&http, &url, &token, reports, json!({})).await;
     assert_eq!(after["byDay"]["totals"][0]["net"]["amount"], "273.75", "a payment after the upgrade adds to the sums: {after:#}");
+    server.stop("-TERM");
+}
+
+/// Before schema version 7 audit events were not chained. The upgrade hashes each from its
+/// stored fields and chains each practice's events in key order (creation order), so the chain
+/// holds from the first event written before the upgrade, and changes after it go on from there.
+#[tokio::test]
+async fn a_database_from_schema_version_6_gets_its_audit_events_chained() {
+    let Practice { dir, http, mut server, token, client, location, methods } = Practice::start().await;
+    let url = server.url.clone();
+    let cash = method_of(&methods, "Cash");
+    let pay = "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m}, idempotencyKey: $key) { payment { id } } }";
+    // More audit events than one upgrade batch holds (100): 2 set-up events, then 3 per invoice.
+    for i in 0..35 {
+        let invoice = open_invoice(&http, &url, &token, &client, &location, i).await;
+        gql(&http, &url, &token, pay, json!({"id": invoice, "m": cash, "key": format!("pay-{i}")})).await;
+    }
+    server.stop("-TERM");
+
+    // The database as version 6 left it: no content hashes, sequences, links or audit counter.
+    change_stopped_database(
+        dir.path(),
+        "REMOVE INDEX audit_tenant_sequence ON audit_event; UPDATE audit_event UNSET content_hash, sequence, chain RETURN NONE;
+         REMOVE FIELD content_hash ON audit_event; REMOVE FIELD sequence ON audit_event; REMOVE FIELD chain ON audit_event;
+         DELETE counter:['clinic', 'audit']; REMOVE FIELD head ON counter; UPDATE settle_meta:schema SET version = 6;",
+        settle::store::Vars::new(),
+    )
+    .await;
+
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let verify = "{ auditVerify { status checked pending firstBreak { detail } } auditHead { sequence } }";
+    let after = gql(&http, &url, &token, verify, json!({})).await;
+    assert_eq!(after["auditVerify"]["status"], "OK", "{after:#}");
+    assert_eq!((after["auditVerify"]["checked"].as_i64(), after["auditHead"]["sequence"].as_i64()), (Some(107), Some(107)), "{after:#}");
+    server.stop("-TERM");
+
+    // Chained in key order, which is creation order.
+    let store = open_store(dir.path()).await;
+    let mut found = store
+        .query("SELECT VALUE key FROM audit_event WHERE tenant = 'clinic' ORDER BY sequence", settle::store::Vars::new())
+        .await
+        .unwrap();
+    let by_sequence: Vec<String> = found.rows(0).unwrap();
+    let mut by_key = by_sequence.clone();
+    by_key.sort();
+    assert_eq!(by_sequence, by_key, "sequences follow keys");
+    store.close().await;
+
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let invoice = open_invoice(&http, &url, &token, &client, &location, 99).await;
+    gql(&http, &url, &token, pay, json!({"id": invoice, "m": cash, "key": "pay-after-upgrade"})).await;
+    let later = gql(&http, &url, &token, verify, json!({})).await;
+    // The create and finalize before the payment may still be chaining in the background.
+    let chained = later["auditVerify"]["checked"].as_i64().unwrap() + later["auditVerify"]["pending"].as_i64().unwrap();
+    assert_eq!((later["auditVerify"]["status"].as_str(), chained), (Some("OK"), 110), "changes after the upgrade go on from its head: {later:#}");
     server.stop("-TERM");
 }

@@ -6,13 +6,15 @@
 //! Dependencies point one way. At the bottom are the building blocks every subject uses:
 //! `scalars` (Amount, Date), `money`, `pagination`, `text` (checks of text inputs), `context`,
 //! `errors`, `budget` and `loader`. Above them, one file per subject holds its types, inputs,
-//! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `ledger_events`, `methods`,
-//! `plugins`, `credit_notes`, `invoices`, `payments`, `reports` and `journal`; the object types
+//! queries and mutations: `practice`, `directory`, `accounts`, `audit`, `audit_chain`,
+//! `ledger_events`, `methods`, `plugins`, `credit_notes`, `invoices`, `payments`, `reports` and
+//! `journal`; the object types
 //! of invoices, payments and allocations, which name each other, share `invoices_and_payments`.
 //! This file merges the subjects' queries, mutations and subscriptions into one schema.
 
 pub mod accounts;
 pub mod audit;
+pub mod audit_chain;
 pub mod budget;
 pub mod context;
 pub mod credit_notes;
@@ -49,6 +51,7 @@ pub struct Query(
     directory::DirectoryQuery,
     invoices::InvoiceQuery,
     audit::AuditQuery,
+    audit_chain::AuditChainQuery,
     payments::PaymentQuery,
     methods::MethodQuery,
     payments::AllocationQuery,

@@ -14,6 +14,7 @@ use super::{ListFilter, Store, TxRef, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::events::{LedgerEvent, to_stored};
+use crate::ledger::audit_chain::AuditContent;
 
 /// An idempotency key with the fingerprint of the request it came with.
 #[derive(Debug, Clone)]
@@ -156,11 +157,13 @@ fn first_result<T: DeserializeOwned>(mutation: &Mutation<'_>, idempotency: &Idem
     serde_json::from_str(&previous.result).map_err(AppError::internal)
 }
 
-/// Writes the audit event of a change in its transaction, with the change's ledger events (E1).
-/// An event that carries ledger events waits for its position: the transaction queues it for
-/// positioning the moment it commits ([`super::Tx::position_after_commit`]), while the mutation
-/// still holds its in-process turns, so changes of one record are positioned in the order they
-/// committed.
+/// Writes the audit event of a change in its transaction (X3), with the change's ledger events
+/// (E1) and the hash of its canonical content (H1, `ledger/audit_chain.rs`): computed here from
+/// the values written, so the transaction runs no statement more for it. Every event then waits
+/// for its place in the tenant's chain, and one that carries ledger events for its position too:
+/// the transaction queues it the moment it commits ([`super::Tx::position_after_commit`]), while
+/// the mutation still holds its in-process turns, so changes of one record are chained and
+/// positioned in the order they committed.
 pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
     let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
     let key = new_key();
@@ -171,45 +174,59 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     }
     // Added to the tenant's takings sums when the event is positioned, exactly once.
     let takings = (!takings.is_empty()).then(|| serde_json::to_string(&takings)).transpose().map_err(AppError::internal)?;
-    let awaiting_position = events.as_ref().map(|_| true);
-    let at = Utc::now();
+    let content = AuditContent {
+        tenant: mutation.tenant.as_str().to_owned(),
+        key: key.clone(),
+        at: Utc::now(),
+        actor: mutation.actor.to_owned(),
+        action: entry.action,
+        records: entry.records,
+        before: json(entry.before),
+        after: json(entry.after),
+        reason: entry.reason,
+        idempotency_key: entry.idempotency_key.or_else(|| mutation.idempotency.as_ref().map(|i| i.key.clone())),
+        request_id: Some(mutation.request_id.to_owned()),
+        events,
+        takings,
+    };
+    let content_hash = content.hash();
     let id = record("audit_event", &key);
     tx.query(
         "CREATE $id SET tenant = $tenant, key = $key_field, page_key = $page_key, at = $at, actor = $actor, action = $action, records = $records,
             before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id,
-            events = $events, takings = $takings, awaiting_position = $awaiting_position RETURN NONE",
+            events = $events, takings = $takings, content_hash = $content_hash, awaiting_position = true RETURN NONE",
         Vars::new()
             .set("id", id.clone())
             .set("key_field", key.clone())
             .set("page_key", page_key(mutation.tenant.as_str(), &key))
-            .set("tenant", mutation.tenant.as_str().to_owned())
-            .set("at", at)
-            .set("actor", mutation.actor.to_owned())
-            .set("action", entry.action.clone())
-            .set("records", entry.records)
-            .set("before", json(entry.before))
-            .set("after", json(entry.after))
-            .set("reason", entry.reason)
-            .set("key", entry.idempotency_key.or_else(|| mutation.idempotency.as_ref().map(|i| i.key.clone())))
-            .set("request_id", mutation.request_id.to_owned())
-            .set("events", events.clone())
-            .set("takings", takings.clone())
-            .set("awaiting_position", awaiting_position),
+            .set("tenant", content.tenant.clone())
+            .set("at", content.at)
+            .set("actor", content.actor.clone())
+            .set("action", content.action.clone())
+            .set("records", content.records)
+            .set("before", content.before)
+            .set("after", content.after)
+            .set("reason", content.reason)
+            .set("key", content.idempotency_key)
+            .set("request_id", content.request_id)
+            .set("events", content.events.clone())
+            .set("takings", content.takings.clone())
+            .set("content_hash", content_hash.clone()),
     )
     .await?;
-    if events.is_some() {
-        // Published from this copy once positioned: nothing is read back after the commit.
-        let row = LedgerRow {
-            id,
-            tenant: mutation.tenant.as_str().to_owned(),
-            at,
-            actor: mutation.actor.to_owned(),
-            action: entry.action,
-            events,
-            takings,
-            position: None,
-        };
-        tx.position_after_commit(mutation.tenant, row);
-    }
+    // Chained, and positioned and published when it has ledger events, from this copy: nothing is
+    // read back after the commit.
+    let row = LedgerRow {
+        id,
+        tenant: content.tenant,
+        at: content.at,
+        actor: content.actor,
+        action: content.action,
+        events: content.events,
+        takings: content.takings,
+        position: None,
+        content_hash: Some(content_hash),
+    };
+    tx.position_after_commit(mutation.tenant, row);
     Ok(())
 }

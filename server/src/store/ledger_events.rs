@@ -10,7 +10,7 @@ use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
 use crate::events::{LedgerEvent, LedgerEventRecord, from_stored};
 
-/// An audit event as ledger events need it.
+/// An audit event as ledger events and the audit chain need it.
 #[derive(Debug, Clone, SurrealValue)]
 pub(crate) struct LedgerRow {
     pub id: RecordId,
@@ -23,6 +23,9 @@ pub(crate) struct LedgerRow {
     /// transaction that positions the event.
     pub takings: Option<String>,
     pub position: Option<i64>,
+    /// The hash of the event's canonical content (H1), which its link in the tenant's chain,
+    /// given by the same transaction as its position, is made of.
+    pub content_hash: Option<String>,
 }
 
 impl LedgerRow {

@@ -1,15 +1,17 @@
 //! Numbers given right after a commit, per tenant, unique and without gaps: the positions of
-//! ledger events (1, 2, 3, ...: E2) and payment numbers (PAY-0001, PAY-0002, ...).
+//! ledger events (1, 2, 3, ...: E2), payment numbers (PAY-0001, PAY-0002, ...) and the audit
+//! events' places in the tenant's chain (sequence and link: H1, `audit_chain.rs`).
 //!
 //! A money change takes no per-tenant counter inside its own transaction: that would make every
 //! money change of a tenant write one counter record, and queue behind the others' commits. A
-//! transaction that wrote an audit event with ledger events queues it the moment it commits
+//! transaction that wrote an audit event queues it the moment it commits
 //! ([`super::Tx::position_after_commit`]), while the mutation still holds its in-process turns,
 //! so two changes of one record are queued, and positioned, in the order they committed.
 //! Whoever holds the tenant's positioning turn then takes everything queued so far and, in one
-//! short transaction, gives the events their positions, numbers the payments they created (each
-//! named by a PAYMENT_RECORDED event) in the same order, and adds their takings changes to the
-//! tenant's sums (R1). Under load one such transaction serves many changes, and a payment is
+//! short transaction, gives the events with ledger events their positions, numbers the payments
+//! they created (each named by a PAYMENT_RECORDED event) in the same order, adds their takings
+//! changes to the tenant's sums (R1), and chains every event, with or without ledger events, in
+//! the same order. Under load one such transaction serves many changes, and a payment is
 //! numbered exactly when its event is positioned: payment numbers follow the order payments
 //! committed in.
 //!
@@ -20,7 +22,8 @@
 //! event bus after its transaction commits, while the tenant's positioning turn is still held,
 //! so the bus carries a tenant's events in position order.
 //!
-//! An event is left without a position, and its payment without a number, only if the process
+//! An event is left without a position or a place in the chain, and its payment without a
+//! number, only if the process
 //! stops between the commit and positioning, or positioning failed; the sweep
 //! ([`Store::number_and_position_leftovers`]) finds those, at start and after a failure, through
 //! the audit events' index on `awaiting_position`. No table is scanned on this path (a queue
@@ -33,6 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use surrealdb::types::{RecordId, Value};
 
+use super::audit_chain::{ToChain, chain_events};
 use super::ledger_events::LedgerRow;
 use super::locks::counter_lock;
 use super::payments::{next_numbers, return_numbers};
@@ -83,8 +87,8 @@ impl PendingNumbers {
     }
 }
 
-/// Audit events with ledger events, committed in this process and not positioned yet, per tenant,
-/// in the order they committed.
+/// Audit events committed in this process and not chained (nor, with ledger events, positioned)
+/// yet, per tenant, in the order they committed.
 #[derive(Default)]
 pub struct PendingPositions {
     queues: Mutex<HashMap<String, PositionQueue>>,
@@ -244,11 +248,21 @@ impl Store {
     /// adds their takings changes to the tenant's takings sums: an event is positioned once, so
     /// its payment is numbered once and its changes are added once.
     async fn assign_positions(&self, tenant: &TenantId, rows: &[LedgerRow]) -> AppResult<Vec<(usize, i64)>> {
-        let ids: Vec<RecordId> = rows.iter().map(|row| row.id.clone()).collect();
-        let ids = &ids;
+        // Only changes with ledger events take a position (E2); every audit event takes its
+        // place in the chain (H1).
+        let with_events: Vec<usize> = (0..rows.len()).filter(|&index| rows[index].events.is_some()).collect();
+        let ids: Vec<RecordId> = with_events.iter().map(|&index| rows[index].id.clone()).collect();
+        let (ids, with_events) = (&ids, &with_events);
         let (positioned, numbered) = self
             .transaction(|tx| async move {
-                let positioned = give_next_numbers(tx.clone(), tenant, EVENT_COUNTER, "position", ", awaiting_position = NONE", ids).await?;
+                let positioned: Vec<(usize, i64)> =
+                    give_next_numbers(tx.clone(), tenant, EVENT_COUNTER, "position", ", awaiting_position = NONE", ids)
+                        .await?
+                        .into_iter()
+                        .map(|(index, position)| (with_events[index], position))
+                        .collect();
+                let links: Vec<ToChain> = rows.iter().map(|row| ToChain { id: &row.id, content_hash: row.content_hash.as_deref() }).collect();
+                chain_events(&tx, tenant, &links, true).await?;
                 let created: Vec<&LedgerRow> = positioned.iter().map(|&(index, _)| &rows[index]).collect();
                 let payments: Vec<String> = created.iter().flat_map(|row| row.new_payments()).collect();
                 let payment_ids: Vec<RecordId> = payments.iter().map(|key| record("payment", key)).collect();
@@ -289,7 +303,7 @@ impl Store {
         }
         let mut found = self
             .query(
-                "SELECT id, tenant, at, actor, action, events, takings, position FROM audit_event WHERE awaiting_position = true ORDER BY id",
+                "SELECT id, tenant, at, actor, action, events, takings, position, content_hash FROM audit_event WHERE awaiting_position = true ORDER BY id",
                 Vars::new(),
             )
             .await

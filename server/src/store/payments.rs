@@ -187,7 +187,7 @@ impl super::directory::Owned for AllocationRow {
     }
 }
 
-fn counter_record(tenant: &TenantId, kind: &str) -> RecordId {
+pub(super) fn counter_record(tenant: &TenantId, kind: &str) -> RecordId {
     let parts = Array::from(vec![Value::String(tenant.as_str().to_owned()), Value::String(kind.to_owned())]);
     RecordId::new("counter", RecordIdKey::Array(parts))
 }

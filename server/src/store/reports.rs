@@ -289,6 +289,7 @@ mod tests {
             events: None,
             takings: Some(serde_json::to_string(&changes).unwrap()),
             position: None,
+            content_hash: None,
         };
         let ours = vec![
             row("t", vec![TakingsChange::payment_recorded(place("2025-12-31", "cash"), d("1.00"))]),

@@ -140,10 +140,12 @@ pub struct InvoiceRow {
     pub doc: InvoiceDoc,
 }
 
+/// An audit event as stored (X3), with its place in the tenant's chain (H1) once it has one.
 #[derive(Debug, Clone, SurrealValue)]
 pub struct AuditRow {
     pub id: RecordId,
     pub tenant: String,
+    pub key: String,
     pub at: DateTime<Utc>,
     pub actor: String,
     pub action: String,
@@ -153,6 +155,11 @@ pub struct AuditRow {
     pub reason: Option<String>,
     pub idempotency_key: Option<String>,
     pub request_id: Option<String>,
+    pub events: Option<String>,
+    pub takings: Option<String>,
+    pub content_hash: Option<String>,
+    pub sequence: Option<i64>,
+    pub chain: Option<String>,
 }
 
 #[derive(Debug, Clone, SurrealValue)]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 
+use super::audit_chain::{CHAIN_FIELDS, ToChain, chain_events};
 use super::invoices::parse_date;
 use super::reports::add_takings_sums;
 use super::{Store, Vars, rows};
@@ -46,7 +47,61 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
         // recorded before are summed from the payments and refunds, once.
         rebuild_takings_sums(store).await?;
     }
+    if from_version < 7 {
+        // Version 7 chains each tenant's audit events (H1).
+        chain_audit_events(store).await?;
+    }
     Ok(())
+}
+
+/// Gives every audit event written before version 7 its content hash, computed from its stored
+/// fields, and its place in its tenant's chain, in key order (UUIDv7: creation order), a batch
+/// at a time. Each tenant's part of a batch is hashed and chained in one transaction, so a start
+/// interrupted halfway leaves whole links, and the next start chains the rest (an event chained
+/// already keeps its place). An event left awaiting its ledger position by a stop is chained
+/// here too, and positioned by the sweep after the start.
+async fn chain_audit_events(store: &Store) -> AppResult<()> {
+    in_batches(store, "audit_event", CHAIN_FIELDS, |batch: Vec<rows::AuditRow>| async move {
+        let mut by_tenant: Vec<(String, Vec<(RecordId, String)>)> = Vec::new();
+        for row in batch.iter().filter(|row| row.sequence.is_none()) {
+            let hashed = (row.id.clone(), row.content().hash());
+            match by_tenant.iter_mut().find(|(tenant, _)| *tenant == row.tenant) {
+                Some((_, rows)) => rows.push(hashed),
+                None => by_tenant.push((row.tenant.clone(), vec![hashed])),
+            }
+        }
+        for (tenant, hashed) in by_tenant {
+            let Some(tenant) = TenantId::parse(&tenant) else { continue };
+            let (tenant, hashed) = (&tenant, &hashed);
+            store
+                .transaction(|tx| async move {
+                    let updates: Vec<ContentHashUpdate> =
+                        hashed.iter().map(|(id, content_hash)| ContentHashUpdate { id: id.clone(), content_hash: content_hash.clone() }).collect();
+                    tx.query(
+                        "FOR $row IN $updates { UPDATE $row.id SET content_hash = $row.content_hash RETURN NONE; };",
+                        Vars::new().set("updates", updates),
+                    )
+                    .await?;
+                    let links: Vec<ToChain> = hashed.iter().map(|(id, content_hash)| ToChain { id, content_hash: Some(content_hash) }).collect();
+                    chain_events(&tx, tenant, &links, false).await
+                })
+                .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+impl HasId for rows::AuditRow {
+    fn id(&self) -> &RecordId {
+        &self.id
+    }
+}
+
+#[derive(SurrealValue)]
+struct ContentHashUpdate {
+    id: RecordId,
+    content_hash: String,
 }
 
 /// Sums every tenant's takings (R1) from its non-void payments and successful refunds into
