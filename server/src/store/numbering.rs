@@ -113,10 +113,13 @@ impl PendingPositions {
         !std::mem::replace(&mut queue.scheduled, true)
     }
 
-    /// Everything queued for the tenant, in commit order.
+    /// Everything queued for the tenant, in commit order. The tenant stays listed (a queue is
+    /// small), so that closing the store finds every tenant whose positioning may be under way.
     fn take(&self, tenant: &TenantId) -> Vec<LedgerRow> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.remove(tenant.as_str()).map(|queue| queue.rows.into()).unwrap_or_default()
+        let Some(queue) = queues.get_mut(tenant.as_str()) else { return Vec::new() };
+        queue.scheduled = false;
+        std::mem::take(&mut queue.rows).into()
     }
 
     /// Puts rows whose positioning failed back in front of anything queued since, so they keep
@@ -129,6 +132,7 @@ impl PendingPositions {
         }
     }
 
+    /// Every tenant this process has queued events for since it started.
     fn tenants(&self) -> Vec<TenantId> {
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         queues.keys().filter_map(|tenant| TenantId::parse(tenant)).collect()
@@ -238,6 +242,15 @@ impl Store {
                 pending.put_back(tenant, rows);
                 pending.failed.store(true, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Positions what this process has queued and waits for positionings under way (each holds
+    /// its tenant's turn), so that closing the database never cuts one short. Called by
+    /// [`Store::close`] once no more requests are served.
+    pub(super) async fn finish_positioning(&self) {
+        for tenant in self.pending_positions().tenants() {
+            self.position_events(&tenant).await;
         }
     }
 
