@@ -26,6 +26,8 @@ pub struct Application {
     address: SocketAddr,
     acceptor: RefusalAcceptor<poem::listener::TcpAcceptor>,
     state: Arc<HttpState>,
+    /// Tells the reconciler to stop, and its task, awaited before the database closes.
+    reconciler: (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>),
     /// Whether this start created the token signing key (a first start).
     pub created_signing_key: bool,
 }
@@ -41,7 +43,8 @@ impl Application {
         let commands = Commands::new(store.clone(), charging.clone());
         // Settles charges and refunds left unknown by a timeout or a crash: now, then periodically.
         let grace = Duration::from_millis(settings.limits.plugin_call_timeout_ms) + Duration::from_secs(1);
-        commands.clone().spawn_reconciler(Duration::from_millis(settings.reconcile_interval_ms.max(100)), grace);
+        let (stop_reconciler, stop) = tokio::sync::watch::channel(false);
+        let reconciler = commands.clone().spawn_reconciler(Duration::from_millis(settings.reconcile_interval_ms.max(100)), grace, stop);
         let schema = build_schema(
             Some(AppState {
                 store: store.clone(),
@@ -76,7 +79,7 @@ impl Application {
             .first()
             .and_then(|addr| addr.as_socket_addr().copied())
             .ok_or_else(|| anyhow::anyhow!("the listener has no socket address"))?;
-        Ok(Application { address, acceptor, state, created_signing_key })
+        Ok(Application { address, acceptor, state, reconciler: (stop_reconciler, reconciler), created_signing_key })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -91,8 +94,8 @@ impl Application {
         &self.state.keys
     }
 
-    /// Serves until `stop` completes, then finishes requests in flight (up to 10 seconds) and
-    /// closes the database.
+    /// Serves until `stop` completes, then finishes requests in flight (up to 10 seconds), lets
+    /// the reconciler finish its run, and closes the database.
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let store = self.state.store.clone();
         // WebSocket connections never finish by themselves: told to close when the server stops,
@@ -105,6 +108,11 @@ impl Application {
         let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state), stop, Some(Duration::from_secs(10)))
             .await;
+        let (stop_reconciler, reconciler) = self.reconciler;
+        let _ = stop_reconciler.send(true);
+        if let Err(error) = reconciler.await {
+            tracing::warn!(%error, "the reconciler stopped abnormally");
+        }
         store.close().await;
         served
     }

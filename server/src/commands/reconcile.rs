@@ -65,17 +65,22 @@ impl Commands {
         settled
     }
 
-    /// Runs the reconciler now and then every `interval`, for the life of the process.
-    pub fn spawn_reconciler(self, interval: Duration, grace: Duration) -> tokio::task::JoinHandle<()> {
+    /// Runs the reconciler now and then every `interval` until `stop` is told to stop (or
+    /// dropped); a run under way is finished first, so a stop never cuts a settlement short.
+    pub fn spawn_reconciler(self, interval: Duration, grace: Duration, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut first_run = true;
-            loop {
+            while !*stop.borrow() {
                 let settled = self.reconcile_once(grace, first_run).await;
                 first_run = false;
                 if settled > 0 {
                     tracing::info!(settled, "reconciler settled pending charges and refunds");
                 }
-                tokio::time::sleep(interval).await;
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    // Told to stop, or the sender is gone: either way no further run.
+                    changed = stop.changed() => if changed.is_err() { break },
+                }
             }
         })
     }

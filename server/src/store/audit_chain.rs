@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use surrealdb::types::{RecordId, SurrealValue};
 
+use super::numbering::EVENT_COUNTER;
 use super::payments::counter_record;
 use super::rows::{AuditRow, key_of};
 use super::{Store, TxRef, Vars};
@@ -22,11 +23,13 @@ const AUDIT_COUNTER: &str = "audit";
 /// Events read per page while checking a chain.
 const CHECK_PAGE: i64 = 500;
 
-/// An audit event to chain: its id and the content hash written with it (None for an event
-/// written without one, which the check then reports as changed).
+/// An audit event to chain: its id, the content hash written with it (None for an event
+/// written without one, which the check then reports as changed), and whether it takes a ledger
+/// position too (it carries ledger events, E2).
 pub(crate) struct ToChain<'a> {
     pub id: &'a RecordId,
     pub content_hash: Option<&'a str>,
+    pub positioned: bool,
 }
 
 #[derive(SurrealValue)]
@@ -42,48 +45,78 @@ impl CounterRow {
 }
 
 #[derive(SurrealValue)]
-struct Sequenced {
+struct Placed {
     id: RecordId,
     sequence: Option<i64>,
+    position: Option<i64>,
 }
 
 /// Gives the `events` of `tenant` not chained yet the tenant's next sequence numbers and links,
-/// in the order given, in the caller's transaction, and records the new head with the counter.
-/// An event chained meanwhile (by a sweep, or by another process) keeps its place. The
-/// transaction reads and writes the counter, so two chainers of one tenant conflict and one runs
-/// again: the chain has one order. With `settled`, each chained event stops `awaiting_position`
-/// (positioning, which positions it in the same transaction); the upgrade chains events without
-/// positioning them and leaves the marker to the sweep.
-pub(super) async fn chain_events(tx: &TxRef, tenant: &TenantId, events: &[ToChain<'_>], settled: bool) -> AppResult<()> {
+/// and those that take a ledger position and have none the tenant's next positions (E2), in the
+/// order given, in the caller's transaction, each event by one UPDATE; records the new head and
+/// the next position with their counters. Returns (index in `events`, position) of each event
+/// positioned. An event chained or positioned meanwhile (by a sweep, or by another process)
+/// keeps its place. The transaction reads and writes the counters, so two processes placing one
+/// tenant's events conflict and one runs again: the chain and the positions have one order. With
+/// `settled`, each event placed stops `awaiting_position` (positioning); the upgrade chains
+/// events without positioning them and leaves the marker to the sweep.
+pub(super) async fn chain_events(tx: &TxRef, tenant: &TenantId, events: &[ToChain<'_>], settled: bool) -> AppResult<Vec<(usize, i64)>> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let counter = counter_record(tenant, AUDIT_COUNTER);
+    let position_counter = counter_record(tenant, EVENT_COUNTER);
     let ids: Vec<RecordId> = events.iter().map(|event| event.id.clone()).collect();
     let mut found = tx
-        .query("SELECT next, head FROM ONLY $counter; SELECT id, sequence FROM $ids;", Vars::new().set("counter", counter.clone()).set("ids", ids))
+        .query(
+            "SELECT next, head FROM ONLY $counter; SELECT id, sequence, position FROM $ids; SELECT VALUE next FROM ONLY $positions;",
+            Vars::new().set("counter", counter.clone()).set("ids", ids).set("positions", position_counter.clone()),
+        )
         .await?;
     let mut head = found.first::<CounterRow>(0)?.map_or_else(ChainHead::empty, CounterRow::head);
-    let mut chained: HashSet<String> =
-        found.rows::<Sequenced>(1)?.into_iter().filter(|row| row.sequence.is_some()).map(|row| key_of(&row.id)).collect();
+    let placed = found.rows::<Placed>(1)?;
+    let first_position = found.first::<i64>(2)?.unwrap_or(1);
+    let mut chained: HashSet<String> = placed.iter().filter(|row| row.sequence.is_some()).map(|row| key_of(&row.id)).collect();
+    let mut has_position: HashSet<String> = placed.iter().filter(|row| row.position.is_some()).map(|row| key_of(&row.id)).collect();
     let settle = if settled { ", awaiting_position = NONE" } else { "" };
     let mut sql = String::new();
     let mut vars = Vars::new();
+    let mut positioned = Vec::new();
     for (n, event) in events.iter().enumerate() {
-        if !chained.insert(key_of(event.id)) {
-            continue;
+        let key = key_of(event.id);
+        let mut sets = Vec::new();
+        if chained.insert(key.clone()) {
+            let sequence = head.sequence + 1;
+            head = ChainHead { sequence, chain: link(&head.chain, event.content_hash.unwrap_or_default(), sequence) };
+            sets.push(format!("sequence = $s{n}, chain = $c{n}"));
+            vars = vars.set(&format!("s{n}"), sequence).set(&format!("c{n}"), head.chain.clone());
         }
-        let sequence = head.sequence + 1;
-        head = ChainHead { sequence, chain: link(&head.chain, event.content_hash.unwrap_or_default(), sequence) };
-        sql.push_str(&format!("UPDATE $e{n} SET sequence = $s{n}, chain = $c{n}{settle} RETURN NONE;"));
-        vars = vars.set(&format!("e{n}"), event.id.clone()).set(&format!("s{n}"), sequence).set(&format!("c{n}"), head.chain.clone());
+        if event.positioned && has_position.insert(key) {
+            let position = first_position + positioned.len() as i64;
+            positioned.push((n, position));
+            sets.push(format!("position = $p{n}"));
+            vars = vars.set(&format!("p{n}"), position);
+        }
+        if !sets.is_empty() {
+            sql.push_str(&format!("UPDATE $e{n} SET {}{settle} RETURN NONE;", sets.join(", ")));
+            vars = vars.set(&format!("e{n}"), event.id.clone());
+        }
     }
     if sql.is_empty() {
-        return Ok(());
+        return Ok(positioned);
     }
     sql.push_str("UPSERT $counter SET next = $next, head = $head RETURN NONE;");
-    tx.query(&sql, vars.set("counter", counter).set("next", head.sequence + 1).set("head", head.chain)).await?;
-    Ok(())
+    if !positioned.is_empty() {
+        sql.push_str("UPSERT $positions SET next = $next_position RETURN NONE;");
+    }
+    let vars = vars
+        .set("counter", counter)
+        .set("next", head.sequence + 1)
+        .set("head", head.chain)
+        .set("positions", position_counter)
+        .set("next_position", first_position + positioned.len() as i64);
+    tx.query(&sql, vars).await?;
+    Ok(positioned)
 }
 
 /// The fields of an [`AuditRow`], for SELECTs.

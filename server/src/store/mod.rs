@@ -417,13 +417,19 @@ impl Store {
         self.query(&sql, Vars::new().set("keys", keys).set("tenant", tenant.as_str().to_owned())).await?.rows(0)
     }
 
-    /// Shuts an embedded database down cleanly: what is in memory is written out and its files are
-    /// released. A SurrealDB server is left running.
+    /// Finishes the positioning of events this process committed, then shuts an embedded
+    /// database down cleanly: what is in memory is written out and its files are released. A
+    /// SurrealDB server is left running.
     pub async fn close(&self) {
-        if let Conn::Local(_, datastore) = &self.inner.conn
-            && let Err(error) = datastore.shutdown().await
-        {
-            tracing::warn!(%error, "closing the database");
+        self.finish_positioning().await;
+        if let Conn::Local(db, datastore) = &self.inner.conn {
+            if let Err(error) = datastore.shutdown().await {
+                tracing::warn!(%error, "closing the database");
+            }
+            // The embedded engine shuts the datastore down again once the last handle to it is
+            // dropped, and that second pass finds the storage closed and logs a failure. Nothing
+            // can use a closed datastore, so one handle is kept for the rest of the process.
+            std::mem::forget(db.clone());
         }
     }
 

@@ -49,7 +49,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 
 /// The counter (`counter:[tenant, 'event']`) and turn of ledger event positions; the turn is
 /// also the turn of payment numbers, which are given by the same transactions.
-const EVENT_COUNTER: &str = "event";
+pub(super) const EVENT_COUNTER: &str = "event";
 
 /// The counter of payment numbers (`counter:[tenant, 'payment']`).
 const PAYMENT_COUNTER: &str = "payment";
@@ -113,10 +113,13 @@ impl PendingPositions {
         !std::mem::replace(&mut queue.scheduled, true)
     }
 
-    /// Everything queued for the tenant, in commit order.
+    /// Everything queued for the tenant, in commit order. The tenant stays listed (a queue is
+    /// small), so that closing the store finds every tenant whose positioning may be under way.
     fn take(&self, tenant: &TenantId) -> Vec<LedgerRow> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.remove(tenant.as_str()).map(|queue| queue.rows.into()).unwrap_or_default()
+        let Some(queue) = queues.get_mut(tenant.as_str()) else { return Vec::new() };
+        queue.scheduled = false;
+        std::mem::take(&mut queue.rows).into()
     }
 
     /// Puts rows whose positioning failed back in front of anything queued since, so they keep
@@ -129,6 +132,7 @@ impl PendingPositions {
         }
     }
 
+    /// Every tenant this process has queued events for since it started.
     fn tenants(&self) -> Vec<TenantId> {
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         queues.keys().filter_map(|tenant| TenantId::parse(tenant)).collect()
@@ -185,7 +189,7 @@ impl Store {
             let Some(tenant) = TenantId::parse(&tenant) else { continue };
             let _turn = self.locks().lock(&counter_lock(&tenant, EVENT_COUNTER)).await;
             let ids = &ids;
-            self.transaction(|tx| give_next_numbers(tx, &tenant, PAYMENT_COUNTER, "number", "", ids)).await?;
+            self.transaction(|tx| give_next_numbers(tx, &tenant, PAYMENT_COUNTER, "number", ids)).await?;
         }
         Ok(())
     }
@@ -241,6 +245,15 @@ impl Store {
         }
     }
 
+    /// Positions what this process has queued and waits for positionings under way (each holds
+    /// its tenant's turn), so that closing the database never cuts one short. Called by
+    /// [`Store::close`] once no more requests are served.
+    pub(super) async fn finish_positioning(&self) {
+        for tenant in self.pending_positions().tenants() {
+            self.position_events(&tenant).await;
+        }
+    }
+
     /// Gives the audit events `rows` of `tenant` that have no position yet the tenant's next
     /// positions, in the order of `rows`, in one transaction; returns (index in `rows`,
     /// position) of each positioned. The caller holds the tenant's positioning turn.
@@ -248,25 +261,19 @@ impl Store {
     /// adds their takings changes to the tenant's takings sums: an event is positioned once, so
     /// its payment is numbered once and its changes are added once.
     async fn assign_positions(&self, tenant: &TenantId, rows: &[LedgerRow]) -> AppResult<Vec<(usize, i64)>> {
-        // Only changes with ledger events take a position (E2); every audit event takes its
-        // place in the chain (H1).
-        let with_events: Vec<usize> = (0..rows.len()).filter(|&index| rows[index].events.is_some()).collect();
-        let ids: Vec<RecordId> = with_events.iter().map(|&index| rows[index].id.clone()).collect();
-        let (ids, with_events) = (&ids, &with_events);
         let (positioned, numbered) = self
             .transaction(|tx| async move {
-                let positioned: Vec<(usize, i64)> =
-                    give_next_numbers(tx.clone(), tenant, EVENT_COUNTER, "position", ", awaiting_position = NONE", ids)
-                        .await?
-                        .into_iter()
-                        .map(|(index, position)| (with_events[index], position))
-                        .collect();
-                let links: Vec<ToChain> = rows.iter().map(|row| ToChain { id: &row.id, content_hash: row.content_hash.as_deref() }).collect();
-                chain_events(&tx, tenant, &links, true).await?;
+                // Every audit event takes its place in the chain (H1); only changes with ledger
+                // events take a position (E2): both in one write of each event.
+                let events: Vec<ToChain> = rows
+                    .iter()
+                    .map(|row| ToChain { id: &row.id, content_hash: row.content_hash.as_deref(), positioned: row.events.is_some() })
+                    .collect();
+                let positioned = chain_events(&tx, tenant, &events, true).await?;
                 let created: Vec<&LedgerRow> = positioned.iter().map(|&(index, _)| &rows[index]).collect();
                 let payments: Vec<String> = created.iter().flat_map(|row| row.new_payments()).collect();
                 let payment_ids: Vec<RecordId> = payments.iter().map(|key| record("payment", key)).collect();
-                let numbers = give_next_numbers(tx.clone(), tenant, PAYMENT_COUNTER, "number", "", &payment_ids).await?;
+                let numbers = give_next_numbers(tx.clone(), tenant, PAYMENT_COUNTER, "number", &payment_ids).await?;
                 let numbered: Vec<(String, i64)> = numbers.into_iter().map(|(index, number)| (payments[index].clone(), number)).collect();
                 add_takings_changes(&tx, tenant, &created).await?;
                 Ok((positioned, numbered))
@@ -331,12 +338,11 @@ impl Store {
 }
 
 /// Gives the records `ids` of `tenant` that have no `field` yet the next numbers of the tenant's
-/// sequence `kind`, in the order of `ids`, in the caller's transaction (setting `also` with
-/// each); returns (index in `ids`, number) of each numbered. A record numbered meanwhile (by a
+/// sequence `kind`, in the order of `ids`, in the caller's transaction; returns (index in `ids`, number) of each numbered. A record numbered meanwhile (by a
 /// sweep, or by another process) is left as it is, and the others are numbered again so that no
 /// number goes unused. Each record is read once, by its own guarded UPDATE: there is no read
 /// before the writes.
-async fn give_next_numbers(tx: TxRef, tenant: &TenantId, kind: &str, field: &str, also: &str, ids: &[RecordId]) -> AppResult<Vec<(usize, i64)>> {
+async fn give_next_numbers(tx: TxRef, tenant: &TenantId, kind: &str, field: &str, ids: &[RecordId]) -> AppResult<Vec<(usize, i64)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -346,7 +352,7 @@ async fn give_next_numbers(tx: TxRef, tenant: &TenantId, kind: &str, field: &str
         let mut vars = Vars::new();
         for (n, &index) in indexes.iter().enumerate() {
             let guard = if guarded { format!(" WHERE {field} = NONE") } else { String::new() };
-            sql.push_str(&format!("UPDATE $r{n} SET {field} = $n{n}{also}{guard} RETURN VALUE id;"));
+            sql.push_str(&format!("UPDATE $r{n} SET {field} = $n{n}{guard} RETURN VALUE id;"));
             vars = vars.set(&format!("r{n}"), ids[index].clone()).set(&format!("n{n}"), first + n as i64);
         }
         (sql, vars)

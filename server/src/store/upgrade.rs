@@ -82,8 +82,8 @@ async fn chain_audit_events(store: &Store) -> AppResult<()> {
                         Vars::new().set("updates", updates),
                     )
                     .await?;
-                    let links: Vec<ToChain> = hashed.iter().map(|(id, content_hash)| ToChain { id, content_hash: Some(content_hash) }).collect();
-                    chain_events(&tx, tenant, &links, false).await
+                    let links: Vec<ToChain> = hashed.iter().map(|(id, content_hash)| ToChain { id, content_hash: Some(content_hash), positioned: false }).collect();
+                    chain_events(&tx, tenant, &links, false).await.map(drop)
                 })
                 .await?;
         }
