@@ -35,6 +35,12 @@ pub struct Settings {
     #[arg(long, env = "SETTLE_DB_PASSWORD", hide_env_values = true)]
     pub db_password: Option<String>,
 
+    /// How long a call to a SurrealDB server (ws://, wss://) may take, in ms: a server that stops
+    /// answering makes requests fail with DATABASE_UNAVAILABLE after this, instead of waiting
+    /// while the connection is made again in the background.
+    #[arg(long, env = "SETTLE_DB_TIMEOUT_MS", default_value_t = 10_000)]
+    pub db_timeout_ms: u64,
+
     /// SurrealKV block cache in MiB (it would otherwise take half the machine's memory).
     #[arg(long, env = "SETTLE_STORE_BLOCK_CACHE_MIB", default_value_t = 64)]
     pub store_block_cache_mib: u64,
@@ -211,6 +217,7 @@ impl Settings {
             database: self.db_name.clone(),
             username: self.db_user.clone(),
             password: self.db_password.clone(),
+            remote_timeout: std::time::Duration::from_millis(self.db_timeout_ms.max(1)),
             block_cache_mib: self.store_block_cache_mib,
             memtable_mib: self.store_memtable_mib,
             transaction_retries_max: self.limits.transaction_retries_max,

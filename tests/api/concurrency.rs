@@ -201,6 +201,15 @@ impl Op {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn m4_concurrent_mixed_operations_keep_balances_consistent() {
     let app = TestApp::spawn().await;
+    mixed_operations_keep_balances_consistent(&[&app]).await;
+}
+
+/// More than 50 applies, refunds, voids and removals of allocations at once on two payments and
+/// three invoices of one practice, sent to each of `apps` in turn (several Settle processes on
+/// one database, or one); then P7, M5, M4, V1, X1 and R1 checked against the answers, read
+/// through the first.
+pub(crate) async fn mixed_operations_keep_balances_consistent(apps: &[&TestApp]) {
+    let app = apps[0];
     let seed = app.seed().await;
     let cash = cash_method(&app).await;
     let payments = [record_payment(&app, &seed, &cash, "100.00").await, record_payment(&app, &seed, &cash, "100.00").await];
@@ -253,9 +262,9 @@ async fn m4_concurrent_mixed_operations_keep_balances_consistent() {
     assert!(ops.len() >= 50);
 
     let started = Instant::now();
-    let responses = join_all(ops.iter().map(|op| {
+    let responses = join_all(ops.iter().enumerate().map(|(index, op)| {
         let (payments, invoices, before) = (&payments, &invoices, &before);
-        let app = &app;
+        let app = apps[index % apps.len()];
         async move {
             match op {
                 Op::Apply { payment, invoice, amount } => apply(app, &payments[*payment], &invoices[*invoice], amount).await,
@@ -531,6 +540,13 @@ async fn i7_concurrent_void_and_allocations_never_void_an_allocated_invoice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn x2_same_key_twenty_times_at_once_creates_one_payment() {
     let app = TestApp::spawn().await;
+    same_key_twenty_times_at_once_creates_one_payment(&[&app]).await;
+}
+
+/// recordPayment 20 times at once under one key, sent to each of `apps` in turn (one practice,
+/// no payment yet): one payment, PAY-0001, one audit event; the next payment is PAY-0002.
+pub(crate) async fn same_key_twenty_times_at_once_creates_one_payment(apps: &[&TestApp]) {
+    let app = apps[0];
     let seed = app.seed().await;
     let cash = cash_method(&app).await;
     let key = new_key();
@@ -538,8 +554,10 @@ async fn x2_same_key_twenty_times_at_once_creates_one_payment() {
 
     let started = Instant::now();
     let variables = json!({"input": input, "key": key});
-    let responses = join_all((0..20).map(|_| async {
-        app.billing()
+    let variables = &variables;
+    let responses = join_all((0..20).map(|index| async move {
+        apps[index % apps.len()]
+            .billing()
             .post(
                 "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id number amount { amount } } } }",
                 variables.clone(),
@@ -585,6 +603,13 @@ async fn x2_same_key_twenty_times_at_once_creates_one_payment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn x2_same_key_concurrent_pay_invoice_allocates_once() {
     let app = TestApp::spawn().await;
+    same_key_concurrent_pay_invoice_allocates_once(&[&app]).await;
+}
+
+/// payInvoice 20 times at once under one key, sent to each of `apps` in turn (one practice, no
+/// payment yet): one payment, one allocation, one audit event.
+pub(crate) async fn same_key_concurrent_pay_invoice_allocates_once(apps: &[&TestApp]) {
+    let app = apps[0];
     let seed = app.seed().await;
     let cash = cash_method(&app).await;
     let invoice = app.open_invoice(&seed, "100.00").await["id"].as_str().unwrap().to_owned();
@@ -592,8 +617,10 @@ async fn x2_same_key_concurrent_pay_invoice_allocates_once() {
 
     let started = Instant::now();
     let variables = json!({"invoice": invoice, "input": {"methodId": cash, "amount": "60.00"}, "key": key});
-    let responses = join_all((0..20).map(|_| async {
-        app.billing()
+    let variables = &variables;
+    let responses = join_all((0..20).map(|index| async move {
+        apps[index % apps.len()]
+            .billing()
             .post(
                 "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {
                     payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { payment { id number allocated { amount } } }

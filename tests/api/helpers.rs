@@ -64,6 +64,20 @@ impl TestApp {
         }
     }
 
+    /// A test app for a Settle process started apart (a [`SettleProcess`]) at `base_url`, whose
+    /// tokens are signed with `keys`, acting for `tenant`; stopping it is the process's business.
+    pub fn attach(base_url: &str, keys: TokenKeys, tenant: &str, plugin_dir: PathBuf) -> TestApp {
+        TestApp {
+            base_url: base_url.to_owned(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            keys,
+            tenant: tenant.to_owned(),
+            plugin_dir,
+            stop: None,
+            _data_dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
     /// A token for this app's tenant with one role.
     pub fn token(&self, role: Role) -> String {
         self.token_for(&self.tenant, role)
@@ -158,11 +172,17 @@ impl Drop for TestApp {
 /// stderr going to `stderr`. Returns the child and the base URL it printed, or None when it did
 /// not print one within 60 s.
 pub fn start_settle(data_dir: &std::path::Path, stderr: std::process::Stdio) -> (std::process::Child, Option<String>) {
+    start_settle_with(data_dir, &[], stderr)
+}
+
+/// [`start_settle`] with more flags of `settle serve` (such as `--database ws://...`).
+pub fn start_settle_with(data_dir: &std::path::Path, flags: &[&str], stderr: std::process::Stdio) -> (std::process::Child, Option<String>) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
         .arg("--data-dir")
         .arg(data_dir)
+        .args(flags)
         .env_remove("SETTLE_DATABASE")
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
@@ -193,8 +213,13 @@ pub struct SettleProcess {
 impl SettleProcess {
     /// Starts the binary on `data_dir`, its stderr going to the file `log`.
     pub fn start(data_dir: &Path, log: PathBuf) -> SettleProcess {
+        SettleProcess::start_with(data_dir, log, &[])
+    }
+
+    /// [`SettleProcess::start`] with more flags of `settle serve`.
+    pub fn start_with(data_dir: &Path, log: PathBuf, flags: &[&str]) -> SettleProcess {
         let stderr = std::fs::File::create(&log).expect("a log file");
-        let (child, url) = start_settle(data_dir, Stdio::from(stderr));
+        let (child, url) = start_settle_with(data_dir, flags, Stdio::from(stderr));
         let server = SettleProcess { child: Some(child), url: url.clone().unwrap_or_default(), log };
         if url.is_none() {
             panic!("settle did not start within 60 s; its log:\n{}", server.log_tail());

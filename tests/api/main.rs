@@ -20,6 +20,7 @@ mod journal;
 mod limits;
 mod payments;
 mod plugins;
+mod processes;
 mod proofs;
 mod reports;
 mod restart;

@@ -19,9 +19,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::events::{last_position, method, open_invoice, pay, positions, records_after, seed_tenant, types};
 use crate::helpers::*;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-const SUBSCRIPTION: &str = "subscription($after: Int, $types: [LedgerEventType!], $client: ID) {
+pub(crate) const SUBSCRIPTION: &str = "subscription($after: Int, $types: [LedgerEventType!], $client: ID) {
     ledgerEvents(afterPosition: $after, types: $types, clientId: $client) {
         position auditEventId action events {
             type
@@ -95,11 +95,11 @@ async fn open_with(app: &TestApp, token: &str) -> Socket {
 }
 
 /// A connection admitted for this app's tenant as VIEWER (the lowest role that may subscribe).
-async fn open(app: &TestApp) -> Socket {
+pub(crate) async fn open(app: &TestApp) -> Socket {
     open_with(app, &app.token(Role::Viewer)).await
 }
 
-async fn subscribe(socket: &mut Socket, id: &str, query: &str, variables: Value) {
+pub(crate) async fn subscribe(socket: &mut Socket, id: &str, query: &str, variables: Value) {
     send(socket, json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}})).await;
 }
 
@@ -113,7 +113,7 @@ async fn next_of(socket: &mut Socket, id: &str) -> Value {
 }
 
 /// The next record of subscription `id`, which must come without errors.
-async fn record(socket: &mut Socket, id: &str) -> Value {
+pub(crate) async fn record(socket: &mut Socket, id: &str) -> Value {
     let message = next_of(socket, id).await;
     assert_eq!(message["type"], "next", "{message:#}");
     assert!(message["payload"]["errors"].is_null(), "{message:#}");

@@ -341,7 +341,15 @@ impl Commands {
         match attempt {
             Ok(payment) => Ok(payment),
             Err(error) => match self.store.replay::<Claimed>(mutation).await? {
-                Some(claimed) => Ok(replayed(mutation, NewPayment { key: claimed.key(), row: None })),
+                Some(claimed) => {
+                    let key = claimed.key();
+                    if !mutation.dry_run {
+                        // The first request may have been answered by another process that has
+                        // not numbered the payment yet; the replay answers it numbered.
+                        self.store.number_payment(mutation.tenant, key.clone()).await;
+                    }
+                    Ok(replayed(mutation, NewPayment { key, row: None }))
+                }
                 None => Err(error),
             },
         }

@@ -5,7 +5,9 @@
 //! reads is either in what it reads or waiting on the bus; it hands out only the position after
 //! the last it handed out, skips what it has already handed out, and reads the store again
 //! whenever the bus shows a gap (it lagged behind, or another process positioned events this
-//! one never published).
+//! one never published). On a database other processes share, it also reads the store whenever
+//! the bus has been quiet for [`Store::other_processes_poll`], so events another process
+//! positioned reach it within that time even when this process positions none.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -83,7 +85,19 @@ impl Follower {
                 self.read.extend(page.into_iter().map(Arc::new));
                 continue;
             }
-            match self.live.recv().await {
+            let received = match self.store.other_processes_poll() {
+                None => self.live.recv().await,
+                Some(poll) => match tokio::time::timeout(poll, self.live.recv()).await {
+                    Ok(received) => received,
+                    // The bus was quiet: another process may have positioned events it never
+                    // carries, and nothing here would show the gap.
+                    Err(_) => {
+                        self.caught_up = false;
+                        continue;
+                    }
+                },
+            };
+            match received {
                 Ok(record) if record.tenant != self.tenant.as_str() || record.position <= self.last => continue,
                 Ok(record) if record.position == self.last + 1 => {
                     self.last = record.position;

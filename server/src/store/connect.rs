@@ -34,6 +34,9 @@ pub struct StoreSettings {
     /// Root credentials for a SurrealDB server; unused by the embedded engines.
     pub username: Option<String>,
     pub password: Option<String>,
+    /// How long one call to a SurrealDB server may take (a server that stops answering:
+    /// DATABASE_UNAVAILABLE after it); calls to an embedded database have no limit.
+    pub remote_timeout: std::time::Duration,
     /// SurrealKV block cache, in MiB.
     pub block_cache_mib: u64,
     /// SurrealKV memtable (write buffer) size, in MiB.
@@ -49,7 +52,7 @@ pub(super) async fn open(settings: &StoreSettings) -> anyhow::Result<Conn> {
         if let (Some(username), Some(password)) = (&settings.username, &settings.password) {
             db.signin(Root { username: username.clone(), password: password.clone() }).await?;
         }
-        db.use_ns(&settings.namespace).use_db(&settings.database).await?;
+        use_database_of_server(&db, settings).await?;
         Conn::Remote(db)
     } else if address.starts_with("mem://") || address.starts_with("surrealkv://") {
         let (db, datastore) = open_embedded(address, settings).await?;
@@ -59,6 +62,24 @@ pub(super) async fn open(settings: &StoreSettings) -> anyhow::Result<Conn> {
         anyhow::bail!("unsupported database address {address:?}: use mem://, surrealkv://PATH or ws://HOST:PORT");
     };
     Ok(conn)
+}
+
+/// Selects the namespace and database on a SurrealDB server. The server defines them on first
+/// use, so processes starting at once against a fresh server can meet a write conflict there;
+/// it is run again a few times.
+async fn use_database_of_server(db: &surrealdb::Surreal<surrealdb::engine::any::Any>, settings: &StoreSettings) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match db.use_ns(&settings.namespace).use_db(&settings.database).await {
+            Ok(_) => return Ok(()),
+            // Told apart as a commit's conflict is (`commit_error`): the engine keeps only its text.
+            Err(error) if attempt < 10 && super::commit_error(error.clone()).code == crate::error::ErrorCode::TransactionConflict => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(10..100))).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 async fn open_embedded(address: &str, settings: &StoreSettings) -> anyhow::Result<(Surreal<Db>, Arc<Datastore>)> {

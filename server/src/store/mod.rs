@@ -25,6 +25,7 @@ pub mod preview;
 pub mod proofs;
 pub mod reports;
 pub mod rows;
+mod setup;
 pub mod tenants;
 mod upgrade;
 
@@ -46,10 +47,18 @@ use crate::events::EventBus;
 use crate::ledger::reports::TakingsChange;
 use crate::metrics::Metrics;
 
-/// The schema, applied at every start; each statement is idempotent.
+/// The schema, applied when the database's recorded version or schema hash differs from this
+/// release's (setup.rs); each statement is idempotent.
 const SCHEMA: &str = include_str!("schema.surql");
 /// Bumped whenever schema.surql changes meaning; recorded in the database.
 pub const SCHEMA_VERSION: i64 = 7;
+
+/// How long /healthz waits for the database before it reports it unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a subscriber on a shared database looks for events other processes positioned: the
+/// bound on how late they reach it (docs/architecture.md).
+const OTHER_PROCESSES_POLL: Duration = Duration::from_millis(250);
 
 /// The transaction a body works in; shared so the body's future can own its handle.
 pub type TxRef = Arc<Tx>;
@@ -71,6 +80,9 @@ pub struct Store {
 struct StoreInner {
     conn: Conn,
     retries_max: u32,
+    /// How long one call to a SurrealDB server may take, in ms ([`StoreSettings::remote_timeout`]);
+    /// unbounded while the database is set up at start, which is no request and may take long.
+    remote_timeout_ms: std::sync::atomic::AtomicU64,
     metrics: Metrics,
     /// Queues writers of one hot record inside this process (see [`locks`]).
     pub locks: locks::KeyedLocks,
@@ -149,6 +161,8 @@ pub struct Tx {
     awaiting_position: std::sync::Mutex<Vec<(TenantId, ledger_events::LedgerRow)>>,
     takings: std::sync::Mutex<Vec<TakingsChange>>,
     metrics: Metrics,
+    /// How long one call may take when the database is a server.
+    remote_timeout: Duration,
 }
 
 enum OpenTx {
@@ -162,7 +176,7 @@ impl Tx {
         self.metrics.db_queries.inc();
         let response = match &self.open {
             Some(OpenTx::Local(tx)) => tx.query(sql).bind(Object::from(vars.0)).await,
-            Some(OpenTx::Remote(tx)) => tx.query(sql).bind(Object::from(vars.0)).await,
+            Some(OpenTx::Remote(tx)) => within(self.remote_timeout, tx.query(sql).bind(Object::from(vars.0))).await?,
             None => return Err(AppError::internal("the transaction is already finished")),
         };
         Results::checked(response)
@@ -200,7 +214,7 @@ impl Tx {
         }
         match self.open.take() {
             Some(OpenTx::Local(tx)) => tx.commit().await.map(drop).map_err(commit_error),
-            Some(OpenTx::Remote(tx)) => tx.commit().await.map(drop).map_err(commit_error),
+            Some(OpenTx::Remote(tx)) => within(self.remote_timeout, tx.commit()).await?.map(drop).map_err(commit_error),
             None => Ok(()),
         }
     }
@@ -316,18 +330,36 @@ fn commit_error(error: surrealdb::Error) -> AppError {
     db_error(error)
 }
 
+/// A call to a SurrealDB server, given at most `limit`. When the server stops answering (stopped,
+/// restarted, the network cut) the SDK makes its connection again in the background and holds
+/// calls until it has; a request then fails with DATABASE_UNAVAILABLE after `limit` instead of
+/// waiting without end. A write whose commit is cut short this way may have committed: the
+/// message says to send it again under the same idempotency key, which answers it either way (X2).
+async fn within<F: std::future::IntoFuture>(limit: Duration, call: F) -> AppResult<F::Output> {
+    tokio::time::timeout(limit, call).await.map_err(|_| {
+        AppError::new(
+            ErrorCode::DatabaseUnavailable,
+            format!(
+                "the database did not answer within {} ms; send the same request again with the same idempotency key",
+                limit.as_millis()
+            ),
+        )
+    })
+}
+
 fn conflict() -> AppError {
     AppError::new(ErrorCode::TransactionConflict, "the record changed concurrently; try again")
 }
 
 impl Store {
-    /// Opens the database the settings name and applies the schema.
+    /// Opens the database the settings name and sets it up for this release (setup.rs).
     pub async fn open(settings: &StoreSettings, metrics: Metrics) -> anyhow::Result<Store> {
         let conn = connect::open(settings).await?;
         let store = Store {
             inner: Arc::new(StoreInner {
                 conn,
                 retries_max: settings.transaction_retries_max,
+                remote_timeout_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
                 metrics,
                 locks: locks::KeyedLocks::default(),
                 pending_numbers: numbering::PendingNumbers::default(),
@@ -336,27 +368,9 @@ impl Store {
                 tenant_cache: Default::default(),
             }),
         };
-        // Read before the schema is applied, so a database from a newer Settle is left as it is.
-        let mut recorded = store
-            .query("DEFINE TABLE IF NOT EXISTS settle_meta SCHEMALESS; SELECT VALUE version FROM ONLY settle_meta:schema", Vars::new())
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the schema version: {e}"))?;
-        let recorded = recorded.first::<i64>(1)?;
-        if let Some(version) = recorded.filter(|version| *version > SCHEMA_VERSION) {
-            anyhow::bail!("the database has schema version {version}, written by a newer Settle; this one knows up to {SCHEMA_VERSION}");
-        }
-        store.query(SCHEMA, Vars::new()).await.map_err(|e| anyhow::anyhow!("applying the schema: {e}"))?;
-        // A new database has no version and nothing to upgrade.
-        if let Some(version) = recorded {
-            upgrade::upgrade(&store, version).await.map_err(|e| anyhow::anyhow!("upgrading from schema version {version}: {e}"))?;
-        }
-        store
-            .query(
-                "UPSERT settle_meta:schema SET version = $version, applied_at = time::now()",
-                Vars::new().set("version", SCHEMA_VERSION),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("recording the schema version: {e}"))?;
+        setup::set_up(&store).await?;
+        let limit = u64::try_from(settings.remote_timeout.as_millis()).unwrap_or(u64::MAX);
+        store.inner.remote_timeout_ms.store(limit, std::sync::atomic::Ordering::Relaxed);
         Ok(store)
     }
 
@@ -365,7 +379,7 @@ impl Store {
         self.inner.metrics.db_queries.inc();
         let response = match &self.inner.conn {
             Conn::Local(db, _) => db.query(sql).bind(Object::from(vars.0)).await,
-            Conn::Remote(db) => db.query(sql).bind(Object::from(vars.0)).await,
+            Conn::Remote(db) => within(self.remote_timeout(), db.query(sql).bind(Object::from(vars.0))).await?,
         };
         Results::checked(response)
     }
@@ -433,9 +447,25 @@ impl Store {
         }
     }
 
-    /// Checks that the database answers, for /healthz.
+    /// How often a subscriber looks in the store for events other processes positioned, when
+    /// the database is a server that other processes may share (E2 across processes); None for
+    /// an embedded database, which only this process can open.
+    pub fn other_processes_poll(&self) -> Option<Duration> {
+        match self.inner.conn {
+            Conn::Local(..) => None,
+            Conn::Remote(_) => Some(OTHER_PROCESSES_POLL),
+        }
+    }
+
+    /// How long one call to a SurrealDB server may take now.
+    fn remote_timeout(&self) -> Duration {
+        Duration::from_millis(self.inner.remote_timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Checks that the database answers within [`PING_TIMEOUT`], for /healthz: a load balancer's
+    /// health check waits a few seconds at most.
     pub async fn ping(&self) -> AppResult<()> {
-        self.query("RETURN 1", Vars::new()).await.map(|_| ())
+        within(PING_TIMEOUT, self.query("RETURN 1", Vars::new())).await?.map(|_| ())
     }
 
     pub fn locks(&self) -> &locks::KeyedLocks {
@@ -504,9 +534,15 @@ impl Store {
     async fn begin(&self) -> AppResult<Tx> {
         let open = match &self.inner.conn {
             Conn::Local(db, _) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
-            Conn::Remote(db) => OpenTx::Remote(db.clone().begin().await.map_err(db_error)?),
+            Conn::Remote(db) => OpenTx::Remote(within(self.remote_timeout(), db.clone().begin()).await?.map_err(db_error)?),
         };
-        Ok(Tx { open: Some(open), awaiting_position: Default::default(), takings: Default::default(), metrics: self.inner.metrics.clone() })
+        Ok(Tx {
+            open: Some(open),
+            awaiting_position: Default::default(),
+            takings: Default::default(),
+            metrics: self.inner.metrics.clone(),
+            remote_timeout: self.remote_timeout(),
+        })
     }
 
     async fn transaction_once<T, F, Fut>(&self, body: &F) -> AppResult<T>
@@ -557,6 +593,7 @@ pub(crate) fn test_settings(address: &str, retries: u32) -> StoreSettings {
         database: "test".into(),
         username: None,
         password: None,
+        remote_timeout: Duration::from_secs(10),
         block_cache_mib: 8,
         memtable_mib: 8,
         transaction_retries_max: retries,

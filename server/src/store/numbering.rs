@@ -140,16 +140,27 @@ impl PendingPositions {
 }
 
 impl Store {
-    /// The number of the payment `key`, created by a change this process committed: positions
-    /// the tenant's queued events, which numbers the payment, and returns its number; None when
-    /// positioning failed (the payment is then numbered by the next try or sweep).
+    /// The number of the payment `key`, created by a change this process committed (or by one a
+    /// replay answers): positions the tenant's queued events, which numbers the payment, and
+    /// returns its number; None when positioning failed (the payment is then numbered by the next
+    /// try or sweep).
     pub async fn number_payment(&self, tenant: &TenantId, key: String) -> Option<i64> {
         self.position_events(tenant).await;
-        match self.pending_numbers().collect(&key) {
+        if let Some(number) = self.pending_numbers().collect(&key) {
+            return Some(number);
+        }
+        // Numbered before this request waited for it (by the sweep, or by another process), or
+        // not yet: committed by another process that has not positioned it (this request is a
+        // replay of one it answered), or left by a stop. Positioning what awaits in the database
+        // numbers it; a guarded write, so racing that process does no harm.
+        match self.payment_number(&key).await.ok().flatten() {
             Some(number) => Some(number),
-            // Numbered before this request waited for it (by the sweep, or by another process),
-            // or not yet.
-            None => self.payment_number(&key).await.ok().flatten(),
+            None => {
+                if let Err(error) = self.position_all_pending_events(true).await {
+                    tracing::warn!(%error, "positioning events awaiting in the database failed");
+                }
+                self.payment_number(&key).await.ok().flatten()
+            }
         }
     }
 
