@@ -129,6 +129,11 @@ pub(crate) fn summary(doc: &InvoiceDoc) -> serde_json::Value {
         "paid": doc.paid.to_string(),
         "credited": doc.credited.to_string(),
         "currency": doc.currency,
+        // Whom and when it bills: a draft's edit can change them, and the reports as of a
+        // moment before the edit need the ones it replaced (T1).
+        "client": doc.client,
+        "issueDate": doc.issue_date,
+        "dueDate": doc.due_date,
     })
 }
 
