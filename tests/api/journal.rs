@@ -38,7 +38,7 @@ fn money(cents: i64) -> String {
 }
 
 /// Runs a money mutation (its `$key` filled in) and returns the response, refused or not.
-async fn change(caller: &Caller<'_>, query: &str, mut variables: Value) -> Gql {
+pub(crate) async fn change(caller: &Caller<'_>, query: &str, mut variables: Value) -> Gql {
     variables["key"] = json!(new_key());
     caller.post(query, variables).await
 }
@@ -96,32 +96,51 @@ async fn owed_and_held(caller: &Caller<'_>) -> (i64, i64) {
 
 /// The ids and figures the random changes draw from.
 #[derive(Default)]
-struct Known {
-    invoices: Vec<String>,
-    payments: Vec<String>,
-    allocations: Vec<String>,
-    credit_notes: Vec<String>,
+pub(crate) struct Known {
+    pub invoices: Vec<String>,
+    pub payments: Vec<String>,
+    pub allocations: Vec<String>,
+    pub credit_notes: Vec<String>,
 }
 
-struct Practice {
-    seed: Seed,
-    methods: Vec<String>,
+/// What the random changes are made in: the seed's location and tax rate, payment methods, the
+/// clients billed (the seed's alone unless more are given) and how many days back invoices and
+/// payments may be dated (0: today, the practice's default).
+pub(crate) struct Practice {
+    pub seed: Seed,
+    pub methods: Vec<String>,
+    pub clients: Vec<String>,
+    pub days_back: i64,
+}
+
+impl Practice {
+    /// A client to bill; the same random draws as before when there is one.
+    fn client(&self, rng: &mut StdRng) -> String {
+        if self.clients.len() <= 1 { self.seed.client.clone() } else { pick(rng, &self.clients).unwrap().to_owned() }
+    }
+
+    /// A day up to `days_back` before today in the practice's timezone, or None (today) when
+    /// changes are not back-dated.
+    fn day(&self, rng: &mut StdRng) -> Option<chrono::NaiveDate> {
+        let today = chrono::Utc::now().with_timezone(&chrono_tz::Australia::Sydney).date_naive();
+        (self.days_back > 0).then(|| today - chrono::Duration::days(rng.random_range(0..=self.days_back)))
+    }
 }
 
 const CREATE: &str = "mutation($input: InvoiceInput!, $key: String!) { createInvoice(input: $input, idempotencyKey: $key) { invoice { id } } }";
-const FINALIZE: &str = "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }";
+pub(crate) const FINALIZE: &str = "mutation($id: ID!, $key: String!) { finalizeInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }";
 const RECORD: &str = "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id } } }";
-const PAY: &str = "mutation($id: ID!, $m: ID!, $a: Amount, $key: String!) { payInvoice(id: $id, input: {methodId: $m, amount: $a}, idempotencyKey: $key) {
+pub(crate) const PAY: &str = "mutation($id: ID!, $m: ID!, $a: Amount, $key: String!) { payInvoice(id: $id, input: {methodId: $m, amount: $a}, idempotencyKey: $key) {
     payment { id allocations { id } } } }";
 const APPLY: &str = "mutation($id: ID!, $i: ID!, $a: Amount!, $key: String!) { applyPayment(id: $id, invoiceId: $i, amount: $a, idempotencyKey: $key) { allocation { id } } }";
-const UNAPPLY: &str = "mutation($id: ID!, $key: String!) { removeAllocation(id: $id, idempotencyKey: $key) { allocation { id } } }";
+pub(crate) const UNAPPLY: &str = "mutation($id: ID!, $key: String!) { removeAllocation(id: $id, idempotencyKey: $key) { allocation { id } } }";
 const REFUND: &str = "mutation($id: ID!, $a: Amount!, $key: String!) { refundPayment(id: $id, input: {amount: $a}, idempotencyKey: $key) { refund { id } } }";
 const VOID_PAYMENT: &str = "mutation($id: ID!, $key: String!) { voidPayment(id: $id, idempotencyKey: $key) { payment { id } } }";
 const CREDIT: &str = "mutation($i: ID!, $a: Amount!, $key: String!) { issueCreditNote(invoiceId: $i, idempotencyKey: $key,
     input: {reason: \"Goodwill\", lines: [{lineIndex: 0, amount: $a}]}) { creditNote { id } } }";
 const VOID_CREDIT: &str = "mutation($id: ID!, $key: String!) { voidCreditNote(id: $id, idempotencyKey: $key) { creditNote { id } } }";
 const VOID_INVOICE: &str = "mutation($id: ID!, $key: String!) { voidInvoice(id: $id, idempotencyKey: $key) { invoice { id } } }";
-const REVERT: &str = "mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { invoice { id } } }";
+pub(crate) const REVERT: &str = "mutation($id: ID!, $key: String!) { revertInvoiceToDraft(id: $id, idempotencyKey: $key) { invoice { id } } }";
 
 fn pick<'a>(rng: &mut StdRng, ids: &'a [String]) -> Option<&'a str> {
     (!ids.is_empty()).then(|| ids[rng.random_range(0..ids.len())].as_str())
@@ -147,8 +166,8 @@ async fn balance(caller: &Caller<'_>, invoice: &str) -> i64 {
 }
 
 /// One random money change; a refusal by the ledger (an invoice no longer open, a payment with
-/// allocations) is part of the game, an INTERNAL error is not.
-async fn random_change(app: &TestApp, practice: &Practice, known: &mut Known, rng: &mut StdRng) {
+/// allocations, a payment of another client) is part of the game, an INTERNAL error is not.
+pub(crate) async fn random_change(app: &TestApp, practice: &Practice, known: &mut Known, rng: &mut StdRng) {
     let billing = app.billing();
     let amount = |rng: &mut StdRng, max: i64| money(rng.random_range(1..=max.max(1)));
     let response = match rng.random_range(0..12) {
@@ -157,7 +176,11 @@ async fn random_change(app: &TestApp, practice: &Practice, known: &mut Known, rn
             if rng.random_bool(0.7) {
                 line["taxRateId"] = json!(practice.seed.gst);
             }
-            let input = json!({"clientId": practice.seed.client, "locationId": practice.seed.location, "lines": [line]});
+            let mut input = json!({"clientId": practice.client(rng), "locationId": practice.seed.location, "lines": [line]});
+            if let Some(issued) = practice.day(rng) {
+                input["issueDate"] = json!(issued.to_string());
+                input["dueDate"] = json!((issued + chrono::Duration::days(rng.random_range(0..=30))).to_string());
+            }
             let created = change(&billing, CREATE, json!({"input": input})).await;
             let id = created.data()["createInvoice"]["invoice"]["id"].as_str().expect("a draft").to_owned();
             known.invoices.push(id.clone());
@@ -165,7 +188,10 @@ async fn random_change(app: &TestApp, practice: &Practice, known: &mut Known, rn
         }
         2 => {
             let method = pick(rng, &practice.methods).unwrap();
-            let input = json!({"clientId": practice.seed.client, "locationId": practice.seed.location, "methodId": method, "amount": amount(rng, 30_000)});
+            let mut input = json!({"clientId": practice.client(rng), "locationId": practice.seed.location, "methodId": method, "amount": amount(rng, 30_000)});
+            if let Some(date) = practice.day(rng) {
+                input["date"] = json!(date.to_string());
+            }
             let response = change(&billing, RECORD, json!({"input": input})).await;
             known.payments.extend(response.data()["recordPayment"]["payment"]["id"].as_str().map(str::to_owned));
             response
@@ -244,7 +270,7 @@ async fn scenario_random_changes() {
     let seed = app.seed().await;
     let viewer = app.viewer();
     let methods = vec![method(&viewer, "Cash").await, method(&viewer, "EFTPOS").await, method(&viewer, "Cheque").await];
-    let practice = Practice { seed, methods };
+    let practice = Practice { seed, methods, clients: Vec::new(), days_back: 0 };
     let first_seed: u64 = std::env::var("JOURNAL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     let mut known = Known::default();
     for round in 0..6u64 {
