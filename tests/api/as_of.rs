@@ -74,18 +74,19 @@ async fn scenario_random_changes() {
     let viewer = app.viewer();
     let other = app.admin().ok("mutation { createClient(input: {name: \"Bo Tran\"}) { id } }", json!({})).await;
     let other = other["createClient"]["id"].as_str().unwrap().to_owned();
-    let methods = vec![method(&viewer, "Cash").await, method(&viewer, "EFTPOS").await, method(&viewer, "Cheque").await];
+    // Methods whose plugin takes a payment without details (a cheque needs its number).
+    let methods = vec![method(&viewer, "Cash").await, method(&viewer, "EFTPOS").await];
     let clients = vec![seed.client.clone(), other];
     let practice = Practice { seed, methods, clients: clients.clone(), days_back: 120 };
     let first_seed: u64 = std::env::var("AS_OF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     let pair = [clients[0].as_str(), clients[1].as_str()];
     let mut known = Known::default();
     let mut taken: Vec<(u64, String, Value)> = Vec::new();
-    for round in 0..3u64 {
+    for round in 0..4u64 {
         let seed = first_seed.wrapping_add(round);
         println!("as-of property round {round}: seed {seed} (AS_OF_SEED={first_seed} repeats the test)");
         let mut rng = StdRng::seed_from_u64(seed);
-        for _ in 0..25 {
+        for _ in 0..30 {
             random_change(&app, &practice, &mut known, &mut rng).await;
             if rng.random_bool(0.25) {
                 let said = reports(&viewer, pair, 130, None).await;
