@@ -348,7 +348,7 @@ impl ReportQuery {
         let at = past_moment(at)?;
         let settings = tenant(ctx).await?;
         let currency = account_currency(settings, currency)?;
-        let as_of = as_of.map_or_else(|| at.map_or_else(|| today(settings), |at| day_of(settings, at)), |d| d.0);
+        let as_of = as_of.map_or_else(|| day_of(settings, at.unwrap_or_else(Utc::now)), |d| d.0);
         let store = &state(ctx).store;
         let balances = match at {
             None => store.open_balances_by_due_date(&request.principal.tenant, &currency).await?,

@@ -275,13 +275,14 @@ impl Books {
         Ok(())
     }
 
-    /// The client of an invoice or a payment named "table:key".
-    fn client_of(&self, record: &str) -> Option<&str> {
-        match record.split_once(':') {
-            Some(("invoice", _)) => self.invoices.get(record).map(|at| at.terms.client.as_str()),
-            Some(("payment", _)) => self.payments.get(record).map(|at| at.facts.client.as_str()),
-            _ => None,
-        }
+    /// Whether the payment named `record` ("payment:key") is `client`'s, in `currency`.
+    fn pays(&self, record: &str, client: &str, currency: &str) -> bool {
+        self.payments.get(record).is_some_and(|at| at.facts.client == client && at.facts.currency.code() == currency)
+    }
+
+    /// Whether the invoice named `record` ("invoice:key") billed `client`, in `currency`.
+    fn bills(&self, record: &str, client: &str, currency: &str) -> bool {
+        self.invoices.get(record).is_some_and(|at| at.terms.client == client && at.currency == currency)
     }
 
     /// B1 as it stood, in `currency`: `today` is the moment's day in the practice's timezone.
@@ -295,25 +296,20 @@ impl Books {
     /// lists them (OPEN or PAID invoices, payments not void, active allocations, succeeded
     /// refunds, issued credit notes), from `from` on.
     pub fn statement(&self, client: &str, currency: &str, from: NaiveDate, to: NaiveDate) -> Statement {
-        let key = |named: &Named| named.record.split_once(':').map_or(named.record.clone(), |(_, key)| key.to_owned());
-        let key_of = |record: &str| record.split_once(':').map_or(record.to_owned(), |(_, key)| key.to_owned());
-        let ours = |record: &str, money: &str| self.client_of(record) == Some(client) && money == currency;
-        let payment_currency = |record: &str| self.payments.get(record).map_or("", |at| at.facts.currency.code());
-        let invoice_currency = |record: &str| self.invoices.get(record).map_or("", |at| at.currency.as_str());
         let records = StatementRecords {
             invoices: self
                 .invoices
                 .values()
                 .filter(|at| matches!(at.facts.status, InvoiceStatus::Open | InvoiceStatus::Paid))
                 .filter(|at| at.terms.client == client && at.currency == currency && at.terms.issue_date <= to)
-                .map(|at| StatementInvoice { key: key(&at.invoice), number: at.invoice.reference.clone(), issue_date: at.terms.issue_date, total: at.facts.total })
+                .map(|at| StatementInvoice { key: key(&at.invoice.record), number: at.invoice.reference.clone(), issue_date: at.terms.issue_date, total: at.facts.total })
                 .collect(),
             payments: self
                 .payments
                 .values()
                 .filter(|at| !at.facts.void && at.facts.client == client && at.facts.currency.code() == currency && at.date <= to)
                 .map(|at| StatementPayment {
-                    key: key(&at.payment),
+                    key: key(&at.payment.record),
                     number: at.payment.reference.clone(),
                     method_name: at.method_name.clone(),
                     date: at.date,
@@ -323,11 +319,11 @@ impl Books {
             allocations: self
                 .allocations
                 .values()
-                .filter(|at| at.active && at.date <= to && ours(&at.payment, payment_currency(&at.payment)))
+                .filter(|at| at.active && at.date <= to && self.pays(&at.payment, client, currency))
                 .map(|at| StatementAllocation {
-                    key: key(&at.allocation),
-                    payment: key_of(&at.payment),
-                    invoice: key_of(&at.invoice),
+                    key: key(&at.allocation.record),
+                    payment: key(&at.payment),
+                    invoice: key(&at.invoice),
                     sequence: at.sequence,
                     date: at.date,
                     amount: at.amount,
@@ -336,15 +332,15 @@ impl Books {
             refunds: self
                 .refunds
                 .values()
-                .filter(|at| at.date <= to && ours(&at.payment, payment_currency(&at.payment)))
-                .map(|at| StatementRefund { key: key(&at.refund), payment: key_of(&at.payment), date: at.date, amount: at.amount })
+                .filter(|at| at.date <= to && self.pays(&at.payment, client, currency))
+                .map(|at| StatementRefund { key: key(&at.refund.record), payment: key(&at.payment), date: at.date, amount: at.amount })
                 .collect(),
             credit_notes: self
                 .credit_notes
                 .values()
-                .filter(|at| at.issued && at.date <= to && ours(&at.invoice, invoice_currency(&at.invoice)))
+                .filter(|at| at.issued && at.date <= to && self.bills(&at.invoice, client, currency))
                 .map(|at| StatementCreditNote {
-                    key: key(&at.credit_note),
+                    key: key(&at.credit_note.record),
                     number: at.credit_note.reference.clone(),
                     reason: at.reason.clone(),
                     date: at.date,
@@ -380,6 +376,11 @@ impl Books {
         }
         changes
     }
+}
+
+/// The key of a record named "table:key", as the statement names records.
+fn key(record: &str) -> String {
+    record.split_once(':').map_or(record, |(_, key)| key).to_owned()
 }
 
 #[cfg(test)]
