@@ -124,13 +124,13 @@ fn named_keys(changes: &[(ChangeRow, Vec<LedgerEvent>)]) -> [Vec<String>; 5] {
     })
 }
 
-/// The total an invoice had before the edit recorded in `update`'s audit summary.
-fn total_before(update: &ChangeRow) -> AppResult<Decimal> {
+/// The total and tax an invoice had before the edit recorded in `update`'s audit summary; the
+/// tax is None for an edit recorded before the summary kept it (schema version 8).
+fn amounts_before(update: &ChangeRow) -> AppResult<(Decimal, Option<Decimal>)> {
     let summary: serde_json::Value = serde_json::from_str(update.before.as_deref().unwrap_or("null")).map_err(AppError::internal)?;
-    summary["total"]
-        .as_str()
-        .and_then(|total| total.parse().ok())
-        .ok_or_else(|| AppError::internal(format!("audit event {} keeps no invoice total", key_of(&update.id))))
+    let amount = |field: &str| summary[field].as_str().and_then(|amount| amount.parse().ok());
+    let total = amount("total").ok_or_else(|| AppError::internal(format!("audit event {} keeps no invoice total", key_of(&update.id))))?;
+    Ok((total, amount("tax")))
 }
 
 /// What the journal needs to know of one change: its movements, in its currency.
@@ -144,14 +144,14 @@ struct ChangeBuilder<'a> {
 impl ChangeBuilder<'_> {
     /// I2: what finalizing `key` at place `at` made it owe. The invoice's total and tax as
     /// stored are those of its last finalization unless it was edited after this one (reverted
-    /// to draft first, I5); then the edit's audit summary still has the total it replaced, but
-    /// no record keeps that total's tax.
+    /// to draft first, I5); then the edit's audit summary has the total and tax it replaced (the
+    /// tax only if the edit was recorded at schema version 8 or later).
     fn finalized(&self, key: &str, at: usize) -> AppResult<(String, Movement)> {
         let (row, invoice) = self.records.invoice(key)?;
         let next_edit = self.edits.get(key).and_then(|places| places.iter().find(|place| **place > at));
         let (total, tax) = match next_edit {
             None => (row.doc.total, Some(row.doc.tax)),
-            Some(place) => (total_before(&self.rows[*place].0)?, None),
+            Some(place) => amounts_before(&self.rows[*place].0)?,
         };
         Ok((row.doc.currency.clone(), Movement::InvoiceFinalized { invoice, total, tax }))
     }
