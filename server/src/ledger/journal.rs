@@ -201,8 +201,9 @@ pub struct InvoiceTerms {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Movement {
     /// I2: the invoice owes its total. `tax` is None when Settle no longer knows the tax of this
-    /// finalization: the invoice was reverted to draft and edited since, and only its total was
-    /// kept (by the audit trail); the whole total is then posted to sales.
+    /// finalization: the invoice was reverted to draft and edited since, by an edit recorded
+    /// before the audit trail kept the tax beside the total; the whole total is then posted to
+    /// sales.
     InvoiceFinalized { invoice: Named, total: Decimal, tax: Option<Decimal>, terms: InvoiceTerms },
     /// I5: reverted to draft; what its finalization posted is taken back.
     InvoiceReverted { invoice: Named },

@@ -133,21 +133,19 @@ fn named_keys(changes: &[(ChangeRow, Vec<LedgerEvent>)]) -> [Vec<String>; 5] {
     })
 }
 
-/// The total an invoice had before the edit recorded in `update`'s audit summary, and who it
-/// billed and when, when the summary keeps them (summaries written since as-of reports began
-/// do; before that, None: the record's are taken).
-fn replaced_by_edit(update: &ChangeRow) -> AppResult<(Decimal, Option<InvoiceTerms>)> {
+/// The total and tax an invoice had before the edit recorded in `update`'s audit summary, and
+/// who it billed and when, as far as the summary keeps them: the tax since schema version 8, the
+/// client and dates since as-of reports (None before: the record's are taken).
+fn replaced_by_edit(update: &ChangeRow) -> AppResult<(Decimal, Option<Decimal>, Option<InvoiceTerms>)> {
     let summary: serde_json::Value = serde_json::from_str(update.before.as_deref().unwrap_or("null")).map_err(AppError::internal)?;
-    let total = summary["total"]
-        .as_str()
-        .and_then(|total| total.parse().ok())
-        .ok_or_else(|| AppError::internal(format!("audit event {} keeps no invoice total", key_of(&update.id))))?;
+    let amount = |field: &str| summary[field].as_str().and_then(|amount| amount.parse().ok());
+    let total = amount("total").ok_or_else(|| AppError::internal(format!("audit event {} keeps no invoice total", key_of(&update.id))))?;
     let date = |field: &str| summary[field].as_str().and_then(|text| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok());
     let terms = match (summary["client"].as_str(), date("issueDate"), date("dueDate")) {
         (Some(client), Some(issue_date), Some(due_date)) => Some(InvoiceTerms { client: client.to_owned(), issue_date, due_date }),
         _ => None,
     };
-    Ok((total, terms))
+    Ok((total, amount("tax"), terms))
 }
 
 /// What the journal needs to know of one change: its movements, in its currency.
@@ -161,9 +159,8 @@ struct ChangeBuilder<'a> {
 impl ChangeBuilder<'_> {
     /// I2: what finalizing `key` at place `at` made it owe, and whom. The invoice's total, tax,
     /// client and dates as stored are those of its last finalization unless it was edited after
-    /// this one (reverted to draft first, I5); then the edit's audit summary still has the total
-    /// it replaced (and, since as-of reports, the client and dates), but no record keeps that
-    /// total's tax.
+    /// this one (reverted to draft first, I5); then the edit's audit summary has the total it
+    /// replaced, and its tax (since schema version 8), client and dates (since as-of reports).
     fn finalized(&self, key: &str, at: usize) -> AppResult<(String, Movement)> {
         let (row, invoice) = self.records.invoice(key)?;
         let stored_terms =
@@ -172,8 +169,8 @@ impl ChangeBuilder<'_> {
         let (total, tax, terms) = match next_edit {
             None => (row.doc.total, Some(row.doc.tax), stored_terms()),
             Some(place) => {
-                let (total, terms) = replaced_by_edit(&self.rows[*place].0)?;
-                (total, None, terms.unwrap_or_else(stored_terms))
+                let (total, tax, terms) = replaced_by_edit(&self.rows[*place].0)?;
+                (total, tax, terms.unwrap_or_else(stored_terms))
             }
         };
         Ok((row.doc.currency.clone(), Movement::InvoiceFinalized { invoice, total, tax, terms }))

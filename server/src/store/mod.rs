@@ -49,7 +49,7 @@ use crate::metrics::Metrics;
 /// The schema, applied at every start; each statement is idempotent.
 const SCHEMA: &str = include_str!("schema.surql");
 /// Bumped whenever schema.surql changes meaning; recorded in the database.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// The transaction a body works in; shared so the body's future can own its handle.
 pub type TxRef = Arc<Tx>;
