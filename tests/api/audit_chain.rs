@@ -14,7 +14,7 @@ const VERIFY: &str = "{ auditVerify { status checked headSequence headHash pendi
     firstBreak { sequence auditEventId problem detail } } auditHead { sequence hash auditEventId at } }";
 
 /// `auditVerify` and `auditHead` once no committed event awaits its place in the chain.
-async fn verified(http: &reqwest::Client, url: &str, token: &str) -> Value {
+pub(crate) async fn verified(http: &reqwest::Client, url: &str, token: &str) -> Value {
     for _ in 0..100 {
         let data = restart::gql(http, url, token, VERIFY, json!({})).await;
         if data["auditVerify"]["pending"] == 0 {
@@ -26,7 +26,7 @@ async fn verified(http: &reqwest::Client, url: &str, token: &str) -> Value {
 }
 
 /// `settle audit verify --tenant clinic` on the database under `dir`: exit code and output.
-fn cli_verify(dir: &Path) -> (Option<i32>, String) {
+pub(crate) fn cli_verify(dir: &Path) -> (Option<i32>, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
         .args(["audit", "verify", "--tenant", "clinic", "--data-dir"])
         .arg(dir)

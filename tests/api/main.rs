@@ -1,6 +1,7 @@
 //! Black-box tests of Settle: a real server over real HTTP and WebSocket with real SurrealDB.
 //! Every test is named after the rule it checks (shared domain rules: I1, M3, A1, ...).
 
+mod as_of;
 mod audit_chain;
 mod auth;
 mod browser;

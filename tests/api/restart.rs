@@ -464,3 +464,84 @@ async fn a_database_from_schema_version_6_gets_its_audit_events_chained() {
     assert_eq!((later["auditVerify"]["status"].as_str(), chained), (Some("OK"), 110), "changes after the upgrade go on from its head: {later:#}");
     server.stop("-TERM");
 }
+
+/// Before schema version 6 payments, credit notes and finalizations did not keep who made them.
+/// The upgrade to version 8 copies each actor from the audit event that made the record (for an
+/// invoice finalized twice, the later finalization's), fills only what is missing, and changes no
+/// audit event: balance explanations name every actor again, and the audit chain verifies to the
+/// same head. A start that stopped halfway through the upgrade fills the rest the next time.
+#[tokio::test]
+async fn a_database_from_schema_version_7_gets_the_actors_of_its_payments_credit_notes_and_finalizations() {
+    let Practice { dir, http, mut server, token, client, location, methods } = Practice::start().await;
+    let url = server.url.clone();
+    let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
+    let second = keys.mint("second-actor", &TenantId::parse("clinic").unwrap(), &[Role::Billing], chrono::Duration::hours(1)).unwrap();
+    let cash = method_of(&methods, "Cash");
+    let pay = "mutation($id: ID!, $m: ID!, $key: String!) { payInvoice(id: $id, input: {methodId: $m}, idempotencyKey: $key) { payment { id } } }";
+    // Finalized by upgrade-test in the upgrade's first batch of audit events and, after a revert,
+    // by second-actor beyond it: the later finalization is the one that counts.
+    let twice = open_invoice(&http, &url, &token, &client, &location, 0).await;
+    gql(&http, &url, &token, "mutation($id: ID!) { revertInvoiceToDraft(id: $id, idempotencyKey: \"revert-twice\") { invoice { id } } }", json!({"id": twice})).await;
+    // More audit events than one upgrade batch holds (100): 3 per invoice.
+    for i in 1..36 {
+        let invoice = open_invoice(&http, &url, &token, &client, &location, i).await;
+        gql(&http, &url, &second, pay, json!({"id": invoice, "m": cash, "key": format!("pay-{i}")})).await;
+    }
+    gql(&http, &url, &second, "mutation($id: ID!) { finalizeInvoice(id: $id, idempotencyKey: \"finalize-twice\") { invoice { id } } }", json!({"id": twice})).await;
+    let credited = open_invoice(&http, &url, &token, &client, &location, 90).await;
+    gql(&http, &url, &second,
+        "mutation($i: ID!) { issueCreditNote(invoiceId: $i, idempotencyKey: \"credit-1\",
+            input: {reason: \"Waived\", lines: [{lineIndex: 0, amount: \"20.00\"}]}) { creditNote { id } } }",
+        json!({"i": credited})).await;
+    let kept = gql(&http, &url, &token,
+        "mutation($c: ID!, $l: ID!, $m: ID!) { recordPayment(idempotencyKey: \"standalone\",
+            input: {clientId: $c, locationId: $l, methodId: $m, amount: \"15.00\"}) { payment { id } } }",
+        json!({"c": client, "l": location, "m": cash})).await["recordPayment"]["payment"]["id"].as_str().unwrap().to_owned();
+    // The client's explanation has a step for every invoice total, credit note and payment.
+    let actors = "query($c: ID!) { client(id: $c) { balanceProof { steps { record actor } } } }";
+    let actors_of = |data: serde_json::Value| -> Vec<(String, Option<String>)> {
+        data["client"]["balanceProof"]["steps"].as_array().unwrap().iter().map(|s| (s["record"].as_str().unwrap().to_owned(), s["actor"].as_str().map(str::to_owned))).collect()
+    };
+    let as_written = actors_of(gql(&http, &url, &token, actors, json!({"c": client})).await);
+    assert_eq!(as_written.len(), 37 + 1 + 35 + 1, "37 invoices, a credit note, 36 payments: {as_written:?}");
+    let actor_of = |steps: &[(String, Option<String>)], record: &str| steps.iter().find(|(r, _)| r.ends_with(record)).unwrap().1.clone();
+    assert_eq!(actor_of(&as_written, &twice).as_deref(), Some("second-actor"), "the later finalization");
+    let chain = crate::audit_chain::verified(&http, &url, &token).await;
+    assert_eq!(chain["auditVerify"]["status"], "OK", "{chain:#}");
+    server.stop("-TERM");
+
+    // The database as version 7 left records written before version 6: no actors. The standalone
+    // payment's actor stands for one the application wrote, which the upgrade must leave alone.
+    let vars = || settle::store::Vars::new().set("kept", settle::store::rows::record("payment", &kept));
+    let forget = "UPDATE payment SET created_by = NONE RETURN NONE; UPDATE credit_note SET created_by = NONE RETURN NONE;
+        UPDATE invoice SET finalized_by = NONE RETURN NONE; UPDATE $kept SET created_by = 'written-by-settle' RETURN NONE;
+        SELECT count() FROM payment WHERE created_by = NONE GROUP ALL; SELECT count() FROM credit_note WHERE created_by = NONE GROUP ALL;
+        SELECT count() FROM invoice WHERE finalized_by = NONE GROUP ALL;";
+    // One opening: opening a database that says version 7 upgrades it.
+    let store = open_store(dir.path()).await;
+    let mut left = store.query(forget, vars()).await.unwrap();
+    let missing: Vec<i64> = (4..7).map(|statement| left.first::<settle::store::rows::CountRow>(statement).unwrap().map_or(0, |c| c.count)).collect();
+    assert_eq!(missing, [35, 1, 37], "payments (all but the one kept), the credit note and invoices without their actors");
+    store.query("UPDATE settle_meta:schema SET version = 7", settle::store::Vars::new()).await.unwrap();
+    store.close().await;
+    let mut expected = as_written.clone();
+    expected.iter_mut().filter(|(record, _)| record.ends_with(&kept)).for_each(|(_, actor)| *actor = Some("written-by-settle".into()));
+
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    assert_eq!(actors_of(gql(&http, &url, &token, actors, json!({"c": client})).await), expected, "every actor is back, the one kept as it was");
+    assert_eq!(crate::audit_chain::verified(&http, &url, &token).await, chain, "no audit event changed: the chain verifies to the same head");
+    server.stop("-TERM");
+
+    // An upgrade stopped halfway: the first payments and finalizations filled, the rest not.
+    let halfway = "UPDATE payment SET created_by = NONE WHERE number > 20 AND id != $kept RETURN NONE; UPDATE credit_note SET created_by = NONE RETURN NONE;
+        UPDATE invoice SET finalized_by = NONE WHERE number > 20 OR id = $twice RETURN NONE; UPDATE settle_meta:schema SET version = 7;";
+    change_stopped_database(dir.path(), halfway, vars().set("twice", settle::store::rows::record("invoice", &twice))).await;
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    assert_eq!(actors_of(gql(&http, &url, &token, actors, json!({"c": client})).await), expected, "the next start fills the rest");
+    assert_eq!(crate::audit_chain::verified(&http, &url, &token).await, chain);
+    server.stop("-TERM");
+    let (code, said) = crate::audit_chain::cli_verify(dir.path());
+    assert_eq!(code, Some(0), "settle audit verify passes: {said}");
+}

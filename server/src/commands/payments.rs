@@ -200,9 +200,9 @@ impl Commands {
     /// money and leaves balances and totals (V2), but stays readable.
     pub async fn void_payment(&self, mutation: &Mutation<'_>, payment_key: &str, reason: Option<String>) -> AppResult<Applied<String>> {
         let store = &self.store;
-        let _turn = store.locks().lock(&record_lock("payment", payment_key)).await;
+        let turn = store.locks().lock(&record_lock("payment", payment_key)).await;
         let reason = &reason;
-        store
+        let applied = store
             .apply(mutation, |tx| async move {
                 let payment = store.load_payment(&tx, mutation.tenant, payment_key).await?;
                 rules::check_void(&payment.doc.facts()?)?;
@@ -219,7 +219,12 @@ impl Commands {
                 };
                 Ok((payment_key.to_owned(), entry))
             })
-            .await
+            .await?;
+        drop(turn);
+        // Answers once the void is positioned, so the caller's next takings report leaves the
+        // payment out (R1), as after every other payment change.
+        self.publish(mutation.tenant).await;
+        Ok(applied)
     }
 
     /// updatePayment: only the description and external reference change (P9); `None` keeps a

@@ -1,10 +1,12 @@
 //! A client's account: what they owe and the credit they hold (B1), and their statement for a
-//! date range (B2). Both are fields of Client (directory.rs).
+//! date range (B2), now or as they stood at a past moment (T1). Both are fields of Client
+//! (directory.rs).
 
 use async_graphql::{Context, Enum, SimpleObject};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::context::{caller, state, tenant, today};
+use super::context::{caller, day_of, past_moment, state, tenant, today};
 use super::money::Money;
 use super::proofs::ClientBalanceProof;
 use super::scalars::Date;
@@ -66,12 +68,19 @@ pub fn account_currency(settings: &crate::store::rows::TenantRow, currency: Opti
     }
 }
 
-/// Client account fields, added to the Client type.
-pub async fn client_balance(ctx: &Context<'_>, client_key: &str, currency: Option<String>) -> AppResult<ClientBalance> {
+/// Client account fields, added to the Client type. With `at`, B1 as it stood at that moment
+/// (T1), overdue as of that moment's day.
+pub async fn client_balance(ctx: &Context<'_>, client_key: &str, currency: Option<String>, at: Option<DateTime<Utc>>) -> AppResult<ClientBalance> {
     let request = caller(ctx, Role::Viewer)?;
+    let at = past_moment(at)?;
     let settings = tenant(ctx).await?;
     let currency = &account_currency(settings, currency)?;
-    let balance = state(ctx).store.client_balance(&request.principal.tenant, client_key, currency, today(settings)).await?;
+    let store = &state(ctx).store;
+    let tenant = &request.principal.tenant;
+    let balance = match at {
+        None => store.client_balance(tenant, client_key, currency, today(settings)).await?,
+        Some(at) => store.books_at(tenant, at).await?.client_balance(client_key, currency, day_of(settings, at)),
+    };
     Ok(ClientBalance {
         owing: Money::of(balance.owing, currency),
         unallocated_credit: Money::of(balance.unallocated_credit, currency),
@@ -98,14 +107,28 @@ pub async fn client_balance_proof(ctx: &Context<'_>, client_key: &str, as_of: Op
     Ok(ClientBalanceProof { proof, currency, as_of: as_of.map(|d| d.0) })
 }
 
-pub async fn client_statement(ctx: &Context<'_>, client_key: &str, from: Date, to: Date, currency: Option<String>) -> AppResult<Statement> {
+/// B2 from `from` to `to`; with `at`, as it stood at that moment (T1).
+pub async fn client_statement(
+    ctx: &Context<'_>,
+    client_key: &str,
+    from: Date,
+    to: Date,
+    currency: Option<String>,
+    at: Option<DateTime<Utc>>,
+) -> AppResult<Statement> {
     let request = caller(ctx, Role::Viewer)?;
     if from > to {
         return Err(AppError::invalid("from must not be after to"));
     }
+    let at = past_moment(at)?;
     let settings = tenant(ctx).await?;
     let currency = &account_currency(settings, currency)?;
-    let statement = state(ctx).store.statement(&request.principal.tenant, client_key, currency, from.0, to.0).await?;
+    let store = &state(ctx).store;
+    let tenant = &request.principal.tenant;
+    let statement = match at {
+        None => store.statement(tenant, client_key, currency, from.0, to.0).await?,
+        Some(at) => store.books_at(tenant, at).await?.statement(client_key, currency, from.0, to.0),
+    };
     let entries = statement
         .entries
         .into_iter()

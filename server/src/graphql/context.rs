@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::Context;
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
@@ -86,8 +86,23 @@ pub async fn tenant<'a>(ctx: &Context<'a>) -> AppResult<&'a TenantRow> {
 
 /// Today in the tenant's timezone (I4).
 pub fn today(tenant: &TenantRow) -> NaiveDate {
+    day_of(tenant, Utc::now())
+}
+
+/// The day of the moment `at` in the tenant's timezone (as it is set now).
+pub fn day_of(tenant: &TenantRow, at: DateTime<Utc>) -> NaiveDate {
     let timezone: chrono_tz::Tz = tenant.timezone.parse().unwrap_or(chrono_tz::UTC);
-    Utc::now().with_timezone(&timezone).date_naive()
+    at.with_timezone(&timezone).date_naive()
+}
+
+/// T1: the moment a report is asked as of (`at`), refused with INVALID_INPUT when it is after
+/// now: the books of a moment still to come are not known, and an answer would change before
+/// that moment came (docs/rules.md, "As-of reports (T1)").
+pub fn past_moment(at: Option<DateTime<Utc>>) -> AppResult<Option<DateTime<Utc>>> {
+    match at {
+        Some(at) if at > Utc::now() => Err(AppError::invalid(format!("at ({}) is in the future; leave it out for the books as they are now", at.to_rfc3339()))),
+        at => Ok(at),
+    }
 }
 
 /// Longest idempotency key accepted.

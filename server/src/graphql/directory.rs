@@ -50,20 +50,26 @@ party_object!(
     /// A person billed by the practice.
     Client {
         /// What the client owes and the credit they hold (B1), in `currency` (the practice's
-        /// currency when left out).
-        async fn balance(&self, ctx: &Context<'_>, currency: Option<String>) -> Result<ClientBalance> {
-            Ok(client_balance(ctx, &key_of(&self.0.id), currency).await?)
+        /// currency when left out). With `at`, as it stood at that past moment (T1): the money
+        /// changes up to and including it count (a change counts from its audit event's `at`),
+        /// and overdue is measured against that moment's day in the practice's timezone. An
+        /// `at` after now is INVALID_INPUT.
+        async fn balance(&self, ctx: &Context<'_>, currency: Option<String>, at: Option<DateTime<Utc>>) -> Result<ClientBalance> {
+            Ok(client_balance(ctx, &key_of(&self.0.id), currency, at).await?)
         }
         /// The client's account from `from` to `to` with a running balance (B2), in `currency`
-        /// (the practice's currency when left out).
+        /// (the practice's currency when left out). With `at`, as it stood at that past moment
+        /// (T1): the records and their states as the money changes up to and including it left
+        /// them. An `at` after now is INVALID_INPUT.
         async fn statement(
             &self,
             ctx: &Context<'_>,
             from: Date,
             to: Date,
             currency: Option<String>,
+            at: Option<DateTime<Utc>>,
         ) -> Result<Statement> {
-            Ok(client_statement(ctx, &key_of(&self.0.id), from, to, currency).await?)
+            Ok(client_statement(ctx, &key_of(&self.0.id), from, to, currency, at).await?)
         }
         /// Why the client's balance is what it is: what they owe net of the credit they hold
         /// (owing less unallocated credit), from each invoice, credit note, payment and refund

@@ -134,7 +134,10 @@ impl ClientBalanceProof {
         Money::of(self.proof.derived, &self.currency)
     }
     /// Without `asOf`: the client's `balance` as stored, owing less unallocated credit. Null
-    /// with `asOf`: Settle stores today's figures only, so a past day has nothing to compare.
+    /// with `asOf`: the steps are the records dated up to that day as they stand now, which is
+    /// not what the books said at any one moment (a payment voided since is left out, one dated
+    /// earlier but entered later is in), so there is no figure of that day to compare them with;
+    /// `balance(at:)` gives what the balance was at a past moment (T1).
     async fn stored(&self) -> Option<Money> {
         self.as_of.is_none().then(|| Money::of(self.proof.stored, &self.currency))
     }

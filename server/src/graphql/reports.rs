@@ -1,13 +1,15 @@
 //! Reports for a practice's dashboards (VIEWER and up): takings (R1), aged receivables (R1),
 //! what each client owes and holds (B1 for every client) and invoices by status. The database
 //! sums (store/reports.rs), the ledger combines (ledger/reports.rs); this file checks the input
-//! and shapes the answer.
+//! and shapes the answer. Takings and aged receivables can also be asked as of a past moment
+//! (`at`, T1): the books replayed to that moment (ledger/as_of.rs) take the place of the sums.
 
 use async_graphql::{Context, Enum, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::accounts::account_currency;
-use super::context::{caller, state, tenant, today};
+use super::context::{caller, day_of, past_moment, state, tenant, today};
 use super::directory::{Client, Location};
 use super::invoices_and_payments::InvoiceStatus;
 use super::loader;
@@ -18,7 +20,7 @@ use super::scalars::Date;
 use crate::auth::Role;
 use crate::error::{AppError, AppResult};
 use crate::ledger::reports::{self as rules, Aging, ClientPosition, PositionOrder, TAKINGS_DAYS_MAX, Takings};
-use crate::store::reports::TakingsGroup;
+use crate::store::reports::{TakingsGroup, takings_by_group};
 
 connection_types!(ClientAging, ClientAgingConnection, ClientAgingEdge);
 connection_types!(ClientAccount, ClientAccountConnection, ClientAccountEdge);
@@ -275,7 +277,18 @@ impl ReportQuery {
     /// method or location and split by currency (R1): payments received (void ones left out)
     /// minus successful refunds. A payment counts on its payment date and a refund on its refund
     /// date, both days of the practice's calendar (docs/rules.md, R1).
-    async fn takings(&self, ctx: &Context<'_>, from: Date, to: Date, #[graphql(default_with = "TakingsGroupBy::Day")] group_by: TakingsGroupBy) -> Result<TakingsReport> {
+    ///
+    /// With `at`, takings as they stood at that past moment (T1): the payments recorded and not
+    /// yet void, and the refunds succeeded, by then (a change counts from its audit event's
+    /// `at`). An `at` after now is INVALID_INPUT.
+    async fn takings(
+        &self,
+        ctx: &Context<'_>,
+        from: Date,
+        to: Date,
+        #[graphql(default_with = "TakingsGroupBy::Day")] group_by: TakingsGroupBy,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<TakingsReport> {
         let request = caller(ctx, Role::Viewer)?;
         if to < from {
             return Err(AppError::invalid("to must not be before from").into());
@@ -284,7 +297,12 @@ impl ReportQuery {
         if days > TAKINGS_DAYS_MAX {
             return Err(AppError::invalid(format!("a takings report covers at most {TAKINGS_DAYS_MAX} days; this range has {days}")).into());
         }
-        let (payments, refunds) = state(ctx).store.takings_sums(&request.principal.tenant, from.0, to.0, group_by.into()).await?;
+        let store = &state(ctx).store;
+        let tenant = &request.principal.tenant;
+        let (payments, refunds) = match past_moment(at)? {
+            None => store.takings_sums(tenant, from.0, to.0, group_by.into()).await?,
+            Some(at) => takings_by_group(&store.books_at(tenant, at).await?.takings(from.0, to.0), group_by.into()),
+        };
         let groups = rules::takings(payments, refunds);
         let mut totals: Vec<(String, Takings)> = Vec::new();
         for ((_, currency), takings) in &groups {
@@ -315,12 +333,27 @@ impl ReportQuery {
     /// due date as of `asOf` (today in the practice's timezone when left out): current, 1-30,
     /// 31-60, 61-90 and over 90 days (R1). The balances are today's; `asOf` sets the day they are
     /// aged from.
-    async fn aged_receivables(&self, ctx: &Context<'_>, as_of: Option<Date>, currency: Option<String>) -> Result<AgedReceivables> {
+    ///
+    /// With `at`, the balances (and which invoices were OPEN) are those of that past moment
+    /// (T1: a change counts from its audit event's `at`), aged from `asOf`, or when it is left
+    /// out from `at`'s day in the practice's timezone. An `at` after now is INVALID_INPUT.
+    async fn aged_receivables(
+        &self,
+        ctx: &Context<'_>,
+        as_of: Option<Date>,
+        currency: Option<String>,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<AgedReceivables> {
         let request = caller(ctx, Role::Viewer)?;
+        let at = past_moment(at)?;
         let settings = tenant(ctx).await?;
         let currency = account_currency(settings, currency)?;
-        let as_of = as_of.map_or_else(|| today(settings), |d| d.0);
-        let balances = state(ctx).store.open_balances_by_due_date(&request.principal.tenant, &currency).await?;
+        let as_of = as_of.map_or_else(|| day_of(settings, at.unwrap_or_else(Utc::now)), |d| d.0);
+        let store = &state(ctx).store;
+        let balances = match at {
+            None => store.open_balances_by_due_date(&request.principal.tenant, &currency).await?,
+            Some(at) => store.books_at(&request.principal.tenant, at).await?.open_balances(&currency),
+        };
         let (total, clients) = rules::aged_receivables(balances, as_of);
         Ok(AgedReceivables { as_of, currency, total, clients })
     }

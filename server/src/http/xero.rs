@@ -101,7 +101,7 @@ mod tests {
             // 23:30 UTC is the next morning in Sydney.
             at: "2026-11-04T23:30:00Z".parse().unwrap(),
             currency: "AUD".into(),
-            movements: vec![Movement::PaymentReceived { payment, method: "m".into(), method_name: "Cash, \"front\"".into(), amount: "120.5".parse().unwrap() }],
+            movements: vec![Movement::PaymentReceived { payment, method: "m".into(), method_name: "Cash, \"front\"".into(), amount: "120.5".parse().unwrap(), client: "c".into(), date: chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap(), location: "l".into() }],
         };
         let entries = derive(&[change]);
         let text = file(&entries, &chart, TAX_RATE_DEFAULT, chrono_tz::Australia::Sydney);

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
 /// An account of the chart. Each money change moves money between two or three of these.
@@ -184,29 +184,51 @@ pub struct Named {
     pub reference: String,
 }
 
-/// One movement of money a change made, with the amounts its records hold.
+/// Who an invoice bills and when, as of one finalization: a draft's edit can change them (I1), so
+/// a finalization replaced by an edit keeps its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceTerms {
+    pub client: String,
+    pub issue_date: NaiveDate,
+    pub due_date: NaiveDate,
+}
+
+/// One movement of money a change made, with the amounts its records hold and what the reports
+/// as of a moment need to know of them (dates, client, place: ledger/as_of.rs, T1). Two kinds
+/// move no money and post nothing: a refund held back while its plugin has not answered, and
+/// its release when declined; they are here because the payment's unallocated amount holds
+/// them back (F3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Movement {
     /// I2: the invoice owes its total. `tax` is None when Settle no longer knows the tax of this
-    /// finalization: the invoice was reverted to draft and edited since, and only its total was
-    /// kept (by the audit trail); the whole total is then posted to sales.
-    InvoiceFinalized { invoice: Named, total: Decimal, tax: Option<Decimal> },
+    /// finalization: the invoice was reverted to draft and edited since, by an edit recorded
+    /// before the audit trail kept the tax beside the total; the whole total is then posted to
+    /// sales.
+    InvoiceFinalized { invoice: Named, total: Decimal, tax: Option<Decimal>, terms: InvoiceTerms },
     /// I5: reverted to draft; what its finalization posted is taken back.
     InvoiceReverted { invoice: Named },
     /// I7: voided; what its finalization posted is taken back.
     InvoiceVoided { invoice: Named },
-    /// P1-P3: money came in through `method` (its key; `method_name` for the description).
-    PaymentReceived { payment: Named, method: String, method_name: String, amount: Decimal },
-    /// P3-P5: part of a payment moved onto an invoice.
-    PaymentAllocated { allocation: Named, payment: Named, invoice: Named, amount: Decimal },
+    /// P1-P3: money came in from `client` through `method` (its key; `method_name` for the
+    /// description), dated `date`, at `location`.
+    PaymentReceived { payment: Named, method: String, method_name: String, amount: Decimal, client: String, date: NaiveDate, location: String },
+    /// P3-P5: part of a payment moved onto an invoice, on `date`; the payment's `sequence`th.
+    PaymentAllocated { allocation: Named, payment: Named, invoice: Named, amount: Decimal, sequence: i64, date: NaiveDate },
     /// P6: an allocation removed; the money is the payment's credit again.
     AllocationRemoved { allocation: Named, payment: Named, invoice: Named, amount: Decimal },
-    /// F1-F3: a refund succeeded; the money went back out through the payment's method.
-    RefundPaid { refund: Named, payment: Named, method: String, method_name: String, amount: Decimal },
+    /// F1-F3: a refund dated `date` succeeded; the money went back out through the payment's
+    /// method.
+    RefundPaid { refund: Named, payment: Named, method: String, method_name: String, amount: Decimal, date: NaiveDate },
+    /// F3: a refund sent to the payment's plugin, outcome unknown: `amount` is held back on the
+    /// payment. Posts nothing: no money moved yet.
+    RefundHeld { refund: Named, payment: Named, amount: Decimal },
+    /// F3: a held refund the plugin declined: the amount is the payment's again. Posts nothing.
+    RefundReleased { refund: Named, payment: Named },
     /// V1, V2: a payment voided; what is left of it is taken back.
     PaymentVoided { payment: Named },
-    /// C1-C3: a credit note lowered its invoice's balance by `total`, `tax` of it tax.
-    CreditNoteIssued { credit_note: Named, invoice: Named, total: Decimal, tax: Decimal },
+    /// C1-C3: a credit note dated `date` lowered its invoice's balance by `total`, `tax` of it
+    /// tax.
+    CreditNoteIssued { credit_note: Named, invoice: Named, total: Decimal, tax: Decimal, date: NaiveDate, reason: String },
     /// C4: a credit note voided; what it posted is taken back.
     CreditNoteVoided { credit_note: Named, invoice: Named },
 }
@@ -242,11 +264,12 @@ impl Replay {
         }
     }
 
-    /// One movement as (kind, records, description, lines).
-    fn lines(&mut self, movement: &Movement) -> (EntryKind, Vec<String>, String, Vec<Line>) {
+    /// One movement as (kind, records, description, lines); None for a movement that posts
+    /// nothing (a refund held or released).
+    fn lines(&mut self, movement: &Movement) -> Option<(EntryKind, Vec<String>, String, Vec<Line>)> {
         use Account::*;
-        match movement {
-            Movement::InvoiceFinalized { invoice, total, tax } => {
+        Some(match movement {
+            Movement::InvoiceFinalized { invoice, total, tax, .. } => {
                 let known_tax = tax.unwrap_or(Decimal::ZERO);
                 let lines = vec![Line::debit(Receivable, *total), Line::credit(Sales, total - known_tax), Line::credit(TaxPayable, known_tax)];
                 self.posted.insert(invoice.record.clone(), lines.clone());
@@ -261,13 +284,13 @@ impl Replay {
                 let lines = self.take_back(&invoice.record);
                 (EntryKind::InvoiceVoided, vec![invoice.record.clone()], format!("Invoice {} voided", invoice.reference), lines)
             }
-            Movement::PaymentReceived { payment, method, method_name, amount } => {
+            Movement::PaymentReceived { payment, method, method_name, amount, .. } => {
                 self.credit.insert(payment.record.clone(), (method.clone(), *amount));
                 let lines = vec![Line::debit(MoneyReceived(method.clone()), *amount), Line::credit(ClientCredit, *amount)];
                 let description = format!("Payment {} received by {method_name}", payment.reference);
                 (EntryKind::PaymentReceived, vec![payment.record.clone()], description, lines)
             }
-            Movement::PaymentAllocated { allocation, payment, invoice, amount } => {
+            Movement::PaymentAllocated { allocation, payment, invoice, amount, .. } => {
                 self.add_credit(&payment.record, -amount);
                 let lines = vec![Line::debit(ClientCredit, *amount), Line::credit(Receivable, *amount)];
                 let description = format!("Payment {} applied to invoice {} ({})", payment.reference, invoice.reference, allocation.reference);
@@ -281,7 +304,7 @@ impl Replay {
                 let records = vec![allocation.record.clone(), payment.record.clone(), invoice.record.clone()];
                 (EntryKind::AllocationRemoved, records, description, lines)
             }
-            Movement::RefundPaid { refund, payment, method, method_name, amount } => {
+            Movement::RefundPaid { refund, payment, method, method_name, amount, .. } => {
                 self.add_credit(&payment.record, -amount);
                 let lines = vec![Line::debit(ClientCredit, *amount), Line::credit(MoneyReceived(method.clone()), *amount)];
                 let description = format!("Refund of payment {} by {method_name}", payment.reference);
@@ -297,7 +320,7 @@ impl Replay {
                 };
                 (EntryKind::PaymentVoided, vec![payment.record.clone()], format!("Payment {} voided", payment.reference), lines)
             }
-            Movement::CreditNoteIssued { credit_note, invoice, total, tax } => {
+            Movement::CreditNoteIssued { credit_note, invoice, total, tax, .. } => {
                 let lines = vec![Line::debit(CreditNotes, total - tax), Line::debit(TaxPayable, *tax), Line::credit(Receivable, *total)];
                 self.posted.insert(credit_note.record.clone(), lines.clone());
                 let description = format!("Credit note {} on invoice {}", credit_note.reference, invoice.reference);
@@ -308,7 +331,10 @@ impl Replay {
                 let description = format!("Credit note {} on invoice {} voided", credit_note.reference, invoice.reference);
                 (EntryKind::CreditNoteVoided, vec![credit_note.record.clone(), invoice.record.clone()], description, lines)
             }
-        }
+            // The money stays in client credit held until the refund succeeds (docs/rules.md,
+            // "Journal").
+            Movement::RefundHeld { .. } | Movement::RefundReleased { .. } => return None,
+        })
     }
 }
 
@@ -321,7 +347,7 @@ pub fn derive(changes: &[Change]) -> Vec<Entry> {
     let mut entries = Vec::new();
     for change in changes {
         for (at, movement) in change.movements.iter().enumerate() {
-            let (kind, records, description, lines) = replay.lines(movement);
+            let Some((kind, records, description, lines)) = replay.lines(movement) else { continue };
             let lines: Vec<Line> = lines.into_iter().filter(|line| !line.debit.is_zero() || !line.credit.is_zero()).collect();
             if lines.is_empty() {
                 continue;
@@ -384,6 +410,14 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
+    }
+
+    fn terms() -> InvoiceTerms {
+        InvoiceTerms { client: "c".into(), issue_date: day(), due_date: day() }
+    }
+
     fn named(record: &str, reference: &str) -> Named {
         Named { record: record.into(), reference: reference.into() }
     }
@@ -409,11 +443,11 @@ mod tests {
         let allocation = named("allocation:a", "PAY-0001-1");
         let note = named("credit_note:c", "CN-0001");
         let changes = vec![
-            change(1, Movement::InvoiceFinalized { invoice: invoice.clone(), total: d("110.00"), tax: Some(d("10.00")) }),
-            change(2, Movement::PaymentReceived { payment: payment.clone(), method: "cash".into(), method_name: "Cash".into(), amount: d("80.00") }),
-            change(3, Movement::PaymentAllocated { allocation: allocation.clone(), payment: payment.clone(), invoice: invoice.clone(), amount: d("50.00") }),
-            change(4, Movement::CreditNoteIssued { credit_note: note.clone(), invoice: invoice.clone(), total: d("22.00"), tax: d("2.00") }),
-            change(5, Movement::RefundPaid { refund: named("refund:r", ""), payment: payment.clone(), method: "cash".into(), method_name: "Cash".into(), amount: d("10.00") }),
+            change(1, Movement::InvoiceFinalized { invoice: invoice.clone(), total: d("110.00"), tax: Some(d("10.00")), terms: terms() }),
+            change(2, Movement::PaymentReceived { payment: payment.clone(), method: "cash".into(), method_name: "Cash".into(), amount: d("80.00"), client: "c".into(), date: day(), location: "l".into() }),
+            change(3, Movement::PaymentAllocated { allocation: allocation.clone(), payment: payment.clone(), invoice: invoice.clone(), amount: d("50.00"), sequence: 1, date: day() }),
+            change(4, Movement::CreditNoteIssued { credit_note: note.clone(), invoice: invoice.clone(), total: d("22.00"), tax: d("2.00"), date: day(), reason: "Goodwill".into() }),
+            change(5, Movement::RefundPaid { refund: named("refund:r", ""), payment: payment.clone(), method: "cash".into(), method_name: "Cash".into(), amount: d("10.00"), date: day() }),
             change(6, Movement::AllocationRemoved { allocation, payment: payment.clone(), invoice: invoice.clone(), amount: d("50.00") }),
             change(7, Movement::CreditNoteVoided { credit_note: note, invoice: invoice.clone() }),
         ];
@@ -445,10 +479,10 @@ mod tests {
     fn empty_entries_are_left_out_and_a_reversal_takes_back_what_was_posted() {
         let invoice = named("invoice:i", "INV-0002");
         let entries = derive(&[
-            change(1, Movement::InvoiceFinalized { invoice: named("invoice:z", "INV-0001"), total: Decimal::ZERO, tax: Some(Decimal::ZERO) }),
-            change(2, Movement::InvoiceFinalized { invoice: invoice.clone(), total: d("55.00"), tax: None }),
+            change(1, Movement::InvoiceFinalized { invoice: named("invoice:z", "INV-0001"), total: Decimal::ZERO, tax: Some(Decimal::ZERO), terms: terms() }),
+            change(2, Movement::InvoiceFinalized { invoice: invoice.clone(), total: d("55.00"), tax: None, terms: terms() }),
             change(3, Movement::InvoiceReverted { invoice: invoice.clone() }),
-            change(4, Movement::InvoiceFinalized { invoice: invoice.clone(), total: d("66.00"), tax: Some(d("6.00")) }),
+            change(4, Movement::InvoiceFinalized { invoice: invoice.clone(), total: d("66.00"), tax: Some(d("6.00")), terms: terms() }),
         ]);
         let kinds: Vec<(EntryKind, usize)> = entries.iter().map(|e| (e.kind, e.lines.len())).collect();
         assert_eq!(kinds, [(EntryKind::InvoiceFinalized, 2), (EntryKind::InvoiceReverted, 2), (EntryKind::InvoiceFinalized, 3)]);

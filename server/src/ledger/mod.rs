@@ -5,6 +5,7 @@
 //! and persist what comes back.
 
 pub mod account;
+pub mod as_of;
 pub mod audit_chain;
 pub mod credit_note;
 pub mod invoice;

@@ -2,16 +2,16 @@
 //! rules are ledger/account.rs.
 
 use chrono::NaiveDate;
-use rust_decimal::Decimal;
 
 use super::invoices::{date_string, parse_date};
 use super::rows::{AllocationRow, CreditNoteRow, InvoiceRow, PaymentRow, RefundRow, key_of};
 use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::AppResult;
-use crate::ledger::account::{self, ClientBalance, EntryKind, Statement, StatementEntry};
+use crate::ledger::account::{
+    self, ClientBalance, Statement, StatementAllocation, StatementCreditNote, StatementInvoice, StatementPayment, StatementRecords, StatementRefund,
+};
 use crate::ledger::invoice::InvoiceFacts;
-use crate::ledger::money::display_amount;
 use crate::ledger::numbering::format_number;
 use crate::ledger::payment::PaymentFacts;
 
@@ -60,60 +60,52 @@ impl Store {
         let allocations: Vec<AllocationRow> = results.rows(2)?;
         let refunds: Vec<RefundRow> = results.rows(3)?;
         let credit_notes: Vec<CreditNoteRow> = results.rows(4)?;
-
-        let payment_numbers: std::collections::HashMap<String, String> =
-            payments.iter().map(|p| (key_of(&p.id), p.doc.display_number().unwrap_or_default())).collect();
-        let invoice_numbers: std::collections::HashMap<String, String> = invoices
-            .iter()
-            .map(|i| (key_of(&i.id), i.doc.number.map(|n| format_number("INV", n)).unwrap_or_default()))
-            .collect();
-        let mut entries = Vec::new();
-        for invoice in &invoices {
-            let number = invoice_numbers[&key_of(&invoice.id)].clone();
-            entries.push(entry(&invoice.doc.issue_date, EntryKind::Invoice, "invoice", &invoice.id, number, "Invoice".into(), invoice.doc.total));
-        }
-        for payment in &payments {
-            let description = format!("Payment ({})", payment.doc.method_name);
-            entries.push(entry(&payment.doc.date, EntryKind::Payment, "payment", &payment.id, payment.doc.display_number().unwrap_or_default(), description, payment.doc.amount));
-        }
-        for allocation in &allocations {
-            let description = format!(
-                "{} of {} applied to {}",
-                display_amount(allocation.amount, &allocation.currency),
-                payment_numbers.get(&allocation.payment).cloned().unwrap_or_default(),
-                invoice_numbers.get(&allocation.invoice).cloned().unwrap_or_default()
-            );
-            let reference = format!("{}-{}", payment_numbers.get(&allocation.payment).cloned().unwrap_or_default(), allocation.sequence);
-            entries.push(entry(&allocation.date, EntryKind::Allocation, "allocation", &allocation.id, reference, description, Decimal::ZERO));
-        }
-        for refund in &refunds {
-            let reference = payment_numbers.get(&refund.payment).cloned().unwrap_or_default();
-            entries.push(entry(&refund.date, EntryKind::Refund, "refund", &refund.id, reference, "Refund".into(), refund.amount));
-        }
-        for note in &credit_notes {
-            let description = format!("Credit note: {}", note.reason);
-            entries.push(entry(&note.date, EntryKind::CreditNote, "credit_note", &note.id, format_number("CN", note.number), description, note.total));
-        }
-        Ok(account::statement(entries, from))
-    }
-}
-
-fn entry(
-    date: &str,
-    kind: EntryKind,
-    table: &str,
-    id: &surrealdb::types::RecordId,
-    reference: String,
-    description: String,
-    amount: Decimal,
-) -> StatementEntry {
-    StatementEntry {
-        date: parse_date(date),
-        kind,
-        record: format!("{table}:{}", key_of(id)),
-        reference,
-        description,
-        amount: kind.owed(amount),
-        balance: Decimal::ZERO,
+        let records = StatementRecords {
+            invoices: invoices
+                .iter()
+                .map(|i| StatementInvoice {
+                    key: key_of(&i.id),
+                    number: i.doc.number.map(|n| format_number("INV", n)).unwrap_or_default(),
+                    issue_date: parse_date(&i.doc.issue_date),
+                    total: i.doc.total,
+                })
+                .collect(),
+            payments: payments
+                .iter()
+                .map(|p| StatementPayment {
+                    key: key_of(&p.id),
+                    number: p.doc.display_number().unwrap_or_default(),
+                    method_name: p.doc.method_name.clone(),
+                    date: parse_date(&p.doc.date),
+                    amount: p.doc.amount,
+                })
+                .collect(),
+            allocations: allocations
+                .iter()
+                .map(|a| StatementAllocation {
+                    key: key_of(&a.id),
+                    payment: a.payment.clone(),
+                    invoice: a.invoice.clone(),
+                    sequence: a.sequence,
+                    date: parse_date(&a.date),
+                    amount: a.amount,
+                })
+                .collect(),
+            refunds: refunds
+                .iter()
+                .map(|r| StatementRefund { key: key_of(&r.id), payment: r.payment.clone(), date: parse_date(&r.date), amount: r.amount })
+                .collect(),
+            credit_notes: credit_notes
+                .iter()
+                .map(|n| StatementCreditNote {
+                    key: key_of(&n.id),
+                    number: format_number("CN", n.number),
+                    reason: n.reason.clone(),
+                    date: parse_date(&n.date),
+                    total: n.total,
+                })
+                .collect(),
+        };
+        Ok(records.statement(currency, from))
     }
 }

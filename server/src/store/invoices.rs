@@ -121,14 +121,23 @@ fn number_record(tenant: &TenantId, number: i64) -> RecordId {
     RecordId::new("invoice_number", RecordIdKey::Array(parts))
 }
 
+/// An invoice as its audit events keep it. The tax (kept since schema version 8) is there for
+/// the journal: the edit that replaces a finalization (I5, then I1) is the only place left that
+/// holds what that finalization made owing, tax included (store/journal.rs).
 pub(crate) fn summary(doc: &InvoiceDoc) -> serde_json::Value {
     serde_json::json!({
         "status": doc.status,
         "number": doc.number,
         "total": doc.total.to_string(),
+        "tax": doc.tax.to_string(),
         "paid": doc.paid.to_string(),
         "credited": doc.credited.to_string(),
         "currency": doc.currency,
+        // Whom and when it bills: a draft's edit can change them, and the reports as of a
+        // moment before the edit need the ones it replaced (T1).
+        "client": doc.client,
+        "issueDate": doc.issue_date,
+        "dueDate": doc.due_date,
     })
 }
 

@@ -13,12 +13,14 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use surrealdb::types::{RecordId, SurrealValue};
 
+use super::invoices::parse_date;
 use super::rows::{AllocationRow, CreditNoteRow, InvoiceRow, PaymentMethodRow, PaymentRow, RefundRow, key_of};
 use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult};
 use crate::events::{InvoiceStatus, LedgerEvent, RefundOutcome, from_stored};
-use crate::ledger::journal::{Change, Chart, Entry, Movement, Named, derive};
+use crate::ledger::as_of::{Books, books_at};
+use crate::ledger::journal::{Change, Chart, Entry, InvoiceTerms, Movement, Named, derive};
 use crate::ledger::numbering::format_number;
 
 /// An audit event as the journal reads it: a money change (with ledger events), or an edit of a
@@ -82,11 +84,19 @@ impl Records {
         Ok((note, Named { record: format!("credit_note:{key}"), reference: format_number("CN", note.number) }))
     }
 
-    /// A refund that succeeded, paid back through its payment's method.
-    fn refund_paid(&self, refund: &str, payment: &str, amount: Decimal) -> AppResult<(String, Movement)> {
+    /// A refund named as the statement shows it: by its payment's number.
+    fn refund(&self, refund: &str, payment: &str) -> AppResult<(&PaymentRow, Named, Named)> {
         let (row, payment) = self.payment(payment)?;
         let refund = Named { record: format!("refund:{refund}"), reference: payment.reference.clone() };
-        let movement = Movement::RefundPaid { refund, payment, method: row.doc.method.clone(), method_name: row.doc.method_name.clone(), amount };
+        Ok((row, refund, payment))
+    }
+
+    /// A refund that succeeded, paid back through its payment's method.
+    fn refund_paid(&self, refund_key: &str, payment: &str) -> AppResult<(String, Movement)> {
+        let (row, refund, payment) = self.refund(refund_key, payment)?;
+        let stored = found(&self.refunds, "refund", refund_key)?;
+        let (method, method_name) = (row.doc.method.clone(), row.doc.method_name.clone());
+        let movement = Movement::RefundPaid { refund, payment, method, method_name, amount: stored.amount, date: parse_date(&stored.date) };
         Ok((row.doc.currency.clone(), movement))
     }
 }
@@ -102,8 +112,7 @@ fn named_keys(changes: &[(ChangeRow, Vec<LedgerEvent>)]) -> [Vec<String>; 5] {
                 payments.push(payment);
                 invoices.push(invoice);
             }
-            LedgerEvent::PaymentRefunded { payment, .. } => payments.push(payment),
-            LedgerEvent::RefundSettled { refund, payment, .. } => {
+            LedgerEvent::PaymentRefunded { refund, payment, .. } | LedgerEvent::RefundSettled { refund, payment, .. } => {
                 refunds.push(refund);
                 payments.push(payment);
             }
@@ -124,13 +133,19 @@ fn named_keys(changes: &[(ChangeRow, Vec<LedgerEvent>)]) -> [Vec<String>; 5] {
     })
 }
 
-/// The total an invoice had before the edit recorded in `update`'s audit summary.
-fn total_before(update: &ChangeRow) -> AppResult<Decimal> {
+/// The total and tax an invoice had before the edit recorded in `update`'s audit summary, and
+/// who it billed and when, as far as the summary keeps them: the tax since schema version 8, the
+/// client and dates since as-of reports (None before: the record's are taken).
+fn replaced_by_edit(update: &ChangeRow) -> AppResult<(Decimal, Option<Decimal>, Option<InvoiceTerms>)> {
     let summary: serde_json::Value = serde_json::from_str(update.before.as_deref().unwrap_or("null")).map_err(AppError::internal)?;
-    summary["total"]
-        .as_str()
-        .and_then(|total| total.parse().ok())
-        .ok_or_else(|| AppError::internal(format!("audit event {} keeps no invoice total", key_of(&update.id))))
+    let amount = |field: &str| summary[field].as_str().and_then(|amount| amount.parse().ok());
+    let total = amount("total").ok_or_else(|| AppError::internal(format!("audit event {} keeps no invoice total", key_of(&update.id))))?;
+    let date = |field: &str| summary[field].as_str().and_then(|text| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok());
+    let terms = match (summary["client"].as_str(), date("issueDate"), date("dueDate")) {
+        (Some(client), Some(issue_date), Some(due_date)) => Some(InvoiceTerms { client: client.to_owned(), issue_date, due_date }),
+        _ => None,
+    };
+    Ok((total, amount("tax"), terms))
 }
 
 /// What the journal needs to know of one change: its movements, in its currency.
@@ -142,23 +157,29 @@ struct ChangeBuilder<'a> {
 }
 
 impl ChangeBuilder<'_> {
-    /// I2: what finalizing `key` at place `at` made it owe. The invoice's total and tax as
-    /// stored are those of its last finalization unless it was edited after this one (reverted
-    /// to draft first, I5); then the edit's audit summary still has the total it replaced, but
-    /// no record keeps that total's tax.
+    /// I2: what finalizing `key` at place `at` made it owe, and whom. The invoice's total, tax,
+    /// client and dates as stored are those of its last finalization unless it was edited after
+    /// this one (reverted to draft first, I5); then the edit's audit summary has the total it
+    /// replaced, and its tax (since schema version 8), client and dates (since as-of reports).
     fn finalized(&self, key: &str, at: usize) -> AppResult<(String, Movement)> {
         let (row, invoice) = self.records.invoice(key)?;
+        let stored_terms =
+            || InvoiceTerms { client: row.doc.client.clone(), issue_date: parse_date(&row.doc.issue_date), due_date: parse_date(&row.doc.due_date) };
         let next_edit = self.edits.get(key).and_then(|places| places.iter().find(|place| **place > at));
-        let (total, tax) = match next_edit {
-            None => (row.doc.total, Some(row.doc.tax)),
-            Some(place) => (total_before(&self.rows[*place].0)?, None),
+        let (total, tax, terms) = match next_edit {
+            None => (row.doc.total, Some(row.doc.tax), stored_terms()),
+            Some(place) => {
+                let (total, tax, terms) = replaced_by_edit(&self.rows[*place].0)?;
+                (total, tax, terms.unwrap_or_else(stored_terms))
+            }
         };
-        Ok((row.doc.currency.clone(), Movement::InvoiceFinalized { invoice, total, tax }))
+        Ok((row.doc.currency.clone(), Movement::InvoiceFinalized { invoice, total, tax, terms }))
     }
 
     /// The movement of one ledger event at place `at`, with its currency; None for an event
-    /// that moves no money (a status change between OPEN and PAID, a refund pending or declined,
-    /// a payment's description edited, a declined charge).
+    /// that changes no amount (a status change between OPEN and PAID, which follows from the
+    /// balance (I3), a refund declined at once, a payment's description edited, a declined
+    /// charge).
     fn movement(&self, event: &LedgerEvent, at: usize) -> AppResult<Option<(String, Movement)>> {
         let records = self.records;
         Ok(Some(match event {
@@ -173,23 +194,39 @@ impl ChangeBuilder<'_> {
             }
             LedgerEvent::PaymentRecorded { payment, amount, currency, .. } => {
                 let (row, payment) = records.payment(payment)?;
-                let movement = Movement::PaymentReceived { payment, method: row.doc.method.clone(), method_name: row.doc.method_name.clone(), amount: *amount };
+                let doc = &row.doc;
+                let movement = Movement::PaymentReceived {
+                    payment,
+                    method: doc.method.clone(),
+                    method_name: doc.method_name.clone(),
+                    amount: *amount,
+                    client: doc.client.clone(),
+                    date: parse_date(&doc.date),
+                    location: doc.location.clone(),
+                };
                 (currency.clone(), movement)
             }
-            LedgerEvent::PaymentAllocated { allocation, payment, invoice, amount, currency } => {
+            LedgerEvent::PaymentAllocated { allocation: key, payment, invoice, amount, currency } => {
                 let ((_, payment), (_, invoice)) = (records.payment(payment)?, records.invoice(invoice)?);
-                let allocation = records.allocation(allocation, &payment)?;
-                (currency.clone(), Movement::PaymentAllocated { allocation, payment, invoice, amount: *amount })
+                let allocation = records.allocation(key, &payment)?;
+                let row = found(&records.allocations, "allocation", key)?;
+                let (sequence, date) = (row.sequence, parse_date(&row.date));
+                (currency.clone(), Movement::PaymentAllocated { allocation, payment, invoice, amount: *amount, sequence, date })
             }
             LedgerEvent::AllocationRemoved { allocation, payment, invoice, amount, currency } => {
                 let ((_, payment), (_, invoice)) = (records.payment(payment)?, records.invoice(invoice)?);
                 let allocation = records.allocation(allocation, &payment)?;
                 (currency.clone(), Movement::AllocationRemoved { allocation, payment, invoice, amount: *amount })
             }
-            LedgerEvent::PaymentRefunded { refund, payment, amount, outcome: RefundOutcome::Succeeded, .. } => records.refund_paid(refund, payment, *amount)?,
-            LedgerEvent::RefundSettled { refund, payment, outcome: RefundOutcome::Succeeded } => {
-                let amount = found(&records.refunds, "refund", refund)?.amount;
-                records.refund_paid(refund, payment, amount)?
+            LedgerEvent::PaymentRefunded { refund, payment, outcome: RefundOutcome::Succeeded, .. }
+            | LedgerEvent::RefundSettled { refund, payment, outcome: RefundOutcome::Succeeded } => records.refund_paid(refund, payment)?,
+            LedgerEvent::PaymentRefunded { refund, payment, amount, currency, outcome: RefundOutcome::Pending } => {
+                let (_, refund, payment) = records.refund(refund, payment)?;
+                (currency.clone(), Movement::RefundHeld { refund, payment, amount: *amount })
+            }
+            LedgerEvent::RefundSettled { refund, payment, outcome: RefundOutcome::Declined } => {
+                let (row, refund, payment) = records.refund(refund, payment)?;
+                (row.doc.currency.clone(), Movement::RefundReleased { refund, payment })
             }
             LedgerEvent::PaymentVoided { payment } => {
                 let (row, payment) = records.payment(payment)?;
@@ -197,7 +234,8 @@ impl ChangeBuilder<'_> {
             }
             LedgerEvent::CreditNoteIssued { credit_note, invoice, .. } => {
                 let ((note, credit_note), (_, invoice)) = (records.credit_note(credit_note)?, records.invoice(invoice)?);
-                (note.currency.clone(), Movement::CreditNoteIssued { credit_note, invoice, total: note.total, tax: note.tax })
+                let (date, reason) = (parse_date(&note.date), note.reason.clone());
+                (note.currency.clone(), Movement::CreditNoteIssued { credit_note, invoice, total: note.total, tax: note.tax, date, reason })
             }
             LedgerEvent::CreditNoteVoided { credit_note, invoice } => {
                 let ((note, credit_note), (_, invoice)) = (records.credit_note(credit_note)?, records.invoice(invoice)?);
@@ -243,6 +281,21 @@ impl Store {
     /// the tenant and the records their events name: the journal is derived each time, never
     /// kept.
     pub async fn journal(&self, tenant: &TenantId) -> AppResult<(Chart, Vec<Entry>)> {
+        let (chart, changes) = self.money_changes(tenant).await?;
+        Ok((chart, derive(&changes)))
+    }
+
+    /// T1: the tenant's books as they stood at `at` (ledger/as_of.rs), replayed from the money
+    /// changes up to that moment. Reads the tenant's whole history, as the journal does.
+    pub async fn books_at(&self, tenant: &TenantId, at: DateTime<Utc>) -> AppResult<Books> {
+        let (_, changes) = self.money_changes(tenant).await?;
+        books_at(&changes, at)
+    }
+
+    /// The tenant's chart of accounts and every money change to date, in the order the changes
+    /// took effect (their audit events' time, then key), each with what its records say: what
+    /// the journal (J1) and the reports as of a moment (T1, ledger/as_of.rs) replay.
+    pub async fn money_changes(&self, tenant: &TenantId) -> AppResult<(Chart, Vec<Change>)> {
         let mut found = self
             .query(
                 "SELECT id, at, action, records, before, events FROM audit_event
@@ -281,6 +334,6 @@ impl Store {
         for at in 0..rows.len() {
             changes.extend(builder.change(at)?);
         }
-        Ok((chart, derive(&changes)))
+        Ok((chart, changes))
     }
 }

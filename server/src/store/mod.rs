@@ -51,7 +51,7 @@ use crate::metrics::Metrics;
 /// release's (setup.rs); each statement is idempotent.
 const SCHEMA: &str = include_str!("schema.surql");
 /// Bumped whenever schema.surql changes meaning; recorded in the database.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// How long /healthz waits for the database before it reports it unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);

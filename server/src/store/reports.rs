@@ -149,6 +149,27 @@ pub struct StatusSum {
 /// (group, currency) of takings.
 pub type TakingsKey = (String, String);
 
+/// Takings sums (of payments, and of refunds) by `group` and currency, from sums by day, method,
+/// location and currency: those kept by positioning, or those of the books as of a moment (T1).
+pub fn takings_by_group(sums: &[TakingsChange], group: TakingsGroup) -> (Vec<GroupSum<TakingsKey>>, Vec<GroupSum<TakingsKey>>) {
+    let mut payments = Vec::new();
+    let mut refunds = Vec::new();
+    for sum in sums {
+        let grouped = match group {
+            TakingsGroup::Day => date_string(sum.date),
+            TakingsGroup::Method => sum.method.clone(),
+            TakingsGroup::Location => sum.location.clone(),
+        };
+        if sum.payments != 0 {
+            payments.push(GroupSum { group: (grouped.clone(), sum.currency.clone()), amount: sum.received, count: sum.payments });
+        }
+        if sum.refunds != 0 {
+            refunds.push(GroupSum { group: (grouped, sum.currency.clone()), amount: sum.refunded, count: sum.refunds });
+        }
+    }
+    (payments, refunds)
+}
+
 impl Store {
     /// Sums of the tenant's non-void payments and of its successful refunds dated `from` to `to`
     /// (calendar dates of the practice), by `group` and currency: the takings sums of those days,
@@ -168,23 +189,13 @@ impl Store {
             )
             .await?
             .rows(0)?;
-        let mut payments = Vec::new();
-        let mut refunds = Vec::new();
+        let mut sums = Vec::with_capacity(rows.len());
         for row in rows {
             let (date, method, location, currency) = takings_day_key(&row.id)?;
-            let grouped = match group {
-                TakingsGroup::Day => date,
-                TakingsGroup::Method => method,
-                TakingsGroup::Location => location,
-            };
-            if row.payments != 0 {
-                payments.push(GroupSum { group: (grouped.clone(), currency.clone()), amount: row.received, count: row.payments });
-            }
-            if row.refunds != 0 {
-                refunds.push(GroupSum { group: (grouped, currency), amount: row.refunded, count: row.refunds });
-            }
+            let (received, payments, refunded, refunds) = (row.received, row.payments, row.refunded, row.refunds);
+            sums.push(TakingsChange { date: parse_date(&date), method, location, currency, received, payments, refunded, refunds });
         }
-        Ok((payments, refunds))
+        Ok(takings_by_group(&sums, group))
     }
 
     /// Balances of the tenant's OPEN invoices of `currency`, summed by (client, due date), with

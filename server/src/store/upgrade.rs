@@ -4,7 +4,7 @@
 
 use surrealdb::types::{RecordId, RecordIdKey, RecordIdKeyRange, SurrealValue};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use rust_decimal::Decimal;
 
@@ -13,7 +13,8 @@ use super::invoices::parse_date;
 use super::reports::add_takings_sums;
 use super::{Store, Vars, rows};
 use crate::auth::TenantId;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
+use crate::events::{LedgerEvent, from_stored};
 use crate::ledger::reports::{TakingsChange, TakingsPlace, sum_takings_changes};
 
 /// Records updated per transaction while upgrading.
@@ -51,7 +52,150 @@ pub(super) async fn upgrade(store: &Store, from_version: i64) -> AppResult<()> {
         // Version 7 chains each tenant's audit events (H1).
         chain_audit_events(store).await?;
     }
+    if from_version < 8 {
+        // Version 8 fills in who made the payments, credit notes and finalizations written
+        // before version 6 kept it, from their audit events.
+        fill_actors(store).await?;
+    }
     Ok(())
+}
+
+/// The actions of the changes that create a payment, as every version of Settle recorded them:
+/// each such audit event names the one payment it created.
+const PAYMENT_CREATED: [&str; 4] = ["payment.record", "payment.pay_invoice", "invoice.finalize_and_pay", "charge.succeeded"];
+/// The actions that always finalize the invoice they name. A charge (`charge.succeeded`)
+/// finalizes only when asked to and the invoice was still a draft, which only its ledger events
+/// say (since version 4).
+const INVOICE_FINALIZED: [&str; 2] = ["invoice.finalize", "invoice.finalize_and_pay"];
+const CREDIT_NOTE_ISSUED: &str = "credit_note.issue";
+const INVOICE_REVERTED: &str = "invoice.revert";
+
+/// Version 6 began to keep the actor (the token's subject) of each payment (`created_by`),
+/// credit note (`created_by`) and finalization (`finalized_by`), which balance explanations show.
+/// Those written before have it only on the audit event that made them, written in the same
+/// transaction (X3), so it is copied from there; audit events are read, never changed (their
+/// hashes chain them, H1).
+///
+/// A field is filled only while it is NONE, so an actor the application wrote is never replaced
+/// and a start interrupted halfway fills the rest at the next start. An invoice finalized more
+/// than once was reverted to draft in between (I5), and takes the actor of its latest
+/// finalization: those invoices are found first (reverts are rare), and their latest finalizer
+/// is written after the walk has seen every finalization; every other invoice was finalized at
+/// most once. An invoice edited since its finalization has no `finalized_at` and, as the
+/// application does on an edit, no finalizer either.
+async fn fill_actors(store: &Store) -> AppResult<()> {
+    let reverted: Vec<Vec<String>> = store
+        .query("SELECT VALUE records FROM audit_event WHERE action = $action", Vars::new().set("action", INVOICE_REVERTED.to_owned()))
+        .await?
+        .rows(0)?;
+    let reverted: HashSet<String> = reverted.iter().flatten().filter_map(|record| record.strip_prefix("invoice:")).map(str::to_owned).collect();
+    let latest = std::sync::Mutex::new(BTreeMap::<String, String>::new());
+    let (reverted, latest_ref) = (&reverted, &latest);
+    in_batches(store, "audit_event", "id, actor, action, records, events", |batch: Vec<ActorRow>| async move {
+        let mut fills = ActorFills::default();
+        for row in &batch {
+            if PAYMENT_CREATED.contains(&row.action.as_str()) {
+                fills.payments.extend(row.named("payment").iter().map(|key| ActorFill::new("payment", key, &row.actor)));
+            }
+            if row.action == CREDIT_NOTE_ISSUED {
+                fills.credit_notes.extend(row.named("credit_note").iter().map(|key| ActorFill::new("credit_note", key, &row.actor)));
+            }
+            for invoice in row.finalized()? {
+                if reverted.contains(&invoice) {
+                    latest_ref.lock().unwrap_or_else(|p| p.into_inner()).insert(invoice, row.actor.clone());
+                } else {
+                    fills.invoices.push(ActorFill::new("invoice", &invoice, &row.actor));
+                }
+            }
+        }
+        fills.write(store).await
+    })
+    .await?;
+    let latest: Vec<ActorFill> =
+        latest.into_inner().unwrap_or_else(|p| p.into_inner()).iter().map(|(invoice, actor)| ActorFill::new("invoice", invoice, actor)).collect();
+    for batch in latest.chunks(BATCH as usize) {
+        ActorFills { invoices: batch.to_vec(), ..ActorFills::default() }.write(store).await?;
+    }
+    Ok(())
+}
+
+#[derive(SurrealValue)]
+struct ActorRow {
+    id: RecordId,
+    actor: String,
+    action: String,
+    records: Vec<String>,
+    events: Option<String>,
+}
+
+impl HasId for ActorRow {
+    fn id(&self) -> &RecordId {
+        &self.id
+    }
+}
+
+impl ActorRow {
+    /// The keys of the records of `table` the event names, each once (finalize_and_pay names its
+    /// invoice again beside the allocation it made).
+    fn named(&self, table: &str) -> Vec<String> {
+        let mut keys: Vec<String> =
+            self.records.iter().filter_map(|record| record.strip_prefix(table)?.strip_prefix(':')).map(str::to_owned).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// The invoices this change finalized (I2).
+    fn finalized(&self) -> AppResult<Vec<String>> {
+        if INVOICE_FINALIZED.contains(&self.action.as_str()) {
+            return Ok(self.named("invoice"));
+        }
+        if self.action != "charge.succeeded" {
+            return Ok(Vec::new());
+        }
+        let events = from_stored(self.events.as_deref())
+            .map_err(|error| AppError::internal(format!("the ledger events of audit event {}: {error}", rows::key_of(&self.id))))?;
+        Ok(events.into_iter().filter_map(|event| if let LedgerEvent::InvoiceFinalized { invoice } = event { Some(invoice) } else { None }).collect())
+    }
+}
+
+#[derive(Clone, SurrealValue)]
+struct ActorFill {
+    id: RecordId,
+    actor: String,
+}
+
+impl ActorFill {
+    fn new(table: &str, key: &str, actor: &str) -> ActorFill {
+        ActorFill { id: rows::record(table, key), actor: actor.to_owned() }
+    }
+}
+
+/// The actors one batch of audit events gives, written in one transaction.
+#[derive(Default)]
+struct ActorFills {
+    payments: Vec<ActorFill>,
+    credit_notes: Vec<ActorFill>,
+    invoices: Vec<ActorFill>,
+}
+
+impl ActorFills {
+    async fn write(self, store: &Store) -> AppResult<()> {
+        if self.payments.is_empty() && self.credit_notes.is_empty() && self.invoices.is_empty() {
+            return Ok(());
+        }
+        store
+            .query(
+                "BEGIN;
+                 FOR $row IN $payments { UPDATE $row.id SET created_by = $row.actor WHERE created_by = NONE RETURN NONE; };
+                 FOR $row IN $notes { UPDATE $row.id SET created_by = $row.actor WHERE created_by = NONE RETURN NONE; };
+                 FOR $row IN $invoices { UPDATE $row.id SET finalized_by = $row.actor WHERE finalized_by = NONE AND finalized_at != NONE RETURN NONE; };
+                 COMMIT;",
+                Vars::new().set("payments", self.payments).set("notes", self.credit_notes).set("invoices", self.invoices),
+            )
+            .await
+            .map(drop)
+    }
 }
 
 /// Gives every audit event written before version 7 its content hash, computed from its stored
