@@ -1,8 +1,9 @@
 //! Several Settle processes on one SurrealDB server: three real `settle serve` processes on one
 //! database (SurrealDB's own server, `tools/surreal`), requests of one practice sent to each in
 //! turn, and every rule checked as if there were one: P7, F1, M4, M5, unique gap-free numbers,
-//! one effect per idempotency key, and ledger events committed through one process delivered by
-//! another, in order, none missing (E2).
+//! one effect per idempotency key, ledger events committed through one process delivered by
+//! another, in order, none missing (E2), and settings changed through one process used by all
+//! within the settings cache's bound.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -122,6 +123,29 @@ async fn three_processes_on_one_database_keep_every_rule_of_one_ledger() {
     numbers.sort();
     let expected: Vec<String> = (1..=30).map(|n| format!("PAY-{n:04}")).collect();
     assert_eq!(numbers, expected, "unique and gap-free across processes");
+
+    // Settings: a change made through one process is used by every process once
+    // SETTINGS_CACHE_TTL has passed, though each had the old settings cached.
+    let practice = cluster.practice();
+    let seed = practice[0].seed().await;
+    let terms = |invoice: &Value| {
+        let date = |field: &str| chrono::NaiveDate::parse_from_str(invoice[field].as_str().unwrap(), "%Y-%m-%d").unwrap();
+        (date("dueDate") - date("issueDate")).num_days()
+    };
+    let line = json!([{"description": "Consultation", "unitPrice": "10.00"}]);
+    let before = practice[0].admin().ok("{ settings { paymentTermsDays } }", json!({})).await["settings"]["paymentTermsDays"].as_i64().unwrap();
+    for app in &practice {
+        assert_eq!(terms(&app.draft_invoice(&seed, line.clone()).await), before);
+    }
+    let changed = before + 17;
+    practice[0]
+        .admin()
+        .ok("mutation($days: Int!) { updateSettings(input: {paymentTermsDays: $days}) { paymentTermsDays } }", json!({"days": changed}))
+        .await;
+    tokio::time::sleep(settle::store::tenants::SETTINGS_CACHE_TTL).await;
+    for app in &practice {
+        assert_eq!(terms(&app.draft_invoice(&seed, line.clone()).await), changed, "every process uses the new terms after the cache's bound");
+    }
 
     // X2 across processes: one key sent to all three at once has one effect.
     same_key_twenty_times_at_once_creates_one_payment(&each(&cluster.practice())).await;
