@@ -147,7 +147,7 @@ fn load_keys(settings: &Settings) -> anyhow::Result<(TokenKeys, bool)> {
 pub fn built_in_plugins() -> Vec<Arc<dyn PaymentMethodPlugin>> {
     vec![
         Arc::new(settle_plugin_manual_core::ManualPlugin::default()),
-        Arc::new(settle_plugin_card_sim_core::CardSimPlugin::default()),
+        Arc::new(settle_plugin_card_sim_core::CardSimPlugin::from_env()),
     ]
 }
 

@@ -3,7 +3,8 @@
 //!
 //! It behaves like a real card gateway, with a real gateway's awkward parts (declines, a call
 //! that never answers, idempotent retries, partial refunds), but moves no money and calls no
-//! network: the "gateway" is in-memory state inside the plugin, kept for the life of the process.
+//! network: the "gateway" is in-memory state inside the plugin, kept for the life of the process,
+//! or a file that several processes share (see "A gateway shared by several processes").
 //!
 //! # Configuration
 //!
@@ -45,6 +46,16 @@
 //! All of this sits behind one mutex, so concurrent calls (the host makes them) cannot refund a
 //! charge twice over; the lock is never held while a call sleeps.
 //!
+//! # A gateway shared by several processes
+//!
+//! A real gateway outlives the process that called it, and every Settle process of a practice
+//! talks to the same one. With the environment variable `SETTLE_CARD_SIM_GATEWAY_FILE` set to a
+//! path, card-sim keeps its memory in that JSON file instead: every call takes an exclusive lock
+//! on `<path>.lock`, reads the file, and writes it back (to `<path>.tmp`, then renamed) before
+//! answering. Several Settle processes started with the same path then see one gateway: a
+//! charge made through one answers `status` asked by another, and it survives restarts. Without
+//! the variable (the default) nothing touches the disk.
+//!
 //! # Why this crate has no C exports
 //!
 //! This is the plugin's logic, as the plain [`PaymentMethodPlugin`] value [`CardSimPlugin`]: the
@@ -55,10 +66,12 @@
 //! define them cannot both be linked into one binary (the symbols would be duplicates).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use settle_plugin::{
     Capability, ChargeRequest, Manifest, Operation, Outcome, PROTOCOL_VERSION, PaymentMethodPlugin, PluginError,
@@ -86,15 +99,28 @@ pub mod cards {
     pub const NEVER_ANSWERS: &str = "4000000000000259";
 }
 
+/// The environment variable naming the file of a gateway shared by several processes.
+pub const GATEWAY_FILE_VAR: &str = "SETTLE_CARD_SIM_GATEWAY_FILE";
+
 /// The plugin: a simulated gateway and its memory.
 #[derive(Debug, Default)]
 pub struct CardSimPlugin {
+    /// The gateway's memory when it is this process's own; with a shared file, only the lock
+    /// that keeps this process's calls one at a time (the file lock orders the processes).
     state: Mutex<State>,
+    /// The file of a gateway shared by several processes, if any.
+    shared: Option<PathBuf>,
 }
 
-type Key = (String, String);
+/// A charge's or refund's key: its tenant and idempotency key, as one string (a JSON array, so
+/// no tenant and key pair can be mistaken for another).
+type Key = String;
 
-#[derive(Debug, Default)]
+fn key(tenant: &str, idempotency_key: &str) -> Key {
+    json!([tenant, idempotency_key]).to_string()
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     /// Charge outcomes by (tenant, idempotency key).
     charges: HashMap<Key, Outcome>,
@@ -106,7 +132,7 @@ struct State {
     refunds_made: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Charged {
     tenant: String,
     amount: Decimal,
@@ -115,11 +141,52 @@ struct Charged {
 }
 
 impl CardSimPlugin {
-    fn state(&self) -> MutexGuard<'_, State> {
+    /// The gateway of this process, or the shared one when [`GATEWAY_FILE_VAR`] names a file.
+    pub fn from_env() -> CardSimPlugin {
+        match std::env::var_os(GATEWAY_FILE_VAR) {
+            Some(path) if !path.is_empty() => CardSimPlugin::shared(PathBuf::from(path)),
+            _ => CardSimPlugin::default(),
+        }
+    }
+
+    /// A gateway whose memory is the file at `path`, shared with every process given the same.
+    pub fn shared(path: PathBuf) -> CardSimPlugin {
+        CardSimPlugin { state: Mutex::default(), shared: Some(path) }
+    }
+
+    /// Runs `change` on the gateway's memory, alone: no other call of this process, nor of any
+    /// process sharing the file, reads or writes it meanwhile.
+    fn with_state<T>(&self, change: impl FnOnce(&mut State) -> T) -> Result<T, PluginError> {
         // A panic while holding the lock leaves the maps consistent (every write is one insert),
         // so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut own = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(path) = &self.shared else { return Ok(change(&mut own)) };
+        with_shared_state(path, change).map_err(|e| PluginError::gateway(format!("the shared test gateway at {}: {e}", path.display())))
     }
+}
+
+/// [`CardSimPlugin::with_state`] for a shared file: the file lock is released when `lock` is
+/// dropped, after the new state is in place.
+fn with_shared_state<T>(path: &Path, change: impl FnOnce(&mut State) -> T) -> std::io::Result<T> {
+    let suffixed = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(suffixed(".lock"))?;
+    lock.lock()?;
+    let mut state: State = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+        Err(e) => return Err(e),
+    };
+    let answer = change(&mut state);
+    // Written aside and renamed, so a process killed mid-write leaves the previous state whole.
+    let temporary = suffixed(".tmp");
+    std::fs::write(&temporary, serde_json::to_vec(&state).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&temporary, path)?;
+    drop(lock);
+    Ok(answer)
 }
 
 impl PaymentMethodPlugin for CardSimPlugin {
@@ -181,9 +248,9 @@ impl PaymentMethodPlugin for CardSimPlugin {
 
     fn charge(&self, request: ChargeRequest) -> Result<Outcome, PluginError> {
         self.validate_config(&request.config)?;
-        let key = (request.tenant.clone(), request.idempotency_key.clone());
-        if let Some(first) = self.state().charges.get(&key) {
-            return Ok(first.clone());
+        let key = key(&request.tenant, &request.idempotency_key);
+        if let Some(first) = self.with_state(|state| state.charges.get(&key).cloned())? {
+            return Ok(first);
         }
         if request.method_type != "CARD" {
             return Err(PluginError::unsupported(format!("card-sim takes CARD payments, not {:?}", request.method_type)));
@@ -192,35 +259,36 @@ impl PaymentMethodPlugin for CardSimPlugin {
         let card = card_number(&request.details)?;
         let hang = hang_ms(&request.details)?;
 
-        let mut state = self.state();
-        // Checked again under the lock that records: a concurrent call with the same key may
-        // have decided in the meantime.
-        if let Some(first) = state.charges.get(&key) {
-            return Ok(first.clone());
-        }
-        let outcome = match card.as_str() {
-            cards::SUCCEEDS | cards::NEVER_ANSWERS => {
-                state.charges_made += 1;
-                let reference = format!("ch_sim_{}", state.charges_made);
-                state.ledger.insert(
-                    reference.clone(),
-                    Charged {
-                        tenant: request.tenant.clone(),
-                        amount: request.amount,
-                        currency: request.currency.clone(),
-                        refunded: Decimal::ZERO,
-                    },
-                );
-                Outcome::Succeeded { reference: Some(reference) }
+        let (outcome, first_time) = self.with_state(|state| {
+            // Checked again under the lock that records: a concurrent call with the same key may
+            // have decided in the meantime.
+            if let Some(first) = state.charges.get(&key) {
+                return (first.clone(), false);
             }
-            cards::INSUFFICIENT_FUNDS => declined("insufficient funds"),
-            cards::EXPIRED => declined("card expired"),
-            _ => declined("card not supported in test mode"),
-        };
-        state.charges.insert(key, outcome.clone());
-        drop(state);
+            let outcome = match card.as_str() {
+                cards::SUCCEEDS | cards::NEVER_ANSWERS => {
+                    state.charges_made += 1;
+                    let reference = format!("ch_sim_{}", state.charges_made);
+                    state.ledger.insert(
+                        reference.clone(),
+                        Charged {
+                            tenant: request.tenant.clone(),
+                            amount: request.amount,
+                            currency: request.currency.clone(),
+                            refunded: Decimal::ZERO,
+                        },
+                    );
+                    Outcome::Succeeded { reference: Some(reference) }
+                }
+                cards::INSUFFICIENT_FUNDS => declined("insufficient funds"),
+                cards::EXPIRED => declined("card expired"),
+                _ => declined("card not supported in test mode"),
+            };
+            state.charges.insert(key.clone(), outcome.clone());
+            (outcome, true)
+        })?;
 
-        if card == cards::NEVER_ANSWERS {
+        if first_time && card == cards::NEVER_ANSWERS {
             // The gateway took the money but the answer is lost in the network: the host times
             // out and must find out through `status`.
             std::thread::sleep(Duration::from_millis(hang));
@@ -230,40 +298,46 @@ impl PaymentMethodPlugin for CardSimPlugin {
 
     fn refund(&self, request: RefundRequest) -> Result<Outcome, PluginError> {
         self.validate_config(&request.config)?;
-        let key = (request.tenant.clone(), request.idempotency_key.clone());
-        let mut state = self.state();
-        if let Some(first) = state.refunds.get(&key) {
-            return Ok(first.clone());
+        let key = key(&request.tenant, &request.idempotency_key);
+        let amount = request.amount;
+        if let Some(first) = self.with_state(|state| state.refunds.get(&key).cloned())? {
+            return Ok(first);
         }
-        positive(request.amount)?;
-        let outcome = match state.ledger.get_mut(&request.charge_reference) {
-            Some(charge) if charge.tenant == request.tenant => {
-                if charge.currency != request.currency {
-                    declined(&format!("refund currency {} differs from the charge's {}", request.currency, charge.currency))
-                } else if charge.refunded + request.amount > charge.amount {
-                    declined("refund exceeds charge")
-                } else {
-                    charge.refunded += request.amount;
-                    state.refunds_made += 1;
-                    Outcome::Succeeded { reference: Some(format!("re_sim_{}", state.refunds_made)) }
-                }
+        positive(amount)?;
+        self.with_state(|state| {
+            if let Some(first) = state.refunds.get(&key) {
+                return first.clone();
             }
-            // Another tenant's charge is as unknown as one that never happened.
-            _ => declined("unknown charge reference"),
-        };
-        state.refunds.insert(key, outcome.clone());
-        Ok(outcome)
+            let outcome = match state.ledger.get_mut(&request.charge_reference) {
+                Some(charge) if charge.tenant == request.tenant => {
+                    if charge.currency != request.currency {
+                        declined(&format!("refund currency {} differs from the charge's {}", request.currency, charge.currency))
+                    } else if charge.refunded + amount > charge.amount {
+                        declined("refund exceeds charge")
+                    } else {
+                        charge.refunded += amount;
+                        state.refunds_made += 1;
+                        Outcome::Succeeded { reference: Some(format!("re_sim_{}", state.refunds_made)) }
+                    }
+                }
+                // Another tenant's charge is as unknown as one that never happened.
+                _ => declined("unknown charge reference"),
+            };
+            state.refunds.insert(key.clone(), outcome.clone());
+            outcome
+        })
     }
 
     fn status(&self, request: StatusRequest) -> Result<Outcome, PluginError> {
         self.validate_config(&request.config)?;
-        let key = (request.tenant, request.idempotency_key);
-        let state = self.state();
-        let table = match request.operation {
-            Operation::Charge => &state.charges,
-            Operation::Refund => &state.refunds,
-        };
-        Ok(table.get(&key).cloned().unwrap_or(Outcome::Unknown))
+        let key = key(&request.tenant, &request.idempotency_key);
+        self.with_state(|state| {
+            let table = match request.operation {
+                Operation::Charge => &state.charges,
+                Operation::Refund => &state.refunds,
+            };
+            table.get(&key).cloned().unwrap_or(Outcome::Unknown)
+        })
     }
 }
 
@@ -468,7 +542,48 @@ mod tests {
             .map(|h| h.join().unwrap())
             .collect();
         assert!(outcomes.iter().all(|o| *o == succeeded("ch_sim_1")), "{outcomes:?}");
-        assert_eq!(plugin.state().charges_made, 1);
+        assert_eq!(plugin.with_state(|state| state.charges_made).unwrap(), 1);
+    }
+
+    #[test]
+    fn gateways_sharing_a_file_are_one_gateway() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.json");
+        // Two processes' gateways; each a separate open of the file, as across processes.
+        let (one, two) = (Arc::new(CardSimPlugin::shared(path.clone())), Arc::new(CardSimPlugin::shared(path.clone())));
+        let outcomes: Vec<Outcome> = (0..8)
+            .map(|i| {
+                let plugin = if i % 2 == 0 { one.clone() } else { two.clone() };
+                std::thread::spawn(move || plugin.charge(charge_request("t", "same", "100.00", card(cards::SUCCEEDS))).unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert!(outcomes.iter().all(|o| *o == succeeded("ch_sim_1")), "one charge across both: {outcomes:?}");
+        assert_eq!(status(&two, "t", "same", Operation::Charge), succeeded("ch_sim_1"), "the other process knows it");
+
+        // Refunds of one charge add up to its amount across both, and no more.
+        let refund = |plugin: &CardSimPlugin, key: &str, amount: &str| {
+            plugin
+                .refund(RefundRequest {
+                    tenant: "t".into(),
+                    idempotency_key: key.into(),
+                    charge_reference: "ch_sim_1".into(),
+                    amount: dec(amount),
+                    currency: "AUD".into(),
+                    config: config(),
+                })
+                .unwrap()
+        };
+        assert_eq!(refund(&one, "r1", "60.00"), Outcome::Succeeded { reference: Some("re_sim_1".into()) });
+        assert_eq!(refund(&two, "r2", "60.00"), declined("refund exceeds charge"));
+        assert_eq!(status(&one, "t", "r2", Operation::Refund), declined("refund exceeds charge"));
+
+        // A gateway started later on the same file remembers all of it.
+        let restarted = CardSimPlugin::shared(path);
+        assert_eq!(restarted.with_state(|state| (state.charges_made, state.refunds_made)).unwrap(), (1, 1));
+        assert_eq!(restarted.charge(charge_request("t", "next", "5.00", card(cards::SUCCEEDS))).unwrap(), succeeded("ch_sim_2"));
     }
 
     #[test]
@@ -516,7 +631,7 @@ mod tests {
         for (key, amount, expected) in steps {
             assert_eq!(plugin.refund(refund_request("t", key, amount, "ch_sim_1")).unwrap(), expected, "refund {key} of {amount}");
         }
-        assert_eq!(plugin.state().ledger["ch_sim_1"].refunded, dec("100.00"));
+        assert_eq!(plugin.with_state(|state| state.ledger["ch_sim_1"].refunded).unwrap(), dec("100.00"));
     }
 
     #[test]

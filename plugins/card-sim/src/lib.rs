@@ -10,7 +10,7 @@
 //! into its own binary as a built-in, and a crate that defines these symbols cannot be linked
 //! there next to another that does. Its documentation lists the test card numbers.
 
-settle_plugin::export_plugin!(settle_plugin_card_sim_core::CardSimPlugin::default);
+settle_plugin::export_plugin!(settle_plugin_card_sim_core::CardSimPlugin::from_env);
 
 #[cfg(test)]
 mod tests {
