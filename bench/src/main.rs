@@ -10,11 +10,16 @@
 //!
 //! Storage is durable SurrealKV (sync on every commit) in a fresh directory. The server is the
 //! `settle` binary built beside this one (same profile), started as a child process.
+//!
+//! With `--database ws://HOST:PORT` the server uses that SurrealDB server instead (a fresh
+//! database on it, named `bench_<uuid>`), and `--processes N` starts N settle processes on it,
+//! each client's requests going to them in turn; the baselines and the card-sim phase, which
+//! measure the embedded store, are then skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -59,6 +64,18 @@ struct Args {
     /// the server's memory every minute (a soak for memory growth).
     #[arg(long, default_value_t = 0)]
     soak_minutes: u64,
+    /// A SurrealDB server (ws://HOST:PORT) to run Settle on instead of the embedded store.
+    #[arg(long)]
+    database: Option<String>,
+    /// The SurrealDB server's user (with --database).
+    #[arg(long, default_value = "root")]
+    db_user: String,
+    /// The SurrealDB server's password (with --database).
+    #[arg(long, default_value = "root")]
+    db_password: String,
+    /// Settle processes on the SurrealDB server (with --database), sharing the load.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
 }
 
 /// Latencies of one operation.
@@ -82,11 +99,13 @@ impl Samples {
         sorted.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         format!(
-            "{name:<28} {:>9.1}/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  ({} ok, {} errors)",
+            "{name:<28} {:>9.1}/s  p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  ({} ok, {} errors)",
             sorted.len() as f64 / elapsed.as_secs_f64(),
             ms(Self::percentile(&sorted, 0.50)),
             ms(Self::percentile(&sorted, 0.95)),
             ms(Self::percentile(&sorted, 0.99)),
+            ms(Self::percentile(&sorted, 0.999)),
+            ms(sorted.last().copied().unwrap_or_default()),
             sorted.len(),
             self.errors
         )
@@ -102,16 +121,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.dir)?;
     let work = tempfile::tempdir_in(&args.dir)?;
-    println!(
-        "settle-bench: {} clients, {} s per phase, {} existing payments, durable SurrealKV in {}",
-        args.clients,
-        args.seconds,
-        args.payments,
-        work.path().display()
-    );
+    let storage = match &args.database {
+        Some(database) => format!("{} settle process(es) on the SurrealDB server {database}", args.processes),
+        None => format!("durable SurrealKV in {}", work.path().display()),
+    };
+    println!("settle-bench: {} clients, {} s per phase, {} existing payments, {storage}", args.clients, args.seconds, args.payments);
     let mut disk = None;
     let mut store = None;
-    if !args.api_only {
+    let embedded = args.database.is_none();
+    if embedded && !args.api_only {
         let rate = disk_baseline(work.path(), args.clients, Duration::from_secs(args.seconds.min(10)))?;
         println!("disk baseline (write + fdatasync, {} threads): {rate:.0}/s", args.clients);
         disk = Some(rate);
@@ -125,7 +143,9 @@ async fn main() -> anyhow::Result<()> {
     drop(server);
     let api = result?;
     println!("server memory: {memory}");
-    card_sim_in_and_out_of_process(&args, work.path()).await?;
+    if embedded {
+        card_sim_in_and_out_of_process(&args, work.path()).await?;
+    }
     if let Some(store) = store {
         println!("API / store: {:.0}%", api / store * 100.0);
     }
@@ -252,10 +272,12 @@ async fn store_baseline(dir: &Path, tasks: usize, length: Duration) -> anyhow::R
     Ok(count.load(Ordering::Relaxed) as f64 / length.as_secs_f64())
 }
 
-/// The settle binary as a child process on its own data directory.
+/// The settle binary as a child process on its own data directory, or (with `--database`) as
+/// `--processes` child processes on one SurrealDB server, sharing the data directory (and so the
+/// token signing key).
 struct Server {
-    child: Child,
-    url: String,
+    children: Vec<Child>,
+    urls: Vec<String>,
     token: String,
 }
 
@@ -266,38 +288,73 @@ impl Server {
             Some(path) => path.clone(),
             None => std::env::current_exe()?.with_file_name("settle"),
         };
-        let mut child = Command::new(&binary)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log", "error"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
-            .env_remove("SETTLE_DATABASE")
-            .env_remove("SETTLE_PLUGINS_IN_PROCESS")
-            .env_remove("SETTLE_PLUGINS_OUT_OF_PROCESS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
-        use std::io::BufRead;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines.next().ok_or_else(|| anyhow::anyhow!("settle exited before listening"))??;
-            if let Some(url) = line.strip_prefix("Settle is listening on ") {
-                break url.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        // Made before any process starts, so that they all sign with it.
+        std::fs::create_dir_all(data_dir)?;
         let keys = TokenKeys::load_or_create_secret(&data_dir.join("signing.key"))?;
+        let mut database = Vec::new();
+        if let Some(address) = &args.database {
+            let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+            database = ["--database", address, "--db-user", &args.db_user, "--db-password", &args.db_password, "--db-name", &name]
+                .map(str::to_owned)
+                .to_vec();
+        }
+        let count = if args.database.is_some() { args.processes.max(1) } else { 1 };
+        let (mut children, mut urls) = (Vec::new(), Vec::new());
+        for _ in 0..count {
+            let mut child = Command::new(&binary)
+                .args(["serve", "--listen", "127.0.0.1:0", "--log", "error"])
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args(&database)
+                .args(extra)
+                .env_remove("SETTLE_DATABASE")
+                .env_remove("SETTLE_PLUGINS_IN_PROCESS")
+                .env_remove("SETTLE_PLUGINS_OUT_OF_PROCESS")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
+            use std::io::BufRead;
+            let stdout = child.stdout.take().expect("piped stdout");
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let url = loop {
+                let line = lines.next().ok_or_else(|| anyhow::anyhow!("settle exited before listening"))??;
+                if let Some(url) = line.strip_prefix("Settle is listening on ") {
+                    break url.trim().to_owned();
+                }
+            };
+            std::thread::spawn(move || for _ in lines {});
+            children.push(child);
+            urls.push(url);
+        }
         let tenant = TenantId::parse("bench").expect("valid tenant");
         let token = keys.mint("bench", &tenant, &[Role::Admin], chrono::Duration::hours(12))?;
-        Ok(Server { child, url, token })
+        Ok(Server { children, urls, token })
     }
 
-    /// VmRSS and VmHWM of the server process.
-    fn memory(&self) -> String {
-        memory_of(self.child.id())
+    fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
     }
+
+    /// VmRSS and VmHWM of the server processes.
+    fn memory(&self) -> String {
+        memory_of_all(&self.pids())
+    }
+
+    /// A client of the server, sending its requests to each process in turn.
+    fn api(&self, clients: usize) -> anyhow::Result<Api> {
+        Ok(Api {
+            http: reqwest::Client::builder().pool_max_idle_per_host(clients * 2).build()?,
+            urls: Arc::new(self.urls.clone()),
+            next: Arc::new(AtomicUsize::new(0)),
+            token: self.token.clone(),
+        })
+    }
+}
+
+/// VmRSS and VmHWM of each process of `pids`.
+fn memory_of_all(pids: &[u32]) -> String {
+    pids.iter().map(|pid| memory_of(*pid)).collect::<Vec<_>>().join("; ")
 }
 
 /// VmRSS and VmHWM of process `pid`.
@@ -311,8 +368,10 @@ fn memory_of(pid: u32) -> String {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -320,15 +379,18 @@ impl Drop for Server {
 #[derive(Clone)]
 struct Api {
     http: reqwest::Client,
-    url: String,
+    /// The server's processes; requests go to each in turn.
+    urls: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
     token: String,
 }
 
 impl Api {
     async fn call(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let url = &self.urls[self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len()];
         let body: Value = self
             .http
-            .post(format!("{}/graphql", self.url))
+            .post(format!("{url}/graphql"))
             .bearer_auth(&self.token)
             .json(&json!({"query": query, "variables": variables}))
             .send()
@@ -382,11 +444,7 @@ async fn card_sim_in_and_out_of_process(args: &Args, work: &Path) -> anyhow::Res
         ("card-sim out of process", "card-out", &["--plugins-out-of-process", "card-sim"][..]),
     ] {
         let server = Server::start(args, &work.join(dir), extra)?;
-        let api = Api {
-            http: reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?,
-            url: server.url.clone(),
-            token: server.token.clone(),
-        };
+        let api = server.api(args.clients)?;
         let id = |data: Value, field: &str| data[field]["id"].as_str().unwrap_or_default().to_owned();
         let client = id(api.call("mutation { createClient(input: {name: \"Bench Client\"}) { id } }", json!({})).await?, "createClient");
         let location = id(api.call("mutation { createLocation(input: {name: \"Bench Clinic\"}) { id } }", json!({})).await?, "createLocation");
@@ -458,11 +516,7 @@ where
 
 /// The HTTP phases; returns the payInvoice throughput on distinct invoices.
 async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
-    let api = Api {
-        http: reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?,
-        url: server.url.clone(),
-        token: server.token.clone(),
-    };
+    let api = server.api(args.clients)?;
     let client = api.call("mutation { createClient(input: {name: \"Bench Client\"}) { id } }", json!({})).await?["createClient"]["id"]
         .as_str()
         .unwrap_or_default()
@@ -508,7 +562,7 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
         .collect();
     // A long seeding is also a sustained write load: show its pace and the server's memory.
     let progress = {
-        let (seeded, pid) = (seeded.clone(), server.child.id());
+        let (seeded, pids) = (seeded.clone(), server.pids());
         tokio::spawn(async move {
             let mut last = 0;
             loop {
@@ -518,7 +572,7 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
                     "  seeding: {done} payments after {:.0} min, {:.0}/s in the last minute, server {}",
                     seeding.elapsed().as_secs_f64() / 60.0,
                     (done - last) as f64 / 60.0,
-                    memory_of(pid)
+                    memory_of_all(&pids)
                 );
                 last = done;
             }

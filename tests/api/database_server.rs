@@ -234,7 +234,8 @@ async fn settle_rides_out_a_restart_of_the_surrealdb_server() {
     let on_server = server.settings_for("ledger");
     let app = TestApp::spawn_with(|settings| {
         on_server(settings);
-        settings.db_timeout_ms = 2_000;
+        // Short enough to wait out in a test, long enough for a loaded machine's slowest call.
+        settings.db_timeout_ms = 5_000;
     })
     .await;
     let seed = app.seed().await;
@@ -265,4 +266,63 @@ async fn settle_rides_out_a_restart_of_the_surrealdb_server() {
     assert_eq!(again, paid, "the same key answers the same payment");
     let read = app.viewer().ok("query($id: ID!) { invoice(id: $id) { balance { amount } } }", json!({"id": invoice["id"]})).await;
     assert_eq!(read["invoice"]["balance"]["amount"], "50.00", "30.00 before the stop, 20.00 after, once: {read:#}");
+}
+
+/// A newer Settle upgrading the schema under a running older process (a rolling upgrade done out
+/// of order): the older process notices at its reconciler's next turn or health check, answers
+/// /healthz with 503 "newer-schema" so that a load balancer takes it out, refuses every write
+/// with DATABASE_UNAVAILABLE (retryable: sent again, it reaches a newer process), writes nothing,
+/// and still answers reads. A schema put back to its release (a restored backup) lets it write
+/// again.
+#[tokio::test]
+async fn a_process_older_than_the_database_schema_stops_writing() {
+    let server = SurrealServer::start().await;
+    let on_server = server.settings_for("upgraded");
+    let app = TestApp::spawn_with(|settings| {
+        on_server(settings);
+        settings.reconcile_interval_ms = 200;
+    })
+    .await;
+    let seed = app.seed().await;
+    let invoice = app.open_invoice(&seed, "50.00").await;
+    let billing = app.billing();
+    let healthz = || async {
+        let response = app.http.get(app.url("/healthz")).send().await.unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+    };
+    assert_eq!(healthz().await.0, 200);
+
+    let (store, _dir) = store_on(&server, "upgraded").await;
+    let set_version = |version: i64| store.query("UPDATE settle_meta:schema SET version = $version", settle::store::Vars::new().set("version", version));
+    set_version(settle::store::SCHEMA_VERSION + 1).await.unwrap();
+    let method = cash(&billing).await;
+    let started = Instant::now();
+    let (refused, variables) = loop {
+        let variables = json!({"invoice": invoice["id"], "input": {"methodId": method, "amount": "1.00"}, "key": new_key()});
+        let answer = billing.post(PAY, variables.clone()).await;
+        if !answer.body["errors"].is_null() {
+            break (answer, variables);
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the older process still writes after 5 s: {:#}", answer.body);
+        // Written before the reconciler's turn: that payment stands, the next key is tried.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = &refused.body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "DATABASE_UNAVAILABLE", "{:#}", refused.body);
+    assert_eq!(error["extensions"]["retryable"], true);
+    assert!(error["message"].as_str().unwrap().contains("newer release"), "{:#}", refused.body);
+    assert_eq!(healthz().await, (503, json!({"status": "unavailable", "database": "newer-schema"})));
+    let read = app.viewer().ok("query($id: ID!) { invoice(id: $id) { balance { amount } } }", json!({"id": invoice["id"]})).await;
+    let balance = read["invoice"]["balance"]["amount"].clone();
+    let dry = billing.post(PAY.replace("idempotencyKey: $key)", "idempotencyKey: $key, dryRun: true)").as_str(), variables.clone()).await;
+    assert_eq!(dry.body["errors"][0]["extensions"]["code"], "DATABASE_UNAVAILABLE", "{:#}", dry.body);
+
+    set_version(settle::store::SCHEMA_VERSION).await.unwrap();
+    assert_eq!(healthz().await.0, 200);
+    let paid = billing.ok(PAY, variables).await;
+    assert_eq!(paid["payInvoice"]["payment"]["amount"]["amount"], "1.00");
+    let read = app.viewer().ok("query($id: ID!) { invoice(id: $id) { balance { amount } } }", json!({"id": invoice["id"]})).await;
+    let before: rust_decimal::Decimal = balance.as_str().unwrap().parse().unwrap();
+    let after: rust_decimal::Decimal = read["invoice"]["balance"]["amount"].as_str().unwrap().parse().unwrap();
+    assert_eq!(before - after, rust_decimal::Decimal::ONE, "the refused request wrote nothing; sent again it paid once");
 }

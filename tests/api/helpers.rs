@@ -172,11 +172,16 @@ impl Drop for TestApp {
 /// stderr going to `stderr`. Returns the child and the base URL it printed, or None when it did
 /// not print one within 60 s.
 pub fn start_settle(data_dir: &std::path::Path, stderr: std::process::Stdio) -> (std::process::Child, Option<String>) {
-    start_settle_with(data_dir, &[], stderr)
+    start_settle_with(data_dir, &[], &[], stderr)
 }
 
 /// [`start_settle`] with more flags of `settle serve` (such as `--database ws://...`).
-pub fn start_settle_with(data_dir: &std::path::Path, flags: &[&str], stderr: std::process::Stdio) -> (std::process::Child, Option<String>) {
+pub fn start_settle_with(
+    data_dir: &std::path::Path,
+    flags: &[&str],
+    envs: &[(&str, &std::ffi::OsStr)],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, Option<String>) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
@@ -184,6 +189,7 @@ pub fn start_settle_with(data_dir: &std::path::Path, flags: &[&str], stderr: std
         .arg(data_dir)
         .args(flags)
         .env_remove("SETTLE_DATABASE")
+        .envs(envs.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -218,8 +224,13 @@ impl SettleProcess {
 
     /// [`SettleProcess::start`] with more flags of `settle serve`.
     pub fn start_with(data_dir: &Path, log: PathBuf, flags: &[&str]) -> SettleProcess {
+        SettleProcess::start_with_env(data_dir, log, flags, &[])
+    }
+
+    /// [`SettleProcess::start_with`] with environment variables set for the process.
+    pub fn start_with_env(data_dir: &Path, log: PathBuf, flags: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> SettleProcess {
         let stderr = std::fs::File::create(&log).expect("a log file");
-        let (child, url) = start_settle_with(data_dir, flags, Stdio::from(stderr));
+        let (child, url) = start_settle_with(data_dir, flags, envs, Stdio::from(stderr));
         let server = SettleProcess { child: Some(child), url: url.clone().unwrap_or_default(), log };
         if url.is_none() {
             panic!("settle did not start within 60 s; its log:\n{}", server.log_tail());

@@ -20,6 +20,11 @@ impl Commands {
     pub async fn reconcile_once(&self, grace: Duration, first_run: bool) -> usize {
         let before = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
         let mut settled = 0;
+        // A newer release may have upgraded the schema under this process, which must then stop
+        // writing the older form (docs/deployment.md, "Starting, and upgrading").
+        if let Err(error) = self.store.check_schema_is_ours().await {
+            tracing::warn!(%error, "reading the database's schema version failed");
+        }
         // Payments and ledger events left without their number or position by a stop between
         // their commit and their numbering (looked for at start), or by a failed numbering.
         if let Err(error) = self.store.number_and_position_leftovers(first_run).await {

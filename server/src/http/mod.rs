@@ -307,15 +307,20 @@ async fn read_graphql_request(
     serde_json::from_value(value).map_err(|e| rejected(format!("the body is not a GraphQL request: {e}")))
 }
 
-/// Liveness and readiness: 200 when the database answers, 503 otherwise. No token needed.
+/// Liveness and readiness: 200 when the database answers, 503 when it does not, or when a newer
+/// Settle has upgraded its schema (this process no longer writes). No token needed.
 #[handler]
 async fn healthz(Data(state): Data<&Arc<HttpState>>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => Response::builder().content_type("application/json").body(r#"{"status":"ok","database":"ok"}"#),
-        Err(_) => Response::builder()
+    let unavailable = |database: &str| {
+        Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)
             .content_type("application/json")
-            .body(r#"{"status":"unavailable","database":"unreachable"}"#),
+            .body(format!(r#"{{"status":"unavailable","database":"{database}"}}"#))
+    };
+    match state.store.ping().await {
+        Ok(true) => Response::builder().content_type("application/json").body(r#"{"status":"ok","database":"ok"}"#),
+        Ok(false) => unavailable("newer-schema"),
+        Err(_) => unavailable("unreachable"),
     }
 }
 

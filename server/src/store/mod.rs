@@ -83,6 +83,9 @@ struct StoreInner {
     /// How long one call to a SurrealDB server may take, in ms ([`StoreSettings::remote_timeout`]);
     /// unbounded while the database is set up at start, which is no request and may take long.
     remote_timeout_ms: std::sync::atomic::AtomicU64,
+    /// A newer Settle has moved the database's schema past this release's
+    /// ([`Store::check_schema_is_ours`]): no transaction is opened any more.
+    schema_moved_on: std::sync::atomic::AtomicBool,
     metrics: Metrics,
     /// Queues writers of one hot record inside this process (see [`locks`]).
     pub locks: locks::KeyedLocks,
@@ -360,6 +363,7 @@ impl Store {
                 conn,
                 retries_max: settings.transaction_retries_max,
                 remote_timeout_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+                schema_moved_on: std::sync::atomic::AtomicBool::new(false),
                 metrics,
                 locks: locks::KeyedLocks::default(),
                 pending_numbers: numbering::PendingNumbers::default(),
@@ -462,10 +466,19 @@ impl Store {
         Duration::from_millis(self.inner.remote_timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// Checks that the database answers within [`PING_TIMEOUT`], for /healthz: a load balancer's
-    /// health check waits a few seconds at most.
-    pub async fn ping(&self) -> AppResult<()> {
-        within(PING_TIMEOUT, self.query("RETURN 1", Vars::new())).await?.map(|_| ())
+    /// Checks that the database answers within [`PING_TIMEOUT`], for /healthz (a load balancer's
+    /// health check waits a few seconds at most), and whether its schema is still this
+    /// release's.
+    pub async fn ping(&self) -> AppResult<bool> {
+        within(PING_TIMEOUT, self.check_schema_is_ours()).await?
+    }
+
+    fn schema_moved_on(&self) -> bool {
+        self.inner.schema_moved_on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_schema_moved_on(&self, moved_on: bool) {
+        self.inner.schema_moved_on.store(moved_on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn locks(&self) -> &locks::KeyedLocks {
@@ -532,6 +545,13 @@ impl Store {
 
     /// Opens a transaction; [`Store::transaction`] commits or cancels it.
     async fn begin(&self) -> AppResult<Tx> {
+        if self.schema_moved_on() {
+            return Err(AppError::new(
+                ErrorCode::DatabaseUnavailable,
+                "this Settle process is older than the database's schema, which a newer release has upgraded, and writes nothing more; \
+                 send the request again with the same idempotency key, to a process of the newer release",
+            ));
+        }
         let open = match &self.inner.conn {
             Conn::Local(db, _) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
             Conn::Remote(db) => OpenTx::Remote(within(self.remote_timeout(), db.clone().begin()).await?.map_err(db_error)?),

@@ -310,10 +310,14 @@ impl Store {
     /// process has queued, in the order they committed; then any other, in key order (keys are
     /// UUIDv7, so creation order): left by a stop between a commit and its positioning, by a
     /// failed positioning, or committed by another process that has not positioned them yet.
-    /// Runs at start and whenever positioning failed.
+    /// Runs at start, whenever positioning failed, and on a database shared with other
+    /// processes at every turn of the reconciler: a process that died between a commit and its
+    /// positioning leaves the change for the others (positioning the same event twice is not
+    /// possible: the positioning transaction reads each event's position first).
     pub async fn position_all_pending_events(&self, at_start: bool) -> AppResult<()> {
         let pending = self.pending_positions();
-        if !at_start && !pending.failed.swap(false, Ordering::Relaxed) {
+        let failed = pending.failed.swap(false, Ordering::Relaxed);
+        if !at_start && !failed && self.other_processes_poll().is_none() {
             return Ok(());
         }
         for tenant in pending.tenants() {

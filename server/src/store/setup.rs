@@ -125,6 +125,25 @@ async fn read_recorded(store: &Store) -> anyhow::Result<Recorded> {
     Ok(recorded.unwrap_or(Recorded { version: None, schema_hash: None }))
 }
 
+impl Store {
+    /// Reads the schema version the database records now and remembers whether a newer Settle
+    /// has moved it past this release's (then [`Store::begin`] refuses every write: this process
+    /// would write the older form). Run by /healthz and by the reconciler on each of its turns.
+    /// Returns whether the schema is still this release's.
+    pub async fn check_schema_is_ours(&self) -> crate::error::AppResult<bool> {
+        let mut found = self.query("SELECT VALUE version FROM ONLY settle_meta:schema", Vars::new()).await?;
+        let ours = found.first::<i64>(0)?.is_none_or(|version| version <= SCHEMA_VERSION);
+        if !ours && !self.schema_moved_on() {
+            tracing::error!(
+                this_release = SCHEMA_VERSION,
+                "a newer Settle has upgraded the database's schema: this process writes nothing more; stop it and start the newer release"
+            );
+        }
+        self.set_schema_moved_on(!ours);
+        Ok(ours)
+    }
+}
+
 /// Waits until this process holds the start-up lease.
 async fn take_lease(store: &Store, holder: &str) -> anyhow::Result<()> {
     let mut told = false;
