@@ -248,12 +248,11 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        // Positioning the change's events numbers its payment; number_payment also collects the
-        // number this process was told to keep for it.
-        match &settled {
-            Settled::Succeeded(payment) if written.take().is_some() => drop(store.number_payment(tenant, payment.clone()).await),
-            _ => self.publish(tenant).await,
-        }
+        let new_payment = match &settled {
+            Settled::Succeeded(payment) if written.take().is_some() => Some(payment.clone()),
+            _ => None,
+        };
+        self.publish_and_number(tenant, new_payment).await;
         Ok(settled)
     }
 

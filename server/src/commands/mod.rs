@@ -48,6 +48,16 @@ impl Commands {
     async fn publish(&self, tenant: &TenantId) {
         self.store.position_events(tenant).await
     }
+
+    /// [`Commands::publish`] after a change that may have written a new payment: positioning its
+    /// events then numbers it, and `number_payment` also collects the number this process was
+    /// told to keep for it.
+    async fn publish_and_number(&self, tenant: &TenantId, new_payment: Option<String>) {
+        match new_payment {
+            Some(payment) => drop(self.store.number_payment(tenant, payment).await),
+            None => self.publish(tenant).await,
+        }
+    }
 }
 
 /// What the idempotency gate keeps for a request that pays an invoice: the key of the record it

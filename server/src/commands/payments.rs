@@ -181,11 +181,8 @@ impl Commands {
             })
             .await?;
         drop(turns);
-        // Positioning the change's events numbers its payment (see `publish`).
-        match (&applied, written.take()) {
-            (Applied::Done(_), Some(payment)) => drop(self.store.number_payment(mutation.tenant, key_of(&payment.id)).await),
-            _ => self.publish(mutation.tenant).await,
-        }
+        let new_payment = written.take().filter(|_| matches!(applied, Applied::Done(_)));
+        self.publish_and_number(mutation.tenant, new_payment.map(|payment| key_of(&payment.id))).await;
         Ok(applied.without_asking(&method.plugin))
     }
 

@@ -74,7 +74,7 @@ pub fn link(previous: &str, content_hash: &str, sequence: i64) -> String {
     sha256_hex(format!("{previous}{content_hash}{sequence}").as_bytes())
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 

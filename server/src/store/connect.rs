@@ -75,7 +75,7 @@ async fn use_database_of_server(db: &surrealdb::Surreal<surrealdb::engine::any::
             // Told apart as a commit's conflict is (`commit_error`): the engine keeps only its text.
             Err(error) if attempt < 10 && super::commit_error(error.clone()).code == crate::error::ErrorCode::TransactionConflict => {
                 attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(10..100))).await;
+                tokio::time::sleep(super::backoff(attempt)).await;
             }
             Err(error) => return Err(error.into()),
         }

@@ -71,6 +71,36 @@ enum Conn {
     Remote(Surreal<Any>),
 }
 
+/// A handle of the connection with its own session, as the SDK's `begin` takes it (by value).
+enum Session {
+    Local(Surreal<Db>),
+    Remote(Surreal<Any>),
+}
+
+/// Sessions given back by finished transactions, for the next ones to begin on. A new handle
+/// (`Surreal::clone`) is a new session, which on a SurrealDB server replays the connection's
+/// sign-in: an Argon2 password hash on the server for every transaction, two thirds of the
+/// server's CPU under load. A committed or cancelled transaction gives its handle back instead;
+/// a failed one's is dropped.
+#[derive(Default)]
+struct IdleSessions(std::sync::Mutex<Vec<Session>>);
+
+/// Idle sessions kept at most; more are dropped (closed) when given back.
+const IDLE_SESSIONS_MAX: usize = 128;
+
+impl IdleSessions {
+    fn take(&self) -> Option<Session> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn give_back(&self, session: Session) {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_SESSIONS_MAX {
+            idle.push(session);
+        }
+    }
+}
+
 /// The handle every request uses; cheap to share.
 #[derive(Clone)]
 pub struct Store {
@@ -83,6 +113,8 @@ struct StoreInner {
     /// How long one call to a SurrealDB server may take, in ms ([`StoreSettings::remote_timeout`]);
     /// unbounded while the database is set up at start, which is no request and may take long.
     remote_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Sessions for the next transactions (see [`IdleSessions`]).
+    idle_sessions: Arc<IdleSessions>,
     /// A newer Settle has moved the database's schema past this release's
     /// ([`Store::check_schema_is_ours`]): no transaction is opened any more.
     schema_moved_on: std::sync::atomic::AtomicBool,
@@ -166,6 +198,8 @@ pub struct Tx {
     metrics: Metrics,
     /// How long one call may take when the database is a server.
     remote_timeout: Duration,
+    /// Where the transaction's session goes back once it is finished.
+    idle_sessions: Arc<IdleSessions>,
 }
 
 enum OpenTx {
@@ -215,29 +249,32 @@ impl Tx {
             self.cancel().await;
             return Err(AppError::internal("a change of takings was written without an audit event to carry it"));
         }
-        match self.open.take() {
-            Some(OpenTx::Local(tx)) => tx.commit().await.map(drop).map_err(commit_error),
-            Some(OpenTx::Remote(tx)) => within(self.remote_timeout, tx.commit()).await?.map(drop).map_err(commit_error),
-            None => Ok(()),
-        }
+        let session = match self.open.take() {
+            Some(OpenTx::Local(tx)) => Session::Local(tx.commit().await.map_err(commit_error)?),
+            Some(OpenTx::Remote(tx)) => Session::Remote(within(self.remote_timeout, tx.commit()).await?.map_err(commit_error)?),
+            None => return Ok(()),
+        };
+        self.idle_sessions.give_back(session);
+        Ok(())
     }
 
     async fn cancel(mut self) {
-        if let Some(open) = self.open.take() {
-            open.cancel().await;
+        if let Some(open) = self.open.take()
+            && let Some(session) = open.cancel().await
+        {
+            self.idle_sessions.give_back(session);
         }
     }
 }
 
 impl OpenTx {
-    async fn cancel(self) {
+    /// Cancels the transaction; its session, unless the cancel failed.
+    async fn cancel(self) -> Option<Session> {
         let cancelled = match self {
-            OpenTx::Local(tx) => tx.cancel().await.map(drop),
-            OpenTx::Remote(tx) => tx.cancel().await.map(drop),
+            OpenTx::Local(tx) => tx.cancel().await.map(Session::Local),
+            OpenTx::Remote(tx) => tx.cancel().await.map(Session::Remote),
         };
-        if let Err(error) = cancelled {
-            tracing::warn!(%error, "cancelling a transaction failed");
-        }
+        cancelled.inspect_err(|error| tracing::warn!(%error, "cancelling a transaction failed")).ok()
     }
 }
 
@@ -246,7 +283,12 @@ impl Drop for Tx {
         if let Some(open) = self.open.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(open.cancel());
+            let idle_sessions = Arc::clone(&self.idle_sessions);
+            runtime.spawn(async move {
+                if let Some(session) = open.cancel().await {
+                    idle_sessions.give_back(session);
+                }
+            });
         }
     }
 }
@@ -363,6 +405,7 @@ impl Store {
                 conn,
                 retries_max: settings.transaction_retries_max,
                 remote_timeout_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+                idle_sessions: Arc::default(),
                 schema_moved_on: std::sync::atomic::AtomicBool::new(false),
                 metrics,
                 locks: locks::KeyedLocks::default(),
@@ -552,9 +595,13 @@ impl Store {
                  send the request again with the same idempotency key, to a process of the newer release",
             ));
         }
-        let open = match &self.inner.conn {
-            Conn::Local(db, _) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
-            Conn::Remote(db) => OpenTx::Remote(within(self.remote_timeout(), db.clone().begin()).await?.map_err(db_error)?),
+        let session = self.inner.idle_sessions.take().unwrap_or_else(|| match &self.inner.conn {
+            Conn::Local(db, _) => Session::Local(db.clone()),
+            Conn::Remote(db) => Session::Remote(db.clone()),
+        });
+        let open = match session {
+            Session::Local(db) => OpenTx::Local(db.begin().await.map_err(db_error)?),
+            Session::Remote(db) => OpenTx::Remote(within(self.remote_timeout(), db.begin()).await?.map_err(db_error)?),
         };
         Ok(Tx {
             open: Some(open),
@@ -562,6 +609,7 @@ impl Store {
             takings: Default::default(),
             metrics: self.inner.metrics.clone(),
             remote_timeout: self.remote_timeout(),
+            idle_sessions: Arc::clone(&self.inner.idle_sessions),
         })
     }
 
@@ -598,7 +646,7 @@ impl Store {
 
 /// Pause before retry `attempt` (1-based): 1-2 ms doubling up to about 100 ms, with full jitter so
 /// that writers which collided do not collide again.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let ceiling_ms = (1u64 << attempt.min(7)).min(100);
     Duration::from_micros(rand::random_range(500..=ceiling_ms * 1000))
 }

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
 
 use super::audit::{AuditEntry, Mutation};
-use super::directory::read_owned;
+use super::directory::{Owned, read_owned};
 use super::invoices::{date_string, parse_date, status_str};
 use super::rows::{AllocationRow, InvoiceRow, LocationRow, PartyRow, PaymentDoc, PaymentMethodRow, PaymentRow, RefundRow, key_of, new_key, page_key, record};
 use super::tenants::read_tenant;
@@ -169,19 +169,19 @@ impl PaymentMethodRow {
     }
 }
 
-impl super::directory::Owned for PaymentRow {
+impl Owned for PaymentRow {
     fn tenant(&self) -> &str {
         &self.doc.tenant
     }
 }
 
-impl super::directory::Owned for PaymentMethodRow {
+impl Owned for PaymentMethodRow {
     fn tenant(&self) -> &str {
         &self.tenant
     }
 }
 
-impl super::directory::Owned for AllocationRow {
+impl Owned for AllocationRow {
     fn tenant(&self) -> &str {
         &self.tenant
     }
@@ -527,8 +527,8 @@ impl Store {
     ) -> AppResult<(Option<PaymentMethodRow>, Option<InvoiceRow>)> {
         let vars = Vars::new().set("method", record("payment_method", method_key)).set("invoice", record("invoice", invoice_key));
         let mut found = self.query("SELECT * FROM ONLY $method; SELECT * FROM ONLY $invoice;", vars).await?;
-        let method = found.first::<PaymentMethodRow>(0)?.filter(|row| row.tenant == tenant.as_str());
-        let invoice = found.first::<InvoiceRow>(1)?.filter(|row| row.doc.tenant == tenant.as_str());
+        let method = found.first::<PaymentMethodRow>(0)?.filter(|row| row.tenant() == tenant.as_str());
+        let invoice = found.first::<InvoiceRow>(1)?.filter(|row| row.tenant() == tenant.as_str());
         Ok((method, invoice))
     }
 

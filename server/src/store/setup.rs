@@ -17,7 +17,6 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use surrealdb::types::SurrealValue;
 
 use super::{SCHEMA, SCHEMA_VERSION, Store, Vars, upgrade};
@@ -52,7 +51,7 @@ impl Recorded {
 
 /// SHA-256 of schema.surql, hex: a schema edited without a version bump is applied too.
 fn schema_hash() -> String {
-    Sha256::digest(SCHEMA.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::ledger::audit_chain::sha256_hex(SCHEMA.as_bytes())
 }
 
 /// Brings the database to this release's schema, unless it is there already. Safe when several
