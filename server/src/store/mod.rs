@@ -77,23 +77,25 @@ enum Session {
     Remote(Surreal<Any>),
 }
 
-/// Sessions given back by finished transactions, for the next ones to begin on. A new handle
-/// (`Surreal::clone`) is a new session, which on a SurrealDB server replays the connection's
-/// sign-in: an Argon2 password hash on the server for every transaction, two thirds of the
-/// server's CPU under load. A committed or cancelled transaction gives its handle back instead;
-/// a failed one's is dropped.
+/// Sessions of a SurrealDB server given back by finished transactions, for the next ones to
+/// begin on. A new handle (`Surreal::clone`) is a new session, which on a server replays the
+/// connection's sign-in: an Argon2 password hash on the server for every transaction, two
+/// thirds of the server's CPU under load. A committed or cancelled transaction gives its handle
+/// back instead; a failed one's is dropped. Embedded sessions cost nothing to open, and reusing
+/// them measured slower (docs/performance.md), so they are not kept.
 #[derive(Default)]
-struct IdleSessions(std::sync::Mutex<Vec<Session>>);
+struct IdleSessions(std::sync::Mutex<Vec<Surreal<Any>>>);
 
 /// Idle sessions kept at most; more are dropped (closed) when given back.
 const IDLE_SESSIONS_MAX: usize = 128;
 
 impl IdleSessions {
-    fn take(&self) -> Option<Session> {
+    fn take(&self) -> Option<Surreal<Any>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     fn give_back(&self, session: Session) {
+        let Session::Remote(session) = session else { return };
         let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < IDLE_SESSIONS_MAX {
             idle.push(session);
@@ -595,10 +597,10 @@ impl Store {
                  send the request again with the same idempotency key, to a process of the newer release",
             ));
         }
-        let session = self.inner.idle_sessions.take().unwrap_or_else(|| match &self.inner.conn {
+        let session = match &self.inner.conn {
             Conn::Local(db, _) => Session::Local(db.clone()),
-            Conn::Remote(db) => Session::Remote(db.clone()),
-        });
+            Conn::Remote(db) => Session::Remote(self.inner.idle_sessions.take().unwrap_or_else(|| db.clone())),
+        };
         let open = match session {
             Session::Local(db) => OpenTx::Local(db.begin().await.map_err(db_error)?),
             Session::Remote(db) => OpenTx::Remote(within(self.remote_timeout(), db.begin()).await?.map_err(db_error)?),
