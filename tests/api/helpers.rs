@@ -189,6 +189,8 @@ pub fn start_settle_with(
         .arg(data_dir)
         .args(flags)
         .env_remove("SETTLE_DATABASE")
+        // Settle's own malloc setting, unless a test sets another.
+        .env_remove("MALLOC_ARENA_MAX")
         .envs(envs.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
@@ -236,6 +238,11 @@ impl SettleProcess {
             panic!("settle did not start within 60 s; its log:\n{}", server.log_tail());
         }
         server
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running server").id()
     }
 
     /// SIGKILL, as a crash or the OOM killer would, then waits for the process to be gone.

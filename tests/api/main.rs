@@ -19,6 +19,7 @@ mod invoices;
 mod isolation;
 mod journal;
 mod limits;
+mod memory;
 mod payments;
 mod plugins;
 mod processes;
