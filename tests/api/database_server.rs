@@ -189,9 +189,9 @@ async fn processes_starting_at_once_set_the_database_up_once() {
     let (store, _dir) = store_on(&server, "shared").await;
     // The tenant is letters and digits (TestApp), safe inside the statement's text.
     let downgrade = format!(
-        "REMOVE INDEX audit_tenant_sequence ON audit_event; UPDATE audit_event UNSET content_hash, sequence, chain RETURN NONE;
-         REMOVE FIELD content_hash ON audit_event; REMOVE FIELD sequence ON audit_event; REMOVE FIELD chain ON audit_event;
-         DELETE counter:['{tenant}', 'audit']; REMOVE FIELD head ON counter;
+        "REMOVE INDEX IF EXISTS audit_tenant_sequence ON audit_event; UPDATE audit_event UNSET content_hash, sequence, chain RETURN NONE;
+         REMOVE FIELD IF EXISTS content_hash ON audit_event; REMOVE FIELD IF EXISTS sequence ON audit_event; REMOVE FIELD IF EXISTS chain ON audit_event;
+         DELETE counter:['{tenant}', 'audit']; REMOVE FIELD IF EXISTS head ON counter;
          UPDATE settle_meta:schema SET version = 6;"
     );
     store

@@ -151,7 +151,7 @@ pub(crate) async fn change_stopped_database(dir: &std::path::Path, sql: &str, va
 async fn downgrade_page_keys(dir: &std::path::Path, version: i64, tables: &[(&str, &str)]) {
     let store = open_store(dir).await;
     for (table, index) in tables {
-        let sql = format!("REMOVE INDEX {index} ON {table}; REMOVE FIELD page_key ON {table}; UPDATE {table} UNSET page_key RETURN NONE;");
+        let sql = format!("REMOVE INDEX IF EXISTS {index} ON {table}; REMOVE FIELD IF EXISTS page_key ON {table}; UPDATE {table} UNSET page_key RETURN NONE;");
         store.query(&sql, settle::store::Vars::new()).await.unwrap();
         let sql = format!("SELECT count() FROM {table} WHERE page_key != NONE GROUP ALL");
         let mut left = store.query(&sql, settle::store::Vars::new()).await.unwrap();
@@ -335,11 +335,11 @@ async fn a_database_from_schema_version_4_gets_what_reports_read() {
     let vars = settle::store::Vars::new;
     store
         .query(
-            "REMOVE INDEX payment_tenant_credit ON payment; REMOVE INDEX payment_tenant_date ON payment;
-             REMOVE INDEX refund_tenant_date ON refund; REMOVE INDEX invoice_tenant_status ON invoice;
-             REMOVE TABLE takings_day; REMOVE FIELD takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
-             REMOVE FIELD credit ON payment; UPDATE payment UNSET credit RETURN NONE;
-             REMOVE FIELD method ON refund; REMOVE FIELD location ON refund; UPDATE refund UNSET method, location RETURN NONE;
+            "REMOVE INDEX IF EXISTS payment_tenant_credit ON payment; REMOVE INDEX IF EXISTS payment_tenant_date ON payment;
+             REMOVE INDEX IF EXISTS refund_tenant_date ON refund; REMOVE INDEX IF EXISTS invoice_tenant_status ON invoice;
+             REMOVE TABLE takings_day; REMOVE FIELD IF EXISTS takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
+             REMOVE FIELD IF EXISTS credit ON payment; UPDATE payment UNSET credit RETURN NONE;
+             REMOVE FIELD IF EXISTS method ON refund; REMOVE FIELD IF EXISTS location ON refund; UPDATE refund UNSET method, location RETURN NONE;
              UPDATE settle_meta:schema SET version = 4;",
             vars(),
         )
@@ -392,7 +392,7 @@ async fn a_database_from_schema_version_5_gets_its_takings_summed() {
     // The database as version 5 left it: no takings sums, takings read through date indexes.
     change_stopped_database(
         dir.path(),
-        "REMOVE TABLE takings_day; REMOVE FIELD takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
+        "REMOVE TABLE takings_day; REMOVE FIELD IF EXISTS takings ON audit_event; UPDATE audit_event UNSET takings RETURN NONE;
          UPDATE settle_meta:schema SET version = 5;",
         settle::store::Vars::new(),
     )
@@ -427,9 +427,9 @@ async fn a_database_from_schema_version_6_gets_its_audit_events_chained() {
     // The database as version 6 left it: no content hashes, sequences, links or audit counter.
     change_stopped_database(
         dir.path(),
-        "REMOVE INDEX audit_tenant_sequence ON audit_event; UPDATE audit_event UNSET content_hash, sequence, chain RETURN NONE;
-         REMOVE FIELD content_hash ON audit_event; REMOVE FIELD sequence ON audit_event; REMOVE FIELD chain ON audit_event;
-         DELETE counter:['clinic', 'audit']; REMOVE FIELD head ON counter; UPDATE settle_meta:schema SET version = 6;",
+        "REMOVE INDEX IF EXISTS audit_tenant_sequence ON audit_event; UPDATE audit_event UNSET content_hash, sequence, chain RETURN NONE;
+         REMOVE FIELD IF EXISTS content_hash ON audit_event; REMOVE FIELD IF EXISTS sequence ON audit_event; REMOVE FIELD IF EXISTS chain ON audit_event;
+         DELETE counter:['clinic', 'audit']; REMOVE FIELD IF EXISTS head ON counter; UPDATE settle_meta:schema SET version = 6;",
         settle::store::Vars::new(),
     )
     .await;
@@ -544,4 +544,55 @@ async fn a_database_from_schema_version_7_gets_the_actors_of_its_payments_credit
     server.stop("-TERM");
     let (code, said) = crate::audit_chain::cli_verify(dir.path());
     assert_eq!(code, Some(0), "settle audit verify passes: {said}");
+}
+
+/// The field definitions of `table` in the stopped database under `dir` (`INFO FOR TABLE`).
+async fn field_definitions(dir: &std::path::Path, table: &str) -> Vec<String> {
+    let store = open_store(dir).await;
+    let info = store.query(&format!("INFO FOR TABLE {table}"), settle::store::Vars::new()).await.unwrap().value(0).unwrap();
+    store.close().await;
+    let surrealdb::types::Value::Object(info) = info else { panic!("INFO FOR TABLE answers an object: {info:?}") };
+    let Some(surrealdb::types::Value::Object(fields)) = info.get("fields") else { panic!("no fields in {info:?}") };
+    fields.keys().cloned().collect()
+}
+
+/// A database created before the tables of money changes lost their field definitions (schema
+/// of 2026-11-26, still version 8) keeps them: every record written before reads back, new money
+/// changes are written and still checked against those definitions, and nothing is lost. A new
+/// database gets only the payment's two fields that act.
+#[tokio::test]
+async fn a_database_created_with_field_definitions_keeps_them_and_goes_on() {
+    let Practice { dir, http, mut server, token, client, location, methods } = Practice::start().await;
+    let url = server.url.clone();
+    let cash = method_of(&methods, "Cash");
+    let pay = "mutation($id: ID!, $m: ID!, $a: Amount, $key: String!) { payInvoice(id: $id, input: {methodId: $m, amount: $a}, idempotencyKey: $key) { payment { id } } }";
+    for i in 0..3 {
+        let invoice = open_invoice(&http, &url, &token, &client, &location, i).await;
+        gql(&http, &url, &token, pay, json!({"id": invoice, "m": cash, "a": "30.00", "key": format!("pay-{i}")})).await;
+    }
+    server.stop("-TERM");
+    assert_eq!(field_definitions(dir.path(), "payment").await, ["credit", "refund_pending"], "a new database checks no other field");
+    assert!(field_definitions(dir.path(), "invoice").await.is_empty());
+
+    // As the release of 2026-11-26 would have left it: its schema applied, under its own hash.
+    let old_schema = include_str!("fixtures/schema/version-8-with-field-definitions.surql");
+    change_stopped_database(dir.path(), &format!("{old_schema}; UPDATE settle_meta:schema SET schema_hash = 'released 2026-11-26';"), settle::store::Vars::new()).await;
+    let defined = field_definitions(dir.path(), "payment").await;
+    assert!(defined.len() > 20 && defined.contains(&"amount".to_owned()), "{defined:?}");
+
+    let mut server = start(dir.path());
+    let url = server.url.clone();
+    let before = gql(&http, &url, &token, "{ payments(first: 10) { totalCount edges { node { id number amount { amount } } } } }", json!({})).await;
+    assert_eq!(before["payments"]["totalCount"], 3, "{before:#}");
+    let invoice = open_invoice(&http, &url, &token, &client, &location, 3).await;
+    gql(&http, &url, &token, pay, json!({"id": invoice, "m": cash, "a": "80.00", "key": "pay-3"})).await;
+    let after = gql(&http, &url, &token,
+        "query($id: ID!) { payments(first: 10) { totalCount edges { node { id number amount { amount } } } } invoice(id: $id) { status } }",
+        json!({"id": invoice})).await;
+    assert_eq!(after["payments"]["totalCount"], 4);
+    assert_eq!(after["payments"]["edges"][0]["node"]["number"], "PAY-0004", "{after:#}");
+    assert_eq!(after["payments"]["edges"].as_array().unwrap()[1..], before["payments"]["edges"].as_array().unwrap()[..], "the earlier payments as they were");
+    assert_eq!(after["invoice"]["status"], "PAID");
+    server.stop("-TERM");
+    assert_eq!(field_definitions(dir.path(), "payment").await, defined, "the definitions stay, and keep checking");
 }
