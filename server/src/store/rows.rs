@@ -1,4 +1,9 @@
 //! Records as stored: one struct per table, converted with SurrealDB's `SurrealValue`.
+//!
+//! For the tables of money changes (invoice, payment, allocation, refund, credit_note,
+//! audit_event), which a new database defines without fields (docs/architecture.md, "Records of
+//! money changes"), these structs are the definition of the record: what is written is built from
+//! them, and a read that does not decode into them is an error.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
