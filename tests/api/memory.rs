@@ -16,7 +16,7 @@ fn malloc_heaps(pid: u32) -> usize {
         .filter(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let start = fields[0].split('-').next().and_then(|start| u64::from_str_radix(start, 16).ok()).unwrap_or(1);
-            fields.len() < 6 && start % (64 << 20) == 0
+            fields.len() < 6 && start.is_multiple_of(64 << 20)
         })
         .count()
 }
