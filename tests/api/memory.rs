@@ -3,10 +3,8 @@
 use std::ffi::OsStr;
 
 use serde_json::json;
-use settle::auth::{Role, TenantId, TokenKeys};
 
-use crate::helpers::SettleProcess;
-use crate::restart::{gql, open_invoice};
+use crate::restart::{Practice, gql, open_invoice};
 
 /// glibc's malloc heaps other than the main one, in `/proc/PID/maps`: each arena but the first
 /// lives in heaps of 64 MiB reserved at addresses aligned to 64 MiB, anonymous mappings.
@@ -23,16 +21,13 @@ fn malloc_heaps(pid: u32) -> usize {
 
 /// Writes and reads from 32 clients at once, as a busy practice does, so that glibc's malloc
 /// meets threads allocating at the same time.
-async fn busy_practice(server: &SettleProcess, dir: &std::path::Path) {
-    let keys = TokenKeys::load_or_create_secret(&dir.join("signing.key")).unwrap();
-    let token = keys.mint("memory-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
-    let http = reqwest::Client::new();
-    let setup = gql(&http, &server.url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;
+async fn busy(practice: &Practice) {
     let tasks = (0..32).map(|task| {
-        let (http, url, token, setup) = (http.clone(), server.url.clone(), token.clone(), setup.clone());
+        let (http, url, token) = (practice.http.clone(), practice.server.url.clone(), practice.token.clone());
+        let (client, location) = (practice.client.clone(), practice.location.clone());
         tokio::spawn(async move {
             for i in 0..8 {
-                open_invoice(&http, &url, &token, &setup["createClient"]["id"], &setup["createLocation"]["id"], task * 100 + i).await;
+                open_invoice(&http, &url, &token, &client, &location, task * 100 + i).await;
                 gql(&http, &url, &token, "{ invoices(first: 50) { edges { node { id total { amount } } } } }", json!({})).await;
             }
         })
@@ -48,12 +43,11 @@ async fn busy_practice(server: &SettleProcess, dir: &std::path::Path) {
 /// difference.
 #[tokio::test]
 async fn the_server_keeps_two_malloc_arenas_unless_told_otherwise() {
-    let (limited_dir, many_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let limited = SettleProcess::start(limited_dir.path(), limited_dir.path().join("settle.log"));
-    let many = SettleProcess::start_with_env(many_dir.path(), many_dir.path().join("settle.log"), &[], &[("MALLOC_ARENA_MAX", OsStr::new("16"))]);
-    tokio::join!(busy_practice(&limited, limited_dir.path()), busy_practice(&many, many_dir.path()));
+    let limited = Practice::start().await;
+    let many = Practice::start_with_env(&[("MALLOC_ARENA_MAX", OsStr::new("16"))]).await;
+    tokio::join!(busy(&limited), busy(&many));
 
-    let (limited_heaps, many_heaps) = (malloc_heaps(limited.pid()), malloc_heaps(many.pid()));
+    let (limited_heaps, many_heaps) = (malloc_heaps(limited.server.pid()), malloc_heaps(many.server.pid()));
     assert!(many_heaps > 3, "the load made {many_heaps} heaps with MALLOC_ARENA_MAX=16, too few for the check to mean anything");
     // The second arena may chain a heap or two more as it grows past 64 MiB.
     assert!(limited_heaps <= 3, "{limited_heaps} malloc heaps, against {many_heaps} with MALLOC_ARENA_MAX=16");

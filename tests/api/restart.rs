@@ -41,9 +41,14 @@ pub(crate) struct Practice {
 
 impl Practice {
     pub async fn start() -> Practice {
+        Practice::start_with_env(&[]).await
+    }
+
+    /// [`Practice::start`] with environment variables set for the server.
+    pub async fn start_with_env(envs: &[(&str, &std::ffi::OsStr)]) -> Practice {
         let dir = tempfile::tempdir().unwrap();
         let http = reqwest::Client::new();
-        let server = start(dir.path());
+        let server = SettleProcess::start_with_env(dir.path(), dir.path().join("settle.log"), &[], envs);
         let keys = TokenKeys::load_or_create_secret(&dir.path().join("signing.key")).unwrap();
         let token = keys.mint("upgrade-test", &TenantId::parse("clinic").unwrap(), &[Role::Admin], chrono::Duration::hours(1)).unwrap();
         let setup = gql(&http, &server.url, &token, r#"mutation { createClient(input: {name: "Bo"}) { id } createLocation(input: {name: "Here"}) { id } }"#, json!({})).await;

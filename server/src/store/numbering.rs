@@ -188,7 +188,7 @@ impl Store {
     /// positioning sweep numbers it).
     async fn number_payments_of_earlier_versions(&self) -> AppResult<()> {
         let mut done = self.query("SELECT VALUE id FROM settle_meta:earlier_payments_numbered", Vars::new()).await?;
-        if matches!(done.value(0)?, Value::Array(ids) if !ids.is_empty()) {
+        if done.first::<RecordId>(0)?.is_some() {
             return Ok(());
         }
         let mut results = self
