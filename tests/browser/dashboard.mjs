@@ -56,13 +56,30 @@ const commands = {
     });
   },
 
+  // From now on notes the moment each payment first appears in the feed, by the page's clock
+  // (the machine's, as the test's is), so that how long a payment took to be shown does not
+  // include the time this driver and the test take to ask.
+  async watchFeed() {
+    await page.evaluate(() => {
+      window.feedShownAt = {};
+      const note = () => {
+        for (const node of document.querySelectorAll('#feed-items [data-payment-id]')) window.feedShownAt[node.dataset.paymentId] ??= Date.now();
+      };
+      new MutationObserver(note).observe(document.getElementById('feed-items'), { childList: true, subtree: true });
+      note();
+    });
+    return {};
+  },
+
   // Waits until the feed shows a link to the payment with `paymentId` or `paymentNumber` (its
-  // number comes a moment after the item); answers how long that took.
+  // number comes a moment after the item); answers how long that took, and when watchFeed saw
+  // the payment appear (milliseconds since 1970, null if it was not watching).
   async waitFeed({ paymentId, paymentNumber, timeoutMs = 10000 }) {
     const started = Date.now();
     const selector = paymentId ? `[data-payment-id="${paymentId}"]` : `[data-payment-number="${paymentNumber}"]`;
     await page.waitForSelector(`#feed-items ${selector}`, { timeout: timeoutMs });
-    return { ms: Date.now() - started };
+    const shownAt = paymentId ? await page.evaluate((id) => (window.feedShownAt ? window.feedShownAt[id] ?? null : null), paymentId) : null;
+    return { ms: Date.now() - started, shownAt };
   },
 
   // Waits until the feed shows the change at `position`.
