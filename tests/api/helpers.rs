@@ -396,6 +396,24 @@ impl Caller<'_> {
         response.body["data"].clone()
     }
 
+    /// Runs an operation that must succeed as a client would: sent again with the same
+    /// variables (so the same idempotency key) while it fails with a retryable error, as
+    /// DATABASE_UNAVAILABLE does when a busy database server does not answer in time; at most
+    /// five times. Returns its `data`.
+    pub async fn ok_sending_again(&self, query: &str, variables: Value) -> Value {
+        let mut attempts = 1;
+        loop {
+            let response = self.post(query, variables.clone()).await;
+            let retryable = response.body["errors"][0]["extensions"]["retryable"] == true;
+            if !retryable || attempts == 5 {
+                assert!(response.body.get("errors").is_none_or(Value::is_null), "unexpected errors: {:#}", response.body);
+                return response.body["data"].clone();
+            }
+            attempts += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
     /// Runs an operation that must fail with `code`; returns the response.
     pub async fn fails(&self, query: &str, variables: Value, code: &str) -> Gql {
         let response = self.post(query, variables).await;
