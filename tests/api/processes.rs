@@ -243,10 +243,11 @@ async fn a_charge_left_pending_by_a_process_that_died_is_settled_once_by_another
 /// number).
 async fn burst_then_kill(cluster: &mut Cluster, index: usize, tenant: &str, seed: &Seed, cash: &str, delay: Duration) -> Vec<(Value, Value)> {
     let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let last_refusal = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let burst: Vec<_> = (0..16)
         .map(|_| {
             let app = cluster.attach(index, tenant);
-            let count = count.clone();
+            let (count, last_refusal) = (count.clone(), last_refusal.clone());
             let input = json!({"clientId": seed.client, "locationId": seed.location, "methodId": cash, "amount": "5.00"});
             tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
@@ -260,23 +261,43 @@ async fn burst_then_kill(cluster: &mut Cluster, index: usize, tenant: &str, seed
                         .json(&json!({"query": query, "variables": {"input": input, "key": new_key()}}))
                         .send()
                         .await;
-                    let Ok(response) = sent else { return acknowledged };
-                    let Ok(body) = response.json::<Value>().await else { return acknowledged };
+                    let refused = |why: String| *last_refusal.lock().unwrap() = Some(why);
+                    let response = match sent {
+                        Ok(response) => response,
+                        Err(error) => {
+                            refused(format!("not sent: {error}"));
+                            return acknowledged;
+                        }
+                    };
+                    let body = match response.json::<Value>().await {
+                        Ok(body) => body,
+                        Err(error) => {
+                            refused(format!("no JSON answer: {error}"));
+                            return acknowledged;
+                        }
+                    };
                     match body["data"]["recordPayment"]["payment"].as_object() {
                         Some(payment) => {
                             acknowledged.push((payment["id"].clone(), payment["number"].clone()));
                             count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        None => return acknowledged,
+                        None => {
+                            refused(body.to_string());
+                            return acknowledged;
+                        }
                     }
                 }
             })
         })
         .collect();
-    eventually(Duration::from_secs(60), "16 payments acknowledged", || async {
-        (count.load(std::sync::atomic::Ordering::Relaxed) >= 16).then_some(())
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count.load(std::sync::atomic::Ordering::Relaxed) < 16 {
+        let (got, ended) = (count.load(std::sync::atomic::Ordering::Relaxed), burst.iter().filter(|task| task.is_finished()).count());
+        let log = || cluster.processes[index].log_tail();
+        let refusal = last_refusal.lock().unwrap().clone();
+        assert!(std::time::Instant::now() < deadline, "16 payments acknowledged within 60 s: {got}, {ended} of 16 clients ended, the last on {refusal:?}; the process's log:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Acknowledgments come in batches, just after a positioning: the kill falls elsewhere.
     tokio::time::sleep(delay).await;
     cluster.processes[index].sigkill();
