@@ -262,7 +262,7 @@ impl Tx {
 
     async fn cancel(mut self) {
         if let Some(open) = self.open.take()
-            && let Some(session) = open.cancel().await
+            && let Some(session) = open.cancel(self.remote_timeout).await
         {
             self.idle_sessions.give_back(session);
         }
@@ -270,11 +270,16 @@ impl Tx {
 }
 
 impl OpenTx {
-    /// Cancels the transaction; its session, unless the cancel failed.
-    async fn cancel(self) -> Option<Session> {
+    /// Cancels the transaction; its session, unless the cancel failed or a server gave no answer
+    /// within `limit`. A session the server has not answered is not used again: the next
+    /// transaction on it would wait behind whatever the server still does there.
+    async fn cancel(self, limit: Duration) -> Option<Session> {
         let cancelled = match self {
-            OpenTx::Local(tx) => tx.cancel().await.map(Session::Local),
-            OpenTx::Remote(tx) => tx.cancel().await.map(Session::Remote),
+            OpenTx::Local(tx) => tx.cancel().await.map(Session::Local).map_err(db_error),
+            OpenTx::Remote(tx) => match within(limit, tx.cancel()).await {
+                Ok(cancelled) => cancelled.map(Session::Remote).map_err(db_error),
+                Err(timed_out) => Err(timed_out),
+            },
         };
         cancelled.inspect_err(|error| tracing::warn!(%error, "cancelling a transaction failed")).ok()
     }
@@ -285,9 +290,9 @@ impl Drop for Tx {
         if let Some(open) = self.open.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let idle_sessions = Arc::clone(&self.idle_sessions);
+            let (idle_sessions, limit) = (Arc::clone(&self.idle_sessions), self.remote_timeout);
             runtime.spawn(async move {
-                if let Some(session) = open.cancel().await {
+                if let Some(session) = open.cancel(limit).await {
                     idle_sessions.give_back(session);
                 }
             });
