@@ -71,12 +71,6 @@ enum Conn {
     Remote(Surreal<Any>),
 }
 
-/// A handle of the connection with its own session, as the SDK's `begin` takes it (by value).
-enum Session {
-    Local(Surreal<Db>),
-    Remote(Surreal<Any>),
-}
-
 /// Sessions of a SurrealDB server given back by finished transactions, for the next ones to
 /// begin on. A new handle (`Surreal::clone`) is a new session, which on a server replays the
 /// connection's sign-in: an Argon2 password hash on the server for every transaction, two
@@ -94,8 +88,7 @@ impl IdleSessions {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
-    fn give_back(&self, session: Session) {
-        let Session::Remote(session) = session else { return };
+    fn give_back(&self, session: Surreal<Any>) {
         let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < IDLE_SESSIONS_MAX {
             idle.push(session);
@@ -251,12 +244,11 @@ impl Tx {
             self.cancel().await;
             return Err(AppError::internal("a change of takings was written without an audit event to carry it"));
         }
-        let session = match self.open.take() {
-            Some(OpenTx::Local(tx)) => Session::Local(tx.commit().await.map_err(commit_error)?),
-            Some(OpenTx::Remote(tx)) => Session::Remote(within(self.remote_timeout, tx.commit()).await?.map_err(commit_error)?),
-            None => return Ok(()),
-        };
-        self.idle_sessions.give_back(session);
+        match self.open.take() {
+            Some(OpenTx::Local(tx)) => drop(tx.commit().await.map_err(commit_error)?),
+            Some(OpenTx::Remote(tx)) => self.idle_sessions.give_back(within(self.remote_timeout, tx.commit()).await?.map_err(commit_error)?),
+            None => {}
+        }
         Ok(())
     }
 
@@ -270,18 +262,18 @@ impl Tx {
 }
 
 impl OpenTx {
-    /// Cancels the transaction; its session, unless the cancel failed or a server gave no answer
-    /// within `limit`. A session the server has not answered is not used again: the next
-    /// transaction on it would wait behind whatever the server still does there.
-    async fn cancel(self, limit: Duration) -> Option<Session> {
+    /// Cancels the transaction. Gives a server's session back to be used again, unless the
+    /// cancel failed or the server gave no answer within `limit`: the next transaction on a
+    /// session the server has not answered would wait behind whatever the server still does there.
+    async fn cancel(self, limit: Duration) -> Option<Surreal<Any>> {
         let cancelled = match self {
-            OpenTx::Local(tx) => tx.cancel().await.map(Session::Local).map_err(db_error),
+            OpenTx::Local(tx) => tx.cancel().await.map(|_| None).map_err(db_error),
             OpenTx::Remote(tx) => match within(limit, tx.cancel()).await {
-                Ok(cancelled) => cancelled.map(Session::Remote).map_err(db_error),
+                Ok(cancelled) => cancelled.map(Some).map_err(db_error),
                 Err(timed_out) => Err(timed_out),
             },
         };
-        cancelled.inspect_err(|error| tracing::warn!(%error, "cancelling a transaction failed")).ok()
+        cancelled.inspect_err(|error| tracing::warn!(%error, "cancelling a transaction failed")).ok().flatten()
     }
 }
 
@@ -602,13 +594,13 @@ impl Store {
                  send the request again with the same idempotency key, to a process of the newer release",
             ));
         }
-        let session = match &self.inner.conn {
-            Conn::Local(db, _) => Session::Local(db.clone()),
-            Conn::Remote(db) => Session::Remote(self.inner.idle_sessions.take().unwrap_or_else(|| db.clone())),
-        };
-        let open = match session {
-            Session::Local(db) => OpenTx::Local(db.begin().await.map_err(db_error)?),
-            Session::Remote(db) => OpenTx::Remote(within(self.remote_timeout(), db.begin()).await?.map_err(db_error)?),
+        // `begin` takes its handle by value; a clone of the connection is a new session.
+        let open = match &self.inner.conn {
+            Conn::Local(db, _) => OpenTx::Local(db.clone().begin().await.map_err(db_error)?),
+            Conn::Remote(db) => {
+                let session = self.inner.idle_sessions.take().unwrap_or_else(|| db.clone());
+                OpenTx::Remote(within(self.remote_timeout(), session.begin()).await?.map_err(db_error)?)
+            }
         };
         Ok(Tx {
             open: Some(open),
