@@ -128,11 +128,11 @@ impl Commands {
         let attempt = async {
             let invoice = invoice.ok_or_else(|| AppError::not_found("invoice"))?;
             let reference = self.checked_invoice_details(mutation, &invoice.doc.facts(), &invoice.doc.currency, &method, &request).await?;
-            let (request, reference) = (&request, &reference);
+            let (method, request, reference) = (&method, &request, &reference);
             let paid = self
                 .new_payment(mutation, &[record_lock("invoice", invoice_key)], |tx| async move {
                     let invoice = self.store.load_invoice(&tx, mutation.tenant, invoice_key).await?;
-                    self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await
+                    self.pay_in(&tx, mutation, &invoice, method, request, reference.clone()).await
                 })
                 .await?;
             Ok(paid.without_asking(&method.plugin))
@@ -159,7 +159,7 @@ impl Commands {
         let keys = [tenant_lock(mutation.tenant), record_lock("invoice", invoice_key)];
         let turns = self.store.locks().lock_all(&keys).await;
         let written = Written::default();
-        let (written_ref, request, reference) = (&written, &request, &reference);
+        let (written_ref, method_ref, request, reference) = (&written, &method, &request, &reference);
         let applied = self
             .store
             .apply(mutation, |tx| async move {
@@ -168,7 +168,7 @@ impl Commands {
                 if invoice.doc.facts().status != InvoiceStatus::Open {
                     return Ok((invoice_key.to_owned(), entry));
                 }
-                let (payment, paid) = self.pay_in(&tx, mutation, &invoice, request, reference.clone()).await?;
+                let (payment, paid) = self.pay_in(&tx, mutation, &invoice, method_ref, request, reference.clone()).await?;
                 written_ref.set(&payment);
                 let entry = AuditEntry {
                     action: "invoice.finalize_and_pay".into(),
@@ -286,19 +286,25 @@ impl Commands {
     }
 
     /// Load, decide and write a new recorded payment of `invoice` inside the caller's transaction.
+    ///
+    /// `method` is the one read before the transaction: the transaction does not read it again,
+    /// because a read alone would not make a concurrent archiving conflict with this payment
+    /// (SurrealDB checks write against write only), so reading it again would only cost a
+    /// statement (docs/rules.md, Concurrency).
     async fn pay_in(
         &self,
         tx: &TxRef,
         mutation: &Mutation<'_>,
         invoice: &InvoiceRow,
+        method: &PaymentMethodRow,
         request: &PayInvoice,
         external_reference: Option<String>,
     ) -> AppResult<(PaymentRow, AuditEntry)> {
         let new = request.recorded(invoice, external_reference);
-        let method = self.store.invoice_payment_records(tx, mutation.tenant, invoice, &request.method, &new.location).await?;
+        self.store.check_payment_location(tx, mutation.tenant, invoice, &new.location).await?;
         let currency = Currency::parse(&invoice.doc.currency)?;
         let effect = rules::pay_invoice(&invoice.doc.facts(), currency, &method.facts(), request.amount)?;
-        let (payment, allocated) = self.store.write_invoice_payment(tx, mutation, invoice, &method, new, &effect, request.date).await?;
+        let (payment, allocated) = self.store.write_invoice_payment(tx, mutation, invoice, method, new, &effect, request.date).await?;
         let mut events = vec![events::payment_recorded(&payment)];
         for allocation in &allocated {
             events.extend(events::allocated(allocation, &payment, invoice, effect.allocation.invoice_status));

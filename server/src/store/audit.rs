@@ -6,7 +6,7 @@ use std::future::Future;
 use chrono::Utc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
+use surrealdb::types::{Array, RecordId, RecordIdKey, SurrealValue, Value};
 
 use super::ledger_events::LedgerRow;
 use super::rows::{AuditRow, IdempotencyRow, new_key, page_key, record};
@@ -63,6 +63,28 @@ impl Mutation<'_> {
     }
 }
 
+/// An audit event as written (X3): its canonical content (H1), what pages and positions it, and
+/// its hash.
+#[derive(SurrealValue)]
+struct AuditDoc {
+    tenant: String,
+    key: String,
+    page_key: String,
+    at: chrono::DateTime<Utc>,
+    actor: String,
+    action: String,
+    records: Vec<String>,
+    before: Option<String>,
+    after: Option<String>,
+    reason: Option<String>,
+    idempotency_key: Option<String>,
+    request_id: Option<String>,
+    events: Option<String>,
+    takings: Option<String>,
+    content_hash: String,
+    awaiting_position: bool,
+}
+
 fn idempotency_id(tenant: &TenantId, key: &str) -> RecordId {
     let parts = Array::from(vec![Value::String(tenant.as_str().to_owned()), Value::String(key.to_owned())]);
     RecordId::new("idempotency", RecordIdKey::Array(parts))
@@ -91,19 +113,16 @@ impl Store {
                 }
             }
             let (value, entry) = body(tx.clone()).await?;
-            append_audit(&tx, mutation, entry).await?;
-            if let Some(idempotency) = &mutation.idempotency {
-                let result = serde_json::to_string(&value).map_err(AppError::internal)?;
-                tx.query(
-                    "CREATE $id SET operation = $operation, request_hash = $hash, result = $result, created_at = time::now() RETURN NONE",
-                    Vars::new()
-                        .set("id", idempotency_id(mutation.tenant, &idempotency.key))
-                        .set("operation", mutation.operation.to_owned())
-                        .set("hash", idempotency.request_hash.clone())
-                        .set("result", result),
-                )
-                .await?;
-            }
+            let claimed = match &mutation.idempotency {
+                Some(idempotency) => Some(IdempotencyRow {
+                    operation: mutation.operation.to_owned(),
+                    request_hash: idempotency.request_hash.clone(),
+                    result: serde_json::to_string(&value).map_err(AppError::internal)?,
+                    created_at: Some(Utc::now()),
+                }),
+                None => None,
+            };
+            append_audit(&tx, mutation, entry, claimed).await?;
             Ok(value)
         })
         .await
@@ -164,7 +183,7 @@ fn first_result<T: DeserializeOwned>(mutation: &Mutation<'_>, idempotency: &Idem
 /// the transaction queues it the moment it commits ([`super::Tx::position_after_commit`]), while
 /// the mutation still holds its in-process turns, so changes of one record are chained and
 /// positioned in the order they committed.
-pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry) -> AppResult<()> {
+pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry, claimed: Option<IdempotencyRow>) -> AppResult<()> {
     let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
     let key = new_key();
     let events = to_stored(&entry.events);
@@ -191,29 +210,35 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     };
     let content_hash = content.hash();
     let id = record("audit_event", &key);
-    tx.query(
-        "CREATE $id SET tenant = $tenant, key = $key_field, page_key = $page_key, at = $at, actor = $actor, action = $action, records = $records,
-            before = $before, after = $after, reason = $reason, idempotency_key = $key, request_id = $request_id,
-            events = $events, takings = $takings, content_hash = $content_hash, awaiting_position = true RETURN NONE",
-        Vars::new()
-            .set("id", id.clone())
-            .set("key_field", key.clone())
-            .set("page_key", page_key(mutation.tenant.as_str(), &key))
-            .set("tenant", content.tenant.clone())
-            .set("at", content.at)
-            .set("actor", content.actor.clone())
-            .set("action", content.action.clone())
-            .set("records", content.records)
-            .set("before", content.before)
-            .set("after", content.after)
-            .set("reason", content.reason)
-            .set("key", content.idempotency_key)
-            .set("request_id", content.request_id)
-            .set("events", content.events.clone())
-            .set("takings", content.takings.clone())
-            .set("content_hash", content_hash.clone()),
-    )
-    .await?;
+    let doc = AuditDoc {
+        tenant: content.tenant.clone(),
+        key: key.clone(),
+        page_key: page_key(mutation.tenant.as_str(), &key),
+        at: content.at,
+        actor: content.actor.clone(),
+        action: content.action.clone(),
+        records: content.records,
+        before: content.before,
+        after: content.after,
+        reason: content.reason,
+        idempotency_key: content.idempotency_key,
+        request_id: content.request_id,
+        events: content.events.clone(),
+        takings: content.takings.clone(),
+        content_hash: content_hash.clone(),
+        awaiting_position: true,
+    };
+    // Whole documents rather than a SET per field: SurrealDB evaluates each SET expression on its
+    // own, and those evaluations were a large part of a money change's CPU (docs/performance.md).
+    // The idempotency record (X2) goes in the same round trip.
+    let vars = Vars::new().set("id", id.clone()).set("doc", doc);
+    match (claimed, &mutation.idempotency) {
+        (Some(claimed), Some(idempotency)) => {
+            let vars = vars.set("claim", idempotency_id(mutation.tenant, &idempotency.key)).set("claimed", claimed);
+            tx.query("CREATE $id CONTENT $doc RETURN NONE; CREATE $claim CONTENT $claimed RETURN NONE;", vars).await?
+        }
+        _ => tx.query("CREATE $id CONTENT $doc RETURN NONE", vars).await?,
+    };
     // Chained, and positioned and published when it has ledger events, from this copy: nothing is
     // read back after the commit.
     let row = LedgerRow {

@@ -2,9 +2,9 @@
 //! relies on, lets the ledger decide, and writes every record holding those balances, so that
 //! concurrent requests conflict rather than overspend (P7, F1, M4).
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
-use surrealdb::types::{Array, RecordId, RecordIdKey, Value};
+use surrealdb::types::{Array, RecordId, RecordIdKey, SurrealValue, Value};
 
 use super::audit::{AuditEntry, Mutation};
 use super::directory::{Owned, read_owned};
@@ -233,6 +233,23 @@ pub(crate) fn payment_summary(doc: &PaymentDoc) -> serde_json::Value {
 }
 
 
+/// A new allocation's stored fields, as written.
+#[derive(SurrealValue)]
+struct AllocationDoc {
+    tenant: String,
+    page_key: String,
+    sequence: i64,
+    payment: String,
+    invoice: String,
+    client: String,
+    amount: Decimal,
+    currency: String,
+    date: String,
+    active: bool,
+    created_at: DateTime<Utc>,
+    created_by: String,
+}
+
 /// One allocation made inside a transaction, for the audit trail.
 pub struct Allocated {
     pub key: String,
@@ -290,19 +307,24 @@ impl Store {
         method_key: &str,
         location_key: &str,
     ) -> AppResult<PaymentMethodRow> {
-        let check_location = invoice.doc.location != location_key;
-        let sql = if check_location { "SELECT * FROM ONLY $method; SELECT * FROM ONLY $location;" } else { "SELECT * FROM ONLY $method;" };
-        let mut found = tx
-            .query(sql, Vars::new().set("method", record("payment_method", method_key)).set("location", record("location", location_key)))
-            .await?;
+        let mut found = tx.query("SELECT * FROM ONLY $method", Vars::new().set("method", record("payment_method", method_key))).await?;
         let method = found
             .first::<PaymentMethodRow>(0)?
             .filter(|m| m.tenant == tenant.as_str())
             .ok_or_else(|| AppError::not_found("payment method"))?;
-        if check_location {
-            found.first::<LocationRow>(1)?.filter(|l| l.tenant == tenant.as_str()).ok_or_else(|| AppError::not_found("location"))?;
-        }
+        self.check_payment_location(tx, tenant, invoice, location_key).await?;
         Ok(method)
+    }
+
+    /// Checks, in the caller's transaction, the location a new payment for `invoice` names when
+    /// it is not the invoice's own: it must be the tenant's (A3).
+    pub(crate) async fn check_payment_location(&self, tx: &TxRef, tenant: &TenantId, invoice: &InvoiceRow, location_key: &str) -> AppResult<()> {
+        if invoice.doc.location == location_key {
+            return Ok(());
+        }
+        let mut found = tx.query("SELECT * FROM ONLY $location", Vars::new().set("location", record("location", location_key))).await?;
+        found.first::<LocationRow>(0)?.filter(|l| l.tenant == tenant.as_str()).ok_or_else(|| AppError::not_found("location"))?;
+        Ok(())
     }
 
     /// Writes a new payment for `invoice` as decided (P3): its allocation, the invoice's new sums
@@ -341,23 +363,27 @@ impl Store {
         let invoice_key = key_of(&invoice.id);
         let sequence = payment.doc.allocation_count + 1;
         let key = new_key();
+        let doc = AllocationDoc {
+            tenant: mutation.tenant.as_str().to_owned(),
+            page_key: page_key(mutation.tenant.as_str(), &key),
+            sequence,
+            payment: key_of(&payment.id),
+            invoice: invoice_key.clone(),
+            client: invoice.doc.client.clone(),
+            amount: effect.amount,
+            currency: invoice.doc.currency.clone(),
+            date: date_string(today),
+            active: true,
+            created_at: Utc::now(),
+            created_by: mutation.actor.to_owned(),
+        };
+        // The allocation as one document: SurrealDB evaluates each field of a SET on its own.
         tx.query(
-            "CREATE $id SET tenant = $tenant, page_key = $page_key, sequence = $sequence, payment = $payment, invoice = $invoice,
-                client = $client, amount = $amount, currency = $currency, date = $date, active = true, created_at = time::now(),
-                created_by = $actor RETURN NONE;
+            "CREATE $id CONTENT $doc RETURN NONE;
              UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now() RETURN NONE;",
             Vars::new()
                 .set("id", record("allocation", &key))
-                .set("tenant", mutation.tenant.as_str().to_owned())
-                .set("page_key", page_key(mutation.tenant.as_str(), &key))
-                .set("sequence", sequence)
-                .set("payment", key_of(&payment.id))
-                .set("invoice", invoice_key.clone())
-                .set("client", invoice.doc.client.clone())
-                .set("amount", effect.amount)
-                .set("currency", invoice.doc.currency.clone())
-                .set("date", date_string(today))
-                .set("actor", mutation.actor.to_owned())
+                .set("doc", doc)
                 .set("invoice_id", invoice.id.clone())
                 .set("paid", effect.invoice_paid)
                 .set("status", status_str(effect.invoice_status).to_owned()),

@@ -114,7 +114,7 @@ impl Store {
                     return Ok(Applied::Previewed(Preview::replay()));
                 }
                 let (_, entry) = body(tx.clone()).await?;
-                append_audit(&tx, mutation, entry.clone()).await?;
+                append_audit(&tx, mutation, entry.clone(), None).await?;
                 Ok(Applied::Previewed(self.preview_of(before, &tx, entry).await?))
             })
             .await;

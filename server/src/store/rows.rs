@@ -172,6 +172,8 @@ pub struct IdempotencyRow {
     pub operation: String,
     pub request_hash: String,
     pub result: String,
+    /// Always set when written; read back only to be passed over.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// A `count()` row.
