@@ -94,9 +94,15 @@ impl Store {
     /// Runs a mutation in one transaction with its idempotency check and its audit event.
     ///
     /// With a key already used for the same operation and input, the first result is returned and
-    /// nothing changes; with a key used for anything else, IDEMPOTENCY_KEY_REUSED. Two requests
-    /// with one key at the same moment both try to create the key's record; the database lets one
-    /// commit and the other retries, then finds the key and returns the first result.
+    /// nothing changes; with a key used for anything else, IDEMPOTENCY_KEY_REUSED. The key is
+    /// claimed by creating its record in the mutation's transaction, and a first attempt does not
+    /// look it up beforehand: a key already used makes that creation fail, the transaction runs
+    /// again, and the next attempt looks the key up first and answers from it. So a new key (the
+    /// common case) costs no read, and a repeated request costs one attempt that is rolled back.
+    /// Two requests with one key at the same moment both try to create the key's record; the
+    /// database lets one commit and the other runs again and finds the key. A mutation refused
+    /// for any reason is answered from its key too when the key was used (a repeated void of a
+    /// payment the first request voided is answered with the first result, not PAYMENT_VOID).
     pub async fn mutate<T, F, Fut>(&self, mutation: &Mutation<'_>, body: F) -> AppResult<T>
     where
         T: Serialize + DeserializeOwned,
@@ -104,28 +110,42 @@ impl Store {
         Fut: Future<Output = AppResult<(T, AuditEntry)>>,
     {
         let body = &body;
-        self.transaction(|tx| async move {
-            if let Some(idempotency) = &mutation.idempotency {
-                let id = idempotency_id(mutation.tenant, &idempotency.key);
-                let mut found = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", id)).await?;
-                if let Some(previous) = found.first::<IdempotencyRow>(0)? {
-                    return first_result(mutation, idempotency, &previous);
+        let first_attempt = std::sync::atomic::AtomicBool::new(true);
+        let first_attempt = &first_attempt;
+        let outcome = self
+            .transaction(|tx| async move {
+                if let Some(idempotency) = &mutation.idempotency
+                    && !first_attempt.swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    let id = idempotency_id(mutation.tenant, &idempotency.key);
+                    let mut found = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", id)).await?;
+                    if let Some(previous) = found.first::<IdempotencyRow>(0)? {
+                        return first_result(mutation, idempotency, &previous);
+                    }
                 }
-            }
-            let (value, entry) = body(tx.clone()).await?;
-            let claimed = match &mutation.idempotency {
-                Some(idempotency) => Some(IdempotencyRow {
-                    operation: mutation.operation.to_owned(),
-                    request_hash: idempotency.request_hash.clone(),
-                    result: serde_json::to_string(&value).map_err(AppError::internal)?,
-                    created_at: Some(Utc::now()),
-                }),
-                None => None,
-            };
-            append_audit(&tx, mutation, entry, claimed).await?;
-            Ok(value)
-        })
-        .await
+                let (value, entry) = body(tx.clone()).await?;
+                let claimed = match &mutation.idempotency {
+                    Some(idempotency) => Some(IdempotencyRow {
+                        operation: mutation.operation.to_owned(),
+                        request_hash: idempotency.request_hash.clone(),
+                        result: serde_json::to_string(&value).map_err(AppError::internal)?,
+                        created_at: Some(Utc::now()),
+                    }),
+                    None => None,
+                };
+                append_audit(&tx, mutation, entry, claimed).await?;
+                Ok(value)
+            })
+            .await;
+        match outcome {
+            Err(refused) if mutation.idempotency.is_some() => match self.replay(mutation).await {
+                Ok(Some(first)) => Ok(first),
+                Err(reused) if reused.code == ErrorCode::IdempotencyKeyReused => Err(reused),
+                // No request has used the key, or the database cannot say: the refusal stands.
+                Ok(None) | Err(_) => Err(refused),
+            },
+            other => other,
+        }
     }
 
     /// The first result of a mutation already made with this idempotency key and input, if any;
