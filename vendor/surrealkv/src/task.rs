@@ -11,6 +11,18 @@ use crate::lsm::CompactionOperations;
 use crate::stall::WriteStallController;
 use crate::Options;
 
+/// Runs a flush or a compaction on tokio's blocking pool. Both are synchronous and can run for
+/// seconds (a compaction rewrites whole levels); run inside an async task they would hold a
+/// runtime worker for that long, and every task queued on that worker (the application's
+/// requests included) would wait for them.
+async fn off_the_runtime(work: impl FnOnce() -> crate::error::Result<()> + Send + 'static) -> crate::error::Result<()> {
+	match tokio::task::spawn_blocking(work).await {
+		Ok(done) => done,
+		Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+		Err(failed) => Err(crate::error::Error::Other(format!("background work was cancelled: {failed}"))),
+	}
+}
+
 /// Manages background tasks for the LSM tree
 pub(crate) struct TaskManager {
 	/// Flag to signal tasks to stop
@@ -78,7 +90,8 @@ impl TaskManager {
 					// Flush ALL pending immutable memtables in a loop
 					let mut flush_count = 0;
 					loop {
-						match core.compact_memtable() {
+						let flushing = Arc::clone(&core);
+						match off_the_runtime(move || flushing.compact_memtable()).await {
 							Ok(()) => {
 								flush_count += 1;
 								write_stall.signal_work_done();
@@ -137,7 +150,8 @@ impl TaskManager {
 					// Use leveled compaction strategy
 					let strategy: Arc<dyn CompactionStrategy> =
 						Arc::new(Strategy::from_options(Arc::clone(&opts)));
-					if let Err(e) = core.compact(strategy) {
+					let compacting = Arc::clone(&core);
+					if let Err(e) = off_the_runtime(move || compacting.compact(strategy)).await {
 						log::error!("Level compaction task error: {e:?}");
 						core.error_handler().set_error(e, BackgroundErrorReason::Compaction);
 						write_stall.signal_shutdown();
