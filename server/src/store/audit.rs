@@ -124,16 +124,19 @@ impl Store {
                     }
                 }
                 let (value, entry) = body(tx.clone()).await?;
-                let claimed = match &mutation.idempotency {
-                    Some(idempotency) => Some(IdempotencyRow {
-                        operation: mutation.operation.to_owned(),
-                        request_hash: idempotency.request_hash.clone(),
-                        result: serde_json::to_string(&value).map_err(AppError::internal)?,
-                        created_at: Some(Utc::now()),
-                    }),
+                let claim = match &mutation.idempotency {
+                    Some(idempotency) => Some((
+                        idempotency_id(mutation.tenant, &idempotency.key),
+                        IdempotencyRow {
+                            operation: mutation.operation.to_owned(),
+                            request_hash: idempotency.request_hash.clone(),
+                            result: serde_json::to_string(&value).map_err(AppError::internal)?,
+                            created_at: Some(Utc::now()),
+                        },
+                    )),
                     None => None,
                 };
-                append_audit(&tx, mutation, entry, claimed).await?;
+                append_audit(&tx, mutation, entry, claim).await?;
                 Ok(value)
             })
             .await;
@@ -203,7 +206,9 @@ fn first_result<T: DeserializeOwned>(mutation: &Mutation<'_>, idempotency: &Idem
 /// the transaction queues it the moment it commits ([`super::Tx::position_after_commit`]), while
 /// the mutation still holds its in-process turns, so changes of one record are chained and
 /// positioned in the order they committed.
-pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry, claimed: Option<IdempotencyRow>) -> AppResult<()> {
+///
+/// `claim` is the idempotency record (X2) to create with it, if the mutation claims a key.
+pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry, claim: Option<(RecordId, IdempotencyRow)>) -> AppResult<()> {
     let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
     let key = new_key();
     let events = to_stored(&entry.events);
@@ -252,12 +257,12 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     // own, and those evaluations were a large part of a money change's CPU (docs/performance.md).
     // The idempotency record (X2) goes in the same round trip.
     let vars = Vars::new().set("id", id.clone()).set("doc", doc);
-    match (claimed, &mutation.idempotency) {
-        (Some(claimed), Some(idempotency)) => {
-            let vars = vars.set("claim", idempotency_id(mutation.tenant, &idempotency.key)).set("claimed", claimed);
+    match claim {
+        Some((claim, claimed)) => {
+            let vars = vars.set("claim", claim).set("claimed", claimed);
             tx.query("CREATE $id CONTENT $doc RETURN NONE; CREATE $claim CONTENT $claimed RETURN NONE;", vars).await?
         }
-        _ => tx.query("CREATE $id CONTENT $doc RETURN NONE", vars).await?,
+        None => tx.query("CREATE $id CONTENT $doc RETURN NONE", vars).await?,
     };
     // Chained, and positioned and published when it has ledger events, from this copy: nothing is
     // read back after the commit.
