@@ -189,6 +189,8 @@ pub fn start_settle_with(
         .arg(data_dir)
         .args(flags)
         .env_remove("SETTLE_DATABASE")
+        // Settle's own malloc setting, unless a test sets another.
+        .env_remove("MALLOC_ARENA_MAX")
         .envs(envs.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(stderr)
