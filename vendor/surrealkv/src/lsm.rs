@@ -373,10 +373,24 @@ impl CoreInner {
 	///
 	/// The actual SST flush happens asynchronously via background task.
 	pub(crate) fn rotate_memtable(&self) -> Result<()> {
+		self.rotate_memtable_if(|_| true)
+	}
+
+	/// Rotates the active memtable only if it is still `full`: the memtable a writer found
+	/// full. Several writers can find one memtable full at once (commits apply their batches
+	/// concurrently); the first rotates it, and the others must not rotate the fresh memtable
+	/// that replaced it. Rotating that one too queued a second, nearly empty immutable memtable,
+	/// which reached the limit of immutable memtables and stalled every write until both were
+	/// flushed.
+	pub(crate) fn rotate_full_memtable(&self, full: &Arc<MemTable>) -> Result<()> {
+		self.rotate_memtable_if(|active| Arc::ptr_eq(active, full))
+	}
+
+	fn rotate_memtable_if(&self, still_wanted: impl FnOnce(&Arc<MemTable>) -> bool) -> Result<()> {
 		// Step 1: Acquire WRITE lock upfront to prevent race conditions
 		let mut active_memtable = self.active_memtable.write()?;
 
-		if active_memtable.is_empty() {
+		if active_memtable.is_empty() || !still_wanted(&active_memtable) {
 			return Ok(());
 		}
 
@@ -961,18 +975,18 @@ impl CommitEnv for LsmCommitEnv {
 	/// function on the same active memtable are routine.
 	fn apply(&self, batch: &Batch) -> Result<()> {
 		// Try to add to current memtable
-		let result = {
+		let (result, tried) = {
 			let active_memtable = self.core.active_memtable.read()?;
-			active_memtable.add(batch)
+			(active_memtable.add(batch), Arc::clone(&*active_memtable))
 		};
 
 		match result {
 			Ok(()) => Ok(()),
 			Err(Error::ArenaFull) => {
-				// Arena is full - rotate memtable and retry
+				// Arena is full - rotate memtable (unless another writer already has) and retry
 				log::debug!("apply: arena full, rotating memtable");
 
-				self.core.rotate_memtable()?;
+				self.core.rotate_full_memtable(&tried)?;
 
 				// Schedule background flush
 				if let Some(ref task_manager) = self.task_manager {

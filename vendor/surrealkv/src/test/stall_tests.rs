@@ -513,3 +513,46 @@ async fn test_memtable_rotation_under_concurrent_load() {
 	};
 	tree.close().await.unwrap();
 }
+
+/// Several writers can find one memtable full at once; only the first rotates it. A writer that
+/// comes second must not rotate the fresh memtable that replaced it: that queued a second,
+/// nearly empty immutable memtable, reached the limit of immutable memtables and stalled every
+/// write until both were flushed.
+#[test(tokio::test)]
+async fn test_a_full_memtable_is_rotated_once() {
+	let temp_dir = tempfile::tempdir().unwrap();
+	let tree: Tree = TreeBuilder::new()
+		.with_path(temp_dir.path().to_path_buf())
+		.with_max_memtable_size(64 * 1024)
+		.with_memtable_stall_threshold(4)
+		.with_l0_stall_threshold(12)
+		.build()
+		.unwrap();
+	let write = |key: &'static str| {
+		let mut txn = tree.begin().unwrap();
+		txn.set(key.as_bytes(), b"value").unwrap();
+		txn
+	};
+	write("a").commit().await.unwrap();
+	let found_full = Arc::clone(&*tree.core.active_memtable.read().unwrap());
+
+	// The first writer rotates it.
+	tree.core.rotate_full_memtable(&found_full).unwrap();
+	assert_eq!(tree.core.immutable_count(), 1);
+	write("b").commit().await.unwrap();
+
+	// The second finds it rotated already and leaves the fresh one ("b") active.
+	tree.core.rotate_full_memtable(&found_full).unwrap();
+	assert_eq!(tree.core.immutable_count(), 1, "the fresh memtable was rotated too");
+	assert!(!tree.core.active_memtable.read().unwrap().is_empty(), "the fresh memtable stays active");
+
+	// A writer that finds the fresh one full rotates it.
+	let fresh = Arc::clone(&*tree.core.active_memtable.read().unwrap());
+	tree.core.rotate_full_memtable(&fresh).unwrap();
+	assert_eq!(tree.core.immutable_count(), 2);
+
+	let txn = tree.begin().unwrap();
+	assert!(txn.get(b"a").unwrap().is_some() && txn.get(b"b").unwrap().is_some());
+	drop(txn);
+	tree.close().await.unwrap();
+}
