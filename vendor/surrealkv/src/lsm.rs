@@ -148,6 +148,11 @@ pub(crate) struct CoreInner {
 	/// Visible sequence number - the highest sequence number that is visible to readers.
 	/// Shared with CommitPipeline for coordinated updates.
 	pub(crate) visible_seq_num: Arc<AtomicU64>,
+
+	/// Held while an immutable memtable is picked and flushed, so that two flushers (the
+	/// background task and a checkpoint) never pick the same one and write its table file at
+	/// once.
+	flush_turn: Mutex<()>,
 }
 
 impl CoreInner {
@@ -214,6 +219,7 @@ impl CoreInner {
 			lockfile: Mutex::new(lockfile),
 			error_handler: Arc::new(BackgroundErrorHandler::new()),
 			visible_seq_num,
+			flush_turn: Mutex::new(()),
 		})
 	}
 
@@ -456,6 +462,9 @@ impl CoreInner {
 	/// 2. Flushes it to SST via flush_immutable_to_sst (which also removes from queue)
 	/// 3. Schedules async WAL cleanup
 	fn flush_oldest_immutable_to_sst(&self) -> Result<Option<Arc<Table>>> {
+		// One flusher at a time: another one holding the turn has picked the oldest entry and
+		// removes it from the queue before it lets go.
+		let _turn = self.flush_turn.lock()?;
 		// Get the oldest immutable entry (clone to release lock before I/O)
 		let entry = {
 			let guard = self.immutable_memtables.read()?;

@@ -11,17 +11,58 @@ use crate::lsm::CompactionOperations;
 use crate::stall::WriteStallController;
 use crate::Options;
 
-/// Runs a flush or a compaction on tokio's blocking pool. Both are synchronous and can run for
-/// seconds (a compaction rewrites whole levels); run inside an async task they would hold a
-/// runtime worker for that long, and every task queued on that worker (the application's
-/// requests included) would wait for them.
+/// How much lower than the threads that serve requests a flush or compaction runs, in steps of
+/// the nice value (which ends at 19). Ten steps lower, a busy request thread gets about ten times
+/// the CPU of the background thread when both want a core; when a core is idle the background
+/// work takes all of it.
+pub(crate) const BACKGROUND_NICE: i32 = 10;
+
+/// Runs a flush or a compaction on a thread of its own, at a lower OS priority than the threads
+/// that serve requests. Both are synchronous and can run for seconds (a compaction rewrites
+/// whole levels). Run inside an async task they would hold a runtime worker for that long, and
+/// every task queued on that worker (the application's requests included) would wait for them;
+/// run at the same priority on another thread they still take a whole core, which on a
+/// two-core host halves what is left for requests. The thread is not one of tokio's blocking
+/// pool: those are reused, and an unprivileged thread cannot raise its priority back. The
+/// thread enters the caller's runtime, because the work starts tasks of its own (a flush spawns
+/// the clean-up of old WAL segments), which a thread outside any runtime cannot do.
 async fn off_the_runtime(work: impl FnOnce() -> crate::error::Result<()> + Send + 'static) -> crate::error::Result<()> {
-	match tokio::task::spawn_blocking(work).await {
-		Ok(done) => done,
-		Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
-		Err(failed) => Err(crate::error::Error::Other(format!("background work was cancelled: {failed}"))),
+	let (report, outcome) = tokio::sync::oneshot::channel();
+	let runtime = tokio::runtime::Handle::current();
+	std::thread::Builder::new()
+		.name("surrealkv-background".to_owned())
+		.spawn(move || {
+			let _inside = runtime.enter();
+			lower_this_threads_priority();
+			let _ = report.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
+		})
+		.map_err(|failed| crate::error::Error::Other(format!("cannot start a background thread: {failed}")))?;
+	match outcome.await {
+		Ok(Ok(done)) => done,
+		Ok(Err(panic)) => std::panic::resume_unwind(panic),
+		Err(_) => Err(crate::error::Error::Other("a background thread ended without an outcome".to_owned())),
 	}
 }
+
+/// Raises the calling thread's nice value by [`BACKGROUND_NICE`] (relative, so a process started
+/// at a lower priority keeps its background work below its requests). On Linux the nice value
+/// belongs to the thread, not the process (setpriority(2), NOTES), so nice(2) changes this
+/// thread alone. A failure leaves the thread at its priority: the work still runs.
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+	// nice(2) returns the new value, which can be -1; errno tells a failure apart.
+	// SAFETY: nice and errno take and give plain integers and touch no memory of ours.
+	let failed = unsafe {
+		*libc::__errno_location() = 0;
+		libc::nice(BACKGROUND_NICE) == -1 && *libc::__errno_location() != 0
+	};
+	if failed {
+		log::debug!("could not lower the priority of a background thread: {}", std::io::Error::last_os_error());
+	}
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
 
 /// Manages background tasks for the LSM tree
 pub(crate) struct TaskManager {
@@ -332,6 +373,34 @@ mod tests {
 		fn has_pending_immutables(&self) -> bool {
 			false // Mock always returns false (no immutables)
 		}
+	}
+
+	/// A flush and a compaction run at [`BACKGROUND_NICE`], on a thread of their own that can
+	/// start tasks on the caller's runtime (a flush does), and the runtime's threads keep their
+	/// priority.
+	#[cfg(target_os = "linux")]
+	#[test(tokio::test(flavor = "multi_thread"))]
+	async fn test_background_work_runs_at_a_lower_priority() {
+		let nice_of_this_thread = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+		let before = nice_of_this_thread();
+		let seen = super::off_the_runtime(move || {
+			let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+			let name = std::thread::current().name().map(str::to_owned);
+			let (sent, received) = std::sync::mpsc::channel();
+			let spawned = tokio::runtime::Handle::try_current()
+				.map(|runtime| runtime.spawn(async move { sent.send(7) }))
+				.map(|_| received.recv_timeout(std::time::Duration::from_secs(10)).ok());
+			Err(Error::Other(format!("{nice} {name:?} {spawned:?}")))
+		})
+		.await;
+		let Err(Error::Other(seen)) = seen else { panic!("the work's outcome is returned") };
+		let expected = (before + super::BACKGROUND_NICE).min(19);
+		assert_eq!(seen, format!("{expected} Some(\"surrealkv-background\") Ok(Some(7))"));
+		assert_eq!(nice_of_this_thread(), before, "the caller's priority is unchanged");
+		// A second job runs on a fresh thread at the same priority, not lower.
+		let again = super::off_the_runtime(move || Err(Error::Other(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }.to_string()))).await;
+		let Err(Error::Other(again)) = again else { panic!("the work's outcome is returned") };
+		assert_eq!(again, expected.to_string());
 	}
 
 	#[test(tokio::test(flavor = "multi_thread"))]
