@@ -171,7 +171,7 @@ impl Compactor {
 		merge_iter: Vec<BoxedLSMIterator<'_>>,
 		input: &CompactionInput,
 	) -> Result<bool> {
-		let file = SysFile::create(path)?;
+		let file = crate::vfs::TableFile::create(path)?;
 		let mut writer =
 			TableWriter::new(file, table_id, Arc::clone(&self.options.lopts), input.target_level);
 

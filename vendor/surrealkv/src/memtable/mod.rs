@@ -324,7 +324,7 @@ impl MemTable {
 		let mut bptree_entries = Vec::new();
 
 		{
-			let file = SysFile::create(&table_file_path)?;
+			let file = crate::vfs::TableFile::create(&table_file_path)?;
 			let mut table_writer = TableWriter::new(file, table_id, Arc::clone(&lsm_opts), 0); // Memtables always flush to L0
 
 			let mut iter = self.iter();
