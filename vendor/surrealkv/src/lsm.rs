@@ -463,8 +463,9 @@ impl CoreInner {
 	/// 3. Schedules async WAL cleanup
 	fn flush_oldest_immutable_to_sst(&self) -> Result<Option<Arc<Table>>> {
 		// One flusher at a time: another one holding the turn has picked the oldest entry and
-		// removes it from the queue before it lets go.
-		let _turn = self.flush_turn.lock()?;
+		// removes it from the queue before it lets go. The turn guards no data, so a flush that
+		// panicked holding it leaves nothing to distrust.
+		let _turn = self.flush_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
 		// Get the oldest immutable entry (clone to release lock before I/O)
 		let entry = {
 			let guard = self.immutable_memtables.read()?;
