@@ -248,28 +248,19 @@ pub fn open_for_sync<P: AsRef<std::path::Path>>(path: P) -> std::io::Result<SysF
 pub(crate) const TABLE_WRITEBACK_BYTES: u64 = 1 << 20;
 
 /// A table file being written (by a flush or a compaction) whose data the kernel starts writing
-/// to disk every [`TABLE_WRITEBACK_BYTES`] (Linux `sync_file_range`; RocksDB's `bytes_per_sync`),
-/// with at most two such steps on their way to the disk at once.
+/// to disk every [`TABLE_WRITEBACK_BYTES`], without waiting for it (Linux `sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`; RocksDB's `bytes_per_sync`).
 ///
 /// Without it a table of tens of megabytes stays in the page cache until the fsync that makes it
 /// durable, and that fsync then writes all of it at once. On ext4 the commits' WAL syncs wait
 /// behind it (one journal), so every commit stalls for as long as the table's fsync takes. With
-/// it the final fsync finds little left to write.
-///
-/// Before a step's writeback starts, the writer waits for the step before it to reach the disk.
-/// A flush or compaction makes table data faster than the disk takes it, and writeback started
-/// without waiting queues all of it at the disk, where each commit's WAL sync then waits behind
-/// what is queued ahead of it. Waiting keeps that queue at two steps; the table is written at
-/// the disk's pace instead, in the background. Durability is unchanged: the table is still
-/// fsynced before the manifest names it ([`fsync_file`]); a writeback that fails to start or to
-/// finish is left to that fsync.
+/// it the final fsync finds little left to write. Durability is unchanged: the table is still
+/// fsynced before the manifest names it ([`fsync_file`]); a writeback that fails to start is
+/// left to that fsync.
 pub(crate) struct TableFile {
 	file: SysFile,
 	written: u64,
-	/// Where the last step whose writeback was started ends.
 	writeback_started_to: u64,
-	/// Where the steps whose writeback was waited for end.
-	written_back_to: u64,
 }
 
 impl TableFile {
@@ -278,57 +269,29 @@ impl TableFile {
 			file: SysFile::create(path)?,
 			written: 0,
 			writeback_started_to: 0,
-			written_back_to: 0,
 		})
 	}
 
-	/// Waits for the previous step to reach the disk, then starts the writeback of what was
-	/// written since.
-	fn start_writeback(&mut self) {
-		if self.writeback_started_to > self.written_back_to {
-			self.sync_range(
-				self.written_back_to,
-				self.writeback_started_to,
-				SyncRange::WaitForIt,
-			);
-			self.written_back_to = self.writeback_started_to;
-		}
-		self.sync_range(self.writeback_started_to, self.written, SyncRange::Start);
-		self.writeback_started_to = self.written;
-	}
-
 	#[cfg(target_os = "linux")]
-	fn sync_range(&self, from: u64, to: u64, how: SyncRange) {
+	fn start_writeback(&mut self) {
 		use std::os::fd::AsRawFd;
-		let flags = match how {
-			SyncRange::Start => libc::SYNC_FILE_RANGE_WRITE,
-			SyncRange::WaitForIt => {
-				libc::SYNC_FILE_RANGE_WAIT_BEFORE
-					| libc::SYNC_FILE_RANGE_WRITE
-					| libc::SYNC_FILE_RANGE_WAIT_AFTER
-			}
-		};
+		let length = self.written - self.writeback_started_to;
 		// SAFETY: the descriptor is this open file's; sync_file_range reads no memory of ours.
 		unsafe {
 			libc::sync_file_range(
 				self.file.as_raw_fd(),
-				from as libc::off64_t,
-				(to - from) as libc::off64_t,
-				flags,
+				self.writeback_started_to as libc::off64_t,
+				length as libc::off64_t,
+				libc::SYNC_FILE_RANGE_WRITE,
 			)
 		};
+		self.writeback_started_to = self.written;
 	}
 
 	#[cfg(not(target_os = "linux"))]
-	fn sync_range(&self, _from: u64, _to: u64, _how: SyncRange) {}
-}
-
-/// What [`TableFile::sync_range`] does with a range of the file.
-enum SyncRange {
-	/// Starts its writeback and returns.
-	Start,
-	/// Starts the writeback of what is not on its way yet and waits until all of it is written.
-	WaitForIt,
+	fn start_writeback(&mut self) {
+		self.writeback_started_to = self.written;
+	}
 }
 
 impl Write for TableFile {
@@ -395,9 +358,8 @@ mod table_file_tests {
 
 	use super::{TableFile, TABLE_WRITEBACK_BYTES};
 
-	/// Everything written reaches the file unchanged, writeback is started once per
-	/// [`TABLE_WRITEBACK_BYTES`] written, up to the last whole step, and every step but the last
-	/// was waited for.
+	/// Everything written reaches the file unchanged, and writeback is started once per
+	/// [`TABLE_WRITEBACK_BYTES`] written, up to the last whole step.
 	#[test]
 	fn test_table_file_starts_writeback_every_step_and_keeps_every_byte() {
 		let dir = tempfile::tempdir().unwrap();
@@ -417,13 +379,6 @@ mod table_file_tests {
 			"writeback started to {} of {}",
 			file.writeback_started_to,
 			file.written
-		);
-		assert!(
-			file.written_back_to > 0
-				&& file.writeback_started_to - file.written_back_to <= TABLE_WRITEBACK_BYTES + 4093,
-			"written back to {}, started to {}",
-			file.written_back_to,
-			file.writeback_started_to
 		);
 		drop(file);
 		assert_eq!(std::fs::read(&path).unwrap(), expected);
