@@ -213,6 +213,13 @@ pub struct Options {
 	/// Level N max bytes = base * multiplier^(N-1)
 	/// Default: 10.0
 	pub level_multiplier: f64,
+	/// Size at which a compaction finishes an output table and starts the next one (at the next
+	/// user key, so that all versions of a key stay in one table).
+	/// A level is then made of tables of about this size instead of one table as large as the
+	/// level: the writer's index and filter state stays bounded, and a later compaction rewrites
+	/// only the tables its input overlaps.
+	/// Default: 64MB
+	pub target_table_size: u64,
 
 	/// Number of immutable memtables that triggers write stall.
 	/// When immutable memtable count >= this threshold, writes block until flushes complete.
@@ -260,6 +267,7 @@ impl Default for Options {
 			level0_max_files: 4,
 			max_bytes_for_level: 256 * 1024 * 1024, // 256MB
 			level_multiplier: 10.0,
+			target_table_size: 64 * 1024 * 1024, // 64MB
 			memtable_stall_threshold: 2,
 			l0_stall_threshold: 12,
 		}

@@ -128,53 +128,41 @@ impl Compactor {
 
 		drop(levels);
 
-		// Create new table
-		let new_table_id = self.options.level_manifest.read().unwrap().next_table_id();
-		let new_table_path = self.get_table_path(new_table_id);
-
-		// Write merged data
-		let table_created =
-			match self.write_merged_table(&new_table_path, new_table_id, iterators, input) {
-				Ok(result) => result,
-				Err(e) => {
-					// Guard will unhide tables on drop
-					return Err(e);
-				}
-			};
-
-		// Open table only if one was created
-		let new_table = if table_created {
-			match self.open_table(new_table_id, &new_table_path) {
-				Ok(table) => Some(table),
-				Err(e) => {
-					// Guard will unhide tables on drop
-					return Err(e);
-				}
-			}
-		} else {
-			None
-		};
+		// Guard will unhide tables on drop if writing fails
+		let new_tables = self.write_merged_tables(iterators, input)?;
 
 		// Update manifest - this will commit the guard on success
-		self.update_manifest(input, new_table, &mut guard)?;
+		self.update_manifest(input, &new_tables, &mut guard)?;
 
 		self.cleanup_old_tables(input);
 
 		Ok(())
 	}
 
-	/// Returns true if a table file was created and finished, false otherwise
-	fn write_merged_table(
+	/// Writes the merged entries as tables of about `target_table_size` each, each durable, and
+	/// opens them (none if the merge left no entries). On an error the tables written so far are
+	/// removed: the manifest does not name them yet, and the inputs stay as they were.
+	fn write_merged_tables(
 		&self,
-		path: &Path,
-		table_id: u64,
 		merge_iter: Vec<BoxedLSMIterator<'_>>,
 		input: &CompactionInput,
-	) -> Result<bool> {
-		let file = crate::vfs::TableFile::create(path)?;
-		let mut writer =
-			TableWriter::new(file, table_id, Arc::clone(&self.options.lopts), input.target_level);
+	) -> Result<Vec<Arc<Table>>> {
+		let mut created_paths = Vec::new();
+		let result = self.write_and_open_tables(merge_iter, input, &mut created_paths);
+		if result.is_err() {
+			for path in &created_paths {
+				let _ = std::fs::remove_file(path);
+			}
+		}
+		result
+	}
 
+	fn write_and_open_tables(
+		&self,
+		merge_iter: Vec<BoxedLSMIterator<'_>>,
+		input: &CompactionInput,
+		created_paths: &mut Vec<PathBuf>,
+	) -> Result<Vec<Arc<Table>>> {
 		// Get active snapshots for snapshot-aware compaction
 		// This is a snapshot of the snapshot list at the start of compaction.
 		// Any snapshots created during compaction will be handled by the next compaction.
@@ -193,44 +181,67 @@ impl Compactor {
 			snapshots,
 		);
 
-		let mut entries = 0;
+		// Output as one table kept the whole level's index and filter state in memory until
+		// it was finished, and made every later compaction into the level rewrite all of it.
+		// A table ends only between two user keys: a Level 1+ lookup reads a key from the one
+		// table whose range holds it, so all versions of a key must be in that table.
+		let target_size = self.options.lopts.target_table_size as usize;
+		let mut finished: Vec<(u64, PathBuf)> = Vec::new();
+		let mut current: Option<(u64, PathBuf, TableWriter<crate::vfs::TableFile>)> = None;
+		let mut last_user_key: Vec<u8> = Vec::new();
+
 		for item in &mut comp_iter {
 			let (key, value) = item?;
+			let ends_table = current.as_ref().is_some_and(|(_, _, writer)| {
+				writer.size_estimate() >= target_size && key.user_key != last_user_key
+			});
+			if ends_table {
+				if let Some((id, path, writer)) = current.take() {
+					finish_table(writer, &path)?;
+					finished.push((id, path));
+				}
+			}
+			let (_, _, writer) = match current.as_mut() {
+				Some(table) => table,
+				None => {
+					let id = self.options.level_manifest.read()?.next_table_id();
+					let path = self.get_table_path(id);
+					created_paths.push(path.clone());
+					let file = crate::vfs::TableFile::create(&path)?;
+					let writer =
+						TableWriter::new(file, id, Arc::clone(&self.options.lopts), input.target_level);
+					current.insert((id, path, writer))
+				}
+			};
+			last_user_key.clone_from(&key.user_key);
 			writer.add(key, &value)?;
-			entries += 1;
 		}
 
-		if entries == 0 {
-			// No entries - drop writer and remove empty file
-			drop(writer);
-			let _ = std::fs::remove_file(path);
-			return Ok(false);
+		if let Some((id, path, writer)) = current.take() {
+			finish_table(writer, &path)?;
+			finished.push((id, path));
 		}
 
-		writer.finish()?;
+		if !finished.is_empty() {
+			// The tables' directory entries must be durable before the manifest names them
+			// (see finish_table).
+			crate::lsm::fsync_directory(self.options.lopts.sstable_dir())?;
+		}
 
-		// Durability fix: the SST's data and its directory entry must be
-		// durable BEFORE the manifest (fsynced in update_manifest) references
-		// this table. Otherwise a power loss after the manifest commit leaves
-		// a durable manifest pointing at a zero-byte table, with the merged
-		// inputs already deleted (surrealdb/surrealdb#7426).
-		crate::vfs::fsync_file(path)?;
-		crate::lsm::fsync_directory(self.options.lopts.sstable_dir())?;
-
-		Ok(true)
+		finished.iter().map(|(id, path)| self.open_table(*id, path)).collect()
 	}
 
 	fn update_manifest(
 		&self,
 		input: &CompactionInput,
-		new_table: Option<Arc<Table>>,
+		new_tables: &[Arc<Table>],
 		guard: &mut HiddenTablesGuard,
 	) -> Result<()> {
 		let mut manifest = self.options.level_manifest.write()?;
 		let _imm_guard = self.options.immutable_memtables.write();
 
-		// Check for table ID collision if adding a new table
-		if let Some(ref table) = new_table {
+		// Check for table ID collision among the new tables
+		for table in new_tables {
 			if input.tables_to_merge.contains(&table.id) {
 				return Err(crate::error::Error::TableIDCollision(table.id));
 			}
@@ -247,9 +258,9 @@ impl Compactor {
 			}
 		}
 
-		// Add new table if present
-		if let Some(table) = new_table {
-			changeset.new_tables.push((input.target_level, table));
+		// Add the new tables, all in the one changeset
+		for table in new_tables {
+			changeset.new_tables.push((input.target_level, Arc::clone(table)));
 		}
 
 		let rollback = manifest.apply_changeset(&changeset)?;
@@ -302,4 +313,16 @@ impl Compactor {
 
 		Ok(Arc::new(Table::new(table_id, Arc::clone(&self.options.lopts), file, file_size)?))
 	}
+}
+
+/// Finishes a compaction's output table and makes its data durable.
+///
+/// Durability fix: the SST's data and its directory entry must be durable BEFORE the manifest
+/// (fsynced in update_manifest) references this table. Otherwise a power loss after the manifest
+/// commit leaves a durable manifest pointing at a zero-byte table, with the merged inputs already
+/// deleted (surrealdb/surrealdb#7426). The directory is fsynced once for all output tables.
+fn finish_table(writer: TableWriter<crate::vfs::TableFile>, path: &Path) -> Result<()> {
+	writer.finish()?;
+	crate::vfs::fsync_file(path)?;
+	Ok(())
 }

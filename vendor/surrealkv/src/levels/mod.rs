@@ -267,7 +267,7 @@ impl LevelManifest {
 
 			// Validate sequence numbers based on level
 			if level_idx > 0 && !tables.is_empty() {
-				Self::validate_table_sequence_numbers(level_idx as u8, &tables)?;
+				Self::validate_level_tables(level_idx as u8, &tables)?;
 			}
 
 			// Create the level with the loaded tables
@@ -316,7 +316,7 @@ impl LevelManifest {
 		})
 	}
 
-	fn validate_table_sequence_numbers(level_idx: u8, tables: &[Arc<Table>]) -> Result<()> {
+	fn validate_level_tables(level_idx: u8, tables: &[Arc<Table>]) -> Result<()> {
 		// Basic sanity check for all tables
 		for table in tables {
 			// Ensure both sequence numbers exist (they should always be set together)
@@ -346,25 +346,27 @@ impl LevelManifest {
 			}
 		}
 
-		// If we have multiple tables, check sequence continuity across all tables
-		if tables.len() > 1 {
-			for i in 0..tables.len() - 1 {
-				let current = &tables[i];
-				let next = &tables[i + 1];
-
-				// Check if sequence numbers maintain continuity
-				if let (Some(next_smallest), Some(current_largest)) =
-					(next.meta.smallest_seq_num, current.meta.largest_seq_num)
-				{
-					if next_smallest <= current_largest {
-						return Err(Error::LoadManifestFail(format!(
-							"Level {} tables have overlapping sequence numbers: Table {} ({:?}-{:?}) and Table {} ({:?}-{:?})",
-							level_idx,
-							current.id, current.meta.smallest_seq_num, current.meta.largest_seq_num,
-							next.id, next.meta.smallest_seq_num, next.meta.largest_seq_num
-						)));
-					}
-				}
+		// Tables of a Level 1+ are partitioned by key, not by age: a compaction writes its output
+		// as several tables of one key range each, so their sequence numbers overlap. What reads
+		// rely on is that each user key is in at most one table of the level, the tables in key
+		// order (a lookup binary-searches the level for the one table whose range holds a key).
+		for pair in tables.windows(2) {
+			let (current, next) = (&pair[0], &pair[1]);
+			let in_key_order = match (&current.meta.largest_point, &next.meta.smallest_point) {
+				(Some(largest), Some(smallest)) => largest.user_key < smallest.user_key,
+				_ => false,
+			};
+			if !in_key_order {
+				return Err(Error::LoadManifestFail(format!(
+					"Level {} tables overlap in keys or are out of key order: Table {} ({:?}-{:?}) and Table {} ({:?}-{:?})",
+					level_idx,
+					current.id,
+					current.meta.smallest_point.as_ref().map(|k| &k.user_key),
+					current.meta.largest_point.as_ref().map(|k| &k.user_key),
+					next.id,
+					next.meta.smallest_point.as_ref().map(|k| &k.user_key),
+					next.meta.largest_point.as_ref().map(|k| &k.user_key),
+				)));
 			}
 		}
 

@@ -396,6 +396,11 @@ impl<W: Write> TableWriter<W> {
 		}
 	}
 
+	/// Bytes of the table so far: the blocks written plus the block being built.
+	pub(crate) fn size_estimate(&self) -> usize {
+		self.offset + self.data_block.as_ref().map_or(0, |block| block.size_estimate())
+	}
+
 	/// Adds a key-value pair to the table.
 	///
 	/// ## Requirements

@@ -6253,3 +6253,103 @@ async fn test_recovery_detects_corrupt_log_number_multiple_wals() {
 		}
 	}
 }
+
+/// The user keys of each table of a level, in the level's order, one entry per version.
+fn user_keys_per_table(tree: &Tree, level: usize) -> Vec<(u64, Vec<Vec<u8>>)> {
+	let manifest = tree.core.level_manifest.read().unwrap();
+	manifest.levels.get_levels()[level]
+		.tables
+		.iter()
+		.map(|table| {
+			let mut keys = Vec::new();
+			let mut iter = table.iter(None).unwrap();
+			iter.seek_first().unwrap();
+			while iter.valid() {
+				keys.push(iter.key().to_owned().user_key.clone());
+				iter.next().unwrap();
+			}
+			(table.id, keys)
+		})
+		.collect()
+}
+
+/// A compaction whose output is larger than `target_table_size` writes it as several tables.
+/// No user key is split between two of them (a lookup reads a key from the one table of a level
+/// whose range holds it), and every version kept reads back, before and after reopening.
+#[test(tokio::test)]
+async fn test_compaction_output_is_split_into_tables_of_the_target_size() {
+	let temp_dir = create_temp_directory();
+	let opts = create_test_options(temp_dir.path().to_path_buf(), |opts| {
+		opts.level_count = 3;
+		opts.level0_max_files = 1;
+		opts.block_size = 512;
+		opts.target_table_size = 4 * 1024;
+	});
+	const KEYS: usize = 5_000;
+	let key = |i: usize| format!("key-{i:05}").into_bytes();
+	let value = |version: u32, i: usize| format!("value-{version}-{i:05}").into_bytes();
+	let latest = |i: usize| if i % 3 == 0 { value(2, i) } else { value(1, i) };
+	let compact = |tree: &Tree| {
+		tree.compact(Arc::new(Strategy::from_options(Arc::clone(&opts)))).unwrap();
+	};
+
+	let tree = Tree::new(Arc::clone(&opts)).unwrap();
+
+	// Version 1 of every key, in two L0 tables, compacted into L1.
+	for range in [0..KEYS / 2, KEYS / 2..KEYS] {
+		let mut tx = tree.begin().unwrap();
+		for i in range {
+			tx.set(&key(i), &value(1, i)).unwrap();
+		}
+		tx.commit().await.unwrap();
+		tree.flush().unwrap();
+	}
+	compact(&tree);
+	assert!(user_keys_per_table(&tree, 0).is_empty(), "L0 is compacted");
+	assert!(user_keys_per_table(&tree, 1).len() > 1, "L1 holds several tables");
+
+	// A reader keeps version 1 through the next compaction, which merges version 2 of every
+	// third key into the L1 tables it overlaps.
+	let reader = tree.begin().unwrap();
+	let mut tx = tree.begin().unwrap();
+	for i in (0..KEYS).step_by(3) {
+		tx.set(&key(i), &value(2, i)).unwrap();
+	}
+	tx.commit().await.unwrap();
+	tree.flush().unwrap();
+	compact(&tree);
+
+	let tables = user_keys_per_table(&tree, 1);
+	assert!(tables.len() > 10, "expected many small tables, got {}", tables.len());
+	let mut versions = 0;
+	let mut previous_largest: Option<Vec<u8>> = None;
+	for (id, keys) in &tables {
+		let first = keys.first().expect("no empty table");
+		if let Some(previous) = &previous_largest {
+			assert!(previous < first, "table {id} starts at a key of the table before it");
+		}
+		previous_largest = keys.last().cloned();
+		versions += keys.len();
+	}
+	assert_eq!(versions, KEYS + KEYS.div_ceil(3), "both versions of each rewritten key are kept");
+
+	for i in 0..KEYS {
+		assert_eq!(reader.get(&key(i)).unwrap(), Some(value(1, i)), "key {i} at the reader");
+		assert_eq!(tree.begin().unwrap().get(&key(i)).unwrap(), Some(latest(i)), "key {i}");
+	}
+	drop(reader);
+	let ids: Vec<u64> = tables.iter().map(|(id, _)| *id).collect();
+	tree.close().await.unwrap();
+
+	let tree = Tree::new(Arc::clone(&opts)).unwrap();
+	let reopened: Vec<u64> = user_keys_per_table(&tree, 1).iter().map(|(id, _)| *id).collect();
+	assert_eq!(reopened, ids, "the manifest names the same tables after reopening");
+	for i in 0..KEYS {
+		assert_eq!(tree.begin().unwrap().get(&key(i)).unwrap(), Some(latest(i)), "key {i}");
+	}
+	let tx = tree.begin().unwrap();
+	let mut all = tx.range(key(0), key(KEYS)).unwrap();
+	let entries = collect_transaction_all(&mut all).unwrap();
+	let expected: Vec<_> = (0..KEYS).map(|i| (key(i), latest(i))).collect();
+	assert_eq!(entries, expected, "a range over every table reads each key once, in order");
+}
