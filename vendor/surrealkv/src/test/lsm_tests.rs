@@ -6353,3 +6353,56 @@ async fn test_compaction_output_is_split_into_tables_of_the_target_size() {
 	let expected: Vec<_> = (0..KEYS).map(|i| (key(i), latest(i))).collect();
 	assert_eq!(entries, expected, "a range over every table reads each key once, in order");
 }
+
+/// A database written before output tables were bounded has one table per level. It reopens
+/// with a bounded `target_table_size`, and the next compaction into that level splits it, with
+/// every key still read back, before and after reopening again.
+#[test(tokio::test)]
+async fn test_a_level_written_as_one_table_is_split_by_the_next_compaction() {
+	let temp_dir = create_temp_directory();
+	let options = |target_table_size: u64| {
+		create_test_options(temp_dir.path().to_path_buf(), |opts| {
+			opts.level_count = 3;
+			opts.level0_max_files = 1;
+			opts.block_size = 512;
+			opts.target_table_size = target_table_size;
+		})
+	};
+	const KEYS: usize = 3_000;
+	let key = |i: usize| format!("key-{i:05}").into_bytes();
+	let value = |version: u32, i: usize| format!("value-{version}-{i:05}").into_bytes();
+	let latest = |i: usize| if i % 2 == 0 { value(2, i) } else { value(1, i) };
+	async fn write(tree: &Tree, entries: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) {
+		let mut tx = tree.begin().unwrap();
+		for (key, value) in entries {
+			tx.set(&key, &value).unwrap();
+		}
+		tx.commit().await.unwrap();
+		tree.flush().unwrap();
+	}
+
+	// Written as before: one output table, however large.
+	let unbounded = options(u64::MAX);
+	let tree = Tree::new(Arc::clone(&unbounded)).unwrap();
+	write(&tree, (0..KEYS).map(|i| (key(i), value(1, i)))).await;
+	tree.compact(Arc::new(Strategy::from_options(Arc::clone(&unbounded)))).unwrap();
+	assert_eq!(user_keys_per_table(&tree, 1).len(), 1, "L1 is one table");
+	tree.close().await.unwrap();
+
+	// Reopened with bounded tables: the next compaction into L1 rewrites it as several.
+	let bounded = options(4 * 1024);
+	let tree = Tree::new(Arc::clone(&bounded)).unwrap();
+	assert_eq!(user_keys_per_table(&tree, 1).len(), 1, "the old level opens as it was");
+	write(&tree, (0..KEYS).step_by(2).map(|i| (key(i), value(2, i)))).await;
+	tree.compact(Arc::new(Strategy::from_options(Arc::clone(&bounded)))).unwrap();
+	assert!(user_keys_per_table(&tree, 1).len() > 10, "L1 is split");
+	for i in 0..KEYS {
+		assert_eq!(tree.begin().unwrap().get(&key(i)).unwrap(), Some(latest(i)), "key {i}");
+	}
+	tree.close().await.unwrap();
+
+	let tree = Tree::new(Arc::clone(&bounded)).unwrap();
+	for i in 0..KEYS {
+		assert_eq!(tree.begin().unwrap().get(&key(i)).unwrap(), Some(latest(i)), "key {i}");
+	}
+}
