@@ -220,6 +220,14 @@ pub struct Options {
 	/// only the tables its input overlaps.
 	/// Default: 64MB
 	pub target_table_size: u64,
+	/// If true, a compaction from Level 1+ takes every table of the level, with the tables of the
+	/// next level they overlap, as when each level was one table. If false, it takes one table
+	/// of the level (by `CompactionPriority`) and the tables of the next level it overlaps.
+	/// With keys spread over the whole key space, as a database's records and indexes are, the
+	/// one table overlaps most of the next level, so each compaction rewrites much of that level
+	/// to move one table: more work in all, and a compaction after nearly every flush.
+	/// Default: true
+	pub compact_whole_levels: bool,
 
 	/// Number of immutable memtables that triggers write stall.
 	/// When immutable memtable count >= this threshold, writes block until flushes complete.
@@ -268,6 +276,7 @@ impl Default for Options {
 			max_bytes_for_level: 256 * 1024 * 1024, // 256MB
 			level_multiplier: 10.0,
 			target_table_size: 64 * 1024 * 1024, // 64MB
+			compact_whole_levels: true,
 			memtable_stall_threshold: 2,
 			l0_stall_threshold: 12,
 		}

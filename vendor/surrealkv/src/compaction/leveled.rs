@@ -31,6 +31,8 @@ pub(crate) struct Strategy {
 	// Size multiplier for each level
 	level_multiplier: f64,
 	compaction_priority: CompactionPriority,
+	// Compact every table of a Level 1+ at once (Options::compact_whole_levels)
+	whole_levels: bool,
 }
 
 impl Default for Strategy {
@@ -41,6 +43,7 @@ impl Default for Strategy {
 			max_bytes_for_level: opts.max_bytes_for_level,
 			level_multiplier: opts.level_multiplier,
 			compaction_priority: CompactionPriority::default(),
+			whole_levels: opts.compact_whole_levels,
 		}
 	}
 }
@@ -53,6 +56,7 @@ impl Strategy {
 			max_bytes_for_level: opts.max_bytes_for_level,
 			level_multiplier: opts.level_multiplier,
 			compaction_priority: CompactionPriority::default(),
+			whole_levels: opts.compact_whole_levels,
 		}
 	}
 
@@ -67,6 +71,7 @@ impl Strategy {
 			max_bytes_for_level: opts.max_bytes_for_level,
 			level_multiplier: opts.level_multiplier,
 			compaction_priority: priority,
+			whole_levels: opts.compact_whole_levels,
 		}
 	}
 
@@ -194,8 +199,9 @@ impl Strategy {
 			return Ok(tables);
 		}
 
-		if source_level_num == 0 {
+		if source_level_num == 0 || self.whole_levels {
 			// L0 → L1: Pick all L0 files since they can overlap
+			// L1+ with whole_levels: the whole level, as when it was one table
 			for table in &source_level.tables {
 				if table_id_set.insert(table.id) {
 					tables.push(table.id);
@@ -217,7 +223,7 @@ impl Strategy {
 		}
 
 		// Get bounds from selected source tables using smallest_point/largest_point
-		let source_tables: Vec<_> = if source_level_num == 0 {
+		let source_tables: Vec<_> = if source_level_num == 0 || self.whole_levels {
 			source_level.tables.iter().collect()
 		} else {
 			// For L1+, use the table(s) we actually selected by ID

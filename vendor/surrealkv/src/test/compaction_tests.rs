@@ -148,6 +148,8 @@ fn create_options_with_compaction_settings(
 	opts.level0_max_files = level0_trigger;
 	opts.max_bytes_for_level = 1024;
 	opts.level_multiplier = multiplier;
+	// These tests check how one table of a Level 1+ is picked and expanded
+	opts.compact_whole_levels = false;
 	Arc::new(opts)
 }
 
@@ -3205,4 +3207,30 @@ fn test_clean_cut_integration_no_expansion() {
 		"Only one file should be selected when there are no shared boundaries"
 	);
 	assert!(selected.contains(&1), "File 1 should be the only selected file");
+}
+
+/// With `compact_whole_levels` (the default), a compaction from Level 1+ takes every table of
+/// the level, as when each level was one table, however many tables it is written as.
+#[test]
+fn test_l1_to_l2_takes_the_whole_level_by_default() {
+	let env = TestEnv::new();
+	assert!(env.options.compact_whole_levels);
+	let strategy = Strategy::from_options(Arc::clone(&env.options));
+
+	let mut source_level = Level::with_capacity(10);
+	for (id, prefix) in [(1, "a"), (2, "b"), (3, "c")] {
+		let entries = create_ordered_entries(prefix, 0, 10, 100 * id, None);
+		source_level.insert_sorted_by_key(env.create_test_table(id, entries).unwrap());
+	}
+	let mut next_level = Level::with_capacity(10);
+	next_level.insert_sorted_by_key(
+		env.create_test_table(10, create_ordered_entries("d", 0, 10, 50, None)).unwrap(),
+	);
+
+	let selected: HashSet<u64> = strategy
+		.select_tables_for_compaction(&source_level, &next_level, 1)
+		.unwrap()
+		.into_iter()
+		.collect();
+	assert_eq!(selected, HashSet::from([1, 2, 3]), "every L1 table, and no L2 table they do not overlap");
 }
