@@ -223,7 +223,7 @@ impl Strategy {
 		}
 
 		// Get bounds from selected source tables using smallest_point/largest_point
-		let source_tables: Vec<_> = if source_level_num == 0 || self.whole_levels {
+		let source_tables: Vec<_> = if source_level_num == 0 {
 			source_level.tables.iter().collect()
 		} else {
 			// For L1+, use the table(s) we actually selected by ID

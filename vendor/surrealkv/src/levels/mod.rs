@@ -265,7 +265,7 @@ impl LevelManifest {
 				}
 			}
 
-			// Validate sequence numbers based on level
+			// Validate each table's sequence numbers and the level's key order
 			if level_idx > 0 && !tables.is_empty() {
 				Self::validate_level_tables(level_idx as u8, &tables)?;
 			}
