@@ -20,6 +20,10 @@ pub struct Metrics {
     /// Queries sent to the database (one per call, however many statements it holds): what a
     /// request costs the database, and how nested look-ups stay batched.
     pub db_queries: IntCounter,
+    /// Transactions that committed a group of mutations written together (group commit), and
+    /// the mutations they committed: their ratio is the mean size of a group.
+    pub mutation_groups: IntCounter,
+    pub grouped_mutations: IntCounter,
     /// Times a plugin's child process was started again after dying, by plugin id.
     pub plugin_restarts: IntCounterVec,
     /// 1 while a plugin is healthy, 0 after repeated faults, by plugin id.
@@ -52,6 +56,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let db_queries = IntCounter::new("db_queries_total", "queries sent to the database").expect("valid metric");
+        let mutation_groups =
+            IntCounter::new("mutation_groups_total", "transactions that committed mutations written together").expect("valid metric");
+        let grouped_mutations =
+            IntCounter::new("grouped_mutations_total", "mutations committed in groups written together").expect("valid metric");
         let plugin_restarts = IntCounterVec::new(
             Opts::new("plugin_restarts_total", "plugin child processes started again after dying"),
             &["plugin"],
@@ -72,6 +80,8 @@ impl Metrics {
             Box::new(transaction_retries.clone()),
             Box::new(transaction_conflicts_exhausted.clone()),
             Box::new(db_queries.clone()),
+            Box::new(mutation_groups.clone()),
+            Box::new(grouped_mutations.clone()),
             Box::new(plugin_restarts.clone()),
             Box::new(plugin_healthy.clone()),
             Box::new(websocket_connections.clone()),
@@ -87,6 +97,8 @@ impl Metrics {
             transaction_retries,
             transaction_conflicts_exhausted,
             db_queries,
+            mutation_groups,
+            grouped_mutations,
             plugin_restarts,
             plugin_healthy,
             websocket_connections,

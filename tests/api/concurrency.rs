@@ -665,6 +665,124 @@ pub(crate) async fn same_key_concurrent_pay_invoice_allocates_once(apps: &[&Test
 }
 
 // ---------------------------------------------------------------------------------------------
+// X1, X2 with the payments of one invoice written together (group commit): requests that gather
+// while the invoice's last transaction runs are decided one after the other in one transaction.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x1_x2_payments_of_one_invoice_written_together_each_hold_alone() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = cash_method(&app).await;
+    let invoice = app.open_invoice(&seed, "100.00").await["id"].as_str().unwrap().to_owned();
+    let groups_before = metric(&app, "settle_mutation_groups_total").await;
+    let grouped_before = metric(&app, "settle_grouped_mutations_total").await;
+
+    // 40 payments of 5.00 under keys of their own: the first 20 to be decided pay the invoice,
+    // the others find it PAID. 8 of them are sent twice (the same request again, which must name
+    // the same payment), and 4 keys also come with 7.00 (another request under a used key).
+    let keys: Vec<String> = (0..40).map(|_| new_key()).collect();
+    let mut requests: Vec<(String, &str)> = keys.iter().map(|key| (key.clone(), "5.00")).collect();
+    requests.extend(keys[..8].iter().map(|key| (key.clone(), "5.00")));
+    requests.extend(keys[8..12].iter().map(|key| (key.clone(), "7.00")));
+    requests.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    let (app_ref, invoice_ref, cash_ref) = (&app, &invoice, &cash);
+    let started = Instant::now();
+    let responses = join_all(requests.iter().map(|(key, amount)| async move {
+        app_ref
+            .billing()
+            .post(
+                "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {
+                    payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { payment { id number amount { amount } allocated { amount } } }
+                }",
+                json!({"invoice": invoice_ref, "input": {"methodId": cash_ref, "amount": amount}, "key": key}),
+            )
+            .await
+    }))
+    .await;
+    let elapsed = started.elapsed();
+
+    let mut tally = Tally::default();
+    // key -> (amount, payment id) of each success; key -> amount of each refusal.
+    let mut paid: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    let mut refused: Vec<(String, String, String)> = Vec::new();
+    let mut payments: BTreeMap<String, Value> = BTreeMap::new();
+    for ((key, amount), response) in requests.iter().zip(&responses) {
+        match outcome(response, "payInvoice") {
+            Ok(payment) => {
+                tally.add("payInvoice", "OK");
+                let id = payment["id"].as_str().unwrap().to_owned();
+                paid.entry(key.clone()).or_default().push((amount.to_string(), id.clone()));
+                payments.insert(id, payment);
+            }
+            Err(code) => {
+                tally.add("payInvoice", &code);
+                refused.push((key.clone(), amount.to_string(), code));
+            }
+        }
+    }
+    tally.print("x1/x2 payInvoice together", elapsed, retries(&app).await);
+    tally.assert_codes(&["INVOICE_NOT_OPEN", "IDEMPOTENCY_KEY_REUSED"]);
+
+    // X2: one payment per key, named by every request that succeeded under it, and only by
+    // requests of the same input; a key's other request is refused as a reuse or finds the
+    // invoice paid.
+    for (key, successes) in &paid {
+        let ids: HashSet<&String> = successes.iter().map(|(_, id)| id).collect();
+        let amounts: HashSet<&String> = successes.iter().map(|(amount, _)| amount).collect();
+        assert_eq!((ids.len(), amounts.len()), (1, 1), "key {key}: one payment, for one request: {successes:?}");
+    }
+    for (key, amount, code) in &refused {
+        if code == "IDEMPOTENCY_KEY_REUSED" {
+            let first = paid.get(key).map(|successes| &successes[0].0);
+            assert!(first.is_some_and(|first| first != amount), "key {key} is reused only against a payment of another amount");
+        }
+    }
+
+    // X1: every payment answered exists once, with its own audit event under its key, and
+    // nothing else was written; the payments are numbered without a gap.
+    let data = app.viewer().ok("{ payments { totalCount } }", json!({})).await;
+    assert_eq!(data["payments"]["totalCount"], payments.len(), "one payment per success and no other");
+    let events = audit_actions(&app).await;
+    let pay_events: Vec<&Option<String>> = events.iter().filter(|(action, _)| action == "payment.pay_invoice").map(|(_, key)| key).collect();
+    assert_eq!(pay_events.len(), payments.len(), "one audit event per payment: {events:?}");
+    for key in paid.keys() {
+        assert_eq!(pay_events.iter().filter(|event| event.as_deref() == Some(key.as_str())).count(), 1, "key {key}: one audit event");
+    }
+    let mut numbers: Vec<String> = payments.values().map(|p| p["number"].as_str().unwrap().to_owned()).collect();
+    numbers.sort();
+    let expected: Vec<String> = (1..=payments.len()).map(|n| format!("PAY-{n:04}")).collect();
+    assert_eq!(numbers, expected, "numbered once each, without a gap");
+
+    // The invoice is paid exactly: its allocations are those of the payments answered.
+    let allocated: Decimal = payments.values().map(|p| money(&p["allocated"])).sum();
+    let i = check_invoice(&app, &invoice).await;
+    assert_eq!(i["status"], "PAID", "{i:#}");
+    assert_eq!(money(&i["amountPaid"]), dec("100.00"), "{i:#}");
+    assert_eq!(allocated, dec("100.00"), "the answers' allocations are the invoice's");
+    assert_eq!(i["allocations"].as_array().unwrap().len(), payments.len(), "one allocation per payment answered");
+    let paid_total: Decimal = payments.values().map(|p| money(&p["amount"])).sum();
+    assert!(paid_total - dec("100.00") < dec("7.00"), "only the payment that finished the invoice holds credit: {paid_total}");
+
+    // The requests were written together: some transaction committed several of them.
+    let groups = metric(&app, "settle_mutation_groups_total").await - groups_before;
+    let grouped = metric(&app, "settle_grouped_mutations_total").await - grouped_before;
+    println!("  {grouped} payments committed in {groups} transactions");
+    assert!(grouped > groups, "{grouped} payments in {groups} transactions: none was written together");
+
+    // A refused request claimed no key: the key takes another request.
+    let (key, _, _) = refused.iter().find(|(_, _, code)| code == "INVOICE_NOT_OPEN").expect("requests found the invoice paid");
+    let recorded = app
+        .billing()
+        .ok(
+            "mutation($input: RecordPaymentInput!, $key: String!) { recordPayment(input: $input, idempotencyKey: $key) { payment { id } } }",
+            json!({"input": {"clientId": seed.client, "locationId": seed.location, "methodId": cash, "amount": "1.00"}, "key": key}),
+        )
+        .await;
+    assert!(recorded["recordPayment"]["payment"]["id"].is_string(), "the refused request's key was free: {recorded:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Local helpers.
 // ---------------------------------------------------------------------------------------------
 
@@ -733,10 +851,15 @@ impl Tally {
 
 /// The server's `transaction_retries_total`, from /metrics.
 async fn retries(app: &TestApp) -> u64 {
+    metric(app, "settle_transaction_retries_total").await
+}
+
+/// A counter of the server's /metrics (0 before it first counts).
+async fn metric(app: &TestApp, name: &str) -> u64 {
     let response = app.http.get(app.url("/metrics")).bearer_auth(app.token(settle::auth::Role::Admin)).send().await.unwrap();
     let text = response.text().await.unwrap();
     text.lines()
-        .find(|line| line.starts_with("settle_transaction_retries_total "))
+        .find(|line| line.split_whitespace().next() == Some(name))
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|n| n.parse::<f64>().ok())
         .map_or(0, |n| n as u64)

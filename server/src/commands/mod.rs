@@ -20,6 +20,7 @@ pub mod credit_notes;
 mod events;
 pub mod invoices;
 pub mod methods;
+mod pay_together;
 pub mod payments;
 pub mod practice;
 pub mod reconcile;
@@ -34,11 +35,13 @@ use crate::store::Store;
 pub struct Commands {
     store: Store,
     charging: Charging,
+    /// payInvoice requests waiting to be written together, per invoice (pay_together.rs).
+    paying: std::sync::Arc<crate::store::locks::Gathering<pay_together::QueuedPayment>>,
 }
 
 impl Commands {
     pub fn new(store: Store, charging: Charging) -> Commands {
-        Commands { store, charging }
+        Commands { store, charging, paying: Default::default() }
     }
 
     /// Positions and publishes the ledger events the tenant's committed changes queued (E2), and

@@ -128,6 +128,9 @@ impl Commands {
         let attempt = async {
             let invoice = invoice.ok_or_else(|| AppError::not_found("invoice"))?;
             let reference = self.checked_invoice_details(mutation, &invoice.doc.facts(), &invoice.doc.currency, &method, &request).await?;
+            if !mutation.dry_run {
+                return self.pay_together(mutation, invoice_key, &method, &request, reference).await;
+            }
             let (method, request, reference) = (&method, &request, &reference);
             let paid = self
                 .new_payment(mutation, &[record_lock("invoice", invoice_key)], |tx| async move {
@@ -291,7 +294,7 @@ impl Commands {
     /// because a read alone would not make a concurrent archiving conflict with this payment
     /// (SurrealDB checks write against write only), so reading it again would only cost a
     /// statement (docs/rules.md, Concurrency).
-    async fn pay_in(
+    pub(super) async fn pay_in(
         &self,
         tx: &TxRef,
         mutation: &Mutation<'_>,

@@ -114,40 +114,109 @@ impl Store {
         let first_attempt = &first_attempt;
         let outcome = self
             .transaction(|tx| async move {
-                if let Some(idempotency) = &mutation.idempotency
-                    && !first_attempt.swap(false, std::sync::atomic::Ordering::Relaxed)
-                {
-                    let id = idempotency_id(mutation.tenant, &idempotency.key);
-                    let mut found = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", id)).await?;
-                    if let Some(previous) = found.first::<IdempotencyRow>(0)? {
-                        return first_result(mutation, idempotency, &previous);
-                    }
-                }
-                let (value, entry) = body(tx.clone()).await?;
-                let claim = match &mutation.idempotency {
-                    Some(idempotency) => Some((
-                        idempotency_id(mutation.tenant, &idempotency.key),
-                        IdempotencyRow {
-                            operation: mutation.operation.to_owned(),
-                            request_hash: idempotency.request_hash.clone(),
-                            result: serde_json::to_string(&value).map_err(AppError::internal)?,
-                            created_at: Some(Utc::now()),
-                        },
-                    )),
-                    None => None,
-                };
-                append_audit(&tx, mutation, entry, claim).await?;
-                Ok(value)
+                let look_up_key = !first_attempt.swap(false, std::sync::atomic::Ordering::Relaxed);
+                mutate_in(tx, mutation, look_up_key, body).await
             })
             .await;
         match outcome {
-            Err(refused) if mutation.idempotency.is_some() => match self.replay(mutation).await {
-                Ok(Some(first)) => Ok(first),
-                Err(reused) if reused.code == ErrorCode::IdempotencyKeyReused => Err(reused),
-                // No request has used the key, or the database cannot say: the refusal stands.
-                Ok(None) | Err(_) => Err(refused),
-            },
+            Err(refused) => self.answer_refused(mutation, refused).await,
             other => other,
+        }
+    }
+
+    /// Runs several mutations in one transaction, one after the other, each deciding on what the
+    /// ones before it wrote, with one commit for all (group commit); `body(tx, n)` is the body of
+    /// `mutations[n]`. Each mutation passes the idempotency gate and writes its audit event as
+    /// [`Store::mutate`] does, and gets its own answer, in the order of `mutations`.
+    ///
+    /// X1 and X2 hold for each mutation alone: one refused (a broken rule, a key used for another
+    /// request, any error but a write conflict) writes nothing, and does not keep the others from
+    /// being written. Its refusal stops the transaction there and cancels it: the mutations
+    /// before it run again without it, in a transaction of their own, and it runs again first in
+    /// the next one with the mutations after it. A refusal is answered only when it came first in
+    /// its transaction, so it was decided on committed facts alone, never on changes of requests
+    /// that were then not written. A write conflict runs the whole transaction again; when the
+    /// retries are used up every mutation of it gets TRANSACTION_CONFLICT.
+    pub async fn mutate_together<T, F, Fut>(&self, mutations: &[Mutation<'_>], body: F) -> Vec<AppResult<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(TxRef, usize) -> Fut,
+        Fut: Future<Output = AppResult<(T, AuditEntry)>>,
+    {
+        let mut answers: Vec<Option<AppResult<T>>> = mutations.iter().map(|_| None).collect();
+        // Mutations still to run, by index: each group in one transaction, groups in order.
+        let mut groups: std::collections::VecDeque<Vec<usize>> = std::collections::VecDeque::from([(0..mutations.len()).collect()]);
+        while let Some(group) = groups.pop_front() {
+            // Where the transaction stopped: the place in `group` of the mutation refused, and why.
+            let stopped: std::sync::Mutex<Option<(usize, AppError)>> = std::sync::Mutex::new(None);
+            let first_attempt = std::sync::atomic::AtomicBool::new(true);
+            let (group_ref, stopped_ref, first_attempt, body) = (&group, &stopped, &first_attempt, &body);
+            let outcome = self
+                .transaction(|tx| async move {
+                    let look_up_key = !first_attempt.swap(false, std::sync::atomic::Ordering::Relaxed);
+                    let mut values = Vec::with_capacity(group_ref.len());
+                    for (place, &member) in group_ref.iter().enumerate() {
+                        match mutate_in(tx.clone(), &mutations[member], look_up_key, &|tx| body(tx, member)).await {
+                            Ok(value) => values.push(value),
+                            Err(conflict) if conflict.code == ErrorCode::TransactionConflict => return Err(conflict),
+                            Err(refused) => {
+                                *stopped_ref.lock().unwrap_or_else(|p| p.into_inner()) = Some((place, refused));
+                                return Err(AppError::internal("a mutation of the group was refused"));
+                            }
+                        }
+                    }
+                    Ok(values)
+                })
+                .await;
+            let stopped = stopped.into_inner().unwrap_or_else(|p| p.into_inner());
+            match (outcome, stopped) {
+                (Ok(values), _) => {
+                    self.metrics().mutation_groups.inc();
+                    self.metrics().grouped_mutations.inc_by(values.len() as u64);
+                    for (&member, value) in group.iter().zip(values) {
+                        answers[member] = Some(Ok(value));
+                    }
+                }
+                (Err(_), Some((0, refused))) => {
+                    answers[group[0]] = Some(Err(refused));
+                    if group.len() > 1 {
+                        groups.push_front(group[1..].to_vec());
+                    }
+                }
+                (Err(_), Some((place, _))) => {
+                    groups.push_front(group[place..].to_vec());
+                    groups.push_front(group[..place].to_vec());
+                }
+                // Conflicts after every retry, or a database that failed: the same for all.
+                (Err(error), None) => {
+                    for &member in &group {
+                        answers[member] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        let mut answered = Vec::with_capacity(mutations.len());
+        for (mutation, answer) in mutations.iter().zip(answers) {
+            answered.push(match answer {
+                Some(Ok(value)) => Ok(value),
+                Some(Err(refused)) => self.answer_refused(mutation, refused).await,
+                None => Err(AppError::internal("a mutation of the group was not run")),
+            });
+        }
+        answered
+    }
+
+    /// The answer to a mutation that was refused: the first result when its key was already used
+    /// for the same request, IDEMPOTENCY_KEY_REUSED when for another, the refusal otherwise.
+    async fn answer_refused<T: DeserializeOwned>(&self, mutation: &Mutation<'_>, refused: AppError) -> AppResult<T> {
+        if mutation.idempotency.is_none() {
+            return Err(refused);
+        }
+        match self.replay(mutation).await {
+            Ok(Some(first)) => Ok(first),
+            Err(reused) if reused.code == ErrorCode::IdempotencyKeyReused => Err(reused),
+            // No request has used the key, or the database cannot say: the refusal stands.
+            Ok(None) | Err(_) => Err(refused),
         }
     }
 
@@ -185,6 +254,41 @@ impl Store {
         let filter = ListFilter::of_tenant(tenant).with("$record IN records", "record", record_filter);
         self.page("audit_event", tenant, filter, after, limit, count).await
     }
+}
+
+/// One mutation's part of its transaction: the idempotency gate, the body, the claim of the key
+/// and the audit event (see [`Store::mutate`]). `look_up_key` on attempts after the first: the
+/// first claims the key without looking, and a key already used makes the claim conflict.
+async fn mutate_in<T, F, Fut>(tx: TxRef, mutation: &Mutation<'_>, look_up_key: bool, body: &F) -> AppResult<T>
+where
+    T: Serialize + DeserializeOwned,
+    F: Fn(TxRef) -> Fut,
+    Fut: Future<Output = AppResult<(T, AuditEntry)>>,
+{
+    if let Some(idempotency) = &mutation.idempotency
+        && look_up_key
+    {
+        let id = idempotency_id(mutation.tenant, &idempotency.key);
+        let mut found = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", id)).await?;
+        if let Some(previous) = found.first::<IdempotencyRow>(0)? {
+            return first_result(mutation, idempotency, &previous);
+        }
+    }
+    let (value, entry) = body(tx.clone()).await?;
+    let claim = match &mutation.idempotency {
+        Some(idempotency) => Some((
+            idempotency_id(mutation.tenant, &idempotency.key),
+            IdempotencyRow {
+                operation: mutation.operation.to_owned(),
+                request_hash: idempotency.request_hash.clone(),
+                result: serde_json::to_string(&value).map_err(AppError::internal)?,
+                created_at: Some(Utc::now()),
+            },
+        )),
+        None => None,
+    };
+    append_audit(&tx, mutation, entry, claim).await?;
+    Ok(value)
 }
 
 /// The result a key's first request got, if `mutation` is that same request (same operation and

@@ -72,6 +72,55 @@ impl KeyedLocks {
     }
 }
 
+/// Requests that wait, per key, for one task to write them together (group commit): the first
+/// to arrive while no task writes its key starts one, and that task takes whatever has queued
+/// each time it gets the key's turn, until nothing waits.
+pub struct Gathering<M> {
+    queues: Mutex<HashMap<String, Gathered<M>>>,
+}
+
+struct Gathered<M> {
+    waiting: Vec<M>,
+    /// Whether a task writes this key's queue.
+    writer: bool,
+}
+
+impl<M> Default for Gathering<M> {
+    fn default() -> Self {
+        Gathering { queues: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<M> Gathering<M> {
+    /// Queues `member` under `key`; true when no task writes that key's queue, and the caller
+    /// must start one.
+    pub fn join(&self, key: &str, member: M) -> bool {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let queue = queues.entry(key.to_owned()).or_insert_with(|| Gathered { waiting: Vec::new(), writer: false });
+        queue.waiting.push(member);
+        !std::mem::replace(&mut queue.writer, true)
+    }
+
+    /// Up to `max` of the members queued under `key`, oldest first. When none waits, the key's
+    /// writer is done: the key is forgotten, and the next `join` starts another writer.
+    pub fn take(&self, key: &str, max: usize) -> Vec<M> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(queue) = queues.get_mut(key) else { return Vec::new() };
+        if queue.waiting.is_empty() {
+            queues.remove(key);
+            return Vec::new();
+        }
+        let count = queue.waiting.len().min(max);
+        queue.waiting.drain(..count).collect()
+    }
+
+    /// The key's writer stopped without finishing (a fault): drops what waits, whose requests
+    /// then get an error, and forgets the key so that the next `join` starts a writer.
+    pub fn abandon(&self, key: &str) {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +133,22 @@ mod tests {
         let _other = locks.lock("b").await;
         drop(held);
         let _again = locks.lock("a").await;
+    }
+
+    #[test]
+    fn the_first_to_join_starts_the_writer_which_takes_in_order_until_none_waits() {
+        let gathering = Gathering::default();
+        assert!(gathering.join("a", 1), "nobody writes a: start a writer");
+        assert!(!gathering.join("a", 2));
+        assert!(!gathering.join("a", 3));
+        assert!(gathering.join("b", 10), "another key has its own writer");
+        assert_eq!(gathering.take("a", 2), vec![1, 2]);
+        assert!(!gathering.join("a", 4), "a's writer is still at work");
+        assert_eq!(gathering.take("a", 10), vec![3, 4]);
+        assert_eq!(gathering.take("a", 10), Vec::<i32>::new());
+        assert!(gathering.join("a", 5), "a's writer stopped when nothing waited");
+        gathering.abandon("a");
+        assert_eq!(gathering.take("a", 10), Vec::<i32>::new(), "an abandoned queue is dropped");
+        assert!(gathering.join("a", 6));
     }
 }

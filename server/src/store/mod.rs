@@ -523,6 +523,10 @@ impl Store {
         self.inner.schema_moved_on.store(moved_on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
     pub fn locks(&self) -> &locks::KeyedLocks {
         &self.inner.locks
     }
