@@ -366,6 +366,27 @@ fn memory_of(pid: u32) -> String {
     format!("RSS {} (peak {})", field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU seconds (user and system) the processes `pids` have used so far, from /proc/<pid>/stat.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ticks = |pid: &u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The fields after the command name (in parentheses, which may hold spaces): utime and
+        // stime are the 12th and 13th of them.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        after_name.split_whitespace().skip(11).take(2).filter_map(|n| n.parse::<u64>().ok()).sum()
+    };
+    pids.iter().map(ticks).sum::<u64>() as f64 / ticks_per_second
+}
+
+/// The server's CPU per request of a phase that ran `samples` for `elapsed`, used `cpu` seconds:
+/// steadier from run to run than the throughput, which the machine's other work moves.
+fn cpu_line(samples: &Samples, cpu: f64, elapsed: Duration) -> String {
+    let requests = samples.latencies.len().max(1) as f64;
+    format!("  server CPU {:.2} ms per request, {:.2} cores busy", cpu * 1000.0 / requests, cpu / elapsed.as_secs_f64())
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         for child in &mut self.children {
@@ -591,6 +612,7 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
         own.push(api.invoice(&client, &location, "10000000.00").await?);
     }
     let own = Arc::new(own);
+    let cpu_before = cpu_seconds(&server.pids());
     let pay = {
         let (api, own, cash) = (api.clone(), own.clone(), cash.clone());
         measure(args.clients, length, move |worker| {
@@ -601,10 +623,13 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
         })
         .await
     };
+    let cpu = cpu_seconds(&server.pids()) - cpu_before;
     println!("{}", pay.line("payInvoice (distinct)", length));
+    println!("{}", cpu_line(&pay, cpu, length));
 
     // One hot invoice, many payers: no update may be lost.
     let hot = api.invoice(&client, &location, "10000000.00").await?;
+    let cpu_before = cpu_seconds(&server.pids());
     let hot_pay = {
         let (api, hot, cash) = (api.clone(), hot.clone(), cash.clone());
         measure(args.hot_clients, length, move |_| {
@@ -616,7 +641,9 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
     let paid = api.call("query($id: ID!) { invoice(id: $id) { amountPaid { amount } } }", json!({"id": hot})).await?;
     let paid: Decimal = paid["invoice"]["amountPaid"]["amount"].as_str().unwrap_or("0").parse().unwrap_or_default();
     let lost = Decimal::from(hot_pay.latencies.len() as u64) - paid;
+    let cpu = cpu_seconds(&server.pids()) - cpu_before;
     println!("{}  lost updates: {lost}", hot_pay.line(&format!("payInvoice (1 hot, {} clients)", args.hot_clients), length));
+    println!("{}", cpu_line(&hot_pay, cpu, length));
 
     // A dashboard alone: one page of 50 invoices at a time, nothing else running.
     let page_alone = measure(1, Duration::from_secs(args.seconds.min(5)), {
