@@ -665,12 +665,12 @@ pub(crate) async fn same_key_concurrent_pay_invoice_allocates_once(apps: &[&Test
 }
 
 // ---------------------------------------------------------------------------------------------
-// X1, X2 with the payments of one invoice written together (group commit): requests that gather
-// while the invoice's last transaction runs are decided one after the other in one transaction.
+// X1, X2 with payments written together (group commit): a practice's payInvoice requests that
+// gather while its last group is written are decided one after the other in one transaction.
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn x1_x2_payments_of_one_invoice_written_together_each_hold_alone() {
+async fn x1_x2_payments_sent_at_once_are_written_together_and_each_hold_alone() {
     let app = TestApp::spawn().await;
     let seed = app.seed().await;
     let cash = cash_method(&app).await;
@@ -769,6 +769,45 @@ async fn x1_x2_payments_of_one_invoice_written_together_each_hold_alone() {
     let grouped = metric(&app, "settle_grouped_mutations_total").await - grouped_before;
     println!("  {grouped} payments committed in {groups} transactions");
     assert!(grouped > groups, "{grouped} payments in {groups} transactions: none was written together");
+
+    // Payments of ten other invoices at once, three of 10.00 for each invoice of 20.00: each
+    // invoice is paid by two of them, and the third finds it paid, whichever group it fell in.
+    let mut others = Vec::new();
+    for _ in 0..10 {
+        others.push(app.open_invoice(&seed, "20.00").await["id"].as_str().unwrap().to_owned());
+    }
+    let spread: Vec<&String> = others.iter().flat_map(|invoice| [invoice, invoice, invoice]).collect();
+    let responses = join_all(spread.iter().map(|invoice| async move {
+        app_ref
+            .billing()
+            .post(
+                "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {
+                    payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { payment { id number } }
+                }",
+                json!({"invoice": invoice, "input": {"methodId": cash_ref, "amount": "10.00"}, "key": new_key()}),
+            )
+            .await
+    }))
+    .await;
+    let mut paid_per_invoice: HashMap<&String, usize> = HashMap::new();
+    for (invoice, response) in spread.iter().zip(&responses) {
+        match outcome(response, "payInvoice") {
+            Ok(payment) => {
+                *paid_per_invoice.entry(invoice).or_default() += 1;
+                numbers.push(payment["number"].as_str().unwrap().to_owned());
+            }
+            Err(code) => assert!(code == "INVOICE_NOT_OPEN" || code == TRANSACTION_CONFLICT, "{invoice}: {code}"),
+        }
+    }
+    for invoice in &others {
+        let i = check_invoice(&app, invoice).await;
+        assert_eq!((i["status"].as_str(), money(&i["amountPaid"])), (Some("PAID"), dec("20.00")), "{i:#}");
+        assert_eq!(paid_per_invoice.get(invoice), Some(&2), "two payments answered for {invoice}");
+        assert_eq!(i["allocations"].as_array().unwrap().len(), 2, "{i:#}");
+    }
+    numbers.sort();
+    let expected: Vec<String> = (1..=numbers.len()).map(|n| format!("PAY-{n:04}")).collect();
+    assert_eq!(numbers, expected, "numbered once each, without a gap, across both bursts");
 
     // A refused request claimed no key: the key takes another request.
     let (key, _, _) = refused.iter().find(|(_, _, code)| code == "INVOICE_NOT_OPEN").expect("requests found the invoice paid");

@@ -35,7 +35,7 @@ use crate::store::Store;
 pub struct Commands {
     store: Store,
     charging: Charging,
-    /// payInvoice requests waiting to be written together, per invoice (pay_together.rs).
+    /// payInvoice requests waiting to be written together, per practice (pay_together.rs).
     paying: std::sync::Arc<crate::store::locks::Gathering<pay_together::QueuedPayment>>,
 }
 
