@@ -703,7 +703,7 @@ async fn x1_x2_payments_sent_at_once_are_written_together_and_each_hold_alone() 
     let elapsed = started.elapsed();
 
     let mut tally = Tally::default();
-    // key -> (amount, payment id) of each success; key -> amount of each refusal.
+    // key -> (amount, payment id) of each success; (key, amount, code) of each refusal.
     let mut paid: HashMap<String, Vec<(String, String)>> = HashMap::new();
     let mut refused: Vec<(String, String, String)> = Vec::new();
     let mut payments: BTreeMap<String, Value> = BTreeMap::new();

@@ -33,7 +33,7 @@ use crate::store::rows::{PaymentMethodRow, key_of};
 /// send at once, and a transaction that stays small next to the storage engine's memtable.
 const TOGETHER_MAX: usize = 64;
 
-/// A payInvoice waiting for its invoice's writer, with everything the writer needs to run it.
+/// A payInvoice waiting for its practice's writer, with everything the writer needs to run it.
 /// Owned: the writer is a task of its own, which finishes the write even when the request's
 /// client has gone away, as a commit under way would.
 pub(crate) struct QueuedPayment {
