@@ -821,6 +821,96 @@ async fn x1_x2_payments_sent_at_once_are_written_together_and_each_hold_alone() 
     assert!(recorded["recordPayment"]["payment"]["id"].is_string(), "the refused request's key was free: {recorded:#}");
 }
 
+/// Payments written together by the practice's writer number themselves and take their places in
+/// the ledger's order and the audit chain in their own transaction, while other changes of the
+/// practice (standalone payments, voids) are positioned after their commits: at the same moment,
+/// both kinds still make one order. Positions run without a gap (E2), payment numbers run without
+/// a gap in the order of the payments' positions, the chain holds (H1) with nothing left
+/// pending, and takings equal the records (R1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn e2_h1_payments_written_together_and_other_changes_at_once_keep_one_order() {
+    let app = TestApp::spawn().await;
+    let seed = app.seed().await;
+    let cash = cash_method(&app).await;
+    let billing = app.billing();
+    let mut invoices = Vec::new();
+    for _ in 0..4 {
+        invoices.push(app.open_invoice(&seed, "30.00").await["id"].as_str().unwrap().to_owned());
+    }
+    let mut earlier = Vec::new();
+    for _ in 0..4 {
+        earlier.push(record_payment(&app, &seed, &cash, "3.00").await);
+    }
+    let before = crate::events::last_position(&billing).await;
+    let grouped_before = metric(&app, "settle_grouped_mutations_total").await;
+
+    // 24 payments of 5.00 paying the four invoices off, 8 standalone payments and 4 voids, at once.
+    let (app_ref, seed_ref, cash_ref) = (&app, &seed, &cash);
+    let mut requests: Vec<futures::future::BoxFuture<'_, (&str, Gql)>> = Vec::new();
+    for n in 0..24 {
+        let invoice = invoices[n % 4].clone();
+        requests.push(Box::pin(async move {
+            let pay = "mutation($invoice: ID!, $input: PayInvoiceInput!, $key: String!) {
+                payInvoice(id: $invoice, input: $input, idempotencyKey: $key) { payment { id number } } }";
+            let input = json!({"invoice": invoice, "input": {"methodId": cash_ref, "amount": "5.00"}, "key": new_key()});
+            ("payInvoice", app_ref.billing().post(pay, input).await)
+        }));
+    }
+    for _ in 0..8 {
+        requests.push(Box::pin(async move {
+            let record = "mutation($input: RecordPaymentInput!, $key: String!) {
+                recordPayment(input: $input, idempotencyKey: $key) { payment { id number } } }";
+            let input = json!({"input": {"clientId": seed_ref.client, "locationId": seed_ref.location, "methodId": cash_ref, "amount": "2.00"}, "key": new_key()});
+            ("recordPayment", app_ref.billing().post(record, input).await)
+        }));
+    }
+    for payment in &earlier {
+        requests.push(Box::pin(async move { ("voidPayment", void_payment(app_ref, payment).await) }));
+    }
+    requests.shuffle(&mut rand::rngs::StdRng::seed_from_u64(11));
+    let responses = join_all(requests).await;
+
+    // Every request succeeded and answered with its payment's number.
+    let mut answered_numbers: HashMap<String, String> = HashMap::new();
+    for (field, response) in &responses {
+        let payment = outcome(response, field).unwrap_or_else(|error| panic!("{field} succeeds: {error}"));
+        if *field != "voidPayment" {
+            let number = payment["number"].as_str().unwrap_or_else(|| panic!("{field} answers with its number: {payment:#}"));
+            answered_numbers.insert(payment["id"].as_str().unwrap().to_owned(), number.to_owned());
+        }
+    }
+    assert_eq!(answered_numbers.len(), 32);
+    assert!(metric(&app, "settle_grouped_mutations_total").await >= grouped_before + 24, "the invoice payments went through the writer");
+
+    // E2: one position per change after where the practice stood, no gap.
+    let records = crate::events::records_after(&billing, before).await;
+    assert_eq!(crate::events::positions(&records), (before + 1..=before + 36).collect::<Vec<_>>());
+    assert_eq!(records.iter().filter(|r| crate::events::types(r) == ["PAYMENT_VOIDED"]).count(), 4);
+    // Payment numbers follow the positions of the payments' events, without a gap after the four
+    // made beforehand, and each is the number its request answered with.
+    let recorded: Vec<String> = records
+        .iter()
+        .filter(|r| crate::events::types(r)[0] == "PAYMENT_RECORDED")
+        .map(|r| r["events"][0]["paymentId"].as_str().unwrap().to_owned())
+        .collect();
+    let numbers: Vec<String> = recorded.iter().map(|id| answered_numbers[id].clone()).collect();
+    let expected: Vec<String> = (5..=36).map(|n| format!("PAY-{n:04}")).collect();
+    assert_eq!(numbers, expected, "numbers in the order of positions");
+
+    // H1: the chain holds, every event in it.
+    let verify = "{ auditVerify { status checked headSequence pending } }";
+    let report = app.admin().ok(verify, json!({})).await["auditVerify"].clone();
+    assert_eq!(report["pending"], 0, "nothing waits for its place once answered: {report:#}");
+    assert_eq!(report["status"], "OK", "{report:#}");
+    assert_eq!(report["checked"], report["headSequence"], "{report:#}");
+
+    for invoice in &invoices {
+        assert_eq!(check_invoice(&app, invoice).await["status"], "PAID");
+    }
+    let all: Vec<String> = earlier.iter().cloned().chain(answered_numbers.keys().cloned()).collect();
+    check_takings(&app, &all).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Local helpers.
 // ---------------------------------------------------------------------------------------------

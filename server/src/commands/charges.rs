@@ -299,7 +299,7 @@ impl Commands {
                 allocated.push(allocation);
             }
         }
-        store.create_payment_record(tx, &payment).await?;
+        store.create_payment_record(tx, &mut payment).await?;
         events.push(events::payment_recorded(&payment));
         events.extend(allocation_events);
         Ok(Charged { payment, allocated, events })

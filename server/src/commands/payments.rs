@@ -103,7 +103,7 @@ impl Commands {
                     events.extend(events::allocated(&allocation, &payment, &invoice, effect.invoice_status));
                     allocated.push(allocation);
                 }
-                self.store.create_payment_record(&tx, &payment).await?;
+                self.store.create_payment_record(&tx, &mut payment).await?;
                 events.insert(0, events::payment_recorded(&payment));
                 let entry = AuditEntry { events, ..payment_entry("payment.record", &payment, &allocated) };
                 Ok((payment, entry))

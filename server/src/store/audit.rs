@@ -82,7 +82,12 @@ struct AuditDoc {
     events: Option<String>,
     takings: Option<String>,
     content_hash: String,
-    awaiting_position: bool,
+    /// Given with the event when its transaction places what it writes itself; otherwise NONE
+    /// until positioning, and `awaiting_position` true.
+    sequence: Option<i64>,
+    chain: Option<String>,
+    position: Option<i64>,
+    awaiting_position: Option<bool>,
 }
 
 fn idempotency_id(tenant: &TenantId, key: &str) -> RecordId {
@@ -143,6 +148,14 @@ impl Store {
         F: Fn(TxRef, usize) -> Fut,
         Fut: Future<Output = AppResult<(T, AuditEntry)>>,
     {
+        let Some(tenant) = mutations.first().map(|mutation| mutation.tenant) else { return Vec::new() };
+        if mutations.iter().any(|mutation| mutation.tenant != tenant) {
+            return mutations.iter().map(|_| Err(AppError::internal("a group of mutations spans practices"))).collect();
+        }
+        // Each transaction numbers its payments and places its audit events itself: no
+        // positioning transaction follows (store/numbering.rs).
+        let placing_turn = self.placing_turn(tenant).await;
+        let turn = &placing_turn;
         let mut answers: Vec<Option<AppResult<T>>> = mutations.iter().map(|_| None).collect();
         // Mutations still to run, by index: each group in one transaction, groups in order.
         let mut groups: std::collections::VecDeque<Vec<usize>> = std::collections::VecDeque::from([(0..mutations.len()).collect()]);
@@ -154,6 +167,7 @@ impl Store {
             let outcome = self
                 .transaction(|tx| async move {
                     let look_up_key = !first_attempt.swap(false, std::sync::atomic::Ordering::Relaxed);
+                    turn.begin(&tx).await?;
                     let mut values = Vec::with_capacity(group_ref.len());
                     for (place, &member) in group_ref.iter().enumerate() {
                         match mutate_in(tx.clone(), &mutations[member], look_up_key, &|tx| body(tx, member)).await {
@@ -165,12 +179,14 @@ impl Store {
                             }
                         }
                     }
-                    Ok(values)
+                    let placed = turn.finish(&tx).await?;
+                    Ok((values, placed))
                 })
                 .await;
             let stopped = stopped.into_inner().unwrap_or_else(|p| p.into_inner());
             match (outcome, stopped) {
-                (Ok(values), _) => {
+                (Ok((values, placed)), _) => {
+                    turn.committed(placed);
                     self.metrics().mutation_groups.inc();
                     self.metrics().grouped_mutations.inc_by(values.len() as u64);
                     for (&member, value) in group.iter().zip(values) {
@@ -195,6 +211,7 @@ impl Store {
                 }
             }
         }
+        drop(placing_turn);
         let mut answered = Vec::with_capacity(mutations.len());
         for (mutation, answer) in mutations.iter().zip(answers) {
             answered.push(match answer {
@@ -316,12 +333,12 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     let json = |v: Option<serde_json::Value>| v.map(|v| v.to_string());
     let key = new_key();
     let events = to_stored(&entry.events);
-    let takings = tx.take_takings_changes();
-    if events.is_none() && !takings.is_empty() {
+    let takings_changes = tx.take_takings_changes();
+    if events.is_none() && !takings_changes.is_empty() {
         return Err(AppError::internal(format!("{} changed takings without recording a ledger event", entry.action)));
     }
     // Added to the tenant's takings sums when the event is positioned, exactly once.
-    let takings = (!takings.is_empty()).then(|| serde_json::to_string(&takings)).transpose().map_err(AppError::internal)?;
+    let takings = (!takings_changes.is_empty()).then(|| serde_json::to_string(&takings_changes)).transpose().map_err(AppError::internal)?;
     let content = AuditContent {
         tenant: mutation.tenant.as_str().to_owned(),
         key: key.clone(),
@@ -339,6 +356,20 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     };
     let content_hash = content.hash();
     let id = record("audit_event", &key);
+    // Chained, and positioned and published when it has ledger events, from this copy: nothing is
+    // read back after the commit.
+    let row = LedgerRow {
+        id: id.clone(),
+        tenant: content.tenant.clone(),
+        at: content.at,
+        actor: content.actor.clone(),
+        action: content.action.clone(),
+        events: content.events.clone(),
+        takings: content.takings.clone(),
+        position: None,
+        content_hash: Some(content_hash.clone()),
+    };
+    let place = tx.with_placing(|placing| placing.place(&row, takings_changes));
     let doc = AuditDoc {
         tenant: content.tenant.clone(),
         key: key.clone(),
@@ -352,15 +383,18 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
         reason: content.reason,
         idempotency_key: content.idempotency_key,
         request_id: content.request_id,
-        events: content.events.clone(),
-        takings: content.takings.clone(),
-        content_hash: content_hash.clone(),
-        awaiting_position: true,
+        events: content.events,
+        takings: content.takings,
+        content_hash,
+        sequence: place.as_ref().map(|place| place.sequence),
+        chain: place.as_ref().map(|place| place.chain.clone()),
+        position: place.as_ref().and_then(|place| place.position),
+        awaiting_position: place.is_none().then_some(true),
     };
     // Whole documents rather than a SET per field: SurrealDB evaluates each SET expression on its
     // own, and those evaluations were a large part of a money change's CPU (docs/performance.md).
     // The idempotency record (X2) goes in the same round trip.
-    let vars = Vars::new().set("id", id.clone()).set("doc", doc);
+    let vars = Vars::new().set("id", id).set("doc", doc);
     match claim {
         Some((claim, claimed)) => {
             let vars = vars.set("claim", claim).set("claimed", claimed);
@@ -368,19 +402,8 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
         }
         None => tx.query("CREATE $id CONTENT $doc RETURN NONE", vars).await?,
     };
-    // Chained, and positioned and published when it has ledger events, from this copy: nothing is
-    // read back after the commit.
-    let row = LedgerRow {
-        id,
-        tenant: content.tenant,
-        at: content.at,
-        actor: content.actor,
-        action: content.action,
-        events: content.events,
-        takings: content.takings,
-        position: None,
-        content_hash: Some(content_hash),
-    };
-    tx.position_after_commit(mutation.tenant, row);
+    if place.is_none() {
+        tx.position_after_commit(mutation.tenant, row);
+    }
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::ledger::audit_chain::{AuditContent, ChainBreak, ChainHead, ChainWalk,
 
 /// The counter of audit event sequences, `counter:[tenant, 'audit']`; its record also holds the
 /// head (the last link).
-const AUDIT_COUNTER: &str = "audit";
+pub(super) const AUDIT_COUNTER: &str = "audit";
 
 /// Events read per page while checking a chain.
 const CHECK_PAGE: i64 = 500;
@@ -32,14 +32,15 @@ pub(crate) struct ToChain<'a> {
     pub positioned: bool,
 }
 
+/// The audit counter as stored: the next sequence and the head's link.
 #[derive(SurrealValue)]
-struct CounterRow {
+pub(super) struct CounterRow {
     next: i64,
     head: Option<String>,
 }
 
 impl CounterRow {
-    fn head(self) -> ChainHead {
+    pub(super) fn head(self) -> ChainHead {
         ChainHead { sequence: self.next - 1, chain: self.head.unwrap_or_else(|| GENESIS.to_owned()) }
     }
 }

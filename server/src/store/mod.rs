@@ -189,6 +189,8 @@ impl ListFilter {
 pub struct Tx {
     open: Option<OpenTx>,
     awaiting_position: std::sync::Mutex<Vec<(TenantId, ledger_events::LedgerRow)>>,
+    /// Set when the transaction numbers and places what it writes itself ([`numbering::Placing`]).
+    placing: std::sync::Mutex<Option<numbering::Placing>>,
     takings: std::sync::Mutex<Vec<TakingsChange>>,
     metrics: Metrics,
     /// How long one call may take when the database is a server.
@@ -223,6 +225,22 @@ impl Tx {
     /// The audit events waiting for this transaction's commit to be positioned.
     fn take_awaiting_position(&self) -> Vec<(TenantId, ledger_events::LedgerRow)> {
         std::mem::take(&mut *self.awaiting_position.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// From now on this transaction numbers the payments and places the audit events it writes
+    /// itself, with `placing`.
+    fn start_placing(&self, placing: numbering::Placing) {
+        *self.placing.lock().unwrap_or_else(|p| p.into_inner()) = Some(placing);
+    }
+
+    fn take_placing(&self) -> Option<numbering::Placing> {
+        self.placing.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// `give` applied to this transaction's placing; None when it places nothing itself (its
+    /// audit events are then positioned after its commit).
+    pub(crate) fn with_placing<R>(&self, give: impl FnOnce(&mut numbering::Placing) -> R) -> Option<R> {
+        self.placing.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(give)
     }
 
     /// Notes what a write in this transaction changed in takings (R1). The audit event of the
@@ -609,6 +627,7 @@ impl Store {
         Ok(Tx {
             open: Some(open),
             awaiting_position: Default::default(),
+            placing: Default::default(),
             takings: Default::default(),
             metrics: self.inner.metrics.clone(),
             remote_timeout: self.remote_timeout(),

@@ -36,16 +36,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use surrealdb::types::{RecordId, Value};
 
-use super::audit_chain::{ToChain, chain_events};
+use super::audit_chain::{AUDIT_COUNTER, CounterRow, ToChain, chain_events};
 use super::ledger_events::LedgerRow;
 use super::locks::counter_lock;
-use super::payments::{next_numbers, return_numbers};
-use super::reports::add_takings_changes;
+use super::payments::{counter_record, next_numbers, return_numbers};
+use super::reports::{add_takings_changes, takings_sums_query};
 use super::rows::record;
 use super::TxRef;
 use super::{Store, Vars};
 use crate::auth::TenantId;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::ledger::audit_chain::{ChainHead, link};
+use crate::ledger::reports::{TakingsChange, sum_takings_changes};
 
 /// The counter (`counter:[tenant, 'event']`) and turn of ledger event positions; the turn is
 /// also the turn of payment numbers, which are given by the same transactions.
@@ -280,24 +282,7 @@ impl Store {
     /// adds their takings changes to the tenant's takings sums: an event is positioned once, so
     /// its payment is numbered once and its changes are added once.
     async fn assign_positions(&self, tenant: &TenantId, rows: &[LedgerRow]) -> AppResult<Vec<(usize, i64)>> {
-        let (positioned, numbered) = self
-            .transaction(|tx| async move {
-                // Every audit event takes its place in the chain (H1); only changes with ledger
-                // events take a position (E2): both in one write of each event.
-                let events: Vec<ToChain> = rows
-                    .iter()
-                    .map(|row| ToChain { id: &row.id, content_hash: row.content_hash.as_deref(), positioned: row.events.is_some() })
-                    .collect();
-                let positioned = chain_events(&tx, tenant, &events, true).await?;
-                let created: Vec<&LedgerRow> = positioned.iter().map(|&(index, _)| &rows[index]).collect();
-                let payments: Vec<String> = created.iter().flat_map(|row| row.new_payments()).collect();
-                let payment_ids: Vec<RecordId> = payments.iter().map(|key| record("payment", key)).collect();
-                let numbers = give_next_numbers(tx.clone(), tenant, PAYMENT_COUNTER, "number", &payment_ids).await?;
-                let numbered: Vec<(String, i64)> = numbers.into_iter().map(|(index, number)| (payments[index].clone(), number)).collect();
-                add_takings_changes(&tx, tenant, &created).await?;
-                Ok((positioned, numbered))
-            })
-            .await?;
+        let (positioned, numbered) = self.transaction(|tx| async move { place_committed(&tx, tenant, rows).await }).await?;
         self.pending_numbers().numbered(&numbered);
         Ok(positioned)
     }
@@ -358,6 +343,199 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The numbers a transaction gives its own audit events and payments as it writes them, instead
+/// of a positioning transaction after its commit: the next payment number, and each audit event's
+/// sequence and link in the chain and, with ledger events, its position. Taken from the counters
+/// as the transaction read them at its start ([`PlacingTurn::begin`]) and written back once at its
+/// end ([`PlacingTurn::finish`]); a transaction that does not commit gives none of them.
+pub(crate) struct Placing {
+    head: ChainHead,
+    next_position: i64,
+    next_payment: i64,
+    /// The sequence, position and payment number as read, so that only counters that moved are
+    /// written.
+    read: (i64, i64, i64),
+    /// The takings changes of the events placed (R1), added to the tenant's sums at the end.
+    takings: Vec<TakingsChange>,
+    /// The events placed with a position, to be published once the transaction commits.
+    positioned: Vec<(LedgerRow, i64)>,
+    /// What placing the earlier commits gave: (index in the earlier rows, position), and
+    /// (payment, number).
+    earlier: (Vec<(usize, i64)>, Vec<(String, i64)>),
+}
+
+/// An audit event's place, given in the transaction that writes it.
+pub(crate) struct Place {
+    pub sequence: i64,
+    pub chain: String,
+    pub position: Option<i64>,
+}
+
+impl Placing {
+    /// The number of a payment this transaction creates.
+    pub(crate) fn payment_number(&mut self) -> i64 {
+        self.next_payment += 1;
+        self.next_payment - 1
+    }
+
+    /// The place of the audit event `row` this transaction writes, with the takings changes it
+    /// carries: the next link of the chain (H1) and, with ledger events, the next position (E2).
+    pub(crate) fn place(&mut self, row: &LedgerRow, takings: Vec<TakingsChange>) -> Place {
+        let sequence = self.head.sequence + 1;
+        let chain = link(&self.head.chain, row.content_hash.as_deref().unwrap_or_default(), sequence);
+        self.head = ChainHead { sequence, chain: chain.clone() };
+        let position = row.events.is_some().then(|| {
+            self.next_position += 1;
+            self.next_position - 1
+        });
+        if let Some(position) = position {
+            self.positioned.push((row.clone(), position));
+        }
+        self.takings.extend(takings);
+        Place { sequence, chain, position }
+    }
+}
+
+/// What a transaction placed, to be published once it committed.
+pub(crate) struct Placed {
+    earlier: (Vec<(usize, i64)>, Vec<(String, i64)>),
+    positioned: Vec<(LedgerRow, i64)>,
+}
+
+/// The tenant's positioning turn, held by a writer whose transactions place their own audit
+/// events and payments as they write them ([`Placing`]): the practice's payment writer
+/// (`commands/pay_together.rs`). Holding the turn keeps every other positioning of the tenant in
+/// this process out, so the counters the transaction reads are not moved under it in this
+/// process (another process moving them makes it conflict and run again).
+///
+/// The audit events this process committed before and has not positioned yet are taken with the
+/// turn and placed first, by the first transaction that commits: the order of the chain and of
+/// positions stays the order of commits. When none commits they go back to the queue.
+pub(crate) struct PlacingTurn<'s> {
+    store: &'s Store,
+    tenant: TenantId,
+    earlier: Mutex<Vec<LedgerRow>>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Store {
+    /// Waits for the tenant's positioning turn (see [`PlacingTurn`]).
+    pub(crate) async fn placing_turn(&self, tenant: &TenantId) -> PlacingTurn<'_> {
+        let turn = self.locks().lock(&counter_lock(tenant, EVENT_COUNTER)).await;
+        let earlier = self.pending_positions().take(tenant);
+        PlacingTurn { store: self, tenant: tenant.clone(), earlier: Mutex::new(earlier), _turn: turn }
+    }
+}
+
+impl PlacingTurn<'_> {
+    fn earlier(&self) -> std::sync::MutexGuard<'_, Vec<LedgerRow>> {
+        self.earlier.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts placing in `tx`: places the earlier commits, then reads the tenant's counters.
+    pub(crate) async fn begin(&self, tx: &TxRef) -> AppResult<()> {
+        let earlier = self.earlier().clone();
+        let placed_earlier = if earlier.is_empty() { Default::default() } else { place_committed(tx, &self.tenant, &earlier).await? };
+        let counters = [AUDIT_COUNTER, EVENT_COUNTER, PAYMENT_COUNTER].map(|kind| counter_record(&self.tenant, kind));
+        let mut found = tx
+            .query(
+                "SELECT next, head FROM ONLY $audit; SELECT VALUE next FROM ONLY $event; SELECT VALUE next FROM ONLY $payment;",
+                Vars::new().set("audit", counters[0].clone()).set("event", counters[1].clone()).set("payment", counters[2].clone()),
+            )
+            .await?;
+        let head = found.first::<CounterRow>(0)?.map_or_else(ChainHead::empty, CounterRow::head);
+        let next_position = found.first::<i64>(1)?.unwrap_or(1);
+        let next_payment = found.first::<i64>(2)?.unwrap_or(1);
+        tx.start_placing(Placing {
+            read: (head.sequence, next_position, next_payment),
+            head,
+            next_position,
+            next_payment,
+            takings: Vec::new(),
+            positioned: Vec::new(),
+            earlier: placed_earlier,
+        });
+        Ok(())
+    }
+
+    /// Ends placing in `tx`: writes the counters that moved and adds the takings changes to the
+    /// tenant's sums, in one round trip.
+    pub(crate) async fn finish(&self, tx: &TxRef) -> AppResult<Placed> {
+        let placing = tx.take_placing().ok_or_else(|| AppError::internal("a transaction ended placing it never began"))?;
+        let mut sql = String::new();
+        let mut vars = Vars::new();
+        if placing.head.sequence != placing.read.0 {
+            sql.push_str("UPSERT $audit SET next = $sequence, head = $head RETURN NONE;");
+            vars = vars.set("audit", counter_record(&self.tenant, AUDIT_COUNTER)).set("sequence", placing.head.sequence + 1).set("head", placing.head.chain);
+        }
+        for (kind, read, next) in [(EVENT_COUNTER, placing.read.1, placing.next_position), (PAYMENT_COUNTER, placing.read.2, placing.next_payment)] {
+            if next != read {
+                sql.push_str(&format!("UPSERT ${kind} SET next = ${kind}_next RETURN NONE;"));
+                vars = vars.set(kind, counter_record(&self.tenant, kind)).set(&format!("{kind}_next"), next);
+            }
+        }
+        let (takings, vars) = takings_sums_query(&self.tenant, &sum_takings_changes(&placing.takings), vars);
+        sql.push_str(&takings);
+        if !sql.is_empty() {
+            tx.query(&sql, vars).await?;
+        }
+        Ok(Placed { earlier: placing.earlier, positioned: placing.positioned })
+    }
+
+    /// After the transaction that gave `placed` committed: hands the numbers of earlier payments
+    /// to the requests waiting for them and publishes, in position order, the earlier events and
+    /// then the transaction's own.
+    pub(crate) fn committed(&self, placed: Placed) {
+        let earlier = std::mem::take(&mut *self.earlier());
+        let (earlier_positions, numbered) = placed.earlier;
+        self.store.pending_numbers().numbered(&numbered);
+        self.store.publish_positioned(earlier, earlier_positions);
+        for (row, position) in placed.positioned {
+            match row.into_record(Some(position)) {
+                Ok(record) => self.store.events().publish(record),
+                Err(error) => tracing::error!(%error, position, "a placed audit event's ledger events cannot be read"),
+            }
+        }
+    }
+}
+
+impl Drop for PlacingTurn<'_> {
+    /// Earlier commits no transaction placed go back to the front of the queue, for the next
+    /// positioning.
+    fn drop(&mut self) {
+        let earlier = std::mem::take(&mut *self.earlier());
+        if earlier.is_empty() {
+            return;
+        }
+        self.store.pending_positions().put_back(&self.tenant, earlier);
+        let (store, tenant) = (self.store.clone(), self.tenant.clone());
+        match tokio::runtime::Handle::try_current() {
+            // Waits for this turn to end.
+            Ok(runtime) => drop(runtime.spawn(async move { store.position_events(&tenant).await })),
+            Err(_) => self.store.pending_positions().failed.store(true, Ordering::Relaxed),
+        }
+    }
+}
+
+/// Places the committed audit events `rows` of `tenant` in the caller's transaction: chains each
+/// that is not chained yet, positions each with ledger events that has no position yet, numbers
+/// the payments those events created and adds their takings changes, all in the order of `rows`.
+/// Returns (index in `rows`, position) of each positioned and (payment, number) of each numbered.
+async fn place_committed(tx: &TxRef, tenant: &TenantId, rows: &[LedgerRow]) -> AppResult<(Vec<(usize, i64)>, Vec<(String, i64)>)> {
+    // Every audit event takes its place in the chain (H1); only changes with ledger events take a
+    // position (E2): both in one write of each event.
+    let events: Vec<ToChain> =
+        rows.iter().map(|row| ToChain { id: &row.id, content_hash: row.content_hash.as_deref(), positioned: row.events.is_some() }).collect();
+    let positioned = chain_events(tx, tenant, &events, true).await?;
+    let created: Vec<&LedgerRow> = positioned.iter().map(|&(index, _)| &rows[index]).collect();
+    let payments: Vec<String> = created.iter().flat_map(|row| row.new_payments()).collect();
+    let payment_ids: Vec<RecordId> = payments.iter().map(|key| record("payment", key)).collect();
+    let numbers = give_next_numbers(tx.clone(), tenant, PAYMENT_COUNTER, "number", &payment_ids).await?;
+    let numbered: Vec<(String, i64)> = numbers.into_iter().map(|(index, number)| (payments[index].clone(), number)).collect();
+    add_takings_changes(tx, tenant, &created).await?;
+    Ok((positioned, numbered))
 }
 
 /// Gives the records `ids` of `tenant` that have no `field` yet the next numbers of the tenant's

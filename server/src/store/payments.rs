@@ -345,7 +345,7 @@ impl Store {
         if effect.allocation.amount > Decimal::ZERO {
             allocated.push(self.write_allocation(tx, mutation, &mut payment, invoice, &effect.allocation, today).await?);
         }
-        self.create_payment_record(tx, &payment).await?;
+        self.create_payment_record(tx, &mut payment).await?;
         Ok((payment, allocated))
     }
 
@@ -457,8 +457,10 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a new payment, with its sums but without its number (see [`super::numbering`]).
-    pub(crate) async fn create_payment_record(&self, tx: &TxRef, payment: &PaymentRow) -> AppResult<()> {
+    /// Writes a new payment with its sums. Its number is given after the commit (see
+    /// [`super::numbering`]), or now when the transaction numbers what it writes itself.
+    pub(crate) async fn create_payment_record(&self, tx: &TxRef, payment: &mut PaymentRow) -> AppResult<()> {
+        payment.doc.number = tx.with_placing(super::numbering::Placing::payment_number);
         tx.query("CREATE $id CONTENT $doc RETURN NONE", Vars::new().set("id", payment.id.clone()).set("doc", payment.doc.clone())).await?;
         if !payment.doc.void {
             tx.takings_changed(TakingsChange::payment_recorded(payment.doc.takings_place(&payment.doc.date), payment.doc.amount));
@@ -522,8 +524,13 @@ impl Store {
 
     /// Numbers a payment just committed (see [`super::numbering`]) and gives it back as written.
     pub(crate) async fn number_new_payment(&self, tenant: &TenantId, key: String, written: Written) -> NewPayment {
+        let written = written.take_for(&key);
+        if let Some(row) = written.as_ref().filter(|row| row.doc.number.is_some()) {
+            // Numbered in its own transaction, and its events published with the commit.
+            return NewPayment { key, row: Some(row.clone()) };
+        }
         let number = self.number_payment(tenant, key.clone()).await;
-        let row = written.take_for(&key).zip(number).map(|(mut row, number)| {
+        let row = written.zip(number).map(|(mut row, number)| {
             row.doc.number = Some(number);
             row
         });

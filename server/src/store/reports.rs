@@ -94,8 +94,15 @@ pub(super) async fn add_takings_sums(tx: &TxRef, tenant: &TenantId, sums: &[Taki
     if sums.is_empty() {
         return Ok(());
     }
+    let (sql, vars) = takings_sums_query(tenant, sums, Vars::new());
+    tx.query(&sql, vars).await?;
+    Ok(())
+}
+
+/// The statements that add `sums` (one per key) to the tenant's takings sums, with their
+/// parameters added to `vars`: for a caller that sends them with statements of its own.
+pub(super) fn takings_sums_query(tenant: &TenantId, sums: &[TakingsChange], mut vars: Vars) -> (String, Vars) {
     let mut sql = String::new();
-    let mut vars = Vars::new();
     for (n, sum) in sums.iter().enumerate() {
         sql.push_str(&format!(
             "UPSERT $day{n} SET received = (received ?? 0dec) + $received{n}, payments = (payments ?? 0) + $payments{n},
@@ -108,8 +115,7 @@ pub(super) async fn add_takings_sums(tx: &TxRef, tenant: &TenantId, sums: &[Taki
             .set(&format!("refunded{n}"), sum.refunded)
             .set(&format!("refunds{n}"), sum.refunds);
     }
-    tx.query(&sql, vars).await?;
-    Ok(())
+    (sql, vars)
 }
 
 #[derive(SurrealValue)]
