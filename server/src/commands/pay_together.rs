@@ -8,9 +8,10 @@
 //! requests gather while its last group is written, and one task per practice takes them all,
 //! takes the turns of their invoices, decides them one after the other in one transaction (each
 //! on the invoice as the ones before it left it) and commits once; each request is answered
-//! after that commit, numbered as before. Measured in docs/performance.md (twenty-first measure):
-//! the same instructions per payment for payments of different invoices, about 29% less CPU per
-//! payment under 32 clients, and a third fewer instructions for one busy invoice.
+//! after that commit. The same transaction numbers the payments and gives the audit events their
+//! places in the practice's chain and ledger order (store/numbering.rs, `PlacingTurn`), so no
+//! second transaction follows. Measured in docs/performance.md (twenty-first and twenty-second
+//! measures).
 //!
 //! X1 and X2 hold for each request alone ([`crate::store::Store::mutate_together`]): a refused
 //! request writes nothing and keeps no other from being written, and each claims its own

@@ -134,6 +134,10 @@ impl Store {
     /// `mutations[n]`. Each mutation passes the idempotency gate and writes its audit event as
     /// [`Store::mutate`] does, and gets its own answer, in the order of `mutations`.
     ///
+    /// All of `mutations` are of one tenant. Each transaction holds the tenant's positioning turn
+    /// and numbers and places what it writes itself ([`super::numbering::PlacingTurn`]): no
+    /// positioning transaction follows its commit.
+    ///
     /// X1 and X2 hold for each mutation alone: one refused (a broken rule, a key used for another
     /// request, any error but a write conflict) writes nothing, and does not keep the others from
     /// being written. Its refusal stops the transaction there and cancels it: the mutations
@@ -326,7 +330,8 @@ fn first_result<T: DeserializeOwned>(mutation: &Mutation<'_>, idempotency: &Idem
 /// for its place in the tenant's chain, and one that carries ledger events for its position too:
 /// the transaction queues it the moment it commits ([`super::Tx::position_after_commit`]), while
 /// the mutation still holds its in-process turns, so changes of one record are chained and
-/// positioned in the order they committed.
+/// positioned in the order they committed. A transaction that places what it writes itself
+/// ([`super::numbering::Placing`]) writes the event with its place instead, and queues nothing.
 ///
 /// `claim` is the idempotency record (X2) to create with it, if the mutation claims a key.
 pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: AuditEntry, claim: Option<(RecordId, IdempotencyRow)>) -> AppResult<()> {

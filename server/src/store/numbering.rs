@@ -15,6 +15,13 @@
 //! numbered exactly when its event is positioned: payment numbers follow the order payments
 //! committed in.
 //!
+//! The practice's payment writer (`commands/pay_together.rs`) does not leave its groups to that
+//! second transaction: it holds the tenant's positioning turn while it writes a group, and the
+//! group's own transaction places what this process committed before (as positioning would),
+//! then gives each payment its number and each audit event its sequence, link and position as it
+//! creates them ([`Placing`], [`PlacingTurn`]). Each record is then written once: measured in
+//! docs/performance.md, the positioning transaction was nearly half of a payInvoice's work.
+//!
 //! Nobody has to wait for it: the commit also schedules a task that positions the tenant's
 //! queue, and a mutation that wants its events positioned (and its payment numbered) before it
 //! answers calls [`Store::position_events`] once its turns are released (holding them would make
