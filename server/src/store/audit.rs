@@ -398,14 +398,16 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     };
     // Whole documents rather than a SET per field: SurrealDB evaluates each SET expression on its
     // own, and those evaluations were a large part of a money change's CPU (docs/performance.md).
-    // The idempotency record (X2) goes in the same round trip.
-    let vars = Vars::new().set("id", id).set("doc", doc);
+    // The idempotency record (X2) goes in the same round trip, and is created at once even when
+    // the event waits for the end of its transaction: a request of the same transaction with the
+    // same key must find it.
+    let event = vec![(id, doc.into_value())];
     match claim {
         Some((claim, claimed)) => {
-            let vars = vars.set("claim", claim).set("claimed", claimed);
-            tx.query("CREATE $id CONTENT $doc RETURN NONE; CREATE $claim CONTENT $claimed RETURN NONE;", vars).await?
+            let vars = Vars::new().set("claim", claim).set("claimed", claimed);
+            tx.create_then(event, "CREATE $claim CONTENT $claimed RETURN NONE;", vars).await?
         }
-        None => tx.query("CREATE $id CONTENT $doc RETURN NONE", vars).await?,
+        None => tx.create_then(event, "", Vars::new()).await?,
     };
     if place.is_none() {
         tx.position_after_commit(mutation.tenant, row);

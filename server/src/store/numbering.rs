@@ -441,7 +441,8 @@ impl PlacingTurn<'_> {
         self.earlier.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts placing in `tx`: places the earlier commits, then reads the tenant's counters.
+    /// Starts placing in `tx`: places the earlier commits, then reads the tenant's counters. From
+    /// then on the records `tx` creates wait for [`PlacingTurn::finish`] (`Tx::create_then`).
     pub(crate) async fn begin(&self, tx: &TxRef) -> AppResult<()> {
         let earlier = self.earlier().clone();
         let placed_earlier = if earlier.is_empty() { Default::default() } else { place_committed(tx, &self.tenant, &earlier).await? };
@@ -455,6 +456,7 @@ impl PlacingTurn<'_> {
         let head = found.first::<CounterRow>(0)?.map_or_else(ChainHead::empty, CounterRow::head);
         let next_position = found.first::<i64>(1)?.unwrap_or(1);
         let next_payment = found.first::<i64>(2)?.unwrap_or(1);
+        tx.gather_creations();
         tx.start_placing(Placing {
             read: (head.sequence, next_position, next_payment),
             head,
@@ -467,12 +469,17 @@ impl PlacingTurn<'_> {
         Ok(())
     }
 
-    /// Ends placing in `tx`: writes the counters that moved and adds the takings changes to the
-    /// tenant's sums, in one round trip.
+    /// Ends placing in `tx`: creates the records the transaction gathered, writes the counters
+    /// that moved and adds the takings changes to the tenant's sums, in one round trip.
     pub(crate) async fn finish(&self, tx: &TxRef) -> AppResult<Placed> {
         let placing = tx.take_placing().ok_or_else(|| AppError::internal("a transaction ended placing it never began"))?;
         let mut sql = String::new();
         let mut vars = Vars::new();
+        // The group's new records, one INSERT per table (`Tx::create_then`).
+        for (table, records) in tx.take_gathered() {
+            sql.push_str(&format!("INSERT INTO {table} $new_{table} RETURN NONE;"));
+            vars = vars.set(&format!("new_{table}"), records);
+        }
         if placing.head.sequence != placing.read.0 {
             sql.push_str("UPSERT $audit SET next = $sequence, head = $head RETURN NONE;");
             vars = vars.set("audit", counter_record(&self.tenant, AUDIT_COUNTER)).set("sequence", placing.head.sequence + 1).set("head", placing.head.chain);

@@ -378,12 +378,10 @@ impl Store {
             created_by: mutation.actor.to_owned(),
         };
         // The allocation as one document: SurrealDB evaluates each field of a SET on its own.
-        tx.query(
-            "CREATE $id CONTENT $doc RETURN NONE;
-             UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now() RETURN NONE;",
+        tx.create_then(
+            vec![(record("allocation", &key), doc.into_value())],
+            "UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now() RETURN NONE;",
             Vars::new()
-                .set("id", record("allocation", &key))
-                .set("doc", doc)
                 .set("invoice_id", invoice.id.clone())
                 .set("paid", effect.invoice_paid)
                 .set("status", status_str(effect.invoice_status).to_owned()),
@@ -461,7 +459,7 @@ impl Store {
     /// [`super::numbering`]), or now when the transaction numbers what it writes itself.
     pub(crate) async fn create_payment_record(&self, tx: &TxRef, payment: &mut PaymentRow) -> AppResult<()> {
         payment.doc.number = tx.with_placing(super::numbering::Placing::payment_number);
-        tx.query("CREATE $id CONTENT $doc RETURN NONE", Vars::new().set("id", payment.id.clone()).set("doc", payment.doc.clone())).await?;
+        tx.create_then(vec![(payment.id.clone(), payment.doc.clone().into_value())], "", Vars::new()).await?;
         if !payment.doc.void {
             tx.takings_changed(TakingsChange::payment_recorded(payment.doc.takings_place(&payment.doc.date), payment.doc.amount));
         }
