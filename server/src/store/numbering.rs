@@ -716,12 +716,66 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let positioned: Vec<(i64, Vec<LedgerEvent>)> = records.into_iter().map(|r| (r.position, r.events)).collect();
+        let positioned: Vec<(i64, Vec<LedgerEvent>)> = records.into_iter().map(|r| (r.position, r.events.clone())).collect();
         assert_eq!(positioned, vec![(1, voided("p1")), (2, voided("p2"))]);
         let mut unpositioned = store
             .query("SELECT VALUE action FROM audit_event WHERE tenant = 'commit' AND position = NONE", Vars::new())
             .await
             .unwrap();
         assert_eq!(unpositioned.rows::<String>(0).unwrap(), vec!["client.create".to_owned()], "no ledger events, no position");
+    }
+
+    /// A group that places what it writes (the practice's payment writer) places this process's
+    /// earlier commits first, in the order they were queued, then its own events, and publishes
+    /// them in that order. A group of which nothing commits places nothing and gives the earlier
+    /// commits back to the queue, which is then positioned without anyone asking.
+    #[tokio::test]
+    async fn e2_a_group_places_earlier_commits_first_and_gives_them_back_when_nothing_commits() {
+        let store = memory_store().await;
+        let tenant = TenantId::parse("group").unwrap();
+        let mutation = Mutation { tenant: &tenant, actor: "tester", request_id: "r", operation: "test", idempotency: None, dry_run: false };
+        let mut bus = store.events().subscribe();
+        let queue = |keys: Vec<String>| {
+            let (store, tenant) = (store.clone(), tenant.clone());
+            async move {
+                for key in keys {
+                    store.pending_positions().push(&tenant, row_of(&store, &key).await);
+                }
+            }
+        };
+
+        let earlier = vec![write_raw_event(&store, &tenant, "a", None).await, write_raw_event(&store, &tenant, "b", None).await];
+        queue(vec![earlier[1].clone(), earlier[0].clone()]).await;
+        let refused: Vec<AppResult<()>> = store
+            .mutate_together(&[mutation.clone()], |_tx, _n| async move { Err::<((), AuditEntry), _>(AppError::invalid("refused")) })
+            .await;
+        assert!(refused[0].is_err());
+        for _ in 0..100 {
+            if position_of(&store, &earlier[0]).await.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((position_of(&store, &earlier[1]).await, position_of(&store, &earlier[0]).await), (Some(1), Some(2)), "given back in queue order");
+
+        let more = vec![write_raw_event(&store, &tenant, "c", None).await, write_raw_event(&store, &tenant, "d", None).await];
+        queue(more.clone()).await;
+        let written: Vec<AppResult<()>> = store
+            .mutate_together(&[mutation.clone(), mutation.clone()], |_tx, n| async move {
+                Ok(((), AuditEntry { action: "payment.void".into(), events: voided(&format!("g{n}")), ..AuditEntry::default() }))
+            })
+            .await;
+        assert!(written.iter().all(Result::is_ok), "{written:?}");
+        assert_eq!((position_of(&store, &more[0]).await, position_of(&store, &more[1]).await), (Some(3), Some(4)), "earlier commits first");
+        let mut awaiting = store
+            .query("SELECT VALUE position FROM audit_event WHERE tenant = 'group' AND awaiting_position = true", Vars::new())
+            .await
+            .unwrap();
+        assert!(awaiting.rows::<Option<i64>>(0).unwrap().is_empty(), "the group's own events never await a position");
+        let published: Vec<(i64, Vec<LedgerEvent>)> = (0..6).map(|_| bus.try_recv().expect("published")).map(|r| (r.position, r.events.clone())).collect();
+        let expected: Vec<(i64, Vec<LedgerEvent>)> =
+            ["b", "a", "c", "d", "g0", "g1"].iter().enumerate().map(|(n, payment)| (n as i64 + 1, voided(payment))).collect();
+        assert_eq!(published, expected, "published in position order");
+        assert_eq!(store.ledger_event_count(&tenant).await.unwrap(), 6);
     }
 }
