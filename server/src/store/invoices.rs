@@ -150,6 +150,10 @@ pub(crate) async fn read_invoice(tx: &TxRef, store: &Store, tenant: &TenantId, k
 impl Store {
     /// An invoice of the tenant, read in the caller's transaction.
     pub(crate) async fn load_invoice(&self, tx: &TxRef, tenant: &TenantId, key: &str) -> AppResult<InvoiceRow> {
+        // An invoice the transaction changed and writes at its end is read as it changed it.
+        if let Some(changed) = tx.invoice_as_changed(key).filter(|invoice| invoice.doc.tenant == tenant.as_str()) {
+            return Ok(changed);
+        }
         read_invoice(tx, self, tenant, key).await
     }
 

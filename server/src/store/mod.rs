@@ -191,14 +191,29 @@ pub struct Tx {
     awaiting_position: std::sync::Mutex<Vec<(TenantId, ledger_events::LedgerRow)>>,
     /// Set when the transaction numbers and places what it writes itself ([`numbering::Placing`]).
     placing: std::sync::Mutex<Option<numbering::Placing>>,
-    /// Set when the records it creates wait for its end, by table ([`Tx::create_then`]).
-    gathered: std::sync::Mutex<Option<std::collections::BTreeMap<String, Vec<Value>>>>,
+    /// Set when what it writes waits for its end ([`Tx::gather_writes`]).
+    gathered: std::sync::Mutex<Option<Gathered>>,
     takings: std::sync::Mutex<Vec<TakingsChange>>,
     metrics: Metrics,
     /// How long one call may take when the database is a server.
     remote_timeout: Duration,
     /// Where the transaction's session goes back once it is finished.
     idle_sessions: Arc<IdleSessions>,
+}
+
+/// What a transaction that writes at its end keeps until then (see [`Tx::gather_writes`]).
+#[derive(Default)]
+pub(crate) struct Gathered {
+    /// Records to create, by table.
+    pub created: std::collections::BTreeMap<String, Vec<Value>>,
+    /// Invoices as changed, by key.
+    pub invoices: std::collections::HashMap<String, rows::InvoiceRow>,
+}
+
+impl Gathered {
+    fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.invoices.is_empty()
+    }
 }
 
 enum OpenTx {
@@ -246,8 +261,8 @@ impl Tx {
     }
 
     /// Creates `records` (id and document), then runs `sql`, in one call. In a transaction that
-    /// gathers its creations ([`Tx::gather_creations`]) the records instead wait for its end, to
-    /// be created with the others of their table by one INSERT ([`Tx::take_gathered`]), and only
+    /// gathers its writes ([`Tx::gather_writes`]) the records instead wait for its end, to be
+    /// created with the others of their table by one INSERT ([`Tx::take_gathered`]), and only
     /// `sql` runs now: a statement costs SurrealDB about 30-50 µs besides its records
     /// (docs/performance.md, twenty-second measure). Only for records nothing reads before the
     /// transaction ends.
@@ -255,13 +270,13 @@ impl Tx {
         let gathering = {
             let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
             match gathered.as_mut() {
-                Some(by_table) => {
+                Some(gathered) => {
                     for (id, doc) in &records {
                         let Value::Object(mut document) = doc.clone() else {
                             return Err(AppError::internal("a record to create is not a document"));
                         };
                         document.insert("id", id.clone());
-                        by_table.entry(id.table.to_string()).or_default().push(Value::Object(document));
+                        gathered.created.entry(id.table.to_string()).or_default().push(Value::Object(document));
                     }
                     true
                 }
@@ -285,14 +300,36 @@ impl Tx {
         Ok(())
     }
 
-    /// From now on the records this transaction creates through [`Tx::create_then`] wait for its
-    /// end.
-    fn gather_creations(&self) {
-        *self.gathered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Default::default());
+    /// The invoice `key` as this transaction changed it and has not written yet
+    /// ([`Tx::invoice_changed`]); None when it has not changed it, or writes at once.
+    pub(crate) fn invoice_as_changed(&self, key: &str) -> Option<rows::InvoiceRow> {
+        let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+        gathered.as_ref().and_then(|gathered| gathered.invoices.get(key).cloned())
     }
 
-    /// The records waiting to be created, by table; the caller creates them.
-    fn take_gathered(&self) -> std::collections::BTreeMap<String, Vec<Value>> {
+    /// Keeps `invoice` as this transaction changed it (its sums and status), to be written once at
+    /// its end, however many of its payments the transaction makes; the next read of it in the
+    /// transaction is this row ([`Tx::invoice_as_changed`]). False when the transaction writes at
+    /// once: the caller writes it.
+    pub(crate) fn invoice_changed(&self, invoice: &rows::InvoiceRow) -> bool {
+        let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+        match gathered.as_mut() {
+            Some(gathered) => {
+                gathered.invoices.insert(rows::key_of(&invoice.id), invoice.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// From now on what this transaction creates through [`Tx::create_then`], and the invoices it
+    /// changes ([`Tx::invoice_changed`]), wait for its end.
+    fn gather_writes(&self) {
+        *self.gathered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Gathered::default());
+    }
+
+    /// What waits to be written; the caller writes it.
+    fn take_gathered(&self) -> Gathered {
         self.gathered.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default()
     }
 
@@ -311,7 +348,7 @@ impl Tx {
     async fn commit(mut self) -> AppResult<()> {
         if !self.take_gathered().is_empty() {
             self.cancel().await;
-            return Err(AppError::internal("records gathered to be created were never created"));
+            return Err(AppError::internal("writes gathered for the end of a transaction were never written"));
         }
         if !self.take_takings_changes().is_empty() {
             // Takings sums would miss them: a fault of the change's code, refused rather than

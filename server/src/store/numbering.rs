@@ -442,7 +442,8 @@ impl PlacingTurn<'_> {
     }
 
     /// Starts placing in `tx`: places the earlier commits, then reads the tenant's counters. From
-    /// then on the records `tx` creates wait for [`PlacingTurn::finish`] (`Tx::create_then`).
+    /// then on the records `tx` creates and the invoices it changes wait for
+    /// [`PlacingTurn::finish`] (`Tx::create_then`, `Tx::invoice_changed`).
     pub(crate) async fn begin(&self, tx: &TxRef) -> AppResult<()> {
         let earlier = self.earlier().clone();
         let placed_earlier = if earlier.is_empty() { Default::default() } else { place_committed(tx, &self.tenant, &earlier).await? };
@@ -456,7 +457,7 @@ impl PlacingTurn<'_> {
         let head = found.first::<CounterRow>(0)?.map_or_else(ChainHead::empty, CounterRow::head);
         let next_position = found.first::<i64>(1)?.unwrap_or(1);
         let next_payment = found.first::<i64>(2)?.unwrap_or(1);
-        tx.gather_creations();
+        tx.gather_writes();
         tx.start_placing(Placing {
             read: (head.sequence, next_position, next_payment),
             head,
@@ -469,16 +470,29 @@ impl PlacingTurn<'_> {
         Ok(())
     }
 
-    /// Ends placing in `tx`: creates the records the transaction gathered, writes the counters
-    /// that moved and adds the takings changes to the tenant's sums, in one round trip.
+    /// Ends placing in `tx`: creates the records the transaction gathered, writes the invoices it
+    /// changed, writes the counters that moved and adds the takings changes to the tenant's sums,
+    /// in one round trip.
     pub(crate) async fn finish(&self, tx: &TxRef) -> AppResult<Placed> {
         let placing = tx.take_placing().ok_or_else(|| AppError::internal("a transaction ended placing it never began"))?;
         let mut sql = String::new();
         let mut vars = Vars::new();
-        // The group's new records, one INSERT per table (`Tx::create_then`).
-        for (table, records) in tx.take_gathered() {
+        // The group's new records, one INSERT per table (`Tx::create_then`), and each invoice it
+        // paid, once, as it stands after the group's last payment of it (`Tx::invoice_changed`).
+        let gathered = tx.take_gathered();
+        for (table, records) in gathered.created {
             sql.push_str(&format!("INSERT INTO {table} $new_{table} RETURN NONE;"));
             vars = vars.set(&format!("new_{table}"), records);
+        }
+        for (n, invoice) in gathered.invoices.into_values().enumerate() {
+            sql.push_str(&format!(
+                "UPDATE $invoice{n} SET paid = $paid{n}, active_allocations = $allocations{n}, status = $status{n}, updated_at = time::now() RETURN NONE;"
+            ));
+            vars = vars
+                .set(&format!("invoice{n}"), invoice.id)
+                .set(&format!("paid{n}"), invoice.doc.paid)
+                .set(&format!("allocations{n}"), invoice.doc.active_allocations)
+                .set(&format!("status{n}"), invoice.doc.status);
         }
         if placing.head.sequence != placing.read.0 {
             sql.push_str("UPSERT $audit SET next = $sequence, head = $head RETURN NONE;");

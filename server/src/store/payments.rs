@@ -378,15 +378,21 @@ impl Store {
             created_by: mutation.actor.to_owned(),
         };
         // The allocation as one document: SurrealDB evaluates each field of a SET on its own.
-        tx.create_then(
-            vec![(record("allocation", &key), doc.into_value())],
-            "UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now() RETURN NONE;",
-            Vars::new()
-                .set("invoice_id", invoice.id.clone())
-                .set("paid", effect.invoice_paid)
-                .set("status", status_str(effect.invoice_status).to_owned()),
-        )
-        .await?;
+        let allocation = vec![(record("allocation", &key), doc.into_value())];
+        let mut changed = invoice.clone();
+        changed.doc.paid = effect.invoice_paid;
+        changed.doc.active_allocations += 1;
+        changed.doc.status = status_str(effect.invoice_status).to_owned();
+        if tx.invoice_changed(&changed) {
+            tx.create_then(allocation, "", Vars::new()).await?;
+        } else {
+            tx.create_then(
+                allocation,
+                "UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now() RETURN NONE;",
+                Vars::new().set("invoice_id", invoice.id.clone()).set("paid", effect.invoice_paid).set("status", changed.doc.status),
+            )
+            .await?;
+        }
         payment.doc.allocated = effect.payment_allocated;
         payment.doc.allocation_count = sequence;
         Ok(Allocated { key, invoice: invoice_key, amount: effect.amount })
