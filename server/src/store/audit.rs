@@ -376,12 +376,12 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     };
     let place = tx.with_placing(|placing| placing.place(&row, takings_changes));
     let doc = AuditDoc {
-        tenant: content.tenant.clone(),
+        tenant: content.tenant,
         key: key.clone(),
         page_key: page_key(mutation.tenant.as_str(), &key),
         at: content.at,
-        actor: content.actor.clone(),
-        action: content.action.clone(),
+        actor: content.actor,
+        action: content.action,
         records: content.records,
         before: content.before,
         after: content.after,

@@ -267,28 +267,12 @@ impl Tx {
     /// (docs/performance.md, twenty-second measure). Only for records nothing reads before the
     /// transaction ends.
     pub(crate) async fn create_then(&self, records: Vec<(RecordId, Value)>, sql: &str, vars: Vars) -> AppResult<()> {
-        let gathering = {
-            let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
-            match gathered.as_mut() {
-                Some(gathered) => {
-                    for (id, doc) in &records {
-                        let Value::Object(mut document) = doc.clone() else {
-                            return Err(AppError::internal("a record to create is not a document"));
-                        };
-                        document.insert("id", id.clone());
-                        gathered.created.entry(id.table.to_string()).or_default().push(Value::Object(document));
-                    }
-                    true
-                }
-                None => false,
-            }
-        };
-        if gathering {
+        let Some(records) = self.gather_created(records)? else {
             if !sql.is_empty() {
                 self.query(sql, vars).await?;
             }
             return Ok(());
-        }
+        };
         let mut statements = String::new();
         let mut vars = vars;
         for (n, (id, doc)) in records.into_iter().enumerate() {
@@ -300,6 +284,27 @@ impl Tx {
         Ok(())
     }
 
+    /// Keeps `records` for the end of the transaction when it gathers its writes (None); gives
+    /// them back otherwise, to be created at once.
+    fn gather_created(&self, records: Vec<(RecordId, Value)>) -> AppResult<Option<Vec<(RecordId, Value)>>> {
+        let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(gathered) = gathered.as_mut() else { return Ok(Some(records)) };
+        for (id, doc) in records {
+            let Value::Object(mut document) = doc else {
+                return Err(AppError::internal("a record to create is not a document"));
+            };
+            let table = id.table.to_string();
+            document.insert("id", id);
+            gathered.created.entry(table).or_default().push(Value::Object(document));
+        }
+        Ok(None)
+    }
+
+    /// Whether what this transaction writes waits for its end ([`Tx::gather_writes`]).
+    pub(crate) fn gathers_writes(&self) -> bool {
+        self.gathered.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// The invoice `key` as this transaction changed it and has not written yet
     /// ([`Tx::invoice_changed`]); None when it has not changed it, or writes at once.
     pub(crate) fn invoice_as_changed(&self, key: &str) -> Option<rows::InvoiceRow> {
@@ -309,17 +314,15 @@ impl Tx {
 
     /// Keeps `invoice` as this transaction changed it (its sums and status), to be written once at
     /// its end, however many of its payments the transaction makes; the next read of it in the
-    /// transaction is this row ([`Tx::invoice_as_changed`]). False when the transaction writes at
-    /// once: the caller writes it.
-    pub(crate) fn invoice_changed(&self, invoice: &rows::InvoiceRow) -> bool {
+    /// transaction is this row ([`Tx::invoice_as_changed`]). Only for a transaction that gathers
+    /// its writes ([`Tx::gathers_writes`]); any other writes the invoice itself.
+    pub(crate) fn invoice_changed(&self, invoice: rows::InvoiceRow) -> AppResult<()> {
         let mut gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
-        match gathered.as_mut() {
-            Some(gathered) => {
-                gathered.invoices.insert(rows::key_of(&invoice.id), invoice.clone());
-                true
-            }
-            None => false,
-        }
+        let Some(gathered) = gathered.as_mut() else {
+            return Err(AppError::internal("an invoice was kept for the end of a transaction that writes at once"));
+        };
+        gathered.invoices.insert(rows::key_of(&invoice.id), invoice);
+        Ok(())
     }
 
     /// From now on what this transaction creates through [`Tx::create_then`], and the invoices it

@@ -298,11 +298,16 @@ impl Store {
         let mut rows: Vec<Option<LedgerRow>> = rows.into_iter().map(Some).collect();
         for (index, position) in positions {
             let Some(row) = rows.get_mut(index).and_then(Option::take) else { continue };
-            match row.into_record(Some(position)) {
-                Ok(record) => self.events().publish(record),
-                // Subscribers see the gap and read the store, which reports the same fault.
-                Err(error) => tracing::error!(%error, position, "a positioned audit event's ledger events cannot be read"),
-            }
+            self.publish_at(row, position);
+        }
+    }
+
+    /// Publishes the audit event `row`, committed at `position`, on the event bus.
+    fn publish_at(&self, row: LedgerRow, position: i64) {
+        match row.into_record(Some(position)) {
+            Ok(record) => self.events().publish(record),
+            // Subscribers see the gap and read the store, which reports the same fault.
+            Err(error) => tracing::error!(%error, position, "a positioned audit event's ledger events cannot be read"),
         }
     }
 
@@ -521,10 +526,7 @@ impl PlacingTurn<'_> {
         self.store.pending_numbers().numbered(&numbered);
         self.store.publish_positioned(earlier, earlier_positions);
         for (row, position) in placed.positioned {
-            match row.into_record(Some(position)) {
-                Ok(record) => self.store.events().publish(record),
-                Err(error) => tracing::error!(%error, position, "a placed audit event's ledger events cannot be read"),
-            }
+            self.store.publish_at(row, position);
         }
     }
 }

@@ -379,17 +379,19 @@ impl Store {
         };
         // The allocation as one document: SurrealDB evaluates each field of a SET on its own.
         let allocation = vec![(record("allocation", &key), doc.into_value())];
-        let mut changed = invoice.clone();
-        changed.doc.paid = effect.invoice_paid;
-        changed.doc.active_allocations += 1;
-        changed.doc.status = status_str(effect.invoice_status).to_owned();
-        if tx.invoice_changed(&changed) {
+        let status = status_str(effect.invoice_status).to_owned();
+        if tx.gathers_writes() {
+            let mut changed = invoice.clone();
+            changed.doc.paid = effect.invoice_paid;
+            changed.doc.active_allocations += 1;
+            changed.doc.status = status;
+            tx.invoice_changed(changed)?;
             tx.create_then(allocation, "", Vars::new()).await?;
         } else {
             tx.create_then(
                 allocation,
                 "UPDATE $invoice_id SET paid = $paid, active_allocations += 1, status = $status, updated_at = time::now() RETURN NONE;",
-                Vars::new().set("invoice_id", invoice.id.clone()).set("paid", effect.invoice_paid).set("status", changed.doc.status),
+                Vars::new().set("invoice_id", invoice.id.clone()).set("paid", effect.invoice_paid).set("status", status),
             )
             .await?;
         }
