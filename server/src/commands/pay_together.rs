@@ -132,7 +132,8 @@ impl Commands {
             .store
             .mutate_together(&mutations, |tx, n| async move {
                 let payment = &queued_ref[n];
-                let invoice = self.store.load_invoice(&tx, &payment.tenant, &payment.invoice_key).await?;
+                let group = queued_ref.iter().map(|payment| payment.invoice_key.as_str());
+                let invoice = self.store.load_invoice_of_group(&tx, &payment.tenant, &payment.invoice_key, group).await?;
                 let (row, entry) =
                     self.pay_in(&tx, &mutations_ref[n], &invoice, &payment.method, &payment.request, payment.reference.clone()).await?;
                 written_ref[n].set(&row);

@@ -286,13 +286,19 @@ where
     F: Fn(TxRef) -> Fut,
     Fut: Future<Output = AppResult<(T, AuditEntry)>>,
 {
-    if let Some(idempotency) = &mutation.idempotency
-        && look_up_key
-    {
+    if let Some(idempotency) = &mutation.idempotency {
         let id = idempotency_id(mutation.tenant, &idempotency.key);
-        let mut found = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", id)).await?;
-        if let Some(previous) = found.first::<IdempotencyRow>(0)? {
+        // A request before this one in the same transaction claimed the key: its claim waits for
+        // the transaction's end (`Tx::create_then`), and is found here.
+        if let Some(claimed) = tx.gathered_record(&id) {
+            let previous = IdempotencyRow::from_value(claimed).map_err(AppError::internal)?;
             return first_result(mutation, idempotency, &previous);
+        }
+        if look_up_key {
+            let mut found = tx.query("SELECT * FROM ONLY $id", Vars::new().set("id", id)).await?;
+            if let Some(previous) = found.first::<IdempotencyRow>(0)? {
+                return first_result(mutation, idempotency, &previous);
+            }
         }
     }
     let (value, entry) = body(tx.clone()).await?;
@@ -398,17 +404,13 @@ pub(super) async fn append_audit(tx: &TxRef, mutation: &Mutation<'_>, entry: Aud
     };
     // Whole documents rather than a SET per field: SurrealDB evaluates each SET expression on its
     // own, and those evaluations were a large part of a money change's CPU (docs/performance.md).
-    // The idempotency record (X2) goes in the same round trip, and is created at once even when
-    // the event waits for the end of its transaction: a request of the same transaction with the
-    // same key must find it.
-    let event = vec![(id, doc.into_value())];
-    match claim {
-        Some((claim, claimed)) => {
-            let vars = Vars::new().set("claim", claim).set("claimed", claimed);
-            tx.create_then(event, "CREATE $claim CONTENT $claimed RETURN NONE;", vars).await?
-        }
-        None => tx.create_then(event, "", Vars::new()).await?,
-    };
+    // The idempotency record (X2) goes with it, and like it waits for the end of a transaction
+    // that gathers its writes; a later request of that transaction with the same key finds it
+    // there (`mutate_in`), and a request of another transaction that committed the key first makes
+    // this one's INSERT fail as a conflict, so the transaction runs again and reads it.
+    let mut records = vec![(id, doc.into_value())];
+    records.extend(claim.map(|(claim, claimed)| (claim, claimed.into_value())));
+    tx.create_then(records, "", Vars::new()).await?;
     if place.is_none() {
         tx.position_after_commit(mutation.tenant, row);
     }
