@@ -680,7 +680,9 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
 
     let ids = Ids { client, location, cash };
     *api.requests.lock().expect("requests") = Some(Default::default());
+    let cpu_before = cpu_seconds(&server.pids());
     let (per_op, elapsed) = clinic_day(&api, &ids, args.clients, length).await;
+    let cpu = cpu_seconds(&server.pids()) - cpu_before;
     let requests = api.requests.lock().expect("requests").take().unwrap_or_default();
     println!("clinic day mix ({} clients):", args.clients);
     for (name, samples) in MIX.iter().zip(&per_op) {
@@ -691,6 +693,8 @@ async fn api_phases(args: &Args, server: &Server) -> anyhow::Result<f64> {
     for (name, samples) in &requests {
         println!("    {}", samples.line(name, elapsed));
     }
+    let all = Samples { latencies: requests.values().flat_map(|samples| samples.latencies.iter().copied()).collect(), errors: 0 };
+    println!("  {}", cpu_line(&all, cpu, elapsed).trim_start());
 
     // Reports alone, after the clinic day left open invoices, refunds and credit notes behind.
     let report_length = Duration::from_secs(args.seconds.min(5));
