@@ -983,6 +983,17 @@ async fn retries(app: &TestApp) -> u64 {
     metric(app, "settle_transaction_retries_total").await
 }
 
+/// A counter of the server's /metrics (0 before it first counts).
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let response = app.http.get(app.url("/metrics")).bearer_auth(app.token(settle::auth::Role::Admin)).send().await.unwrap();
+    let text = response.text().await.unwrap();
+    text.lines()
+        .find(|line| line.split_whitespace().next() == Some(name))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|n| n.parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
+
 async fn cash_method(app: &TestApp) -> String {
     let data = app.viewer().ok("{ paymentMethods { id name } }", json!({})).await;
     let cash = data["paymentMethods"].as_array().unwrap().iter().find(|m| m["name"] == "Cash").expect("a Cash method");

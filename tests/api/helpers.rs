@@ -427,14 +427,3 @@ impl Caller<'_> {
 pub fn assert_error_code(response: &Gql, code: &str) {
     assert_eq!(response.error_code(), Some(code), "expected {code}, got: {:#}", response.body);
 }
-
-/// A counter of the server's /metrics (0 before it first counts).
-pub async fn metric(app: &TestApp, name: &str) -> u64 {
-    let response = app.http.get(app.url("/metrics")).bearer_auth(app.token(settle::auth::Role::Admin)).send().await.unwrap();
-    let text = response.text().await.unwrap();
-    text.lines()
-        .find(|line| line.split_whitespace().next() == Some(name))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|n| n.parse::<f64>().ok())
-        .map_or(0, |n| n as u64)
-}

@@ -73,9 +73,6 @@ impl Commands {
     /// finalizeInvoice with REQUEST_PAYMENT: DRAFT to OPEN, or to PAID when nothing is owed (I2,
     /// I3).
     pub async fn finalize_invoice(&self, mutation: &Mutation<'_>, key: &str) -> AppResult<Applied<String>> {
-        if !mutation.dry_run {
-            return self.finalize_together(mutation, key).await.map(Applied::Done);
-        }
         // Finalizes of one tenant all write its invoice counter: queue them here rather than let
         // them collide in the database (see store::locks).
         let turn = self.store.locks().lock(&tenant_lock(mutation.tenant)).await;

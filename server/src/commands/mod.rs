@@ -18,7 +18,6 @@ pub mod allocations;
 pub mod charges;
 pub mod credit_notes;
 mod events;
-mod finalize_together;
 pub mod invoices;
 pub mod methods;
 mod pay_together;
@@ -38,14 +37,11 @@ pub struct Commands {
     charging: Charging,
     /// payInvoice requests waiting to be written together, per practice (pay_together.rs).
     paying: std::sync::Arc<crate::store::locks::Gathering<pay_together::QueuedPayment>>,
-    /// finalizeInvoice requests waiting to be written together, per practice
-    /// (finalize_together.rs).
-    finalizing: std::sync::Arc<crate::store::locks::Gathering<finalize_together::QueuedFinalize>>,
 }
 
 impl Commands {
     pub fn new(store: Store, charging: Charging) -> Commands {
-        Commands { store, charging, paying: Default::default(), finalizing: Default::default() }
+        Commands { store, charging, paying: Default::default() }
     }
 
     /// Positions and publishes the ledger events the tenant's committed changes queued (E2), and
