@@ -414,8 +414,8 @@ impl Api {
     async fn call(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
         let url = &self.urls[self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len()];
         let started = Instant::now();
-        let body: anyhow::Result<Value> = async {
-            Ok(self
+        let data: anyhow::Result<Value> = async {
+            let body: Value = self
                 .http
                 .post(format!("{url}/graphql"))
                 .bearer_auth(&self.token)
@@ -423,21 +423,21 @@ impl Api {
                 .send()
                 .await?
                 .json()
-                .await?)
+                .await?;
+            if let Some(errors) = body.get("errors").filter(|e| !e.is_null()) {
+                anyhow::bail!("{}", errors[0]["extensions"]["code"].as_str().unwrap_or("error"));
+            }
+            Ok(body["data"].clone())
         }
         .await;
         if let Some(requests) = self.requests.lock().expect("requests").as_mut() {
             let samples = requests.entry(first_field(query).to_owned()).or_default();
-            match body.as_ref().ok().filter(|body| body.get("errors").is_none_or(Value::is_null)) {
-                Some(_) => samples.latencies.push(started.elapsed()),
-                None => samples.errors += 1,
+            match &data {
+                Ok(_) => samples.latencies.push(started.elapsed()),
+                Err(_) => samples.errors += 1,
             }
         }
-        let body = body?;
-        if let Some(errors) = body.get("errors").filter(|e| !e.is_null()) {
-            anyhow::bail!("{}", errors[0]["extensions"]["code"].as_str().unwrap_or("error"));
-        }
-        Ok(body["data"].clone())
+        data
     }
 
     async fn invoice(&self, client: &str, location: &str, amount: &str) -> anyhow::Result<String> {

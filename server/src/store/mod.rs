@@ -308,7 +308,8 @@ impl Tx {
     pub(crate) fn gathered_record(&self, id: &RecordId) -> Option<Value> {
         let gathered = self.gathered.lock().unwrap_or_else(|p| p.into_inner());
         let created = gathered.as_ref()?.created.get(&id.table.to_string())?;
-        created.iter().find(|document| matches!(document, Value::Object(document) if document.get("id") == Some(&Value::RecordId(id.clone())))).cloned()
+        let id = Value::RecordId(id.clone());
+        created.iter().find(|document| matches!(document, Value::Object(document) if document.get("id") == Some(&id))).cloned()
     }
 
     /// Whether what this transaction writes waits for its end ([`Tx::gather_writes`]).
